@@ -1,0 +1,2 @@
+//! Materialising commit trees into directories. Not yet implemented: see the
+//! checkout issue.
