@@ -1,3 +1,150 @@
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! The `arbor` command line: argument parsing and output only; the work is
+//! done by the library modules.
+
+mod commit;
+mod fsck;
+mod init;
+mod inspect;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::store::{Repo, StoreError, default_repo_path};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "arbor",
+    version,
+    about = "Pull, store, check out and stage OSTree commits",
+    long_about = "arbor keeps OSTree commits in a local content-addressed repository that the real \
+                  `ostree` can read, and works with them: commit directories, inspect trees, verify \
+                  the store."
+)]
+pub struct Cli {
+    /// Repository to use [default: $ARBOR_REPO, else /var/lib/arbor/repo as root, else
+    /// $XDG_DATA_HOME/arbor/repo]
+    #[arg(long, global = true, value_name = "PATH")]
+    repo: Option<PathBuf>,
+
+    /// Say more about what is being done (on stderr)
+    #[arg(short, long, global = true)]
+    verbose: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository
+    Init(init::InitArgs),
+    /// Commit a directory tree to a branch and print the commit checksum
+    Commit(commit::CommitArgs),
+    /// List refs (local heads, and remote refs as REMOTE:REF)
+    Refs,
+    /// Print the commit checksum a revision names
+    RevParse(inspect::RevParseArgs),
+    /// Show a commit and its ancestors, newest first
+    Log(inspect::LogArgs),
+    /// List a commit's tree, in the same format as `ostree ls`
+    Ls(inspect::LsArgs),
+    /// Write a file of a commit to standard output
+    Cat(inspect::CatArgs),
+    /// Describe an object: a revision (its commit) or CHECKSUM.TYPE
+    Show(inspect::ShowArgs),
+    /// Verify every object and every commit's tree
+    Fsck(fsck::FsckArgs),
+}
+
+/// Global options every command sees.
+pub(crate) struct Ctx {
+    repo_path: PathBuf,
+    explicit_repo: bool,
+    pub verbose: bool,
+}
+
+impl Ctx {
+    /// Opens the repository for reading.
+    pub fn open(&self) -> Result<Repo> {
+        Ok(Repo::open(&self.repo_path)?)
+    }
+
+    /// Opens the repository for writing; the default repository is created
+    /// on first use, an explicitly named one must exist.
+    pub fn open_for_write(&self) -> Result<Repo> {
+        if self.explicit_repo {
+            return self.open();
+        }
+        Repo::open_or_init(&self.repo_path).with_context(|| {
+            format!(
+                "opening or creating the default repository {}",
+                self.repo_path.display()
+            )
+        })
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Deep trees recurse on rayon's threads; give them room.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(16 << 20)
+        .build_global();
+    let ctx = Ctx {
+        explicit_repo: cli.repo.is_some(),
+        repo_path: cli.repo.clone().unwrap_or_else(default_repo_path),
+        verbose: cli.verbose,
+    };
+    match run(&ctx, cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", render_error(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Commit(a) => commit::run(ctx, a),
+        Command::Refs => inspect::refs(ctx),
+        Command::RevParse(a) => inspect::rev_parse(ctx, a),
+        Command::Log(a) => inspect::log(ctx, a),
+        Command::Ls(a) => inspect::ls(ctx, a),
+        Command::Cat(a) => inspect::cat(ctx, a),
+        Command::Show(a) => inspect::show(ctx, a),
+        Command::Fsck(a) => fsck::run(ctx, a),
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause that the
+/// message already includes.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// Maps a broken pipe on stdout (e.g. `arbor cat … | head`) to success.
+pub(crate) fn stdout_result(r: std::io::Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r.context("writing to standard output")?),
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_error_is_send(e: StoreError) -> anyhow::Error {
+    e.into()
 }

@@ -1,0 +1,64 @@
+//! Errors of the local repository.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::ostree::{Checksum, FormatError, ObjectName};
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no repository at {0} (create one with `arbor --repo {0} init`)")]
+    NotARepo(PathBuf),
+    #[error("a repository already exists at {0}")]
+    AlreadyExists(PathBuf),
+    #[error("invalid repository config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("object {object} is corrupt: {source}")]
+    CorruptObject {
+        object: ObjectName,
+        #[source]
+        source: FormatError,
+    },
+    #[error("object {object} is corrupt: checksum expected={object_checksum} actual={actual}", object_checksum = .object.checksum)]
+    ChecksumMismatch {
+        object: ObjectName,
+        actual: Checksum,
+    },
+    #[error("object {0} is missing from the repository")]
+    MissingObject(ObjectName),
+    #[error("object {object} is corrupt: {reason}")]
+    BadObject { object: ObjectName, reason: String },
+    #[error("{0}")]
+    Format(#[from] FormatError),
+    #[error("ref {0} not found")]
+    RefNotFound(String),
+    #[error("{rev}: {reason}")]
+    BadRev { rev: String, reason: String },
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Attaches a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T, E: Into<std::io::Error>> IoContext<T> for std::result::Result<T, E> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| StoreError::Io {
+            path: path.into(),
+            source: e.into(),
+        })
+    }
+}

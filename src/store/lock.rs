@@ -1,0 +1,66 @@
+//! The repository lock (`.lock`), compatible with libostree's.
+//!
+//! Writers (transactions) hold it shared; operations that delete objects
+//! hold it exclusive. Each [`RepoLock`] opens its own descriptor of
+//! `.lock`, so guards are independent and dropping one releases exactly its
+//! lock.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags};
+
+use super::error::{IoContext, Result, StoreError};
+use super::repo::Repo;
+use super::sys;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Shared,
+    Exclusive,
+}
+
+/// libostree's default `core.lock-timeout-secs`.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct RepoLock {
+    _fd: OwnedFd,
+    pub mode: LockMode,
+}
+
+impl RepoLock {
+    pub(crate) fn acquire(repo: &Repo, mode: LockMode) -> Result<RepoLock> {
+        let path = repo.path().join(".lock");
+        let fd = rustix::fs::openat(
+            repo.dir(),
+            ".lock",
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o660),
+        )
+        .at(&path)?;
+        let timeout = repo
+            .config()
+            .get_u64("core", "lock-timeout-secs")
+            .ok()
+            .flatten()
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let exclusive = mode == LockMode::Exclusive;
+        let start = Instant::now();
+        // Poll rather than block so the wait is bounded and can be reported.
+        loop {
+            if sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
+                return Ok(RepoLock { _fd: fd, mode });
+            }
+            if start.elapsed() >= timeout {
+                return Err(StoreError::Other(format!(
+                    "timed out after {}s waiting for the {} lock on {} (another arbor or ostree process is using the repository)",
+                    timeout.as_secs(),
+                    if exclusive { "exclusive" } else { "shared" },
+                    path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! Reading objects in each repository mode.
+//!
+//! | mode | regular file object | symlink object | metadata from |
+//! |---|---|---|---|
+//! | bare | the file itself | a real symlink | the inode (owner, mode, xattrs) |
+//! | bare-user | the file itself | a file: target ‖ NUL | `user.ostreemeta` xattr |
+//! | bare-user-only | the file itself | a real symlink | mode only; uid/gid 0, no xattrs |
+//! | archive | `.filez`: header ‖ raw deflate | `.filez`: header only | the header |
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use flate2::read::DeflateDecoder;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+use super::error::{IoContext, Result, StoreError};
+use super::fsutil::list_dir_typed;
+use super::repo::{Repo, RepoMode, open_dir};
+use super::sys;
+use crate::ostree::content::{FRAME_PREFIX, archive_header_len, parse_archive_header};
+use crate::ostree::{
+    Checksum, Commit, DirMeta, DirTree, FileHeader, MAX_METADATA_SIZE, ObjectName, ObjectType,
+    Xattrs,
+};
+
+/// A content object opened for reading: its header, and a reader yielding
+/// exactly `size` bytes (nothing for symlinks).
+pub struct ContentObject {
+    pub header: FileHeader,
+    pub size: u64,
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl Repo {
+    fn object_path(&self, name: &ObjectName) -> String {
+        name.loose_path(self.mode().is_archive())
+    }
+
+    /// Full filesystem path of a loose object (for messages and tests).
+    pub fn object_fs_path(&self, name: &ObjectName) -> PathBuf {
+        self.path().join("objects").join(self.object_path(name))
+    }
+
+    pub fn has_object(&self, name: &ObjectName) -> Result<bool> {
+        match rustix::fs::statat(
+            self.objects_dir(),
+            self.object_path(name).as_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).at(self.object_fs_path(name)),
+        }
+    }
+
+    fn open_object(&self, name: &ObjectName) -> Result<OwnedFd> {
+        match rustix::fs::openat(
+            self.objects_dir(),
+            self.object_path(name).as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => Ok(fd),
+            Err(rustix::io::Errno::NOENT) => Err(StoreError::MissingObject(*name)),
+            Err(e) => Err(e).at(self.object_fs_path(name)),
+        }
+    }
+
+    /// The bytes of a metadata object, bounded by the metadata size limit.
+    pub fn load_metadata(&self, name: &ObjectName) -> Result<Vec<u8>> {
+        let fd = self.open_object(name)?;
+        let mut data = Vec::new();
+        File::from(fd)
+            .take(MAX_METADATA_SIZE as u64 + 1)
+            .read_to_end(&mut data)
+            .at(self.object_fs_path(name))?;
+        if data.len() > MAX_METADATA_SIZE {
+            return Err(StoreError::BadObject {
+                object: *name,
+                reason: format!("larger than the {MAX_METADATA_SIZE}-byte metadata limit"),
+            });
+        }
+        Ok(data)
+    }
+
+    /// Loads a metadata object and checks that its bytes hash to its name.
+    pub fn load_verified_metadata(&self, name: &ObjectName) -> Result<Vec<u8>> {
+        let data = self.load_metadata(name)?;
+        let actual = Checksum::digest(&data);
+        if actual != name.checksum {
+            return Err(StoreError::ChecksumMismatch {
+                object: *name,
+                actual,
+            });
+        }
+        Ok(data)
+    }
+
+    fn parse_meta<T>(
+        &self,
+        c: &Checksum,
+        t: ObjectType,
+        parse: fn(&[u8]) -> crate::ostree::error::Result<T>,
+    ) -> Result<T> {
+        let name = ObjectName::new(*c, t);
+        let data = self.load_metadata(&name)?;
+        parse(&data).map_err(|source| StoreError::CorruptObject {
+            object: name,
+            source,
+        })
+    }
+
+    pub fn load_commit(&self, c: &Checksum) -> Result<Commit> {
+        self.parse_meta(c, ObjectType::Commit, Commit::parse)
+    }
+
+    pub fn load_dirtree(&self, c: &Checksum) -> Result<DirTree> {
+        self.parse_meta(c, ObjectType::DirTree, DirTree::parse)
+    }
+
+    pub fn load_dirmeta(&self, c: &Checksum) -> Result<DirMeta> {
+        self.parse_meta(c, ObjectType::DirMeta, DirMeta::parse)
+    }
+
+    /// Whether `state/CHECKSUM.commitpartial` marks the commit's tree as
+    /// possibly incomplete.
+    pub fn is_commit_partial(&self, c: &Checksum) -> Result<bool> {
+        match rustix::fs::statat(
+            self.dir(),
+            format!("state/{c}.commitpartial").as_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).at(self.path().join(format!("state/{c}.commitpartial"))),
+        }
+    }
+
+    /// Opens a content object, reading its metadata as the repository's
+    /// mode stores it.
+    pub fn open_content(&self, c: &Checksum) -> Result<ContentObject> {
+        let name = ObjectName::new(*c, ObjectType::File);
+        let path = self.object_fs_path(&name);
+        let corrupt = |source| StoreError::CorruptObject {
+            object: name,
+            source,
+        };
+        let bad = |reason: String| StoreError::BadObject {
+            object: name,
+            reason,
+        };
+        let mode = self.mode();
+        if mode == RepoMode::Archive {
+            let fd = self.open_object(&name)?;
+            let mut r = BufReader::with_capacity(64 * 1024, File::from(fd));
+            let mut prefix = vec![0u8; FRAME_PREFIX];
+            r.read_exact(&mut prefix)
+                .map_err(|_| bad("truncated header".into()))?;
+            let total = archive_header_len(&prefix).map_err(corrupt)?;
+            prefix.resize(total, 0);
+            r.read_exact(&mut prefix[FRAME_PREFIX..])
+                .map_err(|_| bad("truncated header".into()))?;
+            let a = parse_archive_header(&prefix).map_err(corrupt)?;
+            let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
+                // Symlinks have no deflate stream at all; an empty file's is
+                // never needed (and some flate2 versions reject empty input).
+                Box::new(std::io::empty())
+            } else {
+                Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
+            };
+            return Ok(ContentObject {
+                header: a.header,
+                size: a.size,
+                reader,
+            });
+        }
+
+        let rel = self.object_path(&name);
+        let st =
+            match rustix::fs::statat(self.objects_dir(), rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(rustix::io::Errno::NOENT) => return Err(StoreError::MissingObject(name)),
+                Err(e) => return Err(e).at(&path),
+            };
+        let ftype = FileType::from_raw_mode(st.st_mode);
+        if ftype == FileType::Symlink {
+            if mode == RepoMode::BareUser {
+                return Err(bad(
+                    "bare-user repositories store symlinks as regular files".into(),
+                ));
+            }
+            let target =
+                rustix::fs::readlinkat(self.objects_dir(), rel.as_str(), Vec::new()).at(&path)?;
+            let target = target
+                .into_string()
+                .map_err(|_| bad("symlink target is not UTF-8".into()))?;
+            let xattrs = if mode == RepoMode::Bare && !self.xattrs_disabled() {
+                let (dir, file) = rel.split_once('/').unwrap_or(("", &rel));
+                let dfd = open_dir(self.objects_dir(), dir)?;
+                sys::link_xattrs(&sys::proc_path(dfd.as_fd(), file)).at(&path)?
+            } else {
+                Xattrs::new()
+            };
+            let (uid, gid) = if mode == RepoMode::Bare {
+                (st.st_uid, st.st_gid)
+            } else {
+                (0, 0)
+            };
+            let header = FileHeader {
+                uid,
+                gid,
+                mode: st.st_mode,
+                symlink_target: target,
+                xattrs,
+            };
+            header.validate().map_err(corrupt)?;
+            return Ok(ContentObject {
+                header,
+                size: 0,
+                reader: Box::new(std::io::empty()),
+            });
+        }
+        if ftype != FileType::RegularFile {
+            return Err(bad(format!(
+                "unexpected file type {ftype:?} in the object store"
+            )));
+        }
+        let fd = self.open_object(&name)?;
+        let size = st.st_size as u64;
+        match mode {
+            RepoMode::BareUser => {
+                let meta = sys::fd_xattr(&fd, "user.ostreemeta")
+                    .at(&path)?
+                    .ok_or_else(|| bad("the user.ostreemeta xattr is missing".into()))?;
+                let mut file = File::from(fd);
+                // A symlink's target is the file's content up to its NUL.
+                if crate::ostree::mode::is_symlink(stored_mode(&meta)) {
+                    let mut data = Vec::new();
+                    (&mut file).take(4097).read_to_end(&mut data).at(&path)?;
+                    let target = data
+                        .strip_suffix(&[0])
+                        .and_then(|t| std::str::from_utf8(t).ok())
+                        .ok_or_else(|| {
+                            bad(
+                                "bare-user symlink object is not a NUL-terminated UTF-8 target"
+                                    .into(),
+                            )
+                        })?;
+                    let header =
+                        FileHeader::from_ostreemeta(&meta, target.to_string()).map_err(corrupt)?;
+                    return Ok(ContentObject {
+                        header,
+                        size: 0,
+                        reader: Box::new(std::io::empty()),
+                    });
+                }
+                let header = FileHeader::from_ostreemeta(&meta, String::new()).map_err(corrupt)?;
+                Ok(ContentObject {
+                    header,
+                    size,
+                    reader: Box::new(ExactReader::new(file, size, name)),
+                })
+            }
+            RepoMode::Bare | RepoMode::BareUserOnly => {
+                let xattrs = if mode == RepoMode::Bare && !self.xattrs_disabled() {
+                    sys::fd_xattrs(&fd).at(&path)?
+                } else {
+                    Xattrs::new()
+                };
+                let (uid, gid) = if mode == RepoMode::Bare {
+                    (st.st_uid, st.st_gid)
+                } else {
+                    (0, 0)
+                };
+                let header = FileHeader {
+                    uid,
+                    gid,
+                    mode: st.st_mode,
+                    symlink_target: String::new(),
+                    xattrs,
+                };
+                header.validate().map_err(corrupt)?;
+                Ok(ContentObject {
+                    header,
+                    size,
+                    reader: Box::new(ExactReader::new(File::from(fd), size, name)),
+                })
+            }
+            RepoMode::Archive => unreachable!("handled above"),
+        }
+    }
+
+    /// `core.disable-xattrs`: ignore xattrs of bare objects.
+    fn xattrs_disabled(&self) -> bool {
+        matches!(
+            self.config().get_bool("core", "disable-xattrs"),
+            Ok(Some(true))
+        )
+    }
+
+    /// Re-reads a content object and checks its checksum.
+    pub fn verify_content(&self, c: &Checksum) -> Result<()> {
+        let name = ObjectName::new(*c, ObjectType::File);
+        let mut obj = self.open_content(c)?;
+        let mut hasher = obj.header.hasher();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = obj
+                .reader
+                .read(&mut buf)
+                .map_err(|e| StoreError::BadObject {
+                    object: name,
+                    reason: e.to_string(),
+                })?;
+            if n == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+        }
+        let actual = Checksum::from_hasher(hasher);
+        if actual != *c {
+            return Err(StoreError::ChecksumMismatch {
+                object: name,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every loose object in the repository.
+    pub fn list_objects(&self) -> Result<Vec<ObjectName>> {
+        let archive = self.mode().is_archive();
+        let objects_path = self.path().join("objects");
+        let mut out = Vec::new();
+        for (dir, ty) in list_dir_typed(self.objects_dir()).at(&objects_path)? {
+            let Some(dir) = dir.to_str() else { continue };
+            if ty != FileType::Directory || dir.len() != 2 {
+                continue;
+            }
+            let fd = open_dir(self.objects_dir(), dir)?;
+            for (file, _) in list_dir_typed(fd.as_fd()).at(objects_path.join(dir))? {
+                let Some(file) = file.to_str() else { continue };
+                if let Some((name, z)) = ObjectName::from_loose(dir, file)
+                    && (z == archive || name.objtype.is_meta())
+                {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// The mode field of a `(uuua(ayay))`, read without validation.
+fn stored_mode(meta: &[u8]) -> u32 {
+    meta.get(8..12)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .unwrap_or(0)
+}
+
+/// Yields exactly `size` bytes from `inner`, failing on a short stream.
+struct ExactReader<R> {
+    inner: R,
+    left: u64,
+    size: u64,
+    name: ObjectName,
+}
+
+impl<R: Read> ExactReader<R> {
+    fn new(inner: R, size: u64, name: ObjectName) -> Self {
+        ExactReader {
+            inner,
+            left: size,
+            size,
+            name,
+        }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "object {} ends after {} of its {} bytes",
+                    self.name,
+                    self.size - self.left,
+                    self.size
+                ),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,136 @@
+//! Small system-call wrappers the store needs beyond what rustix offers.
+//! All of the crate's `unsafe` is here.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use rustix::fs::XattrFlags;
+
+use crate::ostree::{Xattr, Xattrs};
+
+/// Takes an open-file-description lock on the whole file (`F_OFD_SETLK[W]`),
+/// the kind libostree takes on `.lock`, so arbor and ostree exclude each
+/// other. Unlike classic POSIX locks they belong to the open file, not the
+/// process, so closing some other descriptor of the file keeps them.
+/// Returns `Ok(false)` when `wait` is false and the lock is held elsewhere.
+pub fn ofd_lock(fd: BorrowedFd<'_>, exclusive: bool, wait: bool) -> io::Result<bool> {
+    // SAFETY: `flock` is plain data; zeroed is a valid value, and we set
+    // every field the kernel reads for a whole-file lock.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    let cmd = if wait {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    loop {
+        // SAFETY: `fd` is a valid open descriptor for the call's duration and
+        // `fl` a valid, initialised `struct flock` the kernel may read.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Every xattr of an open file, sorted by name.
+pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
+    let fd = fd.as_fd();
+    let names = read_sized(|buf| rustix::fs::flistxattr(fd, buf))?;
+    let mut list = Vec::new();
+    for name in split_names(&names) {
+        match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
+            Ok(value) => list.push(Xattr {
+                name: name.to_vec(),
+                value,
+            }),
+            // Removed between list and get: not there any more.
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Xattrs::from_unsorted(list).map_err(io::Error::other)
+}
+
+/// Every xattr of a path, not following a final symlink, sorted by name.
+/// Only used for symlinks, whose xattrs cannot be read through a file
+/// descriptor; callers pass `/proc/self/fd/DIRFD/NAME` so no untrusted path
+/// is walked.
+pub fn link_xattrs(path: &Path) -> io::Result<Xattrs> {
+    let names = read_sized(|buf| rustix::fs::llistxattr(path, buf))?;
+    let mut list = Vec::new();
+    for name in split_names(&names) {
+        match read_sized(|buf| rustix::fs::lgetxattr(path, name, buf)) {
+            Ok(value) => list.push(Xattr {
+                name: name.to_vec(),
+                value,
+            }),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Xattrs::from_unsorted(list).map_err(io::Error::other)
+}
+
+pub fn set_fd_xattrs(fd: impl AsFd, xattrs: &Xattrs) -> io::Result<()> {
+    for x in xattrs {
+        rustix::fs::fsetxattr(fd.as_fd(), x.name.as_slice(), &x.value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+pub fn set_link_xattrs(path: &Path, xattrs: &Xattrs) -> io::Result<()> {
+    for x in xattrs {
+        rustix::fs::lsetxattr(path, x.name.as_slice(), &x.value, XattrFlags::empty())?;
+    }
+    Ok(())
+}
+
+/// One xattr value of an open file, `None` when absent.
+pub fn fd_xattr(fd: impl AsFd, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let fd = fd.as_fd();
+    match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `/proc/self/fd/N/NAME`: a path to `name` inside an open directory.
+pub fn proc_path(dir: BorrowedFd<'_>, name: &str) -> std::path::PathBuf {
+    format!("/proc/self/fd/{}/{}", dir.as_raw_fd(), name).into()
+}
+
+/// Calls a "fill this buffer" syscall, growing the buffer on ERANGE.
+fn read_sized(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        match f(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
+                let len = buf.len() * 4;
+                buf.resize(len, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn split_names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list.split(|b| *b == 0).filter(|n| !n.is_empty())
+}
