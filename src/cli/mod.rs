@@ -6,6 +6,8 @@ mod fsck;
 mod init;
 mod inspect;
 mod progress;
+mod pull;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,10 @@ enum Command {
     Show(inspect::ShowArgs),
     /// Verify every object and every commit's tree
     Fsck(fsck::FsckArgs),
+    /// Manage remotes (kept in the repository config, visible to ostree)
+    Remote(remote::RemoteArgs),
+    /// Fetch commits and their trees from a remote, URL or local repository
+    Pull(pull::PullArgs),
 }
 
 /// Global options every command sees.
@@ -119,6 +125,8 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Cat(a) => inspect::cat(ctx, a),
         Command::Show(a) => inspect::show(ctx, a),
         Command::Fsck(a) => fsck::run(ctx, a),
+        Command::Remote(a) => remote::run(ctx, a),
+        Command::Pull(a) => pull::run(ctx, a),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod metadata;
 pub mod mode;
 pub mod names;
 pub mod object;
+pub mod summary;
 pub mod xattrs;
 
 pub use checksum::Checksum;
@@ -24,4 +25,5 @@ pub use error::FormatError;
 pub use gv::MAX_METADATA_SIZE;
 pub use metadata::{Metadata, Value};
 pub use object::{ObjectName, ObjectType};
+pub use summary::{Summary, SummaryRef};
 pub use xattrs::{Xattr, Xattrs};

@@ -1,2 +1,330 @@
-//! Fetching objects from other repositories (local and HTTP). Not yet
-//! implemented: see the pull engine issue.
+//! Pulling commits from other repositories into the local store.
+//!
+//! [`pull`] resolves what to fetch (refs from the source's summary or its
+//! `refs/heads/`), then runs the [`engine`] over an [`ObjectSource`]: an
+//! HTTP(S) server ([`http`]) or a local repository in any mode ([`local`]).
+//! Everything is fetched inside one store transaction; the refs move only
+//! when every object is in place. If the pull fails part-way, the objects
+//! already verified are kept, so running it again fetches only the rest; a
+//! pull killed outright leaves a staging directory whose finished objects
+//! the next start adopts (see [`crate::store::transaction`]).
+
+pub mod engine;
+pub mod http;
+pub mod local;
+pub mod source;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+pub use engine::Counters;
+pub use source::{ContentStream, FetchError, ObjectSource};
+
+use crate::ostree::checksum::is_checksum_hex;
+use crate::ostree::names::validate_ref_name;
+use crate::ostree::{Checksum, FormatError, ObjectName, Summary};
+use crate::store::{RefName, Repo, StoreError, Transaction};
+
+#[derive(Debug, Error)]
+pub enum PullError {
+    #[error("{0}")]
+    Fetch(FetchError),
+    #[error("object {object} from {location} is corrupt: checksum expected={expected} actual={actual}", expected = .object.checksum)]
+    ChecksumMismatch {
+        object: ObjectName,
+        location: String,
+        actual: Checksum,
+    },
+    #[error("object {object} from {location} is invalid: {source}")]
+    Corrupt {
+        object: ObjectName,
+        location: String,
+        #[source]
+        source: FormatError,
+    },
+    #[error("ref {name:?} not found at {source_desc}")]
+    RefNotFound { name: String, source_desc: String },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<FormatError> for PullError {
+    fn from(e: FormatError) -> Self {
+        PullError::Store(StoreError::Format(e))
+    }
+}
+
+impl PullError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, PullError::Fetch(e) if e.is_transient())
+    }
+}
+
+/// Where the pulled refs are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefDestination {
+    /// `refs/remotes/REMOTE/REF` (a configured remote).
+    Remote(String),
+    /// `refs/heads/REF` (URL and path sources, and `--mirror`).
+    Heads,
+}
+
+#[derive(Clone, Debug)]
+pub struct PullOptions {
+    /// Refs (`REF`), commits (64 hex) or both (`REF@COMMIT`); empty means
+    /// every ref the source lists.
+    pub refs: Vec<String>,
+    pub destination: RefDestination,
+    /// Objects reachable from this local commit are known present.
+    pub base: Option<Checksum>,
+    pub localcache: Vec<PathBuf>,
+    /// History depth: 0 = just the commit, -1 = everything.
+    pub depth: i64,
+    /// Absolute paths inside the tree; empty = everything.
+    pub subpaths: Vec<String>,
+    pub mirror: bool,
+    pub commit_metadata_only: bool,
+    pub jobs: usize,
+    pub network_retries: u32,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            refs: Vec::new(),
+            destination: RefDestination::Heads,
+            base: None,
+            localcache: Vec::new(),
+            depth: 0,
+            subpaths: Vec::new(),
+            mirror: false,
+            commit_metadata_only: false,
+            jobs: DEFAULT_JOBS,
+            network_retries: 5,
+        }
+    }
+}
+
+/// Requests in flight by default (see BENCHMARKS.md for the measurement).
+pub const DEFAULT_JOBS: usize = 16;
+
+/// What was pulled.
+#[derive(Debug, Default)]
+pub struct PullOutcome {
+    /// Refs written (or already up to date) and their commits.
+    pub refs: Vec<(RefName, Checksum)>,
+    pub metadata_fetched: u64,
+    pub content_fetched: u64,
+    pub from_cache: u64,
+    pub already_present: u64,
+    pub bytes_transferred: u64,
+    pub elapsed: Duration,
+}
+
+/// A commit to pull and the ref to point at it, if any.
+#[derive(Clone, Debug)]
+struct Target {
+    ref_name: Option<String>,
+    commit: Checksum,
+}
+
+/// Pulls into `repo` from `source`. `tick` is called after every object
+/// (for progress); read `counters` from it.
+pub fn pull(
+    repo: &Repo,
+    source: &dyn ObjectSource,
+    opts: &PullOptions,
+    counters: &Counters,
+    tick: &(dyn Fn() + Sync),
+) -> Result<PullOutcome, PullError> {
+    let start = Instant::now();
+    let caches = opts
+        .localcache
+        .iter()
+        .map(|p| Repo::open(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (targets, summary_bytes) = resolve_targets(source, opts)?;
+    let base_trees = match opts.base {
+        Some(b) => reachable_trees(repo, &b)?,
+        None => HashSet::new(),
+    };
+
+    let txn = Transaction::begin(repo)?;
+    let engine = engine::Engine::new(repo, &txn, source, &caches, opts, counters, base_trees);
+    for t in &targets {
+        engine.add_commit(t.commit, opts.depth);
+    }
+    if let Err(e) = engine.run(opts.jobs, tick) {
+        drop(engine);
+        // Keep what was verified so a retry fetches only the rest; the
+        // refs do not move and the commits stay marked partial.
+        txn.publish_objects_only()?;
+        return Err(e);
+    }
+    let commits = std::mem::take(&mut *engine.commits.lock().unwrap_or_else(|p| p.into_inner()));
+    drop(engine);
+
+    let mut outcome = PullOutcome::default();
+    for t in &targets {
+        if let Some(r) = &t.ref_name {
+            let name = match &opts.destination {
+                RefDestination::Remote(remote) if !opts.mirror => {
+                    RefName::Remote(remote.clone(), r.clone())
+                }
+                _ => RefName::Head(r.clone()),
+            };
+            txn.set_ref(name.clone(), Some(t.commit));
+            outcome.refs.push((name, t.commit));
+        }
+    }
+    txn.commit()?;
+    if opts.subpaths.is_empty() && !opts.commit_metadata_only {
+        for c in commits {
+            repo.clear_commit_partial(&c)?;
+        }
+    }
+    if opts.mirror
+        && opts.refs.is_empty()
+        && let Some(bytes) = summary_bytes
+    {
+        crate::store::repo::write_summary(repo, &bytes)?;
+    }
+    outcome.metadata_fetched = counters.metadata_fetched.load(Ordering::Relaxed);
+    outcome.content_fetched = counters.content_fetched.load(Ordering::Relaxed);
+    outcome.from_cache = counters.from_cache.load(Ordering::Relaxed);
+    outcome.already_present = counters.already_present.load(Ordering::Relaxed);
+    outcome.bytes_transferred = source.bytes_transferred();
+    outcome.elapsed = start.elapsed();
+    Ok(outcome)
+}
+
+/// Fetches and parses the source's summary, if it has one.
+pub fn fetch_summary(source: &dyn ObjectSource) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
+    let Some(bytes) = source.fetch_summary().map_err(PullError::Fetch)? else {
+        return Ok(None);
+    };
+    let summary = Summary::parse(&bytes)
+        .map_err(|e| PullError::Other(format!("{}summary is invalid: {e}", source.describe())))?;
+    Ok(Some((summary, bytes)))
+}
+
+/// Refs a source offers: from its summary, else by listing (local only).
+pub fn list_source_refs(source: &dyn ObjectSource) -> Result<Vec<(String, Checksum)>, PullError> {
+    if let Some((summary, _)) = fetch_summary(source)? {
+        return Ok(summary
+            .refs
+            .into_iter()
+            .map(|r| (r.name, r.checksum))
+            .collect());
+    }
+    match source.list_refs().map_err(PullError::Fetch)? {
+        Some(refs) => Ok(refs),
+        None => Err(PullError::Other(format!(
+            "{} has no summary file, so its refs cannot be listed; name the refs to pull (the server can publish one with `ostree summary -u`)",
+            source.describe()
+        ))),
+    }
+}
+
+fn resolve_targets(
+    source: &dyn ObjectSource,
+    opts: &PullOptions,
+) -> Result<(Vec<Target>, Option<Vec<u8>>), PullError> {
+    let needs_summary = opts.refs.is_empty()
+        || opts
+            .refs
+            .iter()
+            .any(|r| !r.contains('@') && !is_checksum_hex(r));
+    let summary = if needs_summary {
+        fetch_summary(source)?
+    } else {
+        None
+    };
+    let summary_bytes = summary.as_ref().map(|(_, b)| b.clone());
+    if opts.refs.is_empty() {
+        let refs = match &summary {
+            Some((s, _)) => s
+                .refs
+                .iter()
+                .map(|r| (r.name.clone(), r.checksum))
+                .collect(),
+            None => list_source_refs(source)?,
+        };
+        if refs.is_empty() {
+            return Err(PullError::Other(format!(
+                "{} has no refs to pull",
+                source.describe()
+            )));
+        }
+        let targets = refs
+            .into_iter()
+            .map(|(name, commit)| Target {
+                ref_name: Some(name),
+                commit,
+            })
+            .collect();
+        return Ok((targets, summary_bytes));
+    }
+    let mut targets = Vec::new();
+    for spec in &opts.refs {
+        if is_checksum_hex(spec) {
+            targets.push(Target {
+                ref_name: None,
+                commit: Checksum::from_hex(spec)?,
+            });
+            continue;
+        }
+        if let Some((name, commit)) = spec.split_once('@') {
+            validate_ref_name(name)?;
+            targets.push(Target {
+                ref_name: Some(name.to_string()),
+                commit: Checksum::from_hex(commit)?,
+            });
+            continue;
+        }
+        validate_ref_name(spec)?;
+        let from_summary = summary
+            .as_ref()
+            .and_then(|(s, _)| s.find(spec))
+            .map(|r| r.checksum);
+        let commit = match from_summary {
+            Some(c) => c,
+            None => source
+                .fetch_ref(spec)
+                .map_err(PullError::Fetch)?
+                .ok_or_else(|| PullError::RefNotFound {
+                    name: spec.clone(),
+                    source_desc: source.describe(),
+                })?,
+        };
+        targets.push(Target {
+            ref_name: Some(spec.clone()),
+            commit,
+        });
+    }
+    Ok((targets, summary_bytes))
+}
+
+/// Every dirtree reachable from a complete local commit.
+fn reachable_trees(repo: &Repo, base: &Checksum) -> Result<HashSet<Checksum>, PullError> {
+    if repo.is_commit_partial(base)? {
+        return Err(PullError::Other(format!(
+            "--base {base}: that commit is partial here, so its objects are not known present"
+        )));
+    }
+    let commit = repo.load_commit(base)?;
+    let mut seen = HashSet::new();
+    let mut stack = vec![commit.root_tree];
+    while let Some(t) = stack.pop() {
+        if seen.insert(t) {
+            stack.extend(repo.load_dirtree(&t)?.dirs.iter().map(|d| d.tree));
+        }
+    }
+    Ok(seen)
+}

@@ -31,20 +31,22 @@
 pub mod commit;
 pub mod error;
 pub mod fsck;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod keyfile;
 pub mod lock;
 pub mod objects;
 pub mod refs;
+pub mod remotes;
 pub mod repo;
-mod sys;
+pub(crate) mod sys;
 pub mod transaction;
 pub mod tree;
 
 pub use error::{Result, StoreError};
 pub use lock::LockMode;
-pub use objects::ContentObject;
+pub use objects::{ContentObject, ExactReader};
 pub use refs::RefName;
+pub use remotes::Remote;
 pub use repo::{Repo, RepoMode, default_repo_path};
 pub use transaction::Transaction;
 pub use tree::TreeNode;

@@ -138,6 +138,38 @@ impl Repo {
         }
     }
 
+    /// Creates `state/CHECKSUM.commitpartial` before a commit's object is
+    /// written, so the commit never looks complete before its tree is.
+    /// The marker is made durable at once: it must reach the disk before
+    /// the commit object can.
+    pub fn mark_commit_partial(&self, c: &Checksum) -> Result<()> {
+        let rel = format!("state/{c}.commitpartial");
+        let path = self.path().join(&rel);
+        super::fsutil::ensure_dir(self.dir(), "state", 0o775).at(self.path().join("state"))?;
+        let fd = rustix::fs::openat(
+            self.dir(),
+            rel.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .at(&path)?;
+        if self.fsync_enabled() {
+            rustix::fs::fsync(&fd).at(&path)?;
+            let state = open_dir(self.dir(), "state")?;
+            rustix::fs::fsync(&state).at(self.path().join("state"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the partial marker once the whole tree is present.
+    pub fn clear_commit_partial(&self, c: &Checksum) -> Result<()> {
+        let rel = format!("state/{c}.commitpartial");
+        match rustix::fs::unlinkat(self.dir(), rel.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e).at(self.path().join(rel)),
+        }
+    }
+
     /// Opens a content object, reading its metadata as the repository's
     /// mode stores it.
     pub fn open_content(&self, c: &Checksum) -> Result<ContentObject> {
@@ -362,7 +394,7 @@ fn stored_mode(meta: &[u8]) -> u32 {
 }
 
 /// Yields exactly `size` bytes from `inner`, failing on a short stream.
-struct ExactReader<R> {
+pub struct ExactReader<R> {
     inner: R,
     left: u64,
     size: u64,
@@ -370,7 +402,7 @@ struct ExactReader<R> {
 }
 
 impl<R: Read> ExactReader<R> {
-    fn new(inner: R, size: u64, name: ObjectName) -> Self {
+    pub fn new(inner: R, size: u64, name: ObjectName) -> Self {
         ExactReader {
             inner,
             left: size,

@@ -235,6 +235,16 @@ impl Repo {
     }
 }
 
+/// Replaces the repository's `summary` (as a mirror pull does) and drops a
+/// `summary.sig` that would no longer match it.
+pub fn write_summary(repo: &Repo, data: &[u8]) -> Result<()> {
+    write_file_atomic(repo.dir(), repo.path(), "summary", data, 0o644)?;
+    match rustix::fs::unlinkat(repo.dir(), "summary.sig", AtFlags::empty()) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e).at(repo.path().join("summary.sig")),
+    }
+}
+
 /// Opens a directory relative to `dirfd` without following a final symlink.
 pub(crate) fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
     let path = path.as_ref();

@@ -18,10 +18,10 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
@@ -65,6 +65,10 @@ pub struct Transaction<'r> {
     staged: Mutex<HashSet<ObjectName>>,
     refs: Mutex<Vec<(RefName, Option<Checksum>)>>,
     counter: AtomicU64,
+    /// Which staging subdirectories `XX` exist.
+    subdirs: [AtomicBool; 256],
+    /// `linkat(AT_EMPTY_PATH)` was refused (not privileged).
+    no_empty_path: AtomicBool,
     objects_written: AtomicU64,
     bytes_written: AtomicU64,
     done: bool,
@@ -76,7 +80,8 @@ impl<'r> Transaction<'r> {
         let tmp = open_dir(repo.dir(), "tmp")?;
         let tmp_path = repo.path().join("tmp");
         let id = format!(
-            "{}-{}",
+            "{}-{}-{}",
+            boot_id(),
             std::process::id(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -108,6 +113,8 @@ impl<'r> Transaction<'r> {
             staged: Mutex::new(HashSet::new()),
             refs: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
+            subdirs: std::array::from_fn(|_| AtomicBool::new(false)),
+            no_empty_path: AtomicBool::new(false),
             objects_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             done: false,
@@ -127,6 +134,91 @@ impl<'r> Transaction<'r> {
 
     fn temp_name(&self) -> String {
         format!("tmp-{}", self.counter.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// An anonymous file (`O_TMPFILE`) in the staging directory. Creating
+    /// one takes no lock on the directory's names, so parallel writers do
+    /// not serialise on it; it gets a name only once complete.
+    fn tmpfile(&self, mode: u32) -> Result<File> {
+        let fd = rustix::fs::openat(
+            &self.staging,
+            ".",
+            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .at(self.staging_path())?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the staging subdirectory `XX` once per transaction.
+    fn ensure_staging_subdir(&self, dir: &str) -> Result<()> {
+        let idx = usize::from_str_radix(dir, 16).unwrap_or(0) & 0xff;
+        if self.subdirs[idx].load(Ordering::Acquire) {
+            return Ok(());
+        }
+        ensure_dir(&self.staging, dir, 0o755).at(self.staging_path().join(dir))?;
+        self.subdirs[idx].store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Gives a finished object its name in staging. Returns false when the
+    /// same object was staged meanwhile by another thread.
+    fn stage(&self, staged: Staged, name: ObjectName) -> Result<bool> {
+        let dir = name.loose_dir();
+        self.ensure_staging_subdir(&dir)?;
+        let dest = format!(
+            "{dir}/{}",
+            name.loose_file_name(self.repo.mode().is_archive())
+        );
+        let dest_path = self.staging_path().join(&dest);
+        let r = match staged {
+            Staged::File(file) => self.link_tmpfile(&file, &dest),
+            Staged::Named(tmp) => {
+                let r = rustix::fs::renameat_with(
+                    &self.staging,
+                    tmp.as_str(),
+                    &self.staging,
+                    dest.as_str(),
+                    RenameFlags::NOREPLACE,
+                );
+                if r.is_err() {
+                    let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
+                }
+                r
+            }
+        };
+        match r {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => return Ok(false),
+            Err(e) => return Err(e).at(&dest_path),
+        }
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
+        self.objects_written.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// `linkat` of an `O_TMPFILE`: directly with `AT_EMPTY_PATH` when
+    /// privileged, else through its `/proc/self/fd` link.
+    fn link_tmpfile(&self, file: &File, dest: &str) -> rustix::io::Result<()> {
+        if !self.no_empty_path.load(Ordering::Relaxed) {
+            match rustix::fs::linkat(file, "", &self.staging, dest, AtFlags::EMPTY_PATH) {
+                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) => {
+                    self.no_empty_path.store(true, Ordering::Relaxed);
+                }
+                r => return r,
+            }
+        }
+        let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc.as_str(),
+            &self.staging,
+            dest,
+            AtFlags::SYMLINK_FOLLOW,
+        )
     }
 
     /// Present in the repository or staged in this transaction.
@@ -166,15 +258,65 @@ impl<'r> Transaction<'r> {
                 new: false,
             });
         }
-        let tmp = self.temp_name();
-        let mut f = self.create_temp(&tmp, 0o644)?;
-        f.write_all(data).at(self.staging_path().join(&tmp))?;
-        drop(f);
-        self.publish_staged(&tmp, name)?;
-        Ok(Written {
-            checksum,
-            new: true,
-        })
+        let mut f = self.tmpfile(0o644)?;
+        f.write_all(data).at(self.staging_path())?;
+        let new = self.stage(Staged::File(f), name)?;
+        Ok(Written { checksum, new })
+    }
+
+    /// The bytes of a metadata object staged by this transaction.
+    pub fn load_staged(&self, name: &ObjectName) -> Result<Vec<u8>> {
+        let rel = format!(
+            "{}/{}",
+            name.loose_dir(),
+            name.loose_file_name(self.repo.mode().is_archive())
+        );
+        let path = self.staging_path().join(&rel);
+        let fd = match rustix::fs::openat(
+            &self.staging,
+            rel.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Err(StoreError::MissingObject(*name)),
+            Err(e) => return Err(e).at(&path),
+        };
+        let mut data = Vec::new();
+        File::from(fd)
+            .take(crate::ostree::MAX_METADATA_SIZE as u64 + 1)
+            .read_to_end(&mut data)
+            .at(&path)?;
+        Ok(data)
+    }
+
+    /// Writes (or replaces) a commit's detached metadata, `CHECKSUM.commitmeta`;
+    /// it is named after the commit, not its own bytes.
+    pub fn write_commitmeta(&self, commit: Checksum, data: &[u8]) -> Result<()> {
+        let name = ObjectName::new(commit, ObjectType::CommitMeta);
+        crate::ostree::Metadata::parse(data).map_err(|source| StoreError::CorruptObject {
+            object: name,
+            source,
+        })?;
+        let mut f = self.tmpfile(0o644)?;
+        f.write_all(data).at(self.staging_path())?;
+        // Replacing: drop an earlier staged copy first.
+        let rel = format!("{}/{}", name.loose_dir(), name.loose_file_name(false));
+        let _ = rustix::fs::unlinkat(&self.staging, rel.as_str(), AtFlags::empty());
+        self.stage(Staged::File(f), name).map(drop)
+    }
+
+    /// Publishes the objects staged so far without touching refs: used by a
+    /// pull that failed part-way, so that a retry fetches only the rest.
+    pub fn publish_objects_only(mut self) -> Result<()> {
+        let staging_path = self.staging_path();
+        if self.repo.fsync_enabled() {
+            rustix::fs::syncfs(&self.staging).at(&staging_path)?;
+        }
+        publish_dir(self.repo, &self.staging, &staging_path)?;
+        self.done = true;
+        self.cleanup();
+        Ok(())
     }
 
     /// Writes a content object from its header and, for regular files,
@@ -202,101 +344,102 @@ impl<'r> Transaction<'r> {
                 header.mode & 0o7777 & !0o775
             )));
         }
-        let tmp = self.temp_name();
-        let tmp_path = self.staging_path().join(&tmp);
-        let result = self.write_content_temp(header, size, data, &tmp);
-        let checksum = match result {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = remove_tree(self.staging.as_fd(), &tmp);
-                return Err(e);
-            }
-        };
+        let (staged, checksum) = self.write_content_temp(header, size, data)?;
         let name = ObjectName::new(checksum, ObjectType::File);
-        let mismatch = expected.filter(|e| *e != checksum);
-        if mismatch.is_some() || self.has_object(&name)? {
-            rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty()).at(&tmp_path)?;
-            if let Some(exp) = mismatch {
-                return Err(StoreError::ChecksumMismatch {
-                    object: ObjectName::new(exp, ObjectType::File),
-                    actual: checksum,
-                });
-            }
+        if let Some(exp) = expected.filter(|e| *e != checksum) {
+            // Dropping `staged` discards it: an O_TMPFILE vanishes on close.
+            staged.discard(&self.staging);
+            return Err(StoreError::ChecksumMismatch {
+                object: ObjectName::new(exp, ObjectType::File),
+                actual: checksum,
+            });
+        }
+        if self.has_object(&name)? {
+            staged.discard(&self.staging);
             return Ok(Written {
                 checksum,
                 new: false,
             });
         }
-        self.publish_staged(&tmp, name)?;
-        if header.is_regular() {
+        let new = self.stage(staged, name)?;
+        if new && header.is_regular() {
             self.bytes_written.fetch_add(size, Ordering::Relaxed);
         }
-        Ok(Written {
-            checksum,
-            new: true,
-        })
+        Ok(Written { checksum, new })
     }
 
-    /// Writes the temporary object file (or symlink) with its metadata
-    /// applied and returns the content checksum.
+    /// Writes the object as an unnamed staged file (or, for symlinks in
+    /// modes that store real symlinks, a named one) with its metadata
+    /// applied, and returns it with its content checksum.
     fn write_content_temp(
         &self,
         header: &FileHeader,
         size: u64,
         data: impl Read,
-        tmp: &str,
-    ) -> Result<Checksum> {
+    ) -> Result<(Staged, Checksum)> {
         let mode = self.repo.mode();
-        let tmp_path = self.staging_path().join(tmp);
+        let at = self.staging_path();
         let mut hasher = header.hasher();
         if header.is_symlink() {
             let target = header.symlink_target.as_str();
-            match mode {
+            let staged = match mode {
                 RepoMode::Bare | RepoMode::BareUserOnly => {
-                    rustix::fs::symlinkat(target, &self.staging, tmp).at(&tmp_path)?;
+                    let tmp = self.temp_name();
+                    let tmp_path = at.join(&tmp);
+                    rustix::fs::symlinkat(target, &self.staging, tmp.as_str()).at(&tmp_path)?;
+                    let staged = Staged::Named(tmp.clone());
                     if mode == RepoMode::Bare {
-                        rustix::fs::chownat(
+                        let r = rustix::fs::chownat(
                             &self.staging,
-                            tmp,
+                            tmp.as_str(),
                             Some(rustix::fs::Uid::from_raw(header.uid)),
                             Some(rustix::fs::Gid::from_raw(header.gid)),
                             AtFlags::SYMLINK_NOFOLLOW,
                         )
-                        .at(&tmp_path)?;
-                        sys::set_link_xattrs(
-                            &sys::proc_path(self.staging.as_fd(), tmp),
-                            &header.xattrs,
-                        )
-                        .at(&tmp_path)?;
+                        .at(&tmp_path)
+                        .and_then(|()| {
+                            sys::set_link_xattrs(
+                                &sys::proc_path(self.staging.as_fd(), &tmp),
+                                &header.xattrs,
+                            )
+                            .at(&tmp_path)
+                        });
+                        if let Err(e) = r {
+                            staged.discard(&self.staging);
+                            return Err(e);
+                        }
                     }
+                    staged
                 }
                 RepoMode::BareUser => {
-                    let mut f = self.create_temp(tmp, 0o644)?;
-                    f.write_all(target.as_bytes()).at(&tmp_path)?;
-                    f.write_all(&[0]).at(&tmp_path)?;
-                    sys::set_fd_xattrs(&f, &user_meta(header)).at(&tmp_path)?;
+                    let mut f = self.tmpfile(0o644)?;
+                    f.write_all(target.as_bytes()).at(&at)?;
+                    f.write_all(&[0]).at(&at)?;
+                    sys::set_fd_xattrs(&f, &user_meta(header)).at(&at)?;
+                    Staged::File(f)
                 }
                 RepoMode::Archive => {
-                    let mut f = self.create_temp(tmp, 0o644)?;
-                    f.write_all(&header.archive_prefix(0)).at(&tmp_path)?;
+                    let mut f = self.tmpfile(0o644)?;
+                    f.write_all(&header.archive_prefix(0)).at(&at)?;
+                    Staged::File(f)
                 }
-            }
-            return Ok(Checksum::from_hasher(hasher));
+            };
+            return Ok((staged, Checksum::from_hasher(hasher)));
         }
 
-        let file = self.create_temp(tmp, 0o600)?;
+        let file = self.tmpfile(0o600)?;
         let mut file = match mode {
             RepoMode::Archive => {
                 let mut w = BufWriter::with_capacity(COPY_BUF, file);
-                w.write_all(&header.archive_prefix(size)).at(&tmp_path)?;
+                w.write_all(&header.archive_prefix(size)).at(&at)?;
                 let mut enc = DeflateEncoder::new(w, Compression::new(ARCHIVE_LEVEL));
-                copy_hashing(data, size, &mut hasher, &mut enc).at(&tmp_path)?;
-                let w = enc.finish().at(&tmp_path)?;
-                w.into_inner().map_err(|e| e.into_error()).at(&tmp_path)?
+                copy_hashing(data, size, &mut hasher, &mut enc).at(&at)?;
+                let w = enc.finish().at(&at)?;
+                w.into_inner().map_err(|e| e.into_error()).at(&at)?
             }
             _ => {
                 let mut f = file;
-                copy_hashing(data, size, &mut hasher, &mut f).at(&tmp_path)?;
+                copy_hashing(data, size, &mut hasher, &mut f).at(&at)?;
                 f
             }
         };
@@ -308,21 +451,20 @@ impl<'r> Transaction<'r> {
                     Some(rustix::fs::Uid::from_raw(header.uid)),
                     Some(rustix::fs::Gid::from_raw(header.gid)),
                 )
-                .at(&tmp_path)?;
-                sys::set_fd_xattrs(&file, &header.xattrs).at(&tmp_path)?;
+                .at(&at)?;
+                sys::set_fd_xattrs(&file, &header.xattrs).at(&at)?;
                 // After chown, which clears setuid/setgid.
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&tmp_path)?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&at)?;
             }
             RepoMode::BareUser => {
-                sys::set_fd_xattrs(&file, &user_meta(header)).at(&tmp_path)?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode((perms & 0o775) | 0o400))
-                    .at(&tmp_path)?;
+                sys::set_fd_xattrs(&file, &user_meta(header)).at(&at)?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode((perms & 0o775) | 0o400)).at(&at)?;
             }
             RepoMode::BareUserOnly => {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&tmp_path)?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&at)?;
             }
             RepoMode::Archive => {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).at(&tmp_path)?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).at(&at)?;
             }
         }
         if mode != RepoMode::Archive {
@@ -342,40 +484,10 @@ impl<'r> Transaction<'r> {
                     last_modification: zero,
                 },
             )
-            .at(&tmp_path)?;
+            .at(&at)?;
         }
-        file.flush().at(&tmp_path)?;
-        Ok(Checksum::from_hasher(hasher))
-    }
-
-    fn create_temp(&self, name: &str, mode: u32) -> Result<File> {
-        let fd = rustix::fs::openat(
-            &self.staging,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )
-        .at(self.staging_path().join(name))?;
-        Ok(File::from(fd))
-    }
-
-    /// Renames a finished temporary file to its object name in staging.
-    fn publish_staged(&self, tmp: &str, name: ObjectName) -> Result<()> {
-        let dir = name.loose_dir();
-        let staging_path = self.staging_path();
-        ensure_dir(&self.staging, &dir, 0o755).at(staging_path.join(&dir))?;
-        let dest = format!(
-            "{dir}/{}",
-            name.loose_file_name(self.repo.mode().is_archive())
-        );
-        rustix::fs::renameat(&self.staging, tmp, &self.staging, dest.as_str())
-            .at(staging_path.join(&dest))?;
-        self.staged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name);
-        self.objects_written.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        file.flush().at(&at)?;
+        Ok((Staged::File(file), Checksum::from_hasher(hasher)))
     }
 
     /// Queues a ref update, applied by [`commit`](Self::commit) after the
@@ -395,39 +507,7 @@ impl<'r> Transaction<'r> {
         if durable {
             rustix::fs::syncfs(&self.staging).at(&staging_path)?;
         }
-        let archive = repo.mode().is_archive();
-        for (dir, _) in list_dir_typed(self.staging.as_fd()).at(&staging_path)? {
-            let Some(dir) = dir.to_str().filter(|d| d.len() == 2) else {
-                continue;
-            };
-            let sub = open_dir(&self.staging, dir)?;
-            ensure_dir(repo.objects_dir(), dir, 0o775).at(repo.path().join("objects").join(dir))?;
-            for (file, _) in list_dir_typed(sub.as_fd()).at(staging_path.join(dir))? {
-                let Some(file) = file.to_str() else { continue };
-                // Only finished objects; in archive mode content is `.filez`.
-                if ObjectName::from_loose(dir, file)
-                    .is_none_or(|(n, z)| z != (archive && !n.objtype.is_meta()))
-                {
-                    continue;
-                }
-                let dest = format!("{dir}/{file}");
-                match rustix::fs::renameat_with(
-                    &sub,
-                    file,
-                    repo.objects_dir(),
-                    dest.as_str(),
-                    RenameFlags::NOREPLACE,
-                ) {
-                    Ok(()) => {}
-                    // Another writer published the same object first.
-                    Err(rustix::io::Errno::EXIST) => {
-                        rustix::fs::unlinkat(&sub, file, AtFlags::empty())
-                            .at(staging_path.join(&dest))?;
-                    }
-                    Err(e) => return Err(e).at(repo.path().join("objects").join(&dest)),
-                }
-            }
-        }
+        publish_dir(repo, &self.staging, &staging_path)?;
         let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(|p| p.into_inner()));
         for (name, target) in refs {
             repo.write_ref(&name, target)?;
@@ -460,6 +540,22 @@ impl Drop for Transaction<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.cleanup();
+        }
+    }
+}
+
+/// An object written but not yet named in staging.
+enum Staged {
+    /// An `O_TMPFILE`, linked into place by [`Transaction::stage`].
+    File(File),
+    /// A symlink under a temporary name (symlinks cannot be anonymous).
+    Named(String),
+}
+
+impl Staged {
+    fn discard(self, staging: &OwnedFd) {
+        if let Staged::Named(tmp) = self {
+            let _ = rustix::fs::unlinkat(staging, tmp.as_str(), AtFlags::empty());
         }
     }
 }
@@ -507,7 +603,62 @@ fn copy_hashing(
     Ok(())
 }
 
-/// Removes what dead transactions left in `tmp/`.
+/// Moves every finished object staged in `staging` into `objects/`, never
+/// replacing an object already there. The caller has synced the data.
+fn publish_dir(repo: &Repo, staging: &OwnedFd, staging_path: &std::path::Path) -> Result<()> {
+    let archive = repo.mode().is_archive();
+    for (dir, _) in list_dir_typed(staging.as_fd()).at(staging_path)? {
+        let Some(dir) = dir.to_str().filter(|d| d.len() == 2) else {
+            continue;
+        };
+        let sub = open_dir(staging, dir)?;
+        ensure_dir(repo.objects_dir(), dir, 0o775).at(repo.path().join("objects").join(dir))?;
+        for (file, _) in list_dir_typed(sub.as_fd()).at(staging_path.join(dir))? {
+            let Some(file) = file.to_str() else { continue };
+            // Only finished objects; in archive mode content is `.filez`.
+            if ObjectName::from_loose(dir, file)
+                .is_none_or(|(n, z)| z != (archive && !n.objtype.is_meta()))
+            {
+                continue;
+            }
+            let dest = format!("{dir}/{file}");
+            let commitmeta = file.ends_with(".commitmeta");
+            let flags = if commitmeta {
+                RenameFlags::empty()
+            } else {
+                RenameFlags::NOREPLACE
+            };
+            // Detached metadata is replaced whole; other objects are
+            // immutable, so an existing one is kept.
+            match rustix::fs::renameat_with(&sub, file, repo.objects_dir(), dest.as_str(), flags) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => {
+                    rustix::fs::unlinkat(&sub, file, AtFlags::empty())
+                        .at(staging_path.join(&dest))?;
+                }
+                Err(e) => return Err(e).at(repo.path().join("objects").join(&dest)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// This boot's id: staged objects of a dead process are only trusted
+/// (adopted) within the boot that wrote them, since unsynced data may not
+/// survive a power loss.
+fn boot_id() -> String {
+    std::env::var("OSTREE_BOOTID")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok())
+        .map(|s| s.trim().replace(|c: char| !c.is_ascii_alphanumeric(), ""))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "noboot".into())
+}
+
+/// Removes what dead transactions left in `tmp/`. Objects a dead
+/// transaction of this boot had finished (written, verified and renamed to
+/// their checksum name) are synced and published first, so an interrupted
+/// pull does not fetch them again.
 pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
     let tmp_path = repo.path().join("tmp");
     let tmp = match open_dir(repo.dir(), "tmp") {
@@ -535,9 +686,18 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
             continue;
         };
         if sys::ofd_lock(fd.as_fd(), true, false).unwrap_or(false) {
-            // Owner is dead: its staged objects were never published.
-            remove_tree(tmp.as_fd(), &format!("{TXN_PREFIX}{id}"))
-                .at(tmp_path.join(format!("{TXN_PREFIX}{id}")))?;
+            let staging_name = format!("{TXN_PREFIX}{id}");
+            if id.starts_with(&format!("{}-", boot_id()))
+                && let Ok(staging) = open_dir(&tmp, &staging_name)
+            {
+                let _lock = repo.lock(LockMode::Shared)?;
+                let staging_path = tmp_path.join(&staging_name);
+                if repo.fsync_enabled() {
+                    rustix::fs::syncfs(&staging).at(&staging_path)?;
+                }
+                publish_dir(repo, &staging, &staging_path)?;
+            }
+            remove_tree(tmp.as_fd(), &staging_name).at(tmp_path.join(&staging_name))?;
             let _ = rustix::fs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
         }
     }

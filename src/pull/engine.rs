@@ -1,0 +1,500 @@
+//! The pull algorithm, independent of where objects come from.
+//!
+//! `jobs` worker threads share one queue of tasks. Metadata (commits,
+//! dirtrees, dirmetas) is taken before content so the tree is discovered
+//! early and the content queue fills; once that queue holds
+//! [`CONTENT_HIGH_WATER`] objects, workers drain it before scanning more
+//! dirtrees, which keeps memory bounded whatever the size of the commit.
+//! Each worker fetches one object at a time and streams it through
+//! decompression and hashing into the transaction, so at most `jobs`
+//! requests are in flight and `jobs` objects are open.
+//!
+//! Every object is verified against its checksum before it becomes visible
+//! (the transaction refuses a mismatch). A commit's
+//! `state/CHECKSUM.commitpartial` marker is created before its object is
+//! written and removed only after the whole tree is published.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::source::{FetchError, ObjectSource, io_error_is_transient};
+use super::{PullError, PullOptions};
+use crate::ostree::{
+    Checksum, Commit, DirMeta, DirTree, FormatError, MAX_METADATA_SIZE, ObjectName, ObjectType,
+};
+use crate::store::{Repo, StoreError, Transaction};
+
+/// Content objects queued before workers stop scanning dirtrees.
+const CONTENT_HIGH_WATER: usize = 8192;
+
+#[derive(Debug)]
+enum Task {
+    /// `optional`: a parent reached through `--depth`; absent is fine.
+    Commit {
+        checksum: Checksum,
+        depth: i64,
+        optional: bool,
+    },
+    DirTree {
+        checksum: Checksum,
+        path: String,
+    },
+    DirMeta(Checksum),
+    Content(Checksum),
+}
+
+#[derive(Default)]
+struct Queue {
+    meta: VecDeque<Task>,
+    content: VecDeque<Checksum>,
+    active: usize,
+    failed: Option<PullError>,
+}
+
+/// Counters the caller can show while the pull runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub metadata_fetched: AtomicU64,
+    pub content_fetched: AtomicU64,
+    pub from_cache: AtomicU64,
+    pub already_present: AtomicU64,
+    pub queued: AtomicU64,
+}
+
+pub(super) struct Engine<'a, 'r> {
+    pub repo: &'r Repo,
+    pub txn: &'a Transaction<'r>,
+    pub source: &'a dyn ObjectSource,
+    pub caches: &'a [Repo],
+    pub opts: &'a PullOptions,
+    pub counters: &'a Counters,
+    /// Dirtrees reachable from `--base`: their whole subtree is present.
+    pub base_trees: HashSet<Checksum>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    requested: Mutex<HashSet<ObjectName>>,
+    /// Commits fetched or completed by this pull (markers to clear).
+    pub commits: Mutex<Vec<Checksum>>,
+    stop: AtomicBool,
+}
+
+impl<'a, 'r> Engine<'a, 'r> {
+    pub fn new(
+        repo: &'r Repo,
+        txn: &'a Transaction<'r>,
+        source: &'a dyn ObjectSource,
+        caches: &'a [Repo],
+        opts: &'a PullOptions,
+        counters: &'a Counters,
+        base_trees: HashSet<Checksum>,
+    ) -> Self {
+        Engine {
+            repo,
+            txn,
+            source,
+            caches,
+            opts,
+            counters,
+            base_trees,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            requested: Mutex::new(HashSet::new()),
+            commits: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an object unless it was queued before.
+    fn push(&self, task: Task) {
+        let name = match &task {
+            Task::Commit { checksum, .. } => ObjectName::new(*checksum, ObjectType::Commit),
+            Task::DirTree { checksum, .. } => ObjectName::new(*checksum, ObjectType::DirTree),
+            Task::DirMeta(c) => ObjectName::new(*c, ObjectType::DirMeta),
+            Task::Content(c) => ObjectName::new(*c, ObjectType::File),
+        };
+        if !self
+            .requested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name)
+        {
+            return;
+        }
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.lock();
+        match task {
+            Task::Content(c) => q.content.push_back(c),
+            t => q.meta.push_back(t),
+        }
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    pub fn add_commit(&self, checksum: Checksum, depth: i64) {
+        self.push(Task::Commit {
+            checksum,
+            depth,
+            optional: false,
+        });
+    }
+
+    /// Runs the workers until every task is done or one fails.
+    pub fn run(&self, jobs: usize, tick: &(dyn Fn() + Sync)) -> Result<(), PullError> {
+        std::thread::scope(|s| {
+            for _ in 0..jobs.max(1) {
+                s.spawn(|| self.worker(tick));
+            }
+        });
+        match self.lock().failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn next_task(&self) -> Option<Task> {
+        let mut q = self.lock();
+        loop {
+            if q.failed.is_some() || self.stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let task = if q.content.len() < CONTENT_HIGH_WATER && !q.meta.is_empty() {
+                q.meta.pop_front()
+            } else if let Some(c) = q.content.pop_front() {
+                Some(Task::Content(c))
+            } else {
+                q.meta.pop_front()
+            };
+            if let Some(t) = task {
+                q.active += 1;
+                return Some(t);
+            }
+            if q.active == 0 {
+                self.wake.notify_all();
+                return None;
+            }
+            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn worker(&self, tick: &(dyn Fn() + Sync)) {
+        while let Some(task) = self.next_task() {
+            let r = self.process(task);
+            let mut q = self.lock();
+            q.active -= 1;
+            if let Err(e) = r
+                && q.failed.is_none()
+            {
+                q.failed = Some(e);
+            }
+            // Pushes wake one sleeper each; everyone needs waking only to
+            // stop (all done, or a failure).
+            let finished =
+                q.failed.is_some() || (q.active == 0 && q.meta.is_empty() && q.content.is_empty());
+            drop(q);
+            if finished {
+                self.wake.notify_all();
+            }
+            tick();
+        }
+    }
+
+    /// Runs `f` again after transient failures, with exponential backoff.
+    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, PullError>) -> Result<T, PullError> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(e) if e.is_transient() && attempt < self.opts.network_retries => {
+                    attempt += 1;
+                    let delay =
+                        Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
+                    std::thread::sleep(delay);
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn process(&self, task: Task) -> Result<(), PullError> {
+        match task {
+            Task::Commit {
+                checksum,
+                depth,
+                optional,
+            } => self.commit(checksum, depth, optional),
+            Task::DirTree { checksum, path } => self.dirtree(checksum, &path),
+            Task::DirMeta(c) => {
+                let name = ObjectName::new(c, ObjectType::DirMeta);
+                if !self.txn.has_object(&name)? {
+                    self.fetch_metadata(&name, false, DirMeta::parse)?;
+                } else {
+                    self.counters
+                        .already_present
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Task::Content(c) => self.content(c),
+        }
+    }
+
+    fn commit(&self, checksum: Checksum, depth: i64, optional: bool) -> Result<(), PullError> {
+        let name = ObjectName::new(checksum, ObjectType::Commit);
+        let present = self.txn.has_object(&name)?;
+        let partial = present && self.repo.is_commit_partial(&checksum)?;
+        let commit = if present {
+            self.counters
+                .already_present
+                .fetch_add(1, Ordering::Relaxed);
+            self.repo.load_commit(&checksum)?
+        } else {
+            // The marker goes first: a commit object is never visible
+            // without it until its tree is complete.
+            self.repo.mark_commit_partial(&checksum)?;
+            self.fetch_commitmeta(checksum)?;
+            match self.fetch_metadata(&name, optional, Commit::parse)? {
+                Some(c) => c,
+                // An optional parent the source does not have.
+                None => {
+                    self.repo.clear_commit_partial(&checksum)?;
+                    return Ok(());
+                }
+            }
+        };
+        self.commits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(checksum);
+        if !self.opts.commit_metadata_only && (!present || partial) {
+            self.push(Task::DirMeta(commit.root_meta));
+            self.push(Task::DirTree {
+                checksum: commit.root_tree,
+                path: "/".into(),
+            });
+        }
+        if depth != 0
+            && let Some(parent) = commit.parent
+        {
+            self.push(Task::Commit {
+                checksum: parent,
+                depth: if depth > 0 { depth - 1 } else { depth },
+                optional: true,
+            });
+        }
+        Ok(())
+    }
+
+    fn fetch_commitmeta(&self, commit: Checksum) -> Result<(), PullError> {
+        let name = ObjectName::new(commit, ObjectType::CommitMeta);
+        let data = self.retrying(|| {
+            self.source
+                .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
+                .map_err(PullError::Fetch)
+        })?;
+        if let Some(data) = data {
+            self.txn
+                .write_commitmeta(commit, &data)
+                .map_err(|e| self.located(&name, e))?;
+            self.counters
+                .metadata_fetched
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Fetches, verifies, validates and writes a metadata object. Returns
+    /// `None` only when `optional` and the source does not have it.
+    fn fetch_metadata<T>(
+        &self,
+        name: &ObjectName,
+        optional: bool,
+        parse: fn(&[u8]) -> Result<T, FormatError>,
+    ) -> Result<Option<T>, PullError> {
+        let (data, from_cache) = match self.from_caches(|cache| cache.load_metadata(name).ok()) {
+            Some(d) => (d, true),
+            None => {
+                let fetched = self.retrying(|| {
+                    self.source
+                        .fetch_metadata(name, MAX_METADATA_SIZE as u64)
+                        .map_err(PullError::Fetch)
+                })?;
+                match fetched {
+                    Some(d) => (d, false),
+                    None if optional => return Ok(None),
+                    None => {
+                        return Err(PullError::Fetch(FetchError::NotFound {
+                            location: self.source.location(name),
+                        }));
+                    }
+                }
+            }
+        };
+        let actual = Checksum::digest(&data);
+        if actual != name.checksum {
+            return Err(PullError::ChecksumMismatch {
+                object: *name,
+                location: self.source.location(name),
+                actual,
+            });
+        }
+        let value = parse(&data).map_err(|source| PullError::Corrupt {
+            object: *name,
+            location: self.source.location(name),
+            source,
+        })?;
+        self.txn
+            .write_metadata(name.objtype, &data, Some(name.checksum))
+            .map_err(|e| self.located(name, e))?;
+        let counter = if from_cache {
+            &self.counters.from_cache
+        } else {
+            &self.counters.metadata_fetched
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(value))
+    }
+
+    fn from_caches<T>(&self, f: impl Fn(&Repo) -> Option<T>) -> Option<T> {
+        self.caches.iter().find_map(f)
+    }
+
+    fn dirtree(&self, checksum: Checksum, path: &str) -> Result<(), PullError> {
+        if self.base_trees.contains(&checksum) {
+            return Ok(());
+        }
+        let name = ObjectName::new(checksum, ObjectType::DirTree);
+        let tree = if self.txn.has_object(&name)? {
+            self.counters
+                .already_present
+                .fetch_add(1, Ordering::Relaxed);
+            self.load_staged_or_stored_dirtree(&name)?
+        } else {
+            self.fetch_metadata(&name, false, DirTree::parse)?
+                .expect("not optional")
+        };
+        for f in &tree.files {
+            if self.wanted(&join(path, &f.name), false) {
+                self.push(Task::Content(f.checksum));
+            }
+        }
+        for d in &tree.dirs {
+            let p = join(path, &d.name);
+            if self.wanted(&p, true) {
+                self.push(Task::DirMeta(d.meta));
+                self.push(Task::DirTree {
+                    checksum: d.tree,
+                    path: p,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A dirtree already written: from the repository, or from this
+    /// transaction's staging when another commit of the same pull wrote it.
+    fn load_staged_or_stored_dirtree(&self, name: &ObjectName) -> Result<DirTree, PullError> {
+        match self.repo.load_dirtree(&name.checksum) {
+            Ok(t) => Ok(t),
+            Err(StoreError::MissingObject(_)) => {
+                let data = self.txn.load_staged(name)?;
+                DirTree::parse(&data).map_err(|source| PullError::Corrupt {
+                    object: *name,
+                    location: "staging".into(),
+                    source,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a path passes the `--subpath` filters. Directories are also
+    /// wanted when a filter lies below them.
+    fn wanted(&self, path: &str, is_dir: bool) -> bool {
+        if self.opts.subpaths.is_empty() {
+            return true;
+        }
+        self.opts
+            .subpaths
+            .iter()
+            .any(|s| s == "/" || path == s || under(path, s) || (is_dir && under(s, path)))
+    }
+
+    fn content(&self, checksum: Checksum) -> Result<(), PullError> {
+        let name = ObjectName::new(checksum, ObjectType::File);
+        if self.txn.has_object(&name)? {
+            self.counters
+                .already_present
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        for cache in self.caches {
+            if cache.has_object(&name).unwrap_or(false)
+                && let Ok(obj) = cache.open_content(&checksum)
+            {
+                // Verified like anything else: the write checks the checksum.
+                self.txn
+                    .write_content(&obj.header, obj.size, obj.reader, Some(checksum))
+                    .map_err(|e| self.located(&name, e))?;
+                self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
+        self.retrying(|| {
+            let stream = self
+                .source
+                .fetch_content(&checksum)
+                .map_err(PullError::Fetch)?;
+            self.txn
+                .write_content(&stream.header, stream.size, stream.reader, Some(checksum))
+                .map_err(|e| self.located(&name, e))
+        })?;
+        self.counters
+            .content_fetched
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Attaches the source location to a store error about `name`.
+    fn located(&self, name: &ObjectName, e: StoreError) -> PullError {
+        let location = self.source.location(name);
+        match e {
+            StoreError::ChecksumMismatch { object, actual } => PullError::ChecksumMismatch {
+                object,
+                location,
+                actual,
+            },
+            StoreError::CorruptObject { object, source } => PullError::Corrupt {
+                object,
+                location,
+                source,
+            },
+            StoreError::Io { ref source, .. } if io_error_is_transient(source) => {
+                PullError::Fetch(FetchError::Transient {
+                    location,
+                    message: source.to_string(),
+                })
+            }
+            other => PullError::Store(other),
+        }
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// `path` lies strictly below `dir`.
+fn under(path: &str, dir: &str) -> bool {
+    path.len() > dir.len()
+        && path.starts_with(dir)
+        && (dir.ends_with('/') || path.as_bytes()[dir.len()] == b'/')
+}

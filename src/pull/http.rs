@@ -1,0 +1,252 @@
+//! HTTP(S) sources: an archive-mode repository served as plain files.
+//!
+//! One blocking reqwest client is shared by all pull workers: its pool keeps
+//! connections alive (HTTP/2 when a TLS server offers it through ALPN, so
+//! many requests share one connection). The client's timeout applies to
+//! every read of a body, so it detects stalled transfers, not slow ones.
+
+use std::io::{BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use flate2::read::DeflateDecoder;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+
+use super::source::{ContentStream, FetchError, NetworkError, ObjectSource};
+use crate::ostree::checksum::is_checksum_hex;
+use crate::ostree::content::{FRAME_PREFIX, archive_header_len, parse_archive_header};
+use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::store::ExactReader;
+
+pub struct HttpSource {
+    base: String,
+    client: Client,
+    received: Arc<AtomicU64>,
+}
+
+impl HttpSource {
+    /// `url` is the repository's base URL; `timeout` bounds connecting and
+    /// each wait for data; `connections` is the pool size per host.
+    pub fn new(url: &str, timeout: Duration, connections: usize) -> Result<HttpSource, FetchError> {
+        // ring is the only crypto provider built in; ignore "already set".
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::builder()
+            .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(connections.max(1))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| FetchError::Fatal {
+                location: url.to_string(),
+                message: format!("cannot set up an HTTP client: {e}"),
+            })?;
+        let base = if url.ends_with('/') {
+            url.to_string()
+        } else {
+            format!("{url}/")
+        };
+        Ok(HttpSource {
+            base,
+            client,
+            received: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    fn url(&self, rel: &str) -> String {
+        format!("{}{}", self.base, rel)
+    }
+
+    fn get(&self, rel: &str) -> Result<Response, FetchError> {
+        let url = self.url(rel);
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .map_err(|e| classify(&url, e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        match status {
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
+                Err(FetchError::NotFound { location: url })
+            }
+            s => Err(FetchError::Transient {
+                location: url,
+                message: format!("server answered {s}"),
+            }),
+        }
+    }
+
+    /// Reads a whole (small) body, refusing more than `max` bytes.
+    fn get_bytes(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        let resp = match self.get(rel) {
+            Ok(r) => r,
+            Err(FetchError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let url = self.url(rel);
+        if let Some(len) = resp.content_length()
+            && len > max
+        {
+            return Err(FetchError::Fatal {
+                location: url,
+                message: format!("{len} bytes, over the limit of {max}"),
+            });
+        }
+        let mut body = Vec::new();
+        let mut reader = self.counting(resp).take(max + 1);
+        reader
+            .read_to_end(&mut body)
+            .map_err(|e| FetchError::Transient {
+                location: url.clone(),
+                message: format!("reading the body failed: {e}"),
+            })?;
+        if body.len() as u64 > max {
+            return Err(FetchError::Fatal {
+                location: url,
+                message: format!("more than the limit of {max} bytes"),
+            });
+        }
+        Ok(Some(body))
+    }
+
+    fn counting(&self, resp: Response) -> CountingReader {
+        CountingReader {
+            inner: resp,
+            received: self.received.clone(),
+        }
+    }
+}
+
+/// Counts received bytes and tags read errors as network errors.
+struct CountingReader {
+    inner: Response,
+    received: Arc<AtomicU64>,
+}
+
+impl Read for CountingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(n) => {
+                self.received.fetch_add(n as u64, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(e) => Err(std::io::Error::new(e.kind(), NetworkError(e.to_string()))),
+        }
+    }
+}
+
+fn classify(url: &str, e: reqwest::Error) -> FetchError {
+    let message = if e.is_timeout() {
+        "timed out waiting for the server".to_string()
+    } else if e.is_connect() {
+        format!("cannot connect: {}", error_chain(&e))
+    } else {
+        error_chain(&e)
+    };
+    if e.is_builder() {
+        FetchError::Fatal {
+            location: url.to_string(),
+            message,
+        }
+    } else {
+        FetchError::Transient {
+            location: url.to_string(),
+            message,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+impl ObjectSource for HttpSource {
+    fn describe(&self) -> String {
+        self.base.clone()
+    }
+
+    fn location(&self, name: &ObjectName) -> String {
+        self.url(&format!("objects/{}", name.loose_path(true)))
+    }
+
+    fn fetch_summary(&self) -> Result<Option<Vec<u8>>, FetchError> {
+        self.get_bytes("summary", crate::ostree::MAX_METADATA_SIZE as u64)
+    }
+
+    fn fetch_ref(&self, name: &str) -> Result<Option<Checksum>, FetchError> {
+        let rel = format!("refs/heads/{name}");
+        let Some(body) = self.get_bytes(&rel, 256)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&body);
+        let text = text.trim();
+        if !is_checksum_hex(text) {
+            return Err(FetchError::Fatal {
+                location: self.url(&rel),
+                message: "does not contain a checksum".into(),
+            });
+        }
+        Ok(Some(Checksum::from_hex(text).expect("checked above")))
+    }
+
+    fn list_refs(&self) -> Result<Option<Vec<(String, Checksum)>>, FetchError> {
+        // Plain HTTP servers cannot list directories; refs come from the
+        // summary, or must be named.
+        Ok(None)
+    }
+
+    fn fetch_metadata(&self, name: &ObjectName, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        self.get_bytes(&format!("objects/{}", name.loose_path(true)), max)
+    }
+
+    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentStream, FetchError> {
+        let name = ObjectName::new(*checksum, ObjectType::File);
+        let location = self.location(&name);
+        let resp = self.get(&format!("objects/{}", name.loose_path(true)))?;
+        let mut r = BufReader::with_capacity(64 * 1024, self.counting(resp));
+        let truncated = |e: std::io::Error| FetchError::Transient {
+            location: location.clone(),
+            message: format!("reading the header failed: {e}"),
+        };
+        let corrupt = |e: crate::ostree::FormatError| FetchError::Fatal {
+            location: location.clone(),
+            message: format!("invalid object header: {e}"),
+        };
+        let mut head = vec![0u8; FRAME_PREFIX];
+        r.read_exact(&mut head).map_err(truncated)?;
+        let total = archive_header_len(&head).map_err(corrupt)?;
+        head.resize(total, 0);
+        r.read_exact(&mut head[FRAME_PREFIX..]).map_err(truncated)?;
+        let a = parse_archive_header(&head).map_err(corrupt)?;
+        let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
+            // No deflate stream to read (symlinks have none at all).
+            Box::new(std::io::empty())
+        } else {
+            Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
+        };
+        Ok(ContentStream {
+            header: a.header,
+            size: a.size,
+            reader,
+        })
+    }
+
+    fn bytes_transferred(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}

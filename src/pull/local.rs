@@ -1,0 +1,109 @@
+//! Local repositories as pull sources (a path or a `file://` URL), in any
+//! of the four modes, read through the same code as the store itself.
+
+use std::path::Path;
+
+use super::source::{ContentStream, FetchError, ObjectSource};
+use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::store::{RefName, Repo, StoreError};
+
+pub struct LocalSource {
+    repo: Repo,
+}
+
+impl LocalSource {
+    pub fn open(path: &Path) -> Result<LocalSource, StoreError> {
+        Ok(LocalSource {
+            repo: Repo::open(path)?,
+        })
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    fn err(&self, location: String, e: StoreError) -> FetchError {
+        match e {
+            StoreError::MissingObject(_) => FetchError::NotFound { location },
+            e => FetchError::Fatal {
+                location,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl ObjectSource for LocalSource {
+    fn describe(&self) -> String {
+        self.repo.path().display().to_string()
+    }
+
+    fn location(&self, name: &ObjectName) -> String {
+        self.repo.object_fs_path(name).display().to_string()
+    }
+
+    fn fetch_summary(&self) -> Result<Option<Vec<u8>>, FetchError> {
+        let path = self.repo.path().join("summary");
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FetchError::Fatal {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    fn fetch_ref(&self, name: &str) -> Result<Option<Checksum>, FetchError> {
+        let r = RefName::Head(name.to_string());
+        self.repo.read_ref(&r).map_err(|e| {
+            self.err(
+                self.repo
+                    .path()
+                    .join(r.relative_path())
+                    .display()
+                    .to_string(),
+                e,
+            )
+        })
+    }
+
+    fn list_refs(&self) -> Result<Option<Vec<(String, Checksum)>>, FetchError> {
+        let refs = self
+            .repo
+            .list_refs()
+            .map_err(|e| self.err(self.describe(), e))?
+            .into_iter()
+            .filter_map(|(n, c)| match n {
+                RefName::Head(n) => Some((n, c)),
+                RefName::Remote(..) => None,
+            })
+            .collect();
+        Ok(Some(refs))
+    }
+
+    fn fetch_metadata(&self, name: &ObjectName, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        match self.repo.load_metadata(name) {
+            Ok(b) if b.len() as u64 > max => Err(FetchError::Fatal {
+                location: self.location(name),
+                message: format!("{} bytes, over the limit of {max}", b.len()),
+            }),
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::MissingObject(_)) => Ok(None),
+            Err(e) => Err(self.err(self.location(name), e)),
+        }
+    }
+
+    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentStream, FetchError> {
+        let name = ObjectName::new(*checksum, ObjectType::File);
+        let obj = self
+            .repo
+            .open_content(checksum)
+            .map_err(|e| self.err(self.location(&name), e))?;
+        Ok(ContentStream {
+            header: obj.header,
+            size: obj.size,
+            reader: obj.reader,
+        })
+    }
+}
