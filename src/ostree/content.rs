@@ -70,6 +70,9 @@ impl FileHeader {
             if target.len() > MAX_SYMLINK_TARGET {
                 return Err(bad_target("longer than PATH_MAX"));
             }
+            if target.contains('\0') {
+                return Err(bad_target("contains NUL"));
+            }
         } else if !target.is_empty() {
             return Err(bad_target("a regular file has a symlink target"));
         }

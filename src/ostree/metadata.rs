@@ -131,14 +131,14 @@ where
         if key.is_empty() {
             return Err(FormatError::InvalidMetadata("empty key".into()));
         }
-        out.push((key, decode_value(variant)));
+        out.push((key, decode_value(variant)?));
     }
     Ok(Metadata(out))
 }
 
-fn decode_value(v: &gvariant::Variant) -> Value {
+fn decode_value(v: &gvariant::Variant) -> Result<Value> {
     let (ty, data) = v.split();
-    match ty {
+    Ok(match ty {
         b"s" => Value::Str(str_of(v.get(gv!("s")).unwrap_or_default_str())),
         b"as" => Value::StrArray(
             v.get(gv!("as"))
@@ -153,11 +153,17 @@ fn decode_value(v: &gvariant::Variant) -> Value {
                 .map(|a| a.iter().map(|x| x.to_vec()).collect())
                 .unwrap_or_default(),
         ),
-        _ => Value::Other {
-            typestr: String::from_utf8_lossy(ty).into_owned(),
-            data: data.to_vec(),
-        },
-    }
+        _ => {
+            // Kept as raw bytes, so check them here: re-serializing cannot.
+            let typestr = std::str::from_utf8(ty)
+                .map_err(|_| FormatError::InvalidMetadata("variant type is not ASCII".into()))?;
+            super::normal_form::check(typestr, data)?;
+            Value::Other {
+                typestr: typestr.to_string(),
+                data: data.to_vec(),
+            }
+        }
+    })
 }
 
 trait OrDefaultStr<'a> {

@@ -12,6 +12,7 @@ mod gv;
 pub mod metadata;
 pub mod mode;
 pub mod names;
+pub mod normal_form;
 pub mod object;
 pub mod summary;
 pub mod xattrs;

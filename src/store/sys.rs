@@ -52,6 +52,9 @@ pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
     let mut list = Vec::new();
     for name in split_names(&names) {
         match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
+            // libostree skips empty values when it reads xattrs, so they
+            // are not part of any checksum; do the same.
+            Ok(value) if value.is_empty() => {}
             Ok(value) => list.push(Xattr {
                 name: name.to_vec(),
                 value,
@@ -73,6 +76,9 @@ pub fn link_xattrs(path: &Path) -> io::Result<Xattrs> {
     let mut list = Vec::new();
     for name in split_names(&names) {
         match read_sized(|buf| rustix::fs::lgetxattr(path, name, buf)) {
+            // libostree skips empty values when it reads xattrs, so they
+            // are not part of any checksum; do the same.
+            Ok(value) if value.is_empty() => {}
             Ok(value) => list.push(Xattr {
                 name: name.to_vec(),
                 value,

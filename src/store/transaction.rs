@@ -416,6 +416,7 @@ impl<'r> Transaction<'r> {
                     f.write_all(target.as_bytes()).at(&at)?;
                     f.write_all(&[0]).at(&at)?;
                     sys::set_fd_xattrs(&f, &user_meta(header)).at(&at)?;
+                    zero_mtime(&f).at(&at)?;
                     Staged::File(f)
                 }
                 RepoMode::Archive => {
@@ -468,23 +469,7 @@ impl<'r> Transaction<'r> {
             }
         }
         if mode != RepoMode::Archive {
-            // Objects have mtime 0, as libostree's do.
-            let zero = rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            let omit = rustix::fs::Timespec {
-                tv_sec: 0,
-                tv_nsec: rustix::fs::UTIME_OMIT,
-            };
-            rustix::fs::futimens(
-                &file,
-                &Timestamps {
-                    last_access: omit,
-                    last_modification: zero,
-                },
-            )
-            .at(&at)?;
+            zero_mtime(&file).at(&at)?;
         }
         file.flush().at(&at)?;
         Ok((Staged::File(file), Checksum::from_hasher(hasher)))
@@ -558,6 +543,25 @@ impl Staged {
             let _ = rustix::fs::unlinkat(staging, tmp.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// Objects stored as regular files have mtime 0, as libostree's do.
+fn zero_mtime(file: &File) -> rustix::io::Result<()> {
+    let zero = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let omit = rustix::fs::Timespec {
+        tv_sec: 0,
+        tv_nsec: rustix::fs::UTIME_OMIT,
+    };
+    rustix::fs::futimens(
+        file,
+        &Timestamps {
+            last_access: omit,
+            last_modification: zero,
+        },
+    )
 }
 
 /// bare-user's `user.ostreemeta` xattr carrying the real metadata.
