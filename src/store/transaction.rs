@@ -156,7 +156,9 @@ impl<'r> Transaction<'r> {
         if self.subdirs[idx].load(Ordering::Acquire) {
             return Ok(());
         }
-        ensure_dir(&self.staging, dir, 0o755).at(self.staging_path().join(dir))?;
+        // 0775 like ostree's object directories: it may be moved into
+        // objects/ as it is.
+        ensure_dir(&self.staging, dir, 0o775).at(self.staging_path().join(dir))?;
         self.subdirs[idx].store(true, Ordering::Release);
         Ok(())
     }
@@ -576,12 +578,28 @@ fn user_meta(header: &FileHeader) -> crate::ostree::Xattrs {
 /// Copies exactly `size` bytes, feeding the hasher; a source that ends
 /// early or has more bytes changed while being read.
 fn copy_hashing(
-    mut src: impl Read,
+    src: impl Read,
     size: u64,
     hasher: &mut sha2::Sha256,
     dst: &mut impl Write,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; COPY_BUF.min(size.max(1) as usize)];
+    thread_local! {
+        // One copy buffer per thread, not a freshly zeroed one per object.
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; COPY_BUF]);
+    }
+    BUF.with(|b| match b.try_borrow_mut() {
+        Ok(mut buf) => copy_hashing_with(src, size, hasher, dst, &mut buf),
+        Err(_) => copy_hashing_with(src, size, hasher, dst, &mut vec![0u8; COPY_BUF]),
+    })
+}
+
+fn copy_hashing_with(
+    mut src: impl Read,
+    size: u64,
+    hasher: &mut sha2::Sha256,
+    dst: &mut impl Write,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(left as usize);
@@ -615,8 +633,21 @@ fn publish_dir(repo: &Repo, staging: &OwnedFd, staging_path: &std::path::Path) -
         let Some(dir) = dir.to_str().filter(|d| d.len() == 2) else {
             continue;
         };
+        // Into a store without this subdirectory yet (a first pull or
+        // commit), the whole directory moves in one rename: staging
+        // subdirectories only ever hold finished objects.
+        match rustix::fs::renameat_with(
+            staging,
+            dir,
+            repo.objects_dir(),
+            dir,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => continue,
+            Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {}
+            Err(e) => return Err(e).at(repo.path().join("objects").join(dir)),
+        }
         let sub = open_dir(staging, dir)?;
-        ensure_dir(repo.objects_dir(), dir, 0o775).at(repo.path().join("objects").join(dir))?;
         for (file, _) in list_dir_typed(sub.as_fd()).at(staging_path.join(dir))? {
             let Some(file) = file.to_str() else { continue };
             // Only finished objects; in archive mode content is `.filez`.

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Pull benchmark: arbor vs ostree over HTTP on the same data and server.
+#
+# Builds a realistic OS tree (debootstrap --variant=minbase), commits it and
+# a modified second version with `ostree` into an archive repository, serves
+# that with nginx on 127.0.0.1, and times, in the same run, cold pulls into
+# an empty bare store by `ostree pull` and by `arbor pull` (several runs,
+# medians, peak RSS), plus an update pull from the first commit to the
+# second. Prints a Markdown table for BENCHMARKS.md.
+#
+# Usage: bench/pull.sh [RUNS]      (default 5; needs root)
+# Env:   BENCH_DIR (default /var/tmp/arbor-bench; the tree is cached there)
+#        SUITE (default bookworm), MIRROR (default http://deb.debian.org/debian)
+set -euo pipefail
+runs=${1:-5}
+cd "$(dirname "$0")/.."
+top=$PWD
+work=${BENCH_DIR:-/var/tmp/arbor-bench}
+suite=${SUITE:-bookworm}
+mirror=${MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$work"
+
+need=()
+for pair in ostree:ostree nginx:nginx debootstrap:debootstrap; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet
+arbor=$top/target/release/arbor
+
+# --- data -----------------------------------------------------------------
+if [ ! -e "$work/tree1/.complete" ]; then
+  rm -rf "$work/tree1"
+  debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
+  touch "$work/tree1/.complete"
+fi
+if [ ! -e "$work/srv/repo/summary" ]; then
+  rm -rf "$work/srv" "$work/tree2"
+  ostree --repo="$work/srv/repo" init --mode=archive
+  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree1" -s one --timestamp=@1700000000 >/dev/null
+  # The update: a few percent of files changed, some added, some removed.
+  cp -a "$work/tree1" "$work/tree2"
+  find "$work/tree2/usr/share/doc" -type f -name 'copyright' | awk 'NR % 4 == 0' | while read -r f; do echo "# updated" >>"$f"; done
+  mkdir -p "$work/tree2/opt/new" && for i in $(seq 200); do head -c 4096 /dev/urandom >"$work/tree2/opt/new/f$i"; done
+  find "$work/tree2/usr/share/locale" -mindepth 1 -maxdepth 1 -type d | awk 'NR % 3 == 0' | xargs -r rm -rf
+  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree2" -s two --timestamp=@1700000100 >/dev/null
+  ostree --repo="$work/srv/repo" summary -u
+fi
+c2=$(ostree --repo="$work/srv/repo" rev-parse main)
+c1=$(ostree --repo="$work/srv/repo" rev-parse main^)
+files=$(find "$work/tree1" -type f | wc -l)
+size=$(du -sh "$work/tree1" | cut -f1)
+packed=$(du -sh "$work/srv/repo/objects" | cut -f1)
+
+# --- server ---------------------------------------------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/nginx.conf" <<CONF
+worker_processes 2;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; root $work/srv; }
+}
+CONF
+nginx -c "$work/nginx.conf"
+trap 'kill "$(cat "$work/nginx.pid")" 2>/dev/null || true' EXIT
+url=http://127.0.0.1:$port/repo
+
+# --- runs -----------------------------------------------------------------
+# Each measurement starts with no dirty pages from the previous one.
+measure() { # name, then the command; appends "seconds rss_kb" to $work/NAME.times
+  local name=$1; shift
+  sync
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err"; exit 1; }
+  cat "$work/time.out" >>"$work/$name.times"
+}
+prepare_ostree() { rm -rf "$work/dst"; ostree --repo="$work/dst" init --mode=bare; ostree --repo="$work/dst" remote add --no-gpg-verify origin "$url"; }
+prepare_arbor() { rm -rf "$work/dst"; "$arbor" --repo "$work/dst" init --mode bare; }
+rm -f "$work"/*.times
+for _ in $(seq "$runs"); do
+  prepare_ostree; measure ostree-cold ostree --repo="$work/dst" pull origin "main@$c1"
+  ostree --repo="$work/dst" fsck -q >/dev/null
+  measure ostree-update ostree --repo="$work/dst" pull origin "main@$c2"
+  prepare_arbor; measure arbor-cold "$arbor" --repo "$work/dst" pull "$url" "main@$c1"
+  ostree --repo="$work/dst" fsck -q >/dev/null
+  measure arbor-update "$arbor" --repo "$work/dst" pull "$url" "main@$c2"
+  ostree --repo="$work/dst" fsck -q >/dev/null
+done
+rm -rf "$work/dst"
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+col() { cut -d' ' -f"$1" <"$work/$2.times" | median; }
+echo "Tree: debootstrap --variant=minbase $suite, $files files, $size ($packed as archive objects)"
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), $(findmnt -n -o FSTYPE -T "$work") at $work; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
+echo
+echo "| pull into an empty bare store | median wall (s) | peak RSS (MiB) | vs ostree |"
+echo "|---|---|---|---|"
+for kind in cold update; do
+  o=$(col 1 "ostree-$kind"); a=$(col 1 "arbor-$kind")
+  orss=$(col 2 "ostree-$kind"); arss=$(col 2 "arbor-$kind")
+  echo "| ostree pull ($kind) | $o | $((orss / 1024)) | 1.00 |"
+  echo "| arbor pull ($kind) | $a | $((arss / 1024)) | $(awk -v a="$a" -v o="$o" 'BEGIN {printf "%.2f", a / o}') |"
+done
