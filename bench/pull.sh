@@ -73,31 +73,45 @@ trap 'kill "$(cat "$work/nginx.pid")" 2>/dev/null || true' EXIT
 url=http://127.0.0.1:$port/repo
 
 # --- runs -----------------------------------------------------------------
-# Each measurement starts with no dirty pages from the previous one.
+# Every cold pull goes into a freshly made ext4 (with a journal) on a loop
+# device: deleting the previous store and creating a new one on the same
+# filesystem makes inode allocation crawl on a journal-less ext4 (ext4 skips
+# recently deleted inodes there), which would measure our own cleanup, not
+# the pull. Each measurement also starts with no dirty pages.
+img=$work/fs.img
+mnt=$work/mnt
+mkdir -p "$mnt"
+fresh_fs() {
+  umount "$mnt" 2>/dev/null || true
+  truncate -s 8G "$img"
+  mkfs.ext4 -q -F "$img"
+  mount -o loop "$img" "$mnt"
+}
+trap 'umount "$mnt" 2>/dev/null || true; kill "$(cat "$work/nginx.pid")" 2>/dev/null || true' EXIT
 measure() { # name, then the command; appends "seconds rss_kb" to $work/NAME.times
   local name=$1; shift
   sync
   /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err"; exit 1; }
   cat "$work/time.out" >>"$work/$name.times"
 }
-prepare_ostree() { rm -rf "$work/dst"; ostree --repo="$work/dst" init --mode=bare; ostree --repo="$work/dst" remote add --no-gpg-verify origin "$url"; }
-prepare_arbor() { rm -rf "$work/dst"; "$arbor" --repo "$work/dst" init --mode bare; }
+dst=$mnt/dst
+prepare_ostree() { fresh_fs; ostree --repo="$dst" init --mode=bare; ostree --repo="$dst" remote add --no-gpg-verify origin "$url"; }
+prepare_arbor() { fresh_fs; "$arbor" --repo "$dst" init --mode bare; }
 rm -f "$work"/*.times
 for _ in $(seq "$runs"); do
-  prepare_ostree; measure ostree-cold ostree --repo="$work/dst" pull origin "main@$c1"
-  ostree --repo="$work/dst" fsck -q >/dev/null
-  measure ostree-update ostree --repo="$work/dst" pull origin "main@$c2"
-  prepare_arbor; measure arbor-cold "$arbor" --repo "$work/dst" pull "$url" "main@$c1"
-  ostree --repo="$work/dst" fsck -q >/dev/null
-  measure arbor-update "$arbor" --repo "$work/dst" pull "$url" "main@$c2"
-  ostree --repo="$work/dst" fsck -q >/dev/null
+  prepare_ostree; measure ostree-cold ostree --repo="$dst" pull origin "main@$c1"
+  ostree --repo="$dst" fsck -q >/dev/null
+  measure ostree-update ostree --repo="$dst" pull origin "main@$c2"
+  prepare_arbor; measure arbor-cold "$arbor" --repo "$dst" pull "$url" "main@$c1"
+  ostree --repo="$dst" fsck -q >/dev/null
+  measure arbor-update "$arbor" --repo "$dst" pull "$url" "main@$c2"
+  ostree --repo="$dst" fsck -q >/dev/null
 done
-rm -rf "$work/dst"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 col() { cut -d' ' -f"$1" <"$work/$2.times" | median; }
 echo "Tree: debootstrap --variant=minbase $suite, $files files, $size ($packed as archive objects)"
-echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), $(findmnt -n -o FSTYPE -T "$work") at $work; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); stores on a fresh loop-mounted ext4 per run; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
 echo
 echo "| pull into an empty bare store | median wall (s) | peak RSS (MiB) | vs ostree |"
 echo "|---|---|---|---|"

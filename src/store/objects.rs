@@ -228,25 +228,11 @@ impl Repo {
             let target = target
                 .into_string()
                 .map_err(|_| bad("symlink target is not UTF-8".into()))?;
-            let xattrs = if mode == RepoMode::Bare && !self.xattrs_disabled() {
+            let header = self.bare_header(&st, target, || {
                 let (dir, file) = rel.split_once('/').unwrap_or(("", &rel));
                 let dfd = open_dir(self.objects_dir(), dir)?;
-                sys::link_xattrs(&sys::proc_path(dfd.as_fd(), file)).at(&path)?
-            } else {
-                Xattrs::new()
-            };
-            let (uid, gid) = if mode == RepoMode::Bare {
-                (st.st_uid, st.st_gid)
-            } else {
-                (0, 0)
-            };
-            let header = FileHeader {
-                uid,
-                gid,
-                mode: st.st_mode,
-                symlink_target: target,
-                xattrs,
-            };
+                sys::link_xattrs(&sys::proc_path(dfd.as_fd(), file)).at(&path)
+            })?;
             header.validate().map_err(corrupt)?;
             return Ok(ContentObject {
                 header,
@@ -296,23 +282,8 @@ impl Repo {
                 })
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
-                let xattrs = if mode == RepoMode::Bare && !self.xattrs_disabled() {
-                    sys::fd_xattrs(&fd).at(&path)?
-                } else {
-                    Xattrs::new()
-                };
-                let (uid, gid) = if mode == RepoMode::Bare {
-                    (st.st_uid, st.st_gid)
-                } else {
-                    (0, 0)
-                };
-                let header = FileHeader {
-                    uid,
-                    gid,
-                    mode: st.st_mode,
-                    symlink_target: String::new(),
-                    xattrs,
-                };
+                let header =
+                    self.bare_header(&st, String::new(), || sys::fd_xattrs(&fd).at(&path))?;
                 header.validate().map_err(corrupt)?;
                 Ok(ContentObject {
                     header,
@@ -322,6 +293,28 @@ impl Repo {
             }
             RepoMode::Archive => unreachable!("handled above"),
         }
+    }
+
+    /// The header of a bare or bare-user-only object from its inode: owner
+    /// and xattrs count only in bare mode (bare-user-only reads as 0:0).
+    fn bare_header(
+        &self,
+        st: &rustix::fs::Stat,
+        symlink_target: String,
+        xattrs: impl FnOnce() -> Result<Xattrs>,
+    ) -> Result<FileHeader> {
+        let bare = self.mode() == RepoMode::Bare;
+        Ok(FileHeader {
+            uid: if bare { st.st_uid } else { 0 },
+            gid: if bare { st.st_gid } else { 0 },
+            mode: st.st_mode,
+            symlink_target,
+            xattrs: if bare && !self.xattrs_disabled() {
+                xattrs()?
+            } else {
+                Xattrs::new()
+            },
+        })
     }
 
     /// `core.disable-xattrs`: ignore xattrs of bare objects.

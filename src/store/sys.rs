@@ -48,14 +48,35 @@ pub fn ofd_lock(fd: BorrowedFd<'_>, exclusive: bool, wait: bool) -> io::Result<b
 /// Every xattr of an open file, sorted by name.
 pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
     let fd = fd.as_fd();
-    let names = read_sized(|buf| rustix::fs::flistxattr(fd, buf))?;
-    let mut list = Vec::new();
+    collect_xattrs(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+    )
+}
+
+/// Every xattr of a path, not following a final symlink, sorted by name.
+/// Only used for symlinks, whose xattrs cannot be read through a file
+/// descriptor; callers pass `/proc/self/fd/DIRFD/NAME` so no untrusted path
+/// is walked.
+pub fn link_xattrs(path: &Path) -> io::Result<Xattrs> {
+    collect_xattrs(
+        |buf| rustix::fs::llistxattr(path, buf),
+        |name, buf| rustix::fs::lgetxattr(path, name, buf),
+    )
+}
+
+fn collect_xattrs(
+    list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut get: impl FnMut(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Xattrs> {
+    let names = read_sized(list)?;
+    let mut out = Vec::new();
     for name in split_names(&names) {
-        match read_sized(|buf| rustix::fs::fgetxattr(fd, name, buf)) {
+        match read_sized(|buf| get(name, buf)) {
             // libostree skips empty values when it reads xattrs, so they
             // are not part of any checksum; do the same.
             Ok(value) if value.is_empty() => {}
-            Ok(value) => list.push(Xattr {
+            Ok(value) => out.push(Xattr {
                 name: name.to_vec(),
                 value,
             }),
@@ -64,30 +85,7 @@ pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
             Err(e) => return Err(e),
         }
     }
-    Xattrs::from_unsorted(list).map_err(io::Error::other)
-}
-
-/// Every xattr of a path, not following a final symlink, sorted by name.
-/// Only used for symlinks, whose xattrs cannot be read through a file
-/// descriptor; callers pass `/proc/self/fd/DIRFD/NAME` so no untrusted path
-/// is walked.
-pub fn link_xattrs(path: &Path) -> io::Result<Xattrs> {
-    let names = read_sized(|buf| rustix::fs::llistxattr(path, buf))?;
-    let mut list = Vec::new();
-    for name in split_names(&names) {
-        match read_sized(|buf| rustix::fs::lgetxattr(path, name, buf)) {
-            // libostree skips empty values when it reads xattrs, so they
-            // are not part of any checksum; do the same.
-            Ok(value) if value.is_empty() => {}
-            Ok(value) => list.push(Xattr {
-                name: name.to_vec(),
-                value,
-            }),
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Xattrs::from_unsorted(list).map_err(io::Error::other)
+    Xattrs::from_unsorted(out).map_err(io::Error::other)
 }
 
 pub fn set_fd_xattrs(fd: impl AsFd, xattrs: &Xattrs) -> io::Result<()> {
