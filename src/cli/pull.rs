@@ -155,6 +155,12 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     };
     let result = pull(&repo, source.as_ref(), &opts, &counters, &tick);
     pb.finish_and_clear();
+    let rejected = counters.cache_rejected.load(Ordering::Relaxed);
+    if rejected > 0 {
+        eprintln!(
+            "warning: {rejected} corrupt objects in --localcache-repo were ignored and fetched from the source instead (run `arbor --repo CACHE fsck`)"
+        );
+    }
     let outcome = result.with_context(|| format!("pulling from {}", source.describe()))?;
     if !a.quiet {
         for (name, c) in &outcome.refs {

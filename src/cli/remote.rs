@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let remote = repo.remote(&name)?;
             let source = open_source(&remote.url, std::time::Duration::from_secs(30), 2)?;
-            for (r, c) in crate::pull::list_source_refs(source.as_ref())? {
+            for (r, c) in crate::pull::list_source_refs(source.as_ref(), 5)? {
                 println!("{name}:{r}\t{c}");
             }
         }

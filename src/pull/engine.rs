@@ -17,7 +17,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
 
 use super::source::{FetchError, ObjectSource, io_error_is_transient};
 use super::{PullError, PullOptions};
@@ -61,6 +60,8 @@ pub struct Counters {
     pub from_cache: AtomicU64,
     pub already_present: AtomicU64,
     pub queued: AtomicU64,
+    /// Corrupt copies in `--localcache-repo`s, skipped for the source's.
+    pub cache_rejected: AtomicU64,
 }
 
 pub(super) struct Engine<'a, 'r> {
@@ -204,20 +205,8 @@ impl<'a, 'r> Engine<'a, 'r> {
         }
     }
 
-    /// Runs `f` again after transient failures, with exponential backoff.
-    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, PullError>) -> Result<T, PullError> {
-        let mut attempt = 0;
-        loop {
-            match f() {
-                Err(e) if e.is_transient() && attempt < self.opts.network_retries => {
-                    attempt += 1;
-                    let delay =
-                        Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5));
-                    std::thread::sleep(delay);
-                }
-                r => return r,
-            }
-        }
+    fn retrying<T>(&self, f: impl FnMut() -> Result<T, PullError>) -> Result<T, PullError> {
+        super::retrying(self.opts.network_retries, f)
     }
 
     fn process(&self, task: Task) -> Result<(), PullError> {
@@ -315,7 +304,17 @@ impl<'a, 'r> Engine<'a, 'r> {
         optional: bool,
         parse: fn(&[u8]) -> Result<T, FormatError>,
     ) -> Result<Option<T>, PullError> {
-        let (data, from_cache) = match self.from_caches(|cache| cache.load_metadata(name).ok()) {
+        // A cache copy is used only if it hashes right; a bad one is
+        // skipped in favour of the source.
+        let cached = self.from_caches(|cache| {
+            let data = cache.load_metadata(name).ok()?;
+            if Checksum::digest(&data) != name.checksum {
+                self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(data)
+        });
+        let (data, from_cache) = match cached {
             Some(d) => (d, true),
             None => {
                 let fetched = self.retrying(|| {
@@ -436,12 +435,24 @@ impl<'a, 'r> Engine<'a, 'r> {
             if cache.has_object(&name).unwrap_or(false)
                 && let Ok(obj) = cache.open_content(&checksum)
             {
-                // Verified like anything else: the write checks the checksum.
-                self.txn
+                // Verified like anything else: the write checks the
+                // checksum. A corrupt cache copy is skipped, not fatal: the
+                // source may have a good one.
+                match self
+                    .txn
                     .write_content(&obj.header, obj.size, obj.reader, Some(checksum))
-                    .map_err(|e| self.located(&name, e))?;
-                self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
-                return Ok(());
+                {
+                    Ok(_) => {
+                        self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    Err(StoreError::ChecksumMismatch { .. })
+                    | Err(StoreError::CorruptObject { .. })
+                    | Err(StoreError::BadObject { .. }) => {
+                        self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         self.retrying(|| {

@@ -204,9 +204,33 @@ pub fn pull(
     Ok(outcome)
 }
 
+/// Runs `f` again after transient failures, up to `retries` times, with
+/// exponential backoff (0.2 s, 0.4 s, … capped at 5 s).
+pub(crate) fn retrying<T>(
+    retries: u32,
+    mut f: impl FnMut() -> Result<T, PullError>,
+) -> Result<T, PullError> {
+    let mut attempt = 0;
+    loop {
+        match f() {
+            Err(e) if e.is_transient() && attempt < retries => {
+                attempt += 1;
+                std::thread::sleep(
+                    Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5)),
+                );
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Fetches and parses the source's summary, if it has one.
-pub fn fetch_summary(source: &dyn ObjectSource) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
-    let Some(bytes) = source.fetch_summary().map_err(PullError::Fetch)? else {
+pub fn fetch_summary(
+    source: &dyn ObjectSource,
+    retries: u32,
+) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
+    let Some(bytes) = retrying(retries, || source.fetch_summary().map_err(PullError::Fetch))?
+    else {
         return Ok(None);
     };
     let summary = Summary::parse(&bytes)
@@ -215,8 +239,11 @@ pub fn fetch_summary(source: &dyn ObjectSource) -> Result<Option<(Summary, Vec<u
 }
 
 /// Refs a source offers: from its summary, else by listing (local only).
-pub fn list_source_refs(source: &dyn ObjectSource) -> Result<Vec<(String, Checksum)>, PullError> {
-    if let Some((summary, _)) = fetch_summary(source)? {
+pub fn list_source_refs(
+    source: &dyn ObjectSource,
+    retries: u32,
+) -> Result<Vec<(String, Checksum)>, PullError> {
+    if let Some((summary, _)) = fetch_summary(source, retries)? {
         return Ok(summary
             .refs
             .into_iter()
@@ -242,7 +269,7 @@ fn resolve_targets(
             .iter()
             .any(|r| !r.contains('@') && !is_checksum_hex(r));
     let summary = if needs_summary {
-        fetch_summary(source)?
+        fetch_summary(source, opts.network_retries)?
     } else {
         None
     };
@@ -254,7 +281,7 @@ fn resolve_targets(
                 .iter()
                 .map(|r| (r.name.clone(), r.checksum))
                 .collect(),
-            None => list_source_refs(source)?,
+            None => list_source_refs(source, opts.network_retries)?,
         };
         if refs.is_empty() {
             return Err(PullError::Other(format!(
@@ -295,13 +322,13 @@ fn resolve_targets(
             .map(|r| r.checksum);
         let commit = match from_summary {
             Some(c) => c,
-            None => source
-                .fetch_ref(spec)
-                .map_err(PullError::Fetch)?
-                .ok_or_else(|| PullError::RefNotFound {
-                    name: spec.clone(),
-                    source_desc: source.describe(),
-                })?,
+            None => retrying(opts.network_retries, || {
+                source.fetch_ref(spec).map_err(PullError::Fetch)
+            })?
+            .ok_or_else(|| PullError::RefNotFound {
+                name: spec.clone(),
+                source_desc: source.describe(),
+            })?,
         };
         targets.push(Target {
             ref_name: Some(spec.clone()),

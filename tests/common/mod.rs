@@ -590,7 +590,11 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     let prefix = format!("arbor-it-{name}-");
     for e in fs::read_dir(base).unwrap().flatten() {
         let fname = e.file_name().to_string_lossy().into_owned();
+        // Only `PREFIX<pid>`: a longer name (`read-bare-user-<pid>` for
+        // prefix `read-bare-`) belongs to another test.
         if let Some(pid) = fname.strip_prefix(&prefix)
+            && !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
             && !Path::new("/proc").join(pid).exists()
         {
             let _ = fs::remove_dir_all(e.path());
