@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet
-arbor=$top/target/release/arbor
+arbor=${CARGO_TARGET_DIR:-$top/target}/release/arbor
 
 # --- data -----------------------------------------------------------------
 if [ ! -e "$work/tree1/.complete" ]; then
@@ -36,8 +36,11 @@ if [ ! -e "$work/tree1/.complete" ]; then
   debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
   touch "$work/tree1/.complete"
 fi
+# Device nodes cannot be committed (OSTree trees ship an empty /dev).
+find "$work/tree1/dev" -mindepth 1 -delete 2>/dev/null || true
 if [ ! -e "$work/srv/repo/summary" ]; then
   rm -rf "$work/srv" "$work/tree2"
+  mkdir -p "$work/srv"
   ostree --repo="$work/srv/repo" init --mode=archive
   ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree1" -s one --timestamp=@1700000000 >/dev/null
   # The update: a few percent of files changed, some added, some removed.

@@ -1,6 +1,7 @@
 //! The `arbor` command line: argument parsing and output only; the work is
 //! done by the library modules.
 
+mod checkout;
 mod commit;
 mod fsck;
 mod init;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::store::{Repo, StoreError, default_repo_path};
+use crate::store::{Repo, default_repo_path};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +61,8 @@ enum Command {
     Show(inspect::ShowArgs),
     /// Verify every object and every commit's tree
     Fsck(fsck::FsckArgs),
+    /// Check out a commit's tree into a directory (hardlinked, reflinked or copied)
+    Checkout(checkout::CheckoutArgs),
     /// Manage remotes (kept in the repository config, visible to ostree)
     Remote(remote::RemoteArgs),
     /// Fetch commits and their trees from a remote, URL or local repository
@@ -125,6 +128,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Cat(a) => inspect::cat(ctx, a),
         Command::Show(a) => inspect::show(ctx, a),
         Command::Fsck(a) => fsck::run(ctx, a),
+        Command::Checkout(a) => checkout::run(ctx, a),
         Command::Remote(a) => remote::run(ctx, a),
         Command::Pull(a) => pull::run(ctx, a),
     }
@@ -150,9 +154,4 @@ pub(crate) fn stdout_result(r: std::io::Result<()>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r.context("writing to standard output")?),
     }
-}
-
-#[allow(dead_code)]
-fn _assert_error_is_send(e: StoreError) -> anyhow::Error {
-    e.into()
 }

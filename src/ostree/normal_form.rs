@@ -144,7 +144,7 @@ fn offset_size(len: usize) -> usize {
 fn minimal_width(body: usize, n: usize) -> usize {
     for w in [1usize, 2, 4, 8] {
         let total = body + n * w;
-        if w == 8 || total <= (1usize << (8 * w)) - 1 {
+        if w == 8 || total < (1usize << (8 * w)) {
             return w;
         }
     }
@@ -224,7 +224,7 @@ fn check_value(ty: &Type, data: &[u8], depth: usize) -> Result<()> {
 
 fn check_array(t: &Type, data: &[u8], depth: usize) -> Result<()> {
     if let Some(size) = t.fixed_size() {
-        if data.len() % size != 0 {
+        if !data.len().is_multiple_of(size) {
             return Err(bad("array length is not a multiple of its element size"));
         }
         // Plain numbers need no per-element check.
@@ -240,7 +240,8 @@ fn check_array(t: &Type, data: &[u8], depth: usize) -> Result<()> {
     }
     let w = offset_size(data.len());
     let body_end = read_offset(data, data.len() - w, w);
-    if body_end > data.len() || (data.len() - body_end) % w != 0 || body_end == data.len() {
+    if body_end > data.len() || !(data.len() - body_end).is_multiple_of(w) || body_end == data.len()
+    {
         return Err(bad("inconsistent array framing"));
     }
     let n = (data.len() - body_end) / w;

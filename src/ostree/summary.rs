@@ -15,6 +15,11 @@ use super::gv::{MAX_METADATA_SIZE, aligned, check_normal_form, check_size, str_o
 use super::metadata::{Metadata, from_gv};
 use super::names::validate_ref_name;
 
+/// Borrowed `a{sv}` entries, as the serializer takes them.
+type Entries<'a> = Vec<(&'a str, &'a super::metadata::Value)>;
+/// A summary ref's `(taya{sv})`, borrowed for serializing.
+type RefInfo<'a> = (u64, &'a [u8], &'a Entries<'a>);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SummaryRef {
     pub name: String,
@@ -64,12 +69,12 @@ impl Summary {
     }
 
     pub fn serialize(&self) -> Vec<u8> {
-        let mds: Vec<Vec<(&str, &super::metadata::Value)>> = self
+        let mds: Vec<Entries<'_>> = self
             .refs
             .iter()
             .map(|r| r.metadata.serialize_entries())
             .collect();
-        let refs: Vec<(&str, (u64, &[u8], &Vec<(&str, &super::metadata::Value)>))> = self
+        let refs: Vec<(&str, RefInfo<'_>)> = self
             .refs
             .iter()
             .zip(&mds)
@@ -80,8 +85,7 @@ impl Summary {
                 )
             })
             .collect();
-        let refs: Vec<(&str, &(u64, &[u8], &Vec<(&str, &super::metadata::Value)>))> =
-            refs.iter().map(|(n, i)| (*n, i)).collect();
+        let refs: Vec<(&str, &RefInfo<'_>)> = refs.iter().map(|(n, i)| (*n, i)).collect();
         let md = self.metadata.serialize_entries();
         gv!("(a(s(taya{sv}))a{sv})").serialize_to_vec(&(&refs, &md))
     }

@@ -306,7 +306,7 @@ impl<'a, 'r> Engine<'a, 'r> {
     ) -> Result<Option<T>, PullError> {
         // A cache copy is used only if it hashes right; a bad one is
         // skipped in favour of the source.
-        let cached = self.from_caches(|cache| {
+        let cached = self.first_in_caches(|cache| {
             let data = cache.load_metadata(name).ok()?;
             if Checksum::digest(&data) != name.checksum {
                 self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
@@ -358,7 +358,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         Ok(Some(value))
     }
 
-    fn from_caches<T>(&self, f: impl Fn(&Repo) -> Option<T>) -> Option<T> {
+    fn first_in_caches<T>(&self, f: impl Fn(&Repo) -> Option<T>) -> Option<T> {
         self.caches.iter().find_map(f)
     }
 

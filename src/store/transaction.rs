@@ -474,6 +474,9 @@ impl<'r> Transaction<'r> {
             zero_mtime(&file).at(&at)?;
         }
         file.flush().at(&at)?;
+        if size > 0 && self.repo.fsync_enabled() {
+            sys::start_writeback(file.as_fd());
+        }
         Ok((Staged::File(file), Checksum::from_hasher(hasher)))
     }
 

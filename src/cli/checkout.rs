@@ -1,0 +1,127 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+
+use super::{Ctx, progress};
+use crate::checkout::{CheckoutOptions, Event, LinkMode, Overwrite, checkout};
+
+#[derive(Args, Debug)]
+pub struct CheckoutArgs {
+    /// Revision to check out: REF, REMOTE:REF, a checksum or a unique prefix
+    /// of one, optionally followed by ^ (parent)
+    rev: String,
+    /// Directory to create (a union mode merges into an existing one)
+    dest: PathBuf,
+    /// Check out only this path of the commit: a directory becomes DEST, a
+    /// file is placed inside DEST
+    #[arg(long, value_name = "PATH")]
+    subpath: Option<String>,
+    /// Merge into DEST: existing files are replaced atomically, directories
+    /// merged
+    #[arg(long, group = "overwrite")]
+    union: bool,
+    /// Merge into DEST, keeping files that already exist
+    #[arg(long, group = "overwrite")]
+    union_add: bool,
+    /// Merge into DEST; a file that already exists must be identical (same
+    /// inode, or same content, owner, mode and xattrs)
+    #[arg(long, group = "overwrite")]
+    union_identical: bool,
+    /// How files get into DEST
+    ///
+    /// auto: hardlink store objects when the repository stores files as
+    /// this checkout must create them (bare repository and a normal
+    /// checkout, bare-user[-only] and -U) and DEST is on its filesystem;
+    /// else reflink when the filesystem can; else copy.
+    /// hardlink: hardlink, copying what cannot be.
+    /// reflink: share data blocks, each file its own inode.
+    /// copy: copy everything.
+    ///
+    /// WARNING: a hardlinked file IS the repository object. Writing through
+    /// it (editing in place, chmod, chown, setfattr) corrupts the repository
+    /// and every other checkout of that file. Keep hardlinked checkouts
+    /// read-only; use --link=copy or --link=reflink for a tree you will
+    /// modify, or stage a writable root over a read-only checkout with
+    /// `arbor stage` (the planned command for writable roots).
+    #[arg(long, value_enum, default_value_t = LinkArg::Auto, verbatim_doc_comment)]
+    link: LinkArg,
+    /// User mode: do not set owners or xattrs; copied files lose
+    /// setuid/setgid (always on for bare-user-only repositories)
+    #[arg(short = 'U', long)]
+    user_mode: bool,
+    /// Process overlayfs-style whiteouts: `.wh.NAME` removes NAME from DEST,
+    /// `.wh..wh..opq` empties its directory; neither is created
+    #[arg(long)]
+    whiteouts: bool,
+    /// Fail instead of copying a file that should be hardlinked (empty
+    /// files and fresh symlinks excepted)
+    #[arg(short = 'H', long, conflicts_with = "link")]
+    require_hardlinks: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LinkArg {
+    Auto,
+    Hardlink,
+    Reflink,
+    Copy,
+}
+
+pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let commit = repo
+        .resolve_rev(&a.rev)
+        .with_context(|| format!("resolving {}", a.rev))?;
+    let opts = CheckoutOptions {
+        commit,
+        subpath: a.subpath,
+        overwrite: if a.union {
+            Overwrite::Union
+        } else if a.union_add {
+            Overwrite::UnionAdd
+        } else if a.union_identical {
+            Overwrite::UnionIdentical
+        } else {
+            Overwrite::Refuse
+        },
+        link: match a.link {
+            LinkArg::Auto => LinkMode::Auto,
+            LinkArg::Hardlink => LinkMode::Hardlink,
+            LinkArg::Reflink => LinkMode::Reflink,
+            LinkArg::Copy => LinkMode::Copy,
+        },
+        user_mode: a.user_mode,
+        whiteouts: a.whiteouts,
+        require_hardlinks: a.require_hardlinks,
+        threads: None,
+    };
+    let pb = progress::bar(0, "checking out");
+    let outcome = checkout(&repo, &a.dest, &opts, &|e| match e {
+        Event::Planned { files, .. } => pb.set_length(files),
+        Event::Files { done } => pb.set_position(done),
+    });
+    pb.finish_and_clear();
+    let o = outcome?;
+    if ctx.verbose {
+        eprintln!(
+            "checked out {commit} into {}: {} files, {} symlinks ({} hardlinked, {} reflinked, {} copied), \
+             {} directories created, {} merged, {} kept, {} replaced, {} whiteouts, {} bytes copied",
+            a.dest.display(),
+            o.files,
+            o.symlinks,
+            o.hardlinked,
+            o.reflinked,
+            o.copied,
+            o.dirs,
+            o.dirs_merged,
+            o.kept,
+            o.replaced,
+            o.whiteouts,
+            o.bytes_copied
+        );
+        eprintln!("link mode: {} ({})", o.method, o.method_reason);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,836 @@
+//! `arbor pull` against a misbehaving HTTP server written for these tests
+//! ([`FaultServer`]): truncated bodies, connection resets, 5xx then 200,
+//! stalls (with `--timeout 1`), slow-but-steady transfers, final 4xx
+//! statuses and wrong bytes.
+//!
+//! Every pull must either complete with a correct store (`ostree fsck`
+//! clean, `ostree checkout` equal to the source's, ref moved) or fail
+//! cleanly (non-zero exit, no panic, a message naming the object or URL)
+//! with the ref NOT moved, no corrupt object stored (`ostree fsck` clean)
+//! and the faulty object absent. Retries are counted on the server: the
+//! retry policy (`--network-retries`, 4xx final) is asserted exactly.
+
+mod common;
+#[path = "common/pull.rs"]
+mod pull_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pull_support::*;
+
+/// `www/f`: archive repo (summary) with `main` = C2, a small medium tree
+/// plus `big.bin` (600 KB, incompressible); `prev` = C1, the small tree.
+/// `www/nosum`: the same without a summary.
+struct Fixture {
+    www: PathBuf,
+    c1: String,
+    c2: String,
+    /// Content checksum of `/big.bin` in C2.
+    big: String,
+    /// Content checksum of a small file in C2.
+    small_file: String,
+    /// Content checksum of another file in C2.
+    other_file: String,
+    /// Dirtree of `/d01` in C2.
+    dirtree: String,
+    /// Dirtree of `/d02` in C2.
+    other_dirtree: String,
+    /// Dirmeta of `/d00/sub` (0750) and of `/d01` (0755) in C2.
+    dirmeta: String,
+    other_dirmeta: String,
+}
+
+const BIG_LEN: usize = 600 * 1024;
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let base = scratch_dir("pull-faults");
+        let www = base.join("www");
+        let repo = www.join("f");
+        std::fs::create_dir_all(&www).unwrap();
+        ostree_init(&repo, Mode::Archive);
+        let small = base.join("small");
+        build_small_tree(&small);
+        let c1 = ostree_commit(&repo, &small, "prev", &CommitOpts::new("c1", "", TS));
+        let tree = base.join("tree");
+        build_medium_tree(&tree, 4, 40, 9);
+        write_file(
+            &tree.join("big.bin"),
+            &pseudo_random_bytes(BIG_LEN, 0xb16),
+            0o644,
+        );
+        let c2 = ostree_commit(
+            &repo,
+            &tree,
+            "main",
+            &CommitOpts::new("c2", "", TS + 1).parent(&c1),
+        );
+        ostree_summary_update(&repo);
+        copy_tree(&repo, &www.join("nosum"));
+        std::fs::remove_file(www.join("nosum/summary")).unwrap();
+        Fixture {
+            dirmeta: dir_checksums(&repo, &c2, "/d00/sub").1,
+            other_dirmeta: dir_checksums(&repo, &c2, "/d01").1,
+            big: file_checksum(&repo, &c2, "/big.bin"),
+            small_file: file_checksum(&repo, &c2, "/d01/f0001"),
+            other_file: file_checksum(&repo, &c2, "/d02/f0002"),
+            dirtree: dir_checksums(&repo, &c2, "/d01").0,
+            other_dirtree: dir_checksums(&repo, &c2, "/d02").0,
+            www,
+            c1,
+            c2,
+        }
+    })
+}
+
+fn repo() -> PathBuf {
+    fixture().www.join("f")
+}
+
+/// URL path of an object of the source repo.
+fn obj(csum: &str, ext: &str) -> String {
+    format!("/f/objects/{}/{}.{ext}", &csum[..2], &csum[2..])
+}
+
+fn obj_bytes(csum: &str, ext: &str) -> Vec<u8> {
+    std::fs::read(object_path(&repo(), csum, ext)).unwrap()
+}
+
+/// A store whose `heads/main` already points at C1 (pulled through the
+/// same server before any fault applies to C2's objects).
+fn store_at_c1(server: &FaultServer) -> (tempfile::TempDir, PathBuf) {
+    let f = fixture();
+    let (t, store) = new_store(Mode::Bare);
+    pull_ok(&store, &[&server.url("f"), &format!("main@{}", f.c1)]);
+    assert_eq!(read_ref(&store, "heads/main").as_deref(), Some(&*f.c1));
+    (t, store)
+}
+
+fn pull_main(store: &Path, server: &FaultServer, extra: &[&str]) -> Run {
+    let url = server.url("f");
+    let mut args = vec![url.as_str(), "main"];
+    args.extend_from_slice(extra);
+    pull(store, &args)
+}
+
+/// The pull succeeded and the store is exactly right.
+#[track_caller]
+fn assert_success(store: &Path, run: Run) {
+    let f = fixture();
+    run.assert_ok();
+    assert_eq!(read_ref(store, "heads/main").as_deref(), Some(&*f.c2));
+    assert_pulled(store, &repo(), &f.c2, false);
+}
+
+/// The pull failed cleanly, mentioning `needles`; the ref still points at
+/// C1; `absent` is not in the store; fsck is clean.
+#[track_caller]
+fn assert_failed(store: &Path, run: Run, needles: &[&str], absent: &str) -> Run {
+    let f = fixture();
+    let run = run.assert_clean_failure();
+    assert_mentions(&run, needles);
+    assert_eq!(
+        read_ref(store, "heads/main").as_deref(),
+        Some(&*f.c1),
+        "the ref moved although the pull failed\n{}",
+        run.describe()
+    );
+    assert!(
+        !has_object(store, absent),
+        "{absent} is in the store although it was never served correctly"
+    );
+    if has_object(store, &format!("{}.commit", f.c2)) {
+        assert!(
+            is_partial(store, &f.c2),
+            "C2's commit is stored but not marked partial after a failed pull"
+        );
+    }
+    assert_fsck_clean(store);
+    assert_arbor_fsck_clean(store);
+    run
+}
+
+/// Attempts of one path seen by the server.
+fn attempts(server: &FaultServer, path: &str) -> usize {
+    server.requests().iter().filter(|r| r.path == path).count()
+}
+
+#[test]
+fn truncated_bodies_are_retried() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let tree = obj(&f.dirtree, "dirtree");
+    let (b, t) = (big.clone(), tree.clone());
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if p == b && n == 0 {
+            Fault::Truncate(BIG_LEN / 3)
+        } else if p == t && n == 0 {
+            Fault::Truncate(10)
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    assert_success(&store, pull_main(&store, &server, &[]));
+    assert_eq!(attempts(&server, &big), 2);
+    assert_eq!(attempts(&server, &tree), 2);
+}
+
+#[test]
+fn always_truncated_fails_after_the_retries() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let b = big.clone();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == b {
+            Fault::Truncate(BIG_LEN / 2)
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &["--network-retries", "2"]);
+    assert_failed(&store, r, &[&big], &format!("{}.file", f.big));
+    assert_eq!(attempts(&server, &big), 3, "1 attempt + 2 retries");
+}
+
+#[test]
+fn connection_resets_are_retried() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let commit = obj(&f.c2, "commit");
+    let small = obj(&f.small_file, "filez");
+    let (b, c, s) = (big.clone(), commit.clone(), small.clone());
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if (p == b || p == c) && n == 0 || p == s && n < 2 {
+            Fault::Reset
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    assert_success(&store, pull_main(&store, &server, &[]));
+    assert_eq!(attempts(&server, &big), 2);
+    assert_eq!(attempts(&server, &commit), 2);
+    assert_eq!(attempts(&server, &small), 3);
+}
+
+/// The ostree-verified case: 500 twice then 200 succeeds with the default
+/// retries.
+#[test]
+fn status_500_twice_then_200_succeeds() {
+    let f = fixture();
+    let small = obj(&f.small_file, "filez");
+    let tree = obj(&f.dirtree, "dirtree");
+    let (s, t) = (small.clone(), tree.clone());
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if (p == s || p == t) && n < 2 {
+            Fault::Status(500)
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    assert_success(&store, pull_main(&store, &server, &[]));
+    assert_eq!(attempts(&server, &small), 3);
+    assert_eq!(attempts(&server, &tree), 3);
+}
+
+#[test]
+fn network_retries_0_makes_a_single_500_fatal() {
+    let f = fixture();
+    let small = obj(&f.small_file, "filez");
+    let s = small.clone();
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if p == s && n == 0 {
+            Fault::Status(500)
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &["--network-retries", "0"]);
+    assert_failed(
+        &store,
+        r,
+        &[&small, "500"],
+        &format!("{}.file", f.small_file),
+    );
+    assert_eq!(attempts(&server, &small), 1);
+    // The same pull then succeeds (the server answers now), fetching only
+    // what is missing: objects verified before the failure were kept.
+    let before = store_objects(&store);
+    let mark = server.requests().len();
+    assert_success(&store, pull_main(&store, &server, &[]));
+    let again = requested_set(&server.requests()[mark..]);
+    for o in &again {
+        assert!(
+            !before.contains(o),
+            "{o} was fetched again after the failed pull"
+        );
+    }
+}
+
+/// 404, 403 and 410 for an object are final: one request, no retry, even
+/// with the default retries.
+#[test]
+fn not_found_is_final() {
+    let f = fixture();
+    for code in [404u16, 403, 410] {
+        let small = obj(&f.small_file, "filez");
+        let s = small.clone();
+        let server = FaultServer::start(&f.www, move |p, _| {
+            if p == s {
+                Fault::Status(code)
+            } else {
+                Fault::Serve
+            }
+        });
+        let (_t, store) = store_at_c1(&server);
+        let r = pull_main(&store, &server, &[]);
+        assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
+        assert_eq!(
+            attempts(&server, &small),
+            1,
+            "HTTP {code} must not be retried"
+        );
+    }
+}
+
+/// A transfer that stops mid-body is abandoned after `--timeout` and
+/// retried; so is a server that never answers. The pull does not wait for
+/// the stalled connection.
+#[test]
+fn stalls_time_out_and_are_retried() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let tree = obj(&f.dirtree, "dirtree");
+    let (b, t) = (big.clone(), tree.clone());
+    let stall = Duration::from_secs(12);
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if p == b && n == 0 {
+            Fault::StallBody {
+                after: 100_000,
+                stall,
+            }
+        } else if p == t && n == 0 {
+            Fault::StallBeforeHeaders(stall)
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let start = Instant::now();
+    let r = pull_main(&store, &server, &["--timeout", "1"]);
+    let took = start.elapsed();
+    assert_success(&store, r);
+    assert_eq!(attempts(&server, &big), 2);
+    assert_eq!(attempts(&server, &tree), 2);
+    assert!(
+        took < Duration::from_secs(8),
+        "the pull took {took:?}: it waited for the stalled transfers instead of timing out"
+    );
+}
+
+#[test]
+fn permanent_stall_fails_after_the_retries() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let b = big.clone();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == b {
+            Fault::StallBody {
+                after: 50_000,
+                stall: Duration::from_secs(15),
+            }
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let start = Instant::now();
+    let r = pull_main(
+        &store,
+        &server,
+        &["--timeout", "1", "--network-retries", "1"],
+    );
+    let took = start.elapsed();
+    assert_failed(&store, r, &[&big], &format!("{}.file", f.big));
+    assert_eq!(attempts(&server, &big), 2);
+    assert!(took < Duration::from_secs(10), "the pull took {took:?}");
+}
+
+/// `--timeout` bounds a stall, not a transfer: a body arriving slowly but
+/// steadily (a chunk every 250 ms, 2.5 s in all) with `--timeout 1` is
+/// received in one attempt.
+#[test]
+fn slow_but_steady_transfer_is_not_a_stall() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let b = big.clone();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == b {
+            Fault::Drip {
+                chunk: 64 * 1024,
+                interval: Duration::from_millis(250),
+            }
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    assert_success(&store, pull_main(&store, &server, &["--timeout", "1"]));
+    assert_eq!(
+        attempts(&server, &big),
+        1,
+        "a steady transfer was restarted"
+    );
+}
+
+/// Transient failures of every kind on every single request (each path's
+/// first attempt: 503, reset, or truncation, by turns): the pull still
+/// completes, with exactly two attempts per object.
+#[test]
+fn every_request_failing_once_still_completes() {
+    let f = fixture();
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if n > 0 || !p.contains("/objects/") {
+            return Fault::Serve;
+        }
+        match p.len() % 3 + p.as_bytes()[12] as usize % 3 {
+            0 | 3 => Fault::Status(503),
+            1 | 4 => Fault::Reset,
+            _ => Fault::Truncate(5),
+        }
+    });
+    let (_t, store) = new_store(Mode::Archive);
+    let r = pull(&store, &[&server.url("f"), "main"]);
+    r.assert_ok();
+    assert_pulled(&store, &repo(), &f.c2, false);
+    let reqs = server.requests();
+    for note in ["status", "reset", "truncated"] {
+        assert!(
+            reqs.iter().filter(|r| r.note == note).count() >= 3,
+            "too few `{note}` faults were injected"
+        );
+    }
+    for (o, n) in requested_objects(&reqs) {
+        if o.ends_with(".commitmeta") {
+            continue;
+        }
+        assert_eq!(n, 2, "attempts for {o}");
+    }
+}
+
+/// Another object's valid bytes served for a content object: refused with
+/// the object, URL, expected and actual checksums named.
+#[test]
+fn wrong_content_bytes_are_refused() {
+    let f = fixture();
+    let small = obj(&f.small_file, "filez");
+    let s = small.clone();
+    let wrong = obj_bytes(&f.other_file, "filez");
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == s {
+            Fault::Body(wrong.clone())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &[]);
+    assert_failed(
+        &store,
+        r,
+        &[&small, &f.small_file, &f.other_file],
+        &format!("{}.file", f.small_file),
+    );
+}
+
+/// One byte flipped inside the compressed data of the big object.
+#[test]
+fn flipped_byte_in_content_is_refused() {
+    let f = fixture();
+    let big = obj(&f.big, "filez");
+    let b = big.clone();
+    let mut bad = obj_bytes(&f.big, "filez");
+    let i = bad.len() / 2;
+    bad[i] ^= 0x55;
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == b {
+            Fault::Body(bad.clone())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &["--network-retries", "1"]);
+    assert_failed(&store, r, &[&f.big], &format!("{}.file", f.big));
+}
+
+/// Random bytes instead of a content object: an invalid header, refused.
+#[test]
+fn garbage_content_is_refused() {
+    let f = fixture();
+    let small = obj(&f.small_file, "filez");
+    let s = small.clone();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == s {
+            Fault::Body(pseudo_random_bytes(300, 5))
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &["--network-retries", "1"]);
+    assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
+}
+
+/// Another dirtree's bytes for a dirtree: refused, naming it; nothing of
+/// that directory's files is requested.
+#[test]
+fn wrong_dirtree_bytes_are_refused() {
+    let f = fixture();
+    let tree = obj(&f.dirtree, "dirtree");
+    let t = tree.clone();
+    let wrong = obj_bytes(&f.other_dirtree, "dirtree");
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == t {
+            Fault::Body(wrong.clone())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &[]);
+    assert_failed(
+        &store,
+        r,
+        &[&tree, &f.dirtree],
+        &format!("{}.dirtree", f.dirtree),
+    );
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|r| r.path == obj(&f.small_file, "filez")),
+        "a file of the refused dirtree was requested"
+    );
+}
+
+/// C1's commit served for C2's: refused, nothing of C2's tree requested.
+#[test]
+fn wrong_commit_bytes_are_refused() {
+    let f = fixture();
+    let commit = obj(&f.c2, "commit");
+    let c = commit.clone();
+    let wrong = obj_bytes(&f.c1, "commit");
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == c {
+            Fault::Body(wrong.clone())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let mark = server.requests().len();
+    let r = pull_main(&store, &server, &[]);
+    assert_failed(&store, r, &[&commit, &f.c2], &format!("{}.commit", f.c2));
+    let after = Counts::of(&server.requests()[mark..]);
+    assert_eq!(
+        (after.dirtree, after.dirmeta, after.filez),
+        (0, 0, 0),
+        "tree objects requested for a refused commit"
+    );
+}
+
+/// A corrupt summary, or a ref file without a checksum, fail cleanly
+/// before any object is requested.
+#[test]
+fn corrupt_summary_and_ref_fail_cleanly() {
+    let f = fixture();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == "/f/summary" {
+            Fault::Body(pseudo_random_bytes(1000, 3))
+        } else if p == "/nosum/summary" {
+            Fault::Status(404)
+        } else if p == "/nosum/refs/heads/main" {
+            Fault::Body(b"not a checksum\n".to_vec())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = new_store(Mode::Bare);
+    let r = pull(&store, &[&server.url("f"), "main"]).assert_clean_failure();
+    assert_mentions(&r, &["summary"]);
+    let r = pull(&store, &[&server.url("nosum"), "main"]).assert_clean_failure();
+    assert_mentions(&r, &["refs/heads/main"]);
+    assert_eq!(Counts::of(&server.requests()).objects(), 0);
+    assert!(all_refs(&store).is_empty());
+    assert!(store_objects(&store).is_empty());
+}
+
+/// Nothing listening: a clean failure naming the URL, quickly.
+#[test]
+fn connection_refused_fails_cleanly() {
+    let (_t, store) = new_store(Mode::Bare);
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/f");
+    let start = Instant::now();
+    let r = pull(&store, &[&url, "main", "--network-retries", "1"]).assert_clean_failure();
+    assert_mentions(&r, &[&format!("127.0.0.1:{port}")]);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(all_refs(&store).is_empty());
+}
+
+/// Transient errors on the summary and on `refs/heads/REF` are retried like
+/// those on objects (ostree retries every request): 500, then a reset,
+/// then a truncated body, then the file.
+#[test]
+fn summary_and_ref_transient_errors_are_retried() {
+    let f = fixture();
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if p == "/f/summary" || p == "/nosum/refs/heads/main" {
+            match n {
+                0 => Fault::Status(500),
+                1 => Fault::Reset,
+                2 => Fault::Truncate(3),
+                _ => Fault::Serve,
+            }
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    assert_success(&store, pull_main(&store, &server, &[]));
+    assert_eq!(attempts(&server, "/f/summary"), 4, "summary attempts");
+
+    let (_t2, store2) = new_store(Mode::Archive);
+    pull(&store2, &[&server.url("nosum"), "main"]).assert_ok();
+    assert_eq!(read_ref(&store2, "heads/main").as_deref(), Some(&*f.c2));
+    assert_pulled(&store2, &repo(), &f.c2, false);
+    assert_eq!(
+        attempts(&server, "/nosum/refs/heads/main"),
+        4,
+        "ref attempts"
+    );
+}
+
+/// A stalled summary request times out (`--timeout 1`) and is retried.
+#[test]
+fn stalled_summary_is_retried() {
+    let f = fixture();
+    let server = FaultServer::start(&f.www, move |p, n| {
+        if p == "/f/summary" && n == 0 {
+            Fault::StallBeforeHeaders(Duration::from_secs(12))
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = new_store(Mode::Bare);
+    let start = Instant::now();
+    let r = pull(&store, &[&server.url("f"), "main", "--timeout", "1"]);
+    assert_success(&store, r);
+    assert_eq!(attempts(&server, "/f/summary"), 2);
+    assert!(start.elapsed() < Duration::from_secs(8));
+}
+
+/// Another dirmeta's bytes for a dirmeta: refused, naming it.
+#[test]
+fn wrong_dirmeta_bytes_are_refused() {
+    let f = fixture();
+    let meta = obj(&f.dirmeta, "dirmeta");
+    let m = meta.clone();
+    let wrong = obj_bytes(&f.other_dirmeta, "dirmeta");
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == m {
+            Fault::Body(wrong.clone())
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &[]);
+    assert_failed(
+        &store,
+        r,
+        &[&meta, &f.dirmeta],
+        &format!("{}.dirmeta", f.dirmeta),
+    );
+}
+
+/// Garbage served as the commit's detached metadata (normally a 404): the
+/// pull may refuse it (cleanly) or ignore it, but never stores it as the
+/// commit's `.commitmeta` and never leaves a corrupt store.
+#[test]
+fn garbage_commitmeta_is_not_stored() {
+    let f = fixture();
+    let cm = obj(&f.c2, "commitmeta");
+    let c = cm.clone();
+    let server = FaultServer::start(&f.www, move |p, _| {
+        if p == c {
+            Fault::Body(vec![0xff; 7])
+        } else {
+            Fault::Serve
+        }
+    });
+    let (_t, store) = store_at_c1(&server);
+    let r = pull_main(&store, &server, &[]);
+    if r.success() {
+        assert_success(&store, r);
+    } else {
+        assert_failed(&store, r, &[&f.c2], &format!("{}.commit", f.c2));
+    }
+    assert!(!has_object(&store, &format!("{}.commitmeta", f.c2)));
+}
+
+/// A copy of the source repo with a self-consistent but hostile commit:
+/// C2 with its root dirtree changed by `mutate` (checksums recomputed, so
+/// only validation can catch it). Returns (dir, commit, hostile dirtree).
+fn hostile_repo(
+    mutate: impl FnOnce(&mut arbor::ostree::DirTree, &Path),
+) -> (tempfile::TempDir, String, String) {
+    use arbor::ostree::{Commit, DirTree};
+    let f = fixture();
+    let t = shared_tempdir();
+    let r = t.path().join("evil");
+    copy_tree(&repo(), &r);
+    let mut commit = Commit::parse(&obj_bytes(&f.c2, "commit")).unwrap();
+    let root_hex = commit.root_tree.to_hex();
+    let mut root = DirTree::parse(&obj_bytes(&root_hex, "dirtree")).unwrap();
+    mutate(&mut root, &r);
+    let tree_bytes = root.serialize();
+    let tree = sha256_hex(&tree_bytes);
+    let p = object_path(&r, &tree, "dirtree");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, &tree_bytes).unwrap();
+    commit.root_tree = arbor::ostree::Checksum::from_hex(&tree).unwrap();
+    let commit_bytes = commit.serialize();
+    let c = sha256_hex(&commit_bytes);
+    let p = object_path(&r, &c, "commit");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, &commit_bytes).unwrap();
+    (t, c, tree)
+}
+
+/// Dirtrees whose checksums are right but whose contents are not valid
+/// (names `..`, `.`, empty, with a slash; unsorted; a name both file and
+/// directory) are refused when fetched, naming the object; nothing under
+/// them is requested, no ref is written, fsck stays clean.
+#[test]
+fn hostile_dirtrees_are_refused() {
+    type Mutation = Box<dyn FnOnce(&mut arbor::ostree::DirTree)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        ("dotdot", Box::new(|t| t.files[0].name = "..".into())),
+        ("dot", Box::new(|t| t.files[0].name = ".".into())),
+        ("empty", Box::new(|t| t.files[0].name = String::new())),
+        ("slash", Box::new(|t| t.files[0].name = "a/b".into())),
+        ("dir-dotdot", Box::new(|t| t.dirs[0].name = "..".into())),
+        ("unsorted", Box::new(|t| t.dirs.swap(0, 1))),
+        (
+            "file-and-dir",
+            Box::new(|t| {
+                let n = t.dirs[0].name.clone();
+                t.files[0].name = n;
+                t.sort();
+            }),
+        ),
+    ];
+    for (what, mutate) in cases {
+        let (t, commit, tree) = hostile_repo(|t, _| mutate(t));
+        let server = FaultServer::start(t.path(), |_, _| Fault::Serve);
+        let (_s, store) = new_store(Mode::Bare);
+        let r = pull(&store, &[&server.url("evil"), &format!("main@{commit}")]);
+        let r = r.assert_clean_failure();
+        assert_mentions(&r, &[&tree]);
+        assert!(all_refs(&store).is_empty(), "{what}: a ref was written");
+        assert!(
+            !has_object(&store, &format!("{tree}.dirtree")),
+            "{what}: the hostile dirtree was stored"
+        );
+        let c = Counts::of(&server.requests());
+        assert_eq!(
+            (c.dirtree, c.filez),
+            (1, 0),
+            "{what}: requests after the hostile root dirtree: {:#?}",
+            server.requests()
+        );
+        assert_fsck_clean(&store);
+    }
+}
+
+/// Content objects whose checksums are right but whose headers are not
+/// storable (device nodes, FIFOs, sockets, a symlink without target, a
+/// regular file with one) are refused, naming the object; none is stored.
+#[test]
+fn hostile_content_headers_are_refused() {
+    use arbor::ostree::{FileHeader, TreeFile};
+    use std::io::Write;
+    let cases: [(&str, u32, &str, &[u8]); 5] = [
+        ("chardev", 0o020644, "", b""),
+        ("fifo", 0o010644, "", b""),
+        ("socket", 0o140755, "", b""),
+        ("symlink-no-target", 0o120777, "", b""),
+        ("regular-with-target", 0o100644, "x", b"data\n"),
+    ];
+    for (what, mode, target, data) in cases {
+        let header = FileHeader {
+            uid: 0,
+            gid: 0,
+            mode,
+            symlink_target: target.to_string(),
+            xattrs: Default::default(),
+        };
+        let csum = header.checksum(data).to_hex();
+        let mut filez = header.archive_prefix(data.len() as u64);
+        if !data.is_empty() {
+            let mut enc =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(data).unwrap();
+            filez.extend(enc.finish().unwrap());
+        }
+        let (t, commit, _) = hostile_repo(|tree, repo| {
+            let p = object_path(repo, &csum, "filez");
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &filez).unwrap();
+            tree.files.push(TreeFile {
+                name: "zzz-evil".into(),
+                checksum: arbor::ostree::Checksum::from_hex(&csum).unwrap(),
+            });
+            tree.sort();
+        });
+        let server = FaultServer::start(t.path(), |_, _| Fault::Serve);
+        let (_s, store) = new_store(Mode::Bare);
+        let r = pull(
+            &store,
+            &[
+                &server.url("evil"),
+                &format!("main@{commit}"),
+                "--network-retries",
+                "1",
+            ],
+        );
+        let r = r.assert_clean_failure();
+        // The checksum, or the object's URL (`…/5c/a7b0….filez`).
+        assert_mentions(&r, &[&csum[2..]]);
+        assert!(all_refs(&store).is_empty(), "{what}: a ref was written");
+        assert!(
+            !has_object(&store, &format!("{csum}.file")),
+            "{what}: the hostile object was stored"
+        );
+        assert_eq!(
+            server
+                .requests()
+                .iter()
+                .filter(|r| r.path.contains(&csum[2..]))
+                .count(),
+            1,
+            "{what}: an invalid object is not a transient failure (no retry)"
+        );
+        assert_fsck_clean(&store);
+    }
+}
