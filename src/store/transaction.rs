@@ -69,6 +69,9 @@ pub struct Transaction<'r> {
     subdirs: [AtomicBool; 256],
     /// `linkat(AT_EMPTY_PATH)` was refused (not privileged).
     no_empty_path: AtomicBool,
+    /// Owner that new files in staging get (staging is not setgid).
+    euid: u32,
+    egid: u32,
     objects_written: AtomicU64,
     bytes_written: AtomicU64,
     done: bool,
@@ -104,6 +107,9 @@ impl<'r> Transaction<'r> {
         rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o755))
             .at(tmp_path.join(&staging_name))?;
         let staging = open_dir(&tmp, &staging_name)?;
+        // A setgid tmp/ would pass its group to new files; objects must get
+        // exactly the owner we give them.
+        rustix::fs::fchmod(&staging, Mode::from_raw_mode(0o755)).at(tmp_path.join(&staging_name))?;
         Ok(Transaction {
             repo,
             _lock: lock,
@@ -115,6 +121,8 @@ impl<'r> Transaction<'r> {
             counter: AtomicU64::new(0),
             subdirs: std::array::from_fn(|_| AtomicBool::new(false)),
             no_empty_path: AtomicBool::new(false),
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             objects_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             done: false,
@@ -430,7 +438,18 @@ impl<'r> Transaction<'r> {
             return Ok((staged, Checksum::from_hasher(hasher)));
         }
 
-        let file = self.tmpfile(0o600)?;
+        let perms = header.mode & 0o7777;
+        // The mode the object file must end up with.
+        let want = match mode {
+            RepoMode::Bare | RepoMode::BareUserOnly => perms,
+            RepoMode::BareUser => (perms & 0o775) | 0o400,
+            RepoMode::Archive => 0o644,
+        };
+        // Created with its final permission bits where the umask allows, so
+        // most files need no fchmod. Writing goes through our fd whatever
+        // the mode says.
+        let file = self.tmpfile(want & 0o777)?;
+        let created = want & 0o777 & !process_umask();
         let mut file = match mode {
             RepoMode::Archive => {
                 let mut w = BufWriter::with_capacity(COPY_BUF, file);
@@ -446,29 +465,26 @@ impl<'r> Transaction<'r> {
                 f
             }
         };
-        let perms = header.mode & 0o7777;
         match mode {
             RepoMode::Bare => {
-                rustix::fs::fchown(
-                    &file,
-                    Some(rustix::fs::Uid::from_raw(header.uid)),
-                    Some(rustix::fs::Gid::from_raw(header.gid)),
-                )
-                .at(&at)?;
+                // A new file is owned by our euid/egid (the staging
+                // directory is not setgid): chown only when that differs.
+                if (header.uid, header.gid) != (self.euid, self.egid) {
+                    rustix::fs::fchown(
+                        &file,
+                        Some(rustix::fs::Uid::from_raw(header.uid)),
+                        Some(rustix::fs::Gid::from_raw(header.gid)),
+                    )
+                    .at(&at)?;
+                }
                 sys::set_fd_xattrs(&file, &header.xattrs).at(&at)?;
-                // After chown, which clears setuid/setgid.
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&at)?;
             }
-            RepoMode::BareUser => {
-                sys::set_fd_xattrs(&file, &user_meta(header)).at(&at)?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode((perms & 0o775) | 0o400)).at(&at)?;
-            }
-            RepoMode::BareUserOnly => {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(perms)).at(&at)?;
-            }
-            RepoMode::Archive => {
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(0o644)).at(&at)?;
-            }
+            RepoMode::BareUser => sys::set_fd_xattrs(&file, &user_meta(header)).at(&at)?,
+            RepoMode::BareUserOnly | RepoMode::Archive => {}
+        }
+        // After chown, which clears setuid/setgid.
+        if created != want {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(want)).at(&at)?;
         }
         if mode != RepoMode::Archive {
             zero_mtime(&file).at(&at)?;
@@ -548,6 +564,23 @@ impl Staged {
             let _ = rustix::fs::unlinkat(staging, tmp.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// The process umask, read once from /proc (reading it through umask(2)
+/// would change it for a moment under other threads).
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            // Unknown: assume everything may be masked, so fchmod always runs.
+            .unwrap_or(0o777)
+    })
 }
 
 /// Objects stored as regular files have mtime 0, as libostree's do.
