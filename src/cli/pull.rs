@@ -144,6 +144,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     } else {
         ProgressBar::hidden()
     };
+    let started = std::time::Instant::now();
     let tick = || {
         let done = counters.metadata_fetched.load(Ordering::Relaxed)
             + counters.content_fetched.load(Ordering::Relaxed)
@@ -151,7 +152,13 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             + counters.already_present.load(Ordering::Relaxed);
         pb.set_length(counters.queued.load(Ordering::Relaxed));
         pb.set_position(done);
-        pb.set_message(format_bytes(source.bytes_transferred()));
+        let bytes = source.bytes_transferred();
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        pb.set_message(format!(
+            "{} ({}/s)",
+            format_bytes(bytes),
+            format_bytes((bytes as f64 / secs) as u64)
+        ));
     };
     let result = pull(&repo, source.as_ref(), &opts, &counters, &tick);
     pb.finish_and_clear();

@@ -1,7 +1,10 @@
 //! Local repositories as pull sources (a path or a `file://` URL), in any
 //! of the four modes, read through the same code as the store itself.
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::source::{ContentStream, FetchError, ObjectSource};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
@@ -9,12 +12,29 @@ use crate::store::{RefName, Repo, StoreError};
 
 pub struct LocalSource {
     repo: Repo,
+    /// Bytes read from the source (object data as stored there).
+    read: Arc<AtomicU64>,
+}
+
+/// Counts the bytes a content reader yields.
+struct Counting<R> {
+    inner: R,
+    read: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 impl LocalSource {
     pub fn open(path: &Path) -> Result<LocalSource, StoreError> {
         Ok(LocalSource {
             repo: Repo::open(path)?,
+            read: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -88,7 +108,10 @@ impl ObjectSource for LocalSource {
                 location: self.location(name),
                 message: format!("{} bytes, over the limit of {max}", b.len()),
             }),
-            Ok(b) => Ok(Some(b)),
+            Ok(b) => {
+                self.read.fetch_add(b.len() as u64, Ordering::Relaxed);
+                Ok(Some(b))
+            }
             Err(StoreError::MissingObject(_)) => Ok(None),
             Err(e) => Err(self.err(self.location(name), e)),
         }
@@ -103,7 +126,14 @@ impl ObjectSource for LocalSource {
         Ok(ContentStream {
             header: obj.header,
             size: obj.size,
-            reader: obj.reader,
+            reader: Box::new(Counting {
+                inner: obj.reader,
+                read: self.read.clone(),
+            }),
         })
+    }
+
+    fn bytes_transferred(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 }
