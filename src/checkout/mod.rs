@@ -78,6 +78,7 @@
 
 mod error;
 mod link;
+pub mod mount;
 mod plan;
 mod safe;
 mod tree;
