@@ -24,8 +24,9 @@ use crate::store::{Repo, default_repo_path};
     version,
     about = "Pull, store, check out and stage OSTree commits",
     long_about = "arbor keeps OSTree commits in a local content-addressed repository that the real \
-                  `ostree` can read, and works with them: commit directories, inspect trees, verify \
-                  the store."
+                  `ostree` can read: it pulls them from local and HTTP repositories (verified, in \
+                  parallel, resumable), checks trees out by hardlink, reflink or copy, commits \
+                  directories, and inspects and verifies the store."
 )]
 pub struct Cli {
     /// Repository to use [default: $ARBOR_REPO, else /var/lib/arbor/repo as root, else

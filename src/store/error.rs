@@ -37,7 +37,7 @@ pub enum StoreError {
     BadObject { object: ObjectName, reason: String },
     #[error("{0}")]
     Format(#[from] FormatError),
-    #[error("ref {0} not found")]
+    #[error("ref {0} not found (list refs with `arbor refs`)")]
     RefNotFound(String),
     #[error("{rev}: {reason}")]
     BadRev { rev: String, reason: String },
