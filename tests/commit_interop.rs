@@ -193,30 +193,6 @@ fn owner_override(mode: Mode) {
     assert_same_objects(&o, &a);
 }
 
-macro_rules! per_mode {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn bare() {
-                super::$name(Mode::Bare)
-            }
-            #[test]
-            fn bare_user() {
-                super::$name(Mode::BareUser)
-            }
-            #[test]
-            fn bare_user_only() {
-                super::$name(Mode::BareUserOnly)
-            }
-            #[test]
-            fn archive() {
-                super::$name(Mode::Archive)
-            }
-        }
-    };
-}
-
 per_mode!(edge_tree);
 per_mode!(parents_and_metadata);
 per_mode!(owner_override);

@@ -289,30 +289,6 @@ fn fsck_missing_content(mode: Mode) {
     expect_fsck_reports(&repo, &csum, "missing content object");
 }
 
-macro_rules! per_mode {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn bare() {
-                super::$name(Mode::Bare)
-            }
-            #[test]
-            fn bare_user() {
-                super::$name(Mode::BareUser)
-            }
-            #[test]
-            fn bare_user_only() {
-                super::$name(Mode::BareUserOnly)
-            }
-            #[test]
-            fn archive() {
-                super::$name(Mode::Archive)
-            }
-        }
-    };
-}
-
 per_mode!(ls_matches_ostree);
 per_mode!(ls_missing_path_fails);
 per_mode!(cat_matches_ostree);

@@ -239,30 +239,6 @@ fn content_objects_mtime_zero(mode: Mode, writer: Writer) {
     );
 }
 
-macro_rules! per_mode {
-    ($name:ident, $($arg:expr),*) => {
-        mod $name {
-            use super::*;
-            #[test]
-            fn bare() {
-                super::$name(Mode::Bare $(, $arg)*)
-            }
-            #[test]
-            fn bare_user() {
-                super::$name(Mode::BareUser $(, $arg)*)
-            }
-            #[test]
-            fn bare_user_only() {
-                super::$name(Mode::BareUserOnly $(, $arg)*)
-            }
-            #[test]
-            fn archive() {
-                super::$name(Mode::Archive $(, $arg)*)
-            }
-        }
-    };
-}
-
 mod arbor_written {
     use super::*;
     per_mode!(roundtrip, Writer::Arbor);
@@ -275,7 +251,7 @@ mod ostree_control {
     per_mode!(layout, Writer::Ostree);
 }
 
-per_mode!(objects_match_ostree,);
+per_mode!(objects_match_ostree);
 
 mod mtime_zero {
     use super::*;

@@ -9,8 +9,7 @@ use rustix::fs::{AtFlags, FileType};
 
 use super::error::{IoContext, Result, StoreError};
 use super::fsutil::{ensure_dir, list_dir_typed};
-use super::repo::{Repo, open_dir};
-use super::transaction::replace_file;
+use super::repo::{Repo, open_dir, write_file_atomic};
 use crate::ostree::checksum::is_checksum_hex;
 use crate::ostree::names::{parse_refspec, validate_ref_name, validate_remote_name};
 use crate::ostree::{Checksum, ObjectType};
@@ -118,7 +117,9 @@ impl Repo {
             };
         }
         match target {
-            Some(c) => replace_file(&fd, &built, leaf, format!("{c}\n").as_bytes()),
+            Some(c) => {
+                write_file_atomic(fd.as_fd(), &built, leaf, format!("{c}\n").as_bytes(), 0o644)
+            }
             None => match rustix::fs::unlinkat(&fd, leaf, AtFlags::empty()) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
                 Err(e) => Err(e).at(built.join(leaf)),

@@ -32,7 +32,7 @@ use super::error::{IoContext, Result, StoreError};
 use super::fsutil::{ensure_dir, list_dir_typed, remove_tree};
 use super::lock::{LockMode, RepoLock};
 use super::refs::RefName;
-use super::repo::{Repo, RepoMode, open_dir, write_file_atomic};
+use super::repo::{Repo, RepoMode, open_dir};
 use super::sys;
 use crate::ostree::content::FileHeader;
 use crate::ostree::{Checksum, ObjectName, ObjectType};
@@ -262,7 +262,9 @@ impl<'r> Transaction<'r> {
                 actual: checksum,
             });
         }
-        if self.has_object(&name)? {
+        // Callers that know the checksum (pulls) checked presence before
+        // fetching; others are spared the write when it is there.
+        if expected.is_none() && self.has_object(&name)? {
             return Ok(Written {
                 checksum,
                 new: false,
@@ -364,7 +366,10 @@ impl<'r> Transaction<'r> {
                 actual: checksum,
             });
         }
-        if self.has_object(&name)? {
+        // As for metadata: a caller with `expected` checked presence before
+        // fetching. A duplicate that slipped in meanwhile is dropped by the
+        // no-replace link here or the no-replace rename at publication.
+        if expected.is_none() && self.has_object(&name)? {
             staged.discard(&self.staging);
             return Ok(Written {
                 checksum,
@@ -798,14 +803,4 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `data` as the file `name` in `dir` atomically (used for refs).
-pub(crate) fn replace_file(
-    dir: &OwnedFd,
-    dir_path: &std::path::Path,
-    name: &str,
-    data: &[u8],
-) -> Result<()> {
-    write_file_atomic(dir.as_fd(), dir_path, name, data, 0o644)
 }

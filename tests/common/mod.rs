@@ -1191,3 +1191,30 @@ pub fn copy_fixture(dst: &Path) {
         fs::create_dir_all(dst.join(d)).unwrap();
     }
 }
+
+/// Expands `per_mode!(f)` (or `per_mode!(f, args…)`) into a module `f`
+/// with one test per repository mode, each calling `f(Mode::…, args…)`.
+#[macro_export]
+macro_rules! per_mode {
+    ($name:ident $(, $arg:expr)*) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn bare() {
+                super::$name(Mode::Bare $(, $arg)*)
+            }
+            #[test]
+            fn bare_user() {
+                super::$name(Mode::BareUser $(, $arg)*)
+            }
+            #[test]
+            fn bare_user_only() {
+                super::$name(Mode::BareUserOnly $(, $arg)*)
+            }
+            #[test]
+            fn archive() {
+                super::$name(Mode::Archive $(, $arg)*)
+            }
+        }
+    };
+}
