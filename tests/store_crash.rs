@@ -254,3 +254,63 @@ fn writers_wait_for_an_exclusive_lock_holder() {
     ofd_lock(&lock, false);
     arbor_repo_ok(&repo, ["commit", "--branch", "main", src.to_str().unwrap()]);
 }
+
+/// Transactions starting while other processes run their start-up cleanup
+/// (every `arbor` command does): the cleanup must never take a starting
+/// writer for dead. (A lock file that was visible unlocked for a moment
+/// after its creation once let a concurrent `arbor refs` delete it.)
+#[test]
+fn starting_writers_survive_concurrent_cleanup() {
+    let tmp = tempdir();
+    let repo = tmp.path().join("repo");
+    arbor_init(&repo, Mode::Bare);
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("f"), b"x\n", 0o644);
+    for round in 0..60 {
+        let writers: Vec<_> = (0..3)
+            .map(|i| {
+                arbor_command()
+                    .arg("--repo")
+                    .arg(&repo)
+                    .args([
+                        "commit",
+                        "--branch",
+                        &format!("r{round}w{i}"),
+                        "--timestamp",
+                        "0",
+                    ])
+                    .arg(&src)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let cleaners: Vec<_> = (0..3)
+            .map(|_| {
+                arbor_command()
+                    .arg("--repo")
+                    .arg(&repo)
+                    .arg("refs")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in writers.into_iter().chain(cleaners) {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    assert_eq!(
+        arbor_repo_ok(&repo, ["refs"]).stdout_str().lines().count(),
+        180
+    );
+    assert!(txn_leftovers(&repo).is_empty());
+}

@@ -1,6 +1,7 @@
 //! Directory-descriptor helpers shared by the store.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode};
 
@@ -66,4 +67,29 @@ pub(crate) fn list_dir_typed(
         ));
     }
     Ok(out)
+}
+
+/// `linkat(AT_EMPTY_PATH)` was refused once (it needs CAP_DAC_READ_SEARCH):
+/// go through /proc from then on.
+static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
+
+/// Gives an `O_TMPFILE` a name: `linkat` with `AT_EMPTY_PATH` when
+/// privileged, else through its `/proc/self/fd` link.
+pub(crate) fn link_tmpfile(file: impl AsFd, dir: impl AsFd, name: &str) -> rustix::io::Result<()> {
+    if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
+        match rustix::fs::linkat(&file, "", &dir, name, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) => {
+                NO_EMPTY_PATH.store(true, Ordering::Relaxed);
+            }
+            r => return r,
+        }
+    }
+    let proc = format!("/proc/self/fd/{}", file.as_fd().as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc.as_str(),
+        &dir,
+        name,
+        AtFlags::SYMLINK_FOLLOW,
+    )
 }

@@ -10,15 +10,15 @@
 //! `objects/`; what is left in `tmp/` is cleaned on the next start.
 //!
 //! Liveness: the transaction holds an exclusive OFD lock on
-//! `tmp/arbor-txn-<id>.lock` for its whole life (the file is created and
-//! locked under another name, then renamed, so a lock file under its final
-//! name is always locked by a live owner or belongs to a dead one). A later
+//! `tmp/arbor-txn-<id>.lock` for its whole life (the file is created as an
+//! anonymous `O_TMPFILE`, locked, and only then linked under its name, so a
+//! lock file is never visible unlocked while its owner lives). A later
 //! process that can lock it knows the owner died and removes both.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +29,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timestamps};
 use sha2::Digest;
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::{ensure_dir, list_dir_typed, remove_tree};
+use super::fsutil::{ensure_dir, link_tmpfile, list_dir_typed, remove_tree};
 use super::lock::{LockMode, RepoLock};
 use super::refs::RefName;
 use super::repo::{Repo, RepoMode, open_dir};
@@ -67,8 +67,6 @@ pub struct Transaction<'r> {
     counter: AtomicU64,
     /// Which staging subdirectories `XX` exist.
     subdirs: [AtomicBool; 256],
-    /// `linkat(AT_EMPTY_PATH)` was refused (not privileged).
-    no_empty_path: AtomicBool,
     /// Owner that new files in staging get (staging is not setgid).
     euid: u32,
     egid: u32,
@@ -91,18 +89,19 @@ impl<'r> Transaction<'r> {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
-        let pending = format!(".{TXN_PREFIX}{id}.lock-new");
+        // The lock file is created anonymous, locked, and only then given
+        // its name, so no other process ever sees it unlocked (and takes
+        // its owner for dead).
         let liveness = rustix::fs::openat(
             &tmp,
-            pending.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+            ".",
+            OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .at(tmp_path.join(&pending))?;
-        sys::ofd_lock(liveness.as_fd(), true, true).at(tmp_path.join(&pending))?;
+        .at(&tmp_path)?;
         let lock_name = format!("{TXN_PREFIX}{id}.lock");
-        rustix::fs::renameat(&tmp, pending.as_str(), &tmp, lock_name.as_str())
-            .at(tmp_path.join(&lock_name))?;
+        sys::ofd_lock(liveness.as_fd(), true, true).at(tmp_path.join(&lock_name))?;
+        link_tmpfile(&liveness, &tmp, &lock_name).at(tmp_path.join(&lock_name))?;
         let staging_name = format!("{TXN_PREFIX}{id}");
         rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o755))
             .at(tmp_path.join(&staging_name))?;
@@ -120,7 +119,6 @@ impl<'r> Transaction<'r> {
             refs: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             subdirs: std::array::from_fn(|_| AtomicBool::new(false)),
-            no_empty_path: AtomicBool::new(false),
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
             objects_written: AtomicU64::new(0),
@@ -182,7 +180,7 @@ impl<'r> Transaction<'r> {
         );
         let dest_path = self.staging_path().join(&dest);
         let r = match staged {
-            Staged::File(file) => self.link_tmpfile(&file, &dest),
+            Staged::File(file) => link_tmpfile(&file, &self.staging, &dest),
             Staged::Named(tmp) => {
                 let r = rustix::fs::renameat_with(
                     &self.staging,
@@ -208,27 +206,6 @@ impl<'r> Transaction<'r> {
             .insert(name);
         self.objects_written.fetch_add(1, Ordering::Relaxed);
         Ok(true)
-    }
-
-    /// `linkat` of an `O_TMPFILE`: directly with `AT_EMPTY_PATH` when
-    /// privileged, else through its `/proc/self/fd` link.
-    fn link_tmpfile(&self, file: &File, dest: &str) -> rustix::io::Result<()> {
-        if !self.no_empty_path.load(Ordering::Relaxed) {
-            match rustix::fs::linkat(file, "", &self.staging, dest, AtFlags::EMPTY_PATH) {
-                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::PERM) => {
-                    self.no_empty_path.store(true, Ordering::Relaxed);
-                }
-                r => return r,
-            }
-        }
-        let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
-        rustix::fs::linkat(
-            rustix::fs::CWD,
-            proc.as_str(),
-            &self.staging,
-            dest,
-            AtFlags::SYMLINK_FOLLOW,
-        )
     }
 
     /// Present in the repository or staged in this transaction.
@@ -777,8 +754,7 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
             let _ = rustix::fs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
         }
     }
-    // Staging dirs whose lock file is gone, and lock files caught between
-    // creation and rename, belong to dead processes too.
+    // Staging dirs whose lock file is gone belong to dead processes too.
     for name in &names {
         if let Some(rest) = name.strip_prefix(TXN_PREFIX)
             && !rest.ends_with(".lock")
@@ -788,18 +764,6 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
             && rustix::fs::statat(&tmp, format!("{name}.lock").as_str(), AtFlags::SYMLINK_NOFOLLOW).is_err()
         {
             remove_tree(tmp.as_fd(), name).at(tmp_path.join(name))?;
-        }
-        if name.starts_with(&format!(".{TXN_PREFIX}"))
-            && name.ends_with(".lock-new")
-            && let Ok(fd) = rustix::fs::openat(
-                &tmp,
-                name.as_str(),
-                OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            )
-            && sys::ofd_lock(fd.as_fd(), true, false).unwrap_or(false)
-        {
-            let _ = rustix::fs::unlinkat(&tmp, name.as_str(), AtFlags::empty());
         }
     }
     Ok(())
