@@ -81,6 +81,7 @@ mod link;
 pub mod mount;
 mod plan;
 mod safe;
+pub mod stage;
 mod tree;
 mod union;
 mod whiteout;
@@ -248,6 +249,16 @@ pub fn checkout(
             commit: opts.commit,
             source: Box::new(source),
         })?;
+    run_checkout(repo, &commit, dest, opts, progress)
+}
+
+fn run_checkout(
+    repo: &Repo,
+    commit: &crate::ostree::Commit,
+    dest: &Path,
+    opts: &CheckoutOptions,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome, CheckoutError> {
     let threads = opts.threads.unwrap_or_else(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         (cpus * 4).clamp(4, 64)
@@ -262,13 +273,37 @@ pub fn checkout(
             source: std::io::Error::other(e),
         })?;
     pool.install(|| {
-        let plan = plan::build(repo, &commit, opts, dest)?;
+        let plan = plan::build(repo, commit, opts, dest)?;
         progress(Event::Planned {
             dirs: plan.dirs.len() as u64,
             files: plan.n_files,
         });
         tree::run(repo, dest, opts, &plan, progress)
     })
+}
+
+/// Checks out the tree (`root_tree`, `root_meta`) — objects in `repo` that
+/// no commit needs to name, such as the merged tree of a stage — as if it
+/// were the tree of `opts.commit`.
+pub fn checkout_tree(
+    repo: &Repo,
+    dest: &Path,
+    root_tree: Checksum,
+    root_meta: Checksum,
+    opts: &CheckoutOptions,
+    progress: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome, CheckoutError> {
+    let commit = crate::ostree::Commit {
+        metadata: Default::default(),
+        parent: None,
+        related: Vec::new(),
+        subject: String::new(),
+        body: String::new(),
+        timestamp: 0,
+        root_tree,
+        root_meta,
+    };
+    run_checkout(repo, &commit, dest, opts, progress)
 }
 
 /// Counters shared by the worker threads.

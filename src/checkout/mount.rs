@@ -204,6 +204,16 @@ pub enum MountError {
         path: PathBuf,
         name: String,
     },
+    #[error(
+        "{backend}: lower layer {layer} has {path}, which {backend} would read as its own \
+         bookkeeping ({what}), letting the layer hide content of the layers below"
+    )]
+    SteeringEntry {
+        backend: Backend,
+        layer: PathBuf,
+        path: PathBuf,
+        what: &'static str,
+    },
     #[error("no lower layers given for {target}")]
     NoLayers { target: PathBuf },
     #[error("{backend}: {path} is not a directory")]
@@ -279,6 +289,12 @@ impl MountGuard {
     /// Backends `Auto` tried first and why they were not used.
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
+    }
+
+    /// Leaves the union mounted after the guard is gone (a stage's mount
+    /// outlives the command that made it).
+    pub fn keep(mut self) {
+        self.mounted = false;
     }
 
     /// Unmounts now. On [`MountError::Busy`] the guard stays mounted and
@@ -375,6 +391,37 @@ pub fn mount_union(
     target: &Path,
     choice: BackendChoice,
 ) -> Result<MountGuard, MountError> {
+    let layers: Vec<Layer> = lowers
+        .iter()
+        .map(|p| Layer {
+            path: p.clone(),
+            made_by_arbor: false,
+        })
+        .collect();
+    mount_layers(&layers, upper, work, target, choice)
+}
+
+/// A lower layer for [`mount_layers`].
+#[derive(Clone, Debug)]
+pub struct Layer {
+    pub path: PathBuf,
+    /// The layer holds only whiteouts and opaque markers arbor generated
+    /// for the backend (from a commit's `.wh.` entries), so it is *meant*
+    /// to steer the union and is not checked for steering xattrs.
+    pub made_by_arbor: bool,
+}
+
+/// [`mount_union`] with layers some of which arbor made itself.
+pub fn mount_layers(
+    layers: &[Layer],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    choice: BackendChoice,
+) -> Result<MountGuard, MountError> {
+    let lowers: Vec<PathBuf> = layers.iter().map(|l| l.path.clone()).collect();
+    let check: Vec<bool> = layers.iter().map(|l| !l.made_by_arbor).collect();
+    let lowers = &lowers[..];
     if lowers.is_empty() {
         return Err(MountError::NoLayers {
             target: target.to_path_buf(),
@@ -382,7 +429,7 @@ pub fn mount_union(
     }
     match choice {
         BackendChoice::Only(b) => {
-            mount_with(b, lowers, upper, work, target)?;
+            mount_with(b, lowers, &check, upper, work, target)?;
             Ok(MountGuard {
                 target: target.to_path_buf(),
                 backend: b,
@@ -393,7 +440,7 @@ pub fn mount_union(
         BackendChoice::Auto => {
             let mut skipped = Vec::new();
             for b in Backend::ALL {
-                match mount_with(b, lowers, upper, work, target) {
+                match mount_with(b, lowers, &check, upper, work, target) {
                     Ok(()) => {
                         return Ok(MountGuard {
                             target: target.to_path_buf(),
@@ -416,11 +463,12 @@ pub fn mount_union(
 fn mount_with(
     backend: Backend,
     lowers: &[PathBuf],
+    check: &[bool],
     upper: &Path,
     work: &Path,
     target: &Path,
 ) -> Result<(), MountError> {
-    preflight(backend, lowers, upper, work, target)?;
+    preflight(backend, lowers, check, upper, work, target)?;
     match backend {
         Backend::Overlay => mount_overlay(lowers, upper, work, target),
         Backend::FuseOverlayfs => {
@@ -470,6 +518,7 @@ const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
 fn preflight(
     backend: Backend,
     lowers: &[PathBuf],
+    check: &[bool],
     upper: &Path,
     work: &Path,
     target: &Path,
@@ -551,7 +600,7 @@ fn preflight(
             }
         }
     }
-    for layer in lowers {
+    for (layer, _) in lowers.iter().zip(check).filter(|(_, c)| **c) {
         check_steering(backend, layer)?;
     }
     Ok(())
@@ -582,6 +631,16 @@ fn steers(backend: Backend, name: &[u8]) -> bool {
 /// module doc. Overlay: directories only; fuse-overlayfs: every entry.
 fn check_steering(backend: Backend, layer: &Path) -> Result<(), MountError> {
     if backend == Backend::Unionfs {
+        // unionfs-fuse reads `.unionfs-fuse/P_HIDDEN~` in every branch.
+        let meta = layer.join(deletions::UNIONFS_META_DIR);
+        if meta.symlink_metadata().is_ok() {
+            return Err(MountError::SteeringEntry {
+                backend,
+                layer: layer.to_path_buf(),
+                path: meta,
+                what: "its metadata directory of hidden-file markers",
+            });
+        }
         return Ok(());
     }
     let all_entries = backend == Backend::FuseOverlayfs;
@@ -605,6 +664,16 @@ fn check_steering(backend: Backend, layer: &Path) -> Result<(), MountError> {
                 path: entry.path(),
                 source,
             })?;
+            if all_entries && entry.file_name().as_bytes().starts_with(b".wh.") {
+                // fuse-overlayfs takes `.wh.NAME` entries of lower layers
+                // for whiteouts, whatever their type.
+                return Err(MountError::SteeringEntry {
+                    backend,
+                    layer: layer.to_path_buf(),
+                    path: entry.path(),
+                    what: "a whiteout",
+                });
+            }
             if ty.is_dir() {
                 stack.push(entry.path());
             } else if all_entries && !ty.is_char_device() {

@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn default_timestamp() -> Result<u64> {
+pub(crate) fn default_timestamp() -> Result<u64> {
     if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
         return s
             .trim()

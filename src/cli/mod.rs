@@ -9,6 +9,7 @@ mod inspect;
 mod progress;
 mod pull;
 mod remote;
+mod stage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +69,8 @@ enum Command {
     Remote(remote::RemoteArgs),
     /// Fetch commits and their trees from a remote, URL or local repository
     Pull(pull::PullArgs),
+    /// Writable roots over stacked commits (overlayfs, FUSE unions or a copy), committed back
+    Stage(stage::StageArgs),
 }
 
 /// Global options every command sees.
@@ -132,6 +135,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Checkout(a) => checkout::run(ctx, a),
         Command::Remote(a) => remote::run(ctx, a),
         Command::Pull(a) => pull::run(ctx, a),
+        Command::Stage(a) => stage::run(ctx, a),
     }
 }
 

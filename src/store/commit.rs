@@ -62,11 +62,20 @@ pub struct CommitInfo {
     pub timestamp: u64,
 }
 
-struct Walk<'t, 'r> {
+/// Writes directories, files and symlinks found on disk as objects of a
+/// transaction. Used whole by [`write_directory`], and piecemeal by stage
+/// commits, which only visit what changed.
+pub struct TreeWriter<'t, 'r> {
     txn: &'t Transaction<'r>,
     opts: TreeOptions,
     /// (dev, ino) → checksum of files with several links.
     devino: Mutex<HashMap<(u64, u64), Checksum>>,
+}
+
+/// An entry of a directory, as written.
+pub enum Entry {
+    File(TreeFile),
+    Dir(TreeDir),
 }
 
 /// Writes the tree below `dir` and returns (root dirtree, root dirmeta).
@@ -76,12 +85,7 @@ pub fn write_directory(
     opts: TreeOptions,
 ) -> Result<(Checksum, Checksum)> {
     let fd = open_dir(rustix::fs::CWD, dir)?;
-    let walk = Walk {
-        txn,
-        opts,
-        devino: Mutex::new(HashMap::new()),
-    };
-    walk.dir(fd, dir.to_path_buf(), 0)
+    TreeWriter::new(txn, opts).dir(fd, dir.to_path_buf(), 0)
 }
 
 /// Writes a commit object for a tree written earlier.
@@ -106,7 +110,65 @@ pub fn write_commit(
         .checksum)
 }
 
-impl Walk<'_, '_> {
+impl<'t, 'r> TreeWriter<'t, 'r> {
+    pub fn new(txn: &'t Transaction<'r>, opts: TreeOptions) -> Self {
+        TreeWriter {
+            txn,
+            opts,
+            devino: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Writes the directory open as `fd` and everything below it; `path`
+    /// names it in errors, `depth` is its nesting below the root.
+    pub fn write_dir(
+        &self,
+        fd: OwnedFd,
+        path: PathBuf,
+        depth: usize,
+    ) -> Result<(Checksum, Checksum)> {
+        self.dir(fd, path, depth)
+    }
+
+    /// Writes the entry `name` of the directory `dir` (a directory is
+    /// written recursively).
+    pub fn write_entry(
+        &self,
+        dir: BorrowedFd<'_>,
+        dir_path: &Path,
+        name: &str,
+        depth: usize,
+        xattrs: Option<&Xattrs>,
+    ) -> Result<Entry> {
+        self.entry(dir, dir_path, name, depth, xattrs)
+    }
+
+    /// Writes the dirmeta of the directory open as `fd`; `xattrs`, when
+    /// given, are recorded instead of the directory's own (for a
+    /// filesystem that cannot show them).
+    pub fn write_dirmeta(
+        &self,
+        fd: BorrowedFd<'_>,
+        path: &Path,
+        xattrs: Option<&Xattrs>,
+    ) -> Result<Checksum> {
+        let st = rustix::fs::fstat(fd).at(path)?;
+        let (uid, gid) = self.owner(st.st_uid, st.st_gid);
+        let meta = DirMeta {
+            uid,
+            gid,
+            mode: self.canonical_mode(st.st_mode),
+            xattrs: match xattrs {
+                Some(x) if !self.opts.canonical_permissions => x.clone(),
+                _ => self.xattrs(|| sys::fd_xattrs(fd), path)?,
+            },
+        };
+        Ok(self
+            .txn
+            .write_metadata(ObjectType::DirMeta, &meta.serialize(), None)?
+            .checksum)
+    }
+
     fn owner(&self, uid: u32, gid: u32) -> (u32, u32) {
         if self.opts.canonical_permissions {
             return (0, 0);
@@ -143,18 +205,7 @@ impl Walk<'_, '_> {
                 reason: format!("directories nest deeper than {MAX_DEPTH} levels"),
             });
         }
-        let st = rustix::fs::fstat(&fd).at(&path)?;
-        let (uid, gid) = self.owner(st.st_uid, st.st_gid);
-        let meta = DirMeta {
-            uid,
-            gid,
-            mode: self.canonical_mode(st.st_mode),
-            xattrs: self.xattrs(|| sys::fd_xattrs(&fd), &path)?,
-        };
-        let meta_csum = self
-            .txn
-            .write_metadata(ObjectType::DirMeta, &meta.serialize(), None)?
-            .checksum;
+        let meta_csum = self.write_dirmeta(fd.as_fd(), &path, None)?;
 
         let mut files = Vec::new();
         let mut dirs = Vec::new();
@@ -179,7 +230,7 @@ impl Walk<'_, '_> {
             || {
                 files
                     .par_iter()
-                    .map(|name| self.entry(fd.as_fd(), &path, name, depth))
+                    .map(|name| self.entry(fd.as_fd(), &path, name, depth, None))
                     .collect::<Result<Vec<_>>>()
             },
             || {
@@ -222,8 +273,13 @@ impl Walk<'_, '_> {
         dir_path: &Path,
         name: &str,
         depth: usize,
+        xattrs: Option<&Xattrs>,
     ) -> Result<Entry> {
         let path = dir_path.join(name);
+        let xattrs_or = |read: &dyn Fn() -> std::io::Result<Xattrs>| match xattrs {
+            Some(x) if !self.opts.canonical_permissions => Ok(x.clone()),
+            _ => self.xattrs(read, &path),
+        };
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).at(&path)?;
         let ftype = FileType::from_raw_mode(st.st_mode);
         let (uid, gid) = self.owner(st.st_uid, st.st_gid);
@@ -239,7 +295,7 @@ impl Walk<'_, '_> {
                     gid,
                     mode: st.st_mode,
                     symlink_target: target,
-                    xattrs: self.xattrs(|| sys::link_xattrs(&sys::proc_path(dir, name)), &path)?,
+                    xattrs: xattrs_or(&|| sys::link_xattrs(&sys::proc_path(dir, name)))?,
                 };
                 let w = self
                     .txn
@@ -287,7 +343,7 @@ impl Walk<'_, '_> {
                     gid,
                     mode: self.canonical_mode(st.st_mode),
                     symlink_target: String::new(),
-                    xattrs: self.xattrs(|| sys::fd_xattrs(&fd), &path)?,
+                    xattrs: xattrs_or(&|| sys::fd_xattrs(&fd))?,
                 };
                 let w = self
                     .txn
@@ -328,11 +384,6 @@ impl Walk<'_, '_> {
             }),
         }
     }
-}
-
-enum Entry {
-    File(TreeFile),
-    Dir(TreeDir),
 }
 
 /// Names the source path in errors that only name an object or a tmp file.

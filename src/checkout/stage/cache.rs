@@ -1,0 +1,163 @@
+//! The checkout cache: one read-only checkout per commit, kept in the
+//! store and shared by every stage that layers the commit.
+//!
+//! `extensions/arbor/checkouts/` holds, per commit `C`:
+//! * `C/`: the commit's tree, checked out with whiteouts processed (so no
+//!   `.wh.` file appears in it), hardlinked to the store's objects when the
+//!   store's mode allows, else reflinked or copied;
+//! * `C.wh`: the commit's whiteouts (see [`LayerWhiteouts::encode`]),
+//!   from which each stage builds the layer that applies them;
+//! * `C.lock`: held (OFD, exclusive) while `C` is being built;
+//! * `C.tmp/`: the checkout in progress.
+//!
+//! An entry is built in `C.tmp`, its sidecar written, the filesystem
+//! synced once for all the entries a stage needs, and only then renamed to
+//! `C`; so a visible entry is always complete, even after a power loss. A
+//! `C.tmp` found by whoever holds `C.lock` is a dead builder's leftover
+//! and is removed. Builders hold the store's shared lock, as writers do,
+//! so no prune runs while they read objects.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use super::merge::{LayerWhiteouts, Merger};
+use super::{StageError, crash_point};
+use crate::checkout::{CheckoutOptions, LinkMode, checkout};
+use crate::ostree::Checksum;
+use crate::store::fsutil::{ensure_dir, remove_tree};
+use crate::store::{LockMode, Repo};
+
+pub const CACHE_DIR: &str = "checkouts";
+
+/// A cache entry ready for use.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub whiteouts: LayerWhiteouts,
+}
+
+pub struct Cache<'r> {
+    repo: &'r Repo,
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+impl<'r> Cache<'r> {
+    /// Opens (creating) the cache of `repo`; `base` is arbor's extension
+    /// directory in the store.
+    pub fn open(repo: &'r Repo, base: &OwnedFd, base_path: &Path) -> Result<Self, StageError> {
+        let path = base_path.join(CACHE_DIR);
+        ensure_dir(base, CACHE_DIR, 0o755).map_err(|e| StageError::io(&path, "creating", e))?;
+        let dir = crate::store::repo::open_dir(base, CACHE_DIR)?;
+        Ok(Cache { repo, dir, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes sure every commit of `commits` has an entry, building the
+    /// missing ones; returns the entries in the same order.
+    pub fn ensure(&self, commits: &[Checksum]) -> Result<Vec<Entry>, StageError> {
+        let mut entries: Vec<Option<Entry>> = commits.iter().map(|c| self.lookup(c)).collect();
+        if entries.iter().all(Option::is_some) {
+            return Ok(entries.into_iter().flatten().collect());
+        }
+        let _store_lock = self.repo.lock(LockMode::Shared)?;
+        let mut missing: Vec<Checksum> = commits
+            .iter()
+            .zip(&entries)
+            .filter(|(_, e)| e.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        // Locks are taken in one order, so two stages building overlapping
+        // sets cannot deadlock.
+        missing.sort();
+        missing.dedup();
+        let mut held = Vec::new();
+        let mut built = Vec::new();
+        for c in &missing {
+            held.push(self.lock_entry(c)?);
+            // Someone else may have finished it while we waited.
+            if self.lookup(c).is_none() {
+                self.build(c)?;
+                built.push(*c);
+            }
+        }
+        if !built.is_empty() {
+            rustix::fs::syncfs(&self.dir)
+                .map_err(|e| StageError::io(&self.path, "syncing", e.into()))?;
+            for c in &built {
+                let tmp = format!("{c}.tmp");
+                rustix::fs::renameat(&self.dir, tmp.as_str(), &self.dir, c.to_string().as_str())
+                    .map_err(|e| StageError::io(&self.path.join(&tmp), "publishing", e.into()))?;
+            }
+            rustix::fs::fsync(&self.dir)
+                .map_err(|e| StageError::io(&self.path, "syncing", e.into()))?;
+        }
+        drop(held);
+        for (e, c) in entries.iter_mut().zip(commits) {
+            if e.is_none() {
+                *e = Some(self.lookup(c).ok_or_else(|| {
+                    StageError::Other(format!(
+                        "checkout cache entry {} vanished while in use",
+                        self.path.join(c.to_string()).display()
+                    ))
+                })?);
+            }
+        }
+        Ok(entries.into_iter().flatten().collect())
+    }
+
+    fn lookup(&self, c: &Checksum) -> Option<Entry> {
+        let path = self.path.join(c.to_string());
+        if !path.is_dir() {
+            return None;
+        }
+        let data = std::fs::read(self.path.join(format!("{c}.wh"))).ok()?;
+        Some(Entry {
+            whiteouts: LayerWhiteouts::decode(&data)?,
+        })
+    }
+
+    fn lock_entry(&self, c: &Checksum) -> Result<OwnedFd, StageError> {
+        let name = format!("{c}.lock");
+        let path = self.path.join(&name);
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StageError::io(&path, "opening", e.into()))?;
+        crate::store::sys::ofd_lock(fd.as_fd(), true, true)
+            .map_err(|e| StageError::io(&path, "locking", e))?;
+        Ok(fd)
+    }
+
+    /// Checks `c` out into `C.tmp` and writes its sidecar (caller holds
+    /// `C.lock`).
+    fn build(&self, c: &Checksum) -> Result<(), StageError> {
+        let tmp = format!("{c}.tmp");
+        let tmp_path = self.path.join(&tmp);
+        remove_tree(self.dir.as_fd(), &tmp)
+            .map_err(|e| StageError::io(&tmp_path, "removing a dead build", e))?;
+        let whiteouts = Merger::new(self.repo).layer_whiteouts(c)?;
+        let mut opts = CheckoutOptions::new(*c);
+        opts.whiteouts = true;
+        opts.link = LinkMode::Auto;
+        opts.user_mode = !rustix::process::geteuid().is_root();
+        checkout(self.repo, &tmp_path, &opts, &|_| {})?;
+        crash_point("stage-create:cache");
+        let sidecar = format!("{c}.wh");
+        crate::store::repo::write_file_atomic(
+            self.dir.as_fd(),
+            &self.path,
+            &sidecar,
+            &whiteouts.encode(),
+            0o644,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! Committing a stage: the layers' merged tree, minus what the writable
+//! layer deleted, plus what it holds.
+//!
+//! Only the writable (upper) directory is walked. Everything it does not
+//! touch is taken from the layers' dirtrees as they are (see [`merge`]), so
+//! unchanged files — hardlinks into the store in the checkout cache, or
+//! anything else a lower layer provides — are never opened, let alone
+//! hashed; the cost follows what changed, not the size of the root.
+//! Entries the upper directory holds are read through the mounted root, so
+//! what is committed is exactly what the stage shows (owners, modes and
+//! xattrs as the union filesystem presents them, without its bookkeeping
+//! xattrs); a file with several links is hashed once (a (device, inode)
+//! cache in [`TreeWriter`]).
+//!
+//! The copy backend has no upper directory: its whole root is committed.
+//!
+//! [`merge`]: super::merge
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType};
+
+use super::StageError;
+use super::merge::{MergedDir, Merger, Node, write_dirtree};
+use super::record::{Record, StageBackend};
+use crate::checkout::mount::{Backend, Deletion, is_marker, list_deletions};
+use crate::ostree::names::validate_file_name;
+use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
+use crate::store::Transaction;
+use crate::store::commit::{Entry, MAX_DEPTH, TreeOptions, TreeWriter};
+use crate::store::fsutil::list_dir_typed;
+use crate::store::repo::open_dir;
+
+/// Writes the stage's current tree in `txn`; returns (dirtree, dirmeta).
+pub fn write_stage_tree(
+    txn: &Transaction<'_>,
+    record: &Record,
+) -> Result<(Checksum, Checksum), StageError> {
+    let repo = txn.repo();
+    let writer = TreeWriter::new(txn, TreeOptions::for_mode(repo.mode(), None, None));
+    let root_path = record.root();
+    let root = open_dir(rustix::fs::CWD, &root_path)?;
+    let backend = match record.backend {
+        Some(StageBackend::Union(b)) => b,
+        _ => return Ok(writer.write_dir(root, root_path, 0)?),
+    };
+    let upper_path = record.upper();
+    let upper = open_dir(rustix::fs::CWD, &upper_path)?;
+    let deletions = list_deletions(backend, &upper_path)
+        .map_err(|e| StageError::io(&upper_path, "reading deletions in", e))?;
+    let mut changes = Changes::default();
+    for d in deletions {
+        match d {
+            Deletion::Whiteout(p) => {
+                let parent = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                if let Some(name) = p.file_name() {
+                    changes
+                        .hidden
+                        .entry(parent)
+                        .or_default()
+                        .insert(name.as_bytes().to_vec());
+                }
+            }
+            Deletion::Opaque(p) => {
+                changes.opaque.insert(p);
+            }
+        }
+    }
+    let merger = Merger::new(repo);
+    let base = merger.root(&record.layers)?;
+    let walk = Walk {
+        txn,
+        writer,
+        merger,
+        backend,
+        changes,
+        root_path,
+    };
+    walk.dir(upper.as_fd(), root, PathBuf::new(), Some(base), 0)
+}
+
+#[derive(Default)]
+struct Changes {
+    /// Directory (relative to the root) → names deleted in it.
+    hidden: HashMap<PathBuf, BTreeSet<Vec<u8>>>,
+    /// Directories that hide everything the layers have in them.
+    opaque: BTreeSet<PathBuf>,
+}
+
+struct Walk<'t, 'r> {
+    txn: &'t Transaction<'r>,
+    writer: TreeWriter<'t, 'r>,
+    merger: Merger<'r>,
+    backend: Backend,
+    changes: Changes,
+    root_path: PathBuf,
+}
+
+/// An entry of a directory being committed.
+enum Out {
+    /// As the layers have it.
+    Base(Node),
+    File(Checksum),
+    Dir(Checksum, Checksum),
+}
+
+impl Walk<'_, '_> {
+    /// unionfs-fuse (as Debian builds it) shows no xattrs and drops them
+    /// when it copies a file up, and cannot set any: an entry it holds has
+    /// the xattrs of the entry it replaced, as overlayfs would show them.
+    fn inherit_xattrs(&self) -> bool {
+        self.backend == Backend::Unionfs
+    }
+
+    /// `upper` and `merged` are the same directory `rel` in the writable
+    /// layer and in the mounted root; `base` is what the layers have there.
+    fn dir(
+        &self,
+        upper: BorrowedFd<'_>,
+        merged: OwnedFd,
+        rel: PathBuf,
+        base: Option<MergedDir>,
+        depth: usize,
+    ) -> Result<(Checksum, Checksum), StageError> {
+        let merged_path = self.root_path.join(&rel);
+        if depth > MAX_DEPTH {
+            return Err(StageError::Other(format!(
+                "{}: directories nest deeper than {MAX_DEPTH} levels",
+                merged_path.display()
+            )));
+        }
+        let base_meta = base.as_ref().and_then(|b| b.parts.last()).map(|p| p.1);
+        let mut out: BTreeMap<String, Out> = BTreeMap::new();
+        if let Some(b) = base.filter(|_| !self.changes.opaque.contains(&rel)) {
+            for (name, node) in self.merger.children(&b)? {
+                out.insert(name, Out::Base(node));
+            }
+        }
+        if let Some(names) = self.changes.hidden.get(&rel) {
+            for n in names {
+                if let Ok(n) = std::str::from_utf8(n) {
+                    out.remove(n);
+                }
+            }
+        }
+        let upper_path = self.root_path.join(&rel);
+        let entries = list_dir_typed(upper)
+            .map_err(|e| StageError::io(&upper_path, "listing the writable layer of", e))?;
+        for (name, dtype) in entries {
+            let child_rel = rel.join(&name);
+            if is_marker(self.backend, &child_rel) {
+                continue;
+            }
+            let mut dtype = dtype;
+            if dtype == FileType::Unknown || dtype == FileType::CharacterDevice {
+                let st = rustix::fs::statat(upper, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| StageError::io(&upper_path.join(&name), "reading", e.into()))?;
+                dtype = FileType::from_raw_mode(st.st_mode);
+                if dtype == FileType::CharacterDevice
+                    && st.st_rdev == 0
+                    && self.backend != Backend::Unionfs
+                {
+                    // A whiteout; already in `changes`.
+                    continue;
+                }
+            }
+            let name = utf8_name(&name, &merged_path)?;
+            if dtype == FileType::Directory {
+                let child_base = match out.remove(&name) {
+                    Some(Out::Base(Node::Dir(d))) => Some(d),
+                    _ => None,
+                };
+                let sub_upper = open_dir(upper, name.as_str())?;
+                let sub_merged = open_dir(&merged, name.as_str())?;
+                let (t, m) = self.dir(
+                    sub_upper.as_fd(),
+                    sub_merged,
+                    child_rel,
+                    child_base,
+                    depth + 1,
+                )?;
+                out.insert(name, Out::Dir(t, m));
+            } else {
+                let inherited = match (self.inherit_xattrs(), out.get(&name)) {
+                    (false, _) => None,
+                    (true, Some(Out::Base(Node::File(c)))) => {
+                        Some(self.txn.repo().open_content(c)?.header.xattrs)
+                    }
+                    (true, _) => Some(Xattrs::new()),
+                };
+                match self.writer.write_entry(
+                    merged.as_fd(),
+                    &merged_path,
+                    &name,
+                    depth,
+                    inherited.as_ref(),
+                )? {
+                    Entry::File(f) => out.insert(name, Out::File(f.checksum)),
+                    Entry::Dir(d) => out.insert(name, Out::Dir(d.tree, d.meta)),
+                };
+            }
+        }
+        let inherited = match (self.inherit_xattrs(), &base_meta) {
+            (false, _) => None,
+            (true, Some(m)) => Some(self.txn.repo().load_dirmeta(m)?.xattrs),
+            (true, None) => Some(Xattrs::new()),
+        };
+        let meta = self
+            .writer
+            .write_dirmeta(merged.as_fd(), &merged_path, inherited.as_ref())?;
+        let mut tree = DirTree::default();
+        for (name, o) in out {
+            match o {
+                Out::Base(Node::File(checksum)) | Out::File(checksum) => {
+                    tree.files.push(TreeFile { name, checksum })
+                }
+                Out::Base(Node::Dir(d)) => {
+                    let (t, m) = self.merger.write(self.txn, &d, depth + 1)?;
+                    tree.dirs.push(TreeDir {
+                        name,
+                        tree: t,
+                        meta: m,
+                    });
+                }
+                Out::Dir(t, m) => tree.dirs.push(TreeDir {
+                    name,
+                    tree: t,
+                    meta: m,
+                }),
+            }
+        }
+        Ok((write_dirtree(self.txn, tree)?, meta))
+    }
+}
+
+fn utf8_name(name: &OsStr, dir: &Path) -> Result<String, StageError> {
+    let s = name.to_str().ok_or_else(|| StageError::Unsupported {
+        path: dir.join(name),
+        reason: "file name is not valid UTF-8 (OSTree names are UTF-8 strings)".into(),
+    })?;
+    validate_file_name(s).map_err(|e| StageError::Unsupported {
+        path: dir.join(name),
+        reason: e.to_string(),
+    })?;
+    Ok(s.to_string())
+}

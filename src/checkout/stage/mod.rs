@@ -1,0 +1,771 @@
+//! Staging roots: writable roots layered over commits, committed back.
+//!
+//! A stage is a directory tree showing several commits stacked (later ones
+//! on top, whiteouts honoured; see [`merge`] for the exact rules) that can
+//! be written to without touching the store. It is built from:
+//! * the **checkout cache** ([`cache`]): one hardlinked, read-only
+//!   checkout per commit in the store, shared by every stage;
+//! * **mask layers** ([`masks`]): per stage, the whiteouts of each commit
+//!   in the union filesystem's own form;
+//! * a union mount ([`crate::checkout::mount`]) of those read-only layers
+//!   under a writable `upper/`, at `root/`. When no union filesystem
+//!   works (or `copy` is asked for), `root/` is instead a reflinked (else
+//!   copied) checkout of the merged tree.
+//!
+//! `stage commit` ([`commit`]) writes the merged tree plus the changes in
+//! `upper/` as a new commit.
+//!
+//! # On disk
+//! `extensions/arbor/stages/NAME/stage.conf` is the record ([`record`]);
+//! `root/`, `upper/`, `work/` and `masks/` live next to it, or in the
+//! `--workdir` the stage was created with. `stages/NAME.lock` is the
+//! stage's lock (OFD): held exclusive while the stage is created,
+//! remounted or destroyed, and shared while a command runs in it or it is
+//! committed. Lock files are removed with their stage; whoever locks one
+//! checks it is still linked, so a removed lock file is never trusted.
+//!
+//! # Crashes and leftovers
+//! The record is written, with `state=creating`, before anything else
+//! exists, and says `ready` only once the root is usable. A record still
+//! `creating` whose lock is free belongs to a dead `stage create`: `stage
+//! list` reports it `incomplete`, and `stage destroy` or a new `stage
+//! create` of that name removes it. Mounts outlive the process that made
+//! them (a FUSE daemon may die and leave a dead mount: `broken`); before
+//! any directory is removed every mount under it is unmounted, and a busy
+//! mount stops the removal with the holding processes named, leaving the
+//! stage intact.
+
+mod cache;
+pub mod commit;
+mod masks;
+pub mod merge;
+pub mod record;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+use thiserror::Error;
+
+use crate::checkout::mount::{
+    self, BackendChoice, Layer, MountError, is_mount_point, mounts_under, unmount_path,
+};
+use crate::checkout::{CheckoutError, CheckoutOptions, LinkMode};
+use crate::ostree::Checksum;
+use crate::store::fsutil::{ensure_dir, remove_tree};
+use crate::store::{Repo, StoreError, Transaction};
+pub use record::{Record, StageBackend};
+
+/// arbor's directory inside the store's `extensions/`.
+pub const EXTENSION_DIR: &str = "extensions/arbor";
+const STAGES_DIR: &str = "stages";
+
+#[derive(Debug, Error)]
+pub enum StageError {
+    #[error(
+        "invalid stage name {name:?}: use letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+    )]
+    BadName { name: String },
+    #[error("no stage named {name:?} (list stages with `arbor stage list`)")]
+    NoSuchStage { name: String },
+    #[error(
+        "stage {name:?} already exists (at {root}); destroy it first with `arbor stage destroy {name}`"
+    )]
+    Exists { name: String, root: PathBuf },
+    #[error(
+        "stage {name:?} is in use by another arbor process ({what}); try again when it has finished"
+    )]
+    InUse { name: String, what: &'static str },
+    #[error("stage {name:?} is {state}: {hint}")]
+    NotUsable {
+        name: String,
+        state: &'static str,
+        hint: &'static str,
+    },
+    #[error("--workdir {path} must be an empty directory (or not exist)")]
+    WorkdirNotEmpty { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("stage record {path} is corrupt: {reason}")]
+    BadRecord { path: PathBuf, reason: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StageError {
+    fn io(path: &Path, op: &'static str, source: std::io::Error) -> Self {
+        StageError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    }
+}
+
+/// Kills the process here when `ARBOR_CRASH_AT` names `point`: how the
+/// crash tests stop a command at an exact step.
+pub(crate) fn crash_point(point: &str) {
+    if std::env::var_os("ARBOR_CRASH_AT").is_some_and(|v| v == point) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}
+
+/// What a stage looks like now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Mounted and answering.
+    Mounted,
+    /// A copy: always usable.
+    Ready,
+    /// Complete but not mounted (e.g. after a reboot); remounted on use.
+    Unmounted,
+    /// Mounted but not answering (its FUSE daemon died).
+    Broken,
+    /// Being created, destroyed or remounted by another process.
+    Busy,
+    /// Left by a `stage create` that died.
+    Incomplete,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Mounted => "mounted",
+            State::Ready => "ready",
+            State::Unmounted => "unmounted",
+            State::Broken => "broken",
+            State::Busy => "busy",
+            State::Incomplete => "incomplete",
+        }
+    }
+}
+
+/// One row of `stage list`.
+#[derive(Clone, Debug)]
+pub struct StageInfo {
+    pub name: String,
+    pub record: Option<Record>,
+    pub state: State,
+    /// Disk usage of the writable layer (the whole root for copies).
+    pub upper_bytes: u64,
+}
+
+/// How `stage create` went.
+#[derive(Debug)]
+pub struct Created {
+    pub root: PathBuf,
+    pub backend: StageBackend,
+    /// Backends tried first and why they were not used.
+    pub skipped: Vec<String>,
+    /// Commits that had to be checked out into the cache.
+    pub cached: usize,
+}
+
+/// The stages of one store.
+pub struct Stages<'r> {
+    repo: &'r Repo,
+    base: OwnedFd,
+    base_path: PathBuf,
+    dir: OwnedFd,
+    dir_path: PathBuf,
+}
+
+/// A held stage lock.
+struct StageLock {
+    fd: OwnedFd,
+}
+
+impl StageLock {
+    fn downgrade(&self) -> std::io::Result<()> {
+        crate::store::sys::ofd_lock(self.fd.as_fd(), false, false).map(|_| ())
+    }
+}
+
+pub fn validate_name(name: &str) -> Result<(), StageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StageError::BadName { name: name.into() })
+    }
+}
+
+impl<'r> Stages<'r> {
+    pub fn open(repo: &'r Repo) -> Result<Self, StageError> {
+        // Absolute: the record and the mounts outlive this working directory.
+        let repo_path = std::path::absolute(repo.path())
+            .map_err(|e| StageError::io(repo.path(), "resolving", e))?;
+        let base_path = repo_path.join(EXTENSION_DIR);
+        ensure_dir(repo.dir(), "extensions", 0o755)
+            .and_then(|()| ensure_dir(repo.dir(), EXTENSION_DIR, 0o755))
+            .map_err(|e| StageError::io(&base_path, "creating", e))?;
+        let base = crate::store::repo::open_dir(repo.dir(), EXTENSION_DIR)?;
+        let dir_path = base_path.join(STAGES_DIR);
+        ensure_dir(&base, STAGES_DIR, 0o755)
+            .map_err(|e| StageError::io(&dir_path, "creating", e))?;
+        let dir = crate::store::repo::open_dir(&base, STAGES_DIR)?;
+        Ok(Stages {
+            repo,
+            base,
+            base_path,
+            dir,
+            dir_path,
+        })
+    }
+
+    fn stage_dir(&self, name: &str) -> PathBuf {
+        self.dir_path.join(name)
+    }
+
+    /// Takes the stage's lock; `None` when another process holds it.
+    fn lock(&self, name: &str, exclusive: bool) -> Result<Option<StageLock>, StageError> {
+        let lock_name = format!("{name}.lock");
+        let path = self.dir_path.join(&lock_name);
+        loop {
+            let fd = rustix::fs::openat(
+                &self.dir,
+                lock_name.as_str(),
+                OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            )
+            .map_err(|e| StageError::io(&path, "opening", e.into()))?;
+            if !crate::store::sys::ofd_lock(fd.as_fd(), exclusive, false)
+                .map_err(|e| StageError::io(&path, "locking", e))?
+            {
+                return Ok(None);
+            }
+            // A destroy may have unlinked the file between our open and lock.
+            let st =
+                rustix::fs::fstat(&fd).map_err(|e| StageError::io(&path, "reading", e.into()))?;
+            if st.st_nlink > 0 {
+                return Ok(Some(StageLock { fd }));
+            }
+        }
+    }
+
+    /// Every stage, with its state (read only: nothing is cleaned).
+    pub fn list(&self) -> Result<Vec<StageInfo>, StageError> {
+        let mut names: Vec<String> = crate::store::fsutil::list_dir_typed(self.dir.as_fd())
+            .map_err(|e| StageError::io(&self.dir_path, "listing", e))?
+            .into_iter()
+            .filter(|(_, t)| *t == rustix::fs::FileType::Directory)
+            .filter_map(|(n, _)| n.into_string().ok())
+            .filter(|n| validate_name(n).is_ok())
+            .collect();
+        names.sort();
+        let mut out = Vec::new();
+        for name in names {
+            out.push(self.info(&name)?);
+        }
+        Ok(out)
+    }
+
+    /// One stage's row of `stage list`.
+    pub fn info(&self, name: &str) -> Result<StageInfo, StageError> {
+        validate_name(name)?;
+        let dir = self.stage_dir(name);
+        if !dir.is_dir() {
+            return Err(StageError::NoSuchStage { name: name.into() });
+        }
+        let record = Record::load(&dir)?;
+        let free = match self.lock(name, false)? {
+            Some(_l) => true,
+            None => false,
+        };
+        let state = match &record {
+            _ if !free => State::Busy,
+            None => State::Incomplete,
+            Some(r) if !r.ready => State::Incomplete,
+            Some(r) => mount_state(r),
+        };
+        let upper_bytes = match &record {
+            Some(r) if r.backend == Some(StageBackend::Copy) => disk_usage(&r.root()),
+            Some(r) => disk_usage(&r.upper()),
+            None => 0,
+        };
+        Ok(StageInfo {
+            name: name.into(),
+            record,
+            state,
+            upper_bytes,
+        })
+    }
+
+    /// The record of a complete stage.
+    pub fn record(&self, name: &str) -> Result<Record, StageError> {
+        let info = self.info(name)?;
+        match info.record {
+            Some(r) if r.ready => Ok(r),
+            _ => Err(StageError::NotUsable {
+                name: name.into(),
+                state: info.state.name(),
+                hint: "its creation did not finish; remove it with `arbor stage destroy`",
+            }),
+        }
+    }
+
+    /// Creates stage `name` over `layers` (bottom first).
+    pub fn create(
+        &self,
+        name: &str,
+        layers: &[Checksum],
+        choice: Option<BackendChoice>,
+        workdir: Option<&Path>,
+    ) -> Result<Created, StageError> {
+        validate_name(name)?;
+        if layers.is_empty() {
+            return Err(StageError::Other(
+                "a stage needs at least one commit".into(),
+            ));
+        }
+        let lock = self.lock(name, true)?.ok_or(StageError::InUse {
+            name: name.into(),
+            what: "being created, remounted or destroyed",
+        })?;
+        let dir = self.stage_dir(name);
+        if dir.exists() {
+            match Record::load(&dir) {
+                Ok(Some(r)) if r.ready => {
+                    return Err(StageError::Exists {
+                        name: name.into(),
+                        root: r.root(),
+                    });
+                }
+                // A dead create's leftovers: we hold the lock, so it is dead.
+                _ => self.remove_stage_files(name)?,
+            }
+        }
+        let workdir = match workdir {
+            Some(w) => {
+                let w = std::path::absolute(w).map_err(|e| StageError::io(w, "resolving", e))?;
+                match std::fs::read_dir(&w) {
+                    Ok(mut rd) => {
+                        if rd.next().is_some() {
+                            return Err(StageError::WorkdirNotEmpty { path: w });
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        std::fs::create_dir_all(&w)
+                            .map_err(|e| StageError::io(&w, "creating", e))?;
+                    }
+                    Err(e) => return Err(StageError::io(&w, "reading", e)),
+                }
+                w
+            }
+            None => dir.clone(),
+        };
+        let mut record = Record {
+            ready: false,
+            backend: None,
+            layers: layers.to_vec(),
+            masks: Vec::new(),
+            workdir,
+        };
+        rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o700))
+            .map_err(|e| StageError::io(&dir, "creating", e.into()))?;
+        self.write_record(name, &record)?;
+        match self.populate(name, &mut record, choice) {
+            Ok(created) => {
+                drop(lock);
+                Ok(created)
+            }
+            Err(e) => {
+                // Leave nothing half-made; if even that fails, the record
+                // still says `creating` and destroy finishes the job.
+                let _ = self.remove_stage_files(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_record(&self, name: &str, record: &Record) -> Result<(), StageError> {
+        let dir = self.stage_dir(name);
+        let fd = crate::store::repo::open_dir(&self.dir, name)?;
+        crate::store::repo::write_file_atomic(
+            fd.as_fd(),
+            &dir,
+            record::RECORD,
+            record.encode()?.as_bytes(),
+            0o644,
+        )?;
+        Ok(())
+    }
+
+    fn populate(
+        &self,
+        name: &str,
+        record: &mut Record,
+        choice: Option<BackendChoice>,
+    ) -> Result<Created, StageError> {
+        let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
+        let entries_before = record
+            .layers
+            .iter()
+            .filter(|c| cache.path().join(c.to_string()).is_dir())
+            .count();
+        let entries = cache.ensure(&record.layers)?;
+        let cached = record.layers.len() - entries_before;
+        for d in [record.root(), record.upper(), record.work()] {
+            std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, "creating", e))?;
+        }
+        let mut skipped = Vec::new();
+        let backend = match choice {
+            None => StageBackend::Copy,
+            Some(choice) => {
+                let mut tried = Vec::new();
+                let r = match choice {
+                    BackendChoice::Only(b) => self.mount(record, &entries, b).map(|_| b),
+                    BackendChoice::Auto => {
+                        let mut last = None;
+                        for b in mount::Backend::ALL {
+                            match self.mount(record, &entries, b) {
+                                Ok(()) => {
+                                    last = Some(b);
+                                    break;
+                                }
+                                Err(e) => tried.push(format!("{b}: {}", skip_reason(&e))),
+                            }
+                        }
+                        last.ok_or(StageError::Other(String::new()))
+                    }
+                };
+                skipped = tried;
+                match (r, choice) {
+                    (Ok(b), _) => StageBackend::Union(b),
+                    (Err(_), BackendChoice::Auto) => StageBackend::Copy,
+                    (Err(e), _) => return Err(e),
+                }
+            }
+        };
+        if backend == StageBackend::Copy {
+            self.copy_root(record)?;
+        }
+        crash_point("stage-create:mounted");
+        record.backend = Some(backend);
+        record.ready = true;
+        self.write_record(name, record)?;
+        Ok(Created {
+            root: record.root(),
+            backend,
+            skipped,
+            cached,
+        })
+    }
+
+    /// Builds the masks a backend needs (replacing any earlier ones) and
+    /// mounts the union; the mount stays after this process exits.
+    fn mount(
+        &self,
+        record: &mut Record,
+        entries: &[cache::Entry],
+        backend: mount::Backend,
+    ) -> Result<(), StageError> {
+        remove_path(&record.workdir.join("masks"))?;
+        record.masks.clear();
+        let merger = merge::Merger::new(self.repo);
+        for (i, e) in entries.iter().enumerate() {
+            if i > 0 && !e.whiteouts.is_empty() {
+                let dest = record.mask(i);
+                std::fs::create_dir_all(&dest)
+                    .map_err(|err| StageError::io(&dest, "creating", err))?;
+                masks::build(&merger, backend, &record.layers[..i], &e.whiteouts, &dest)?;
+                record.masks.push(i);
+            }
+        }
+        self.mount_record(record, backend)
+    }
+
+    fn layers_for(&self, record: &Record) -> Vec<Layer> {
+        let cache = self.base_path.join(cache::CACHE_DIR);
+        let mut layers = Vec::new();
+        for (i, c) in record.layers.iter().enumerate().rev() {
+            layers.push(Layer {
+                path: cache.join(c.to_string()),
+                made_by_arbor: false,
+            });
+            if record.masks.contains(&i) {
+                layers.push(Layer {
+                    path: record.mask(i),
+                    made_by_arbor: true,
+                });
+            }
+        }
+        layers
+    }
+
+    fn mount_record(&self, record: &Record, backend: mount::Backend) -> Result<(), StageError> {
+        // A dead create may have left the work dir dirty; overlay wants it empty.
+        let work = record.work();
+        if let Ok(fd) = crate::store::repo::open_dir(rustix::fs::CWD, &work) {
+            crate::store::fsutil::clear_dir(fd.as_fd())
+                .map_err(|e| StageError::io(&work, "clearing", e))?;
+        }
+        let guard = mount::mount_layers(
+            &self.layers_for(record),
+            &record.upper(),
+            &work,
+            &record.root(),
+            BackendChoice::Only(backend),
+        )?;
+        guard.keep();
+        Ok(())
+    }
+
+    /// The copy backend: the merged tree checked out by reflink or copy.
+    fn copy_root(&self, record: &Record) -> Result<(), StageError> {
+        let txn = Transaction::begin(self.repo)?;
+        let merger = merge::Merger::new(self.repo);
+        let root = merger.root(&record.layers)?;
+        let (tree, meta) = merger.write(&txn, &root, 0)?;
+        txn.publish_objects_only()?;
+        let mut opts =
+            CheckoutOptions::new(*record.layers.last().expect("layers checked non-empty"));
+        opts.link = LinkMode::Reflink;
+        opts.overwrite = crate::checkout::Overwrite::Union;
+        opts.user_mode = !rustix::process::geteuid().is_root();
+        crate::checkout::checkout_tree(self.repo, &record.root(), tree, meta, &opts, &|_| {})?;
+        Ok(())
+    }
+
+    /// Makes sure the stage's root is usable (remounting it when it is not
+    /// mounted or its mount is dead) and returns its record. The returned
+    /// lock is shared: destroy waits for it, other users do not.
+    fn use_stage(&self, name: &str) -> Result<(Record, StageLock), StageError> {
+        validate_name(name)?;
+        if !self.stage_dir(name).is_dir() {
+            return Err(StageError::NoSuchStage { name: name.into() });
+        }
+        if let Some(lock) = self.lock(name, true)? {
+            let record = self.record(name)?;
+            if let Some(StageBackend::Union(b)) = record.backend {
+                match mount_state(&record) {
+                    State::Mounted => {}
+                    State::Broken => {
+                        unmount_path(&record.root())?;
+                        self.mount_record(&record, b)?;
+                    }
+                    _ => self.mount_record(&record, b)?,
+                }
+            }
+            lock.downgrade()
+                .map_err(|e| StageError::io(&self.stage_dir(name), "locking", e))?;
+            return Ok((record, lock));
+        }
+        // Someone else uses it (shared) or is changing it (exclusive).
+        let lock = self.lock(name, false)?.ok_or(StageError::InUse {
+            name: name.into(),
+            what: "being created, remounted or destroyed",
+        })?;
+        let record = self.record(name)?;
+        if matches!(record.backend, Some(StageBackend::Union(_)))
+            && mount_state(&record) != State::Mounted
+        {
+            return Err(StageError::NotUsable {
+                name: name.into(),
+                state: mount_state(&record).name(),
+                hint: "another process holds it; try again when it has finished",
+            });
+        }
+        Ok((record, lock))
+    }
+
+    /// Runs `cmd` in the stage (its root as working directory, or chrooted
+    /// into it) and returns its exit status.
+    pub fn exec(
+        &self,
+        name: &str,
+        mut cmd: std::process::Command,
+        chroot: bool,
+    ) -> Result<std::process::ExitStatus, StageError> {
+        let (record, _lock) = self.use_stage(name)?;
+        let root = record.root();
+        if chroot {
+            use std::os::unix::process::CommandExt;
+            let root_c = root.clone();
+            // SAFETY: only async-signal-safe calls (chroot, chdir) between
+            // fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    rustix::process::chroot(&root_c)?;
+                    rustix::process::chdir("/")?;
+                    Ok(())
+                });
+            }
+        } else {
+            cmd.current_dir(&root);
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StageError::io(&root, "running a command in", e))?;
+        child
+            .wait()
+            .map_err(|e| StageError::io(&root, "waiting for a command in", e))
+    }
+
+    /// Commits the stage's root to `branch`.
+    pub fn commit(
+        &self,
+        name: &str,
+        branch: crate::store::RefName,
+        info: crate::store::commit::CommitInfo,
+    ) -> Result<Checksum, StageError> {
+        let (record, _lock) = self.use_stage(name)?;
+        let txn = Transaction::begin(self.repo)?;
+        let (tree, meta) = commit::write_stage_tree(&txn, &record)?;
+        let checksum = crate::store::commit::write_commit(&txn, tree, meta, info)?;
+        txn.set_ref(branch, Some(checksum));
+        crash_point("stage-commit:objects");
+        txn.commit()?;
+        Ok(checksum)
+    }
+
+    /// Unmounts and removes a stage, whatever its state.
+    pub fn destroy(&self, name: &str) -> Result<(), StageError> {
+        validate_name(name)?;
+        if !self.stage_dir(name).is_dir() {
+            return Err(StageError::NoSuchStage { name: name.into() });
+        }
+        let lock = self.lock(name, true)?.ok_or(StageError::InUse {
+            name: name.into(),
+            what: "a command runs in it, or it is being committed, created or destroyed",
+        })?;
+        self.remove_stage_files(name)?;
+        // Nobody can take the lock of an unlinked file for real (see `lock`).
+        let _ = rustix::fs::unlinkat(
+            &self.dir,
+            format!("{name}.lock").as_str(),
+            rustix::fs::AtFlags::empty(),
+        );
+        drop(lock);
+        Ok(())
+    }
+
+    /// Unmounts everything of the stage, then removes its files: the work
+    /// dir's content, then the record, then the stage directory. Stops,
+    /// removing nothing, if a mount is busy.
+    fn remove_stage_files(&self, name: &str) -> Result<(), StageError> {
+        let dir = self.stage_dir(name);
+        let record = Record::load(&dir).ok().flatten();
+        let workdir = record.as_ref().map(|r| r.workdir.clone());
+        let mut tops = vec![dir.clone()];
+        if let Some(w) = &workdir
+            && *w != dir
+        {
+            tops.push(w.clone());
+        }
+        for top in &tops {
+            unmount_all_under(top)?;
+        }
+        crash_point("stage-destroy:unmounted");
+        if let Some(w) = &workdir
+            && *w != dir
+        {
+            for sub in ["root", "upper", "work", "masks"] {
+                remove_path(&w.join(sub))?;
+            }
+        }
+        let _ = rustix::fs::unlinkat(
+            crate::store::repo::open_dir(&self.dir, name)?.as_fd(),
+            record::RECORD,
+            rustix::fs::AtFlags::empty(),
+        );
+        unmount_all_under(&dir)?;
+        remove_tree(self.dir.as_fd(), name).map_err(|e| StageError::io(&dir, "removing", e))?;
+        Ok(())
+    }
+}
+
+/// Removes `path` recursively (never following symlinks below it).
+fn remove_path(path: &Path) -> Result<(), StageError> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(StageError::Other(format!(
+            "refusing to remove {}",
+            path.display()
+        )));
+    };
+    let parent_fd = match crate::store::repo::open_dir(rustix::fs::CWD, parent) {
+        Ok(fd) => fd,
+        Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    remove_tree(parent_fd.as_fd(), name).map_err(|e| StageError::io(path, "removing", e))
+}
+
+/// Unmounts every mount at or below `top`, deepest first.
+fn unmount_all_under(top: &Path) -> Result<(), StageError> {
+    loop {
+        let mut mounts =
+            mounts_under(top).map_err(|e| StageError::io(top, "reading the mount table for", e))?;
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.mount_point.as_os_str().len()));
+        for m in mounts {
+            unmount_path(&m.mount_point)?;
+        }
+    }
+}
+
+fn mount_state(r: &Record) -> State {
+    match r.backend {
+        Some(StageBackend::Copy) => State::Ready,
+        _ => {
+            let root = r.root();
+            match is_mount_point(&root) {
+                Ok(true) => match std::fs::symlink_metadata(&root)
+                    .and_then(|_| std::fs::read_dir(&root).map(|_| ()))
+                {
+                    Ok(()) => State::Mounted,
+                    Err(_) => State::Broken,
+                },
+                _ => State::Unmounted,
+            }
+        }
+    }
+}
+
+fn skip_reason(e: &StageError) -> String {
+    e.to_string()
+}
+
+/// `du`: bytes allocated below `path` (0 when unreadable).
+fn disk_usage(path: &Path) -> u64 {
+    fn walk(dir: &Path, total: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if let Ok(md) = e.path().symlink_metadata() {
+                use std::os::unix::fs::MetadataExt;
+                *total += md.blocks() * 512;
+                if md.is_dir() {
+                    walk(&e.path(), total);
+                }
+            }
+        }
+    }
+    let mut total = 0;
+    walk(path, &mut total);
+    total
+}

@@ -1,0 +1,283 @@
+//! `arbor stage`: writable roots over stacked commits.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::Ctx;
+use crate::checkout::mount::{Backend, BackendChoice};
+use crate::checkout::stage::{StageBackend, Stages};
+use crate::ostree::Metadata;
+use crate::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
+use crate::store::RefName;
+use crate::store::commit::CommitInfo;
+
+#[derive(Args, Debug)]
+pub struct StageArgs {
+    #[command(subcommand)]
+    command: StageCommand,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendArg {
+    /// overlay, then fuse-overlayfs, then unionfs, then copy: the first that works
+    Auto,
+    /// Kernel overlayfs (root only)
+    Overlay,
+    /// fuse-overlayfs
+    FuseOverlayfs,
+    /// unionfs-fuse in copy-on-write mode
+    Unionfs,
+    /// A reflinked (else copied) checkout of the merged tree: no union
+    /// filesystem, works anywhere
+    Copy,
+}
+
+#[derive(Subcommand, Debug)]
+enum StageCommand {
+    /// Stack commits into a writable root and print its path
+    #[command(
+        long_about = "Stack commits into a writable root and print its path.\n\n\
+        Later REVs lie on top of earlier ones; overlayfs-style whiteouts in a commit \
+        (`.wh.NAME`, `.wh..wh..opq`) hide what the commits below have. Each commit is checked \
+        out once into a read-only cache in the repository (hardlinks to its objects) and shared \
+        by every stage; a union filesystem puts a writable layer over those checkouts, so the \
+        store is never written through. The mount outlives this command: remove it with \
+        `arbor stage destroy`."
+    )]
+    Create {
+        /// Name of the stage (letters, digits, '.', '_', '-')
+        name: String,
+        /// Commits to stack, bottom first: REF, REMOTE:REF or checksum
+        #[arg(required = true)]
+        revs: Vec<String>,
+        /// How the root is made writable; `auto` says on stderr which one
+        /// it used and why the others were skipped
+        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
+        backend: BackendArg,
+        /// Put the stage's root/, upper/ and work/ in DIR (empty or
+        /// missing) instead of inside the repository; the writable layer
+        /// must be on a filesystem overlayfs accepts as upper
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+    },
+    /// Print the path of a stage's root
+    Path { name: String },
+    /// List stages: name, backend, number of layers, state, size of the
+    /// writable layer
+    #[command(
+        long_about = "List stages: name, backend, number of layers, state and disk usage of the \
+        writable layer (of the whole root for copies).\n\n\
+        States: mounted (usable); ready (a copy, usable); unmounted (e.g. after a reboot; \
+        remounted by exec and commit); broken (mounted but dead, e.g. its FUSE daemon was \
+        killed: exec and commit remount it, destroy removes it); busy (another arbor process is \
+        creating, remounting or destroying it); incomplete (its `stage create` died: remove it \
+        with `arbor stage destroy`)."
+    )]
+    List,
+    /// Unmount a stage and delete it (its writable layer is lost)
+    Destroy { name: String },
+    /// Run a command in a stage's root; its exit code is passed through
+    Exec {
+        name: String,
+        /// Chroot into the root (needs root) instead of only changing the
+        /// working directory to it
+        #[arg(long)]
+        chroot: bool,
+        /// The command and its arguments (after `--`)
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Commit a stage's root to a branch and print the commit checksum
+    #[command(
+        long_about = "Commit a stage's root to a branch and print the commit checksum.\n\n\
+        Only what changed in the writable layer is read and hashed; everything else is taken \
+        from the stacked commits' trees as they are. Deletions made in the stage are deletions \
+        in the commit (no whiteout files)."
+    )]
+    Commit {
+        name: String,
+        /// Branch to commit to; its current commit becomes the parent
+        #[arg(short, long, value_name = "REF")]
+        branch: String,
+        /// One-line subject
+        #[arg(short, long, default_value = "")]
+        subject: String,
+        /// Longer description
+        #[arg(short = 'm', long, default_value = "")]
+        body: String,
+        /// Commit time in seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now]
+        #[arg(long, value_name = "UNIX_SECONDS")]
+        timestamp: Option<u64>,
+    },
+}
+
+pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
+    match a.command {
+        StageCommand::Create {
+            name,
+            revs,
+            backend,
+            workdir,
+        } => {
+            let repo = ctx.open_for_write()?;
+            let mut commits = Vec::new();
+            for rev in &revs {
+                commits.push(
+                    repo.resolve_rev(rev)
+                        .with_context(|| format!("resolving {rev}"))?,
+                );
+            }
+            let choice = match backend {
+                BackendArg::Auto => Some(BackendChoice::Auto),
+                BackendArg::Overlay => Some(BackendChoice::Only(Backend::Overlay)),
+                BackendArg::FuseOverlayfs => Some(BackendChoice::Only(Backend::FuseOverlayfs)),
+                BackendArg::Unionfs => Some(BackendChoice::Only(Backend::Unionfs)),
+                BackendArg::Copy => None,
+            };
+            let stages = Stages::open(&repo)?;
+            let created = stages
+                .create(&name, &commits, choice, workdir.as_deref())
+                .with_context(|| format!("creating stage {name}"))?;
+            eprintln!(
+                "stage {name}: {} layers, backend {}{}",
+                commits.len(),
+                created.backend,
+                if created.cached > 0 {
+                    format!(" ({} commits checked out into the cache)", created.cached)
+                } else {
+                    String::new()
+                }
+            );
+            for s in &created.skipped {
+                eprintln!("  skipped {s}");
+            }
+            println!("{}", created.root.display());
+        }
+        StageCommand::Path { name } => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            let info = stages.info(&name)?;
+            let Some(r) = info.record else {
+                bail!("stage {name:?} is incomplete; remove it with `arbor stage destroy {name}`");
+            };
+            println!("{}", r.root().display());
+        }
+        StageCommand::List => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            let rows = stages.list()?;
+            let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+            println!(
+                "{:width$}  {:14}  {:>6}  {:10}  {:>7}",
+                "NAME", "BACKEND", "LAYERS", "STATE", "UPPER"
+            );
+            for r in rows {
+                let (backend, layers) = match &r.record {
+                    Some(rec) => (
+                        rec.backend.map_or("-", StageBackend::name),
+                        rec.layers.len().to_string(),
+                    ),
+                    None => ("-", "-".into()),
+                };
+                println!(
+                    "{:width$}  {:14}  {:>6}  {:10}  {:>7}",
+                    r.name,
+                    backend,
+                    layers,
+                    r.state.name(),
+                    human_size(r.upper_bytes)
+                );
+            }
+        }
+        StageCommand::Destroy { name } => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            stages
+                .destroy(&name)
+                .with_context(|| format!("destroying stage {name}"))?;
+        }
+        StageCommand::Exec {
+            name,
+            chroot,
+            command,
+        } => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            let mut cmd = std::process::Command::new(&command[0]);
+            cmd.args(&command[1..]);
+            let status = stages
+                .exec(&name, cmd, chroot)
+                .with_context(|| format!("running {:?} in stage {name}", command[0]))?;
+            use std::os::unix::process::ExitStatusExt;
+            let code = match (status.code(), status.signal()) {
+                (Some(c), _) => c,
+                (None, Some(sig)) => 128 + sig,
+                _ => 1,
+            };
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        StageCommand::Commit {
+            name,
+            branch,
+            subject,
+            body,
+            timestamp,
+        } => {
+            let ref_name =
+                RefName::parse(&branch).with_context(|| format!("--branch {branch:?}"))?;
+            let RefName::Head(branch_name) = &ref_name else {
+                bail!("--branch {branch:?}: commit to a local branch, not a remote ref");
+            };
+            let repo = ctx.open_for_write()?;
+            let parent = repo.read_ref(&ref_name)?;
+            let mut metadata = Metadata::new();
+            metadata.insert(
+                REF_BINDING,
+                crate::ostree::Value::StrArray(vec![branch_name.clone()]),
+            );
+            if let Some(cid) = repo.collection_id() {
+                metadata.insert(COLLECTION_BINDING, crate::ostree::Value::Str(cid));
+            }
+            let timestamp = match timestamp {
+                Some(t) => t,
+                None => super::commit::default_timestamp()?,
+            };
+            let stages = Stages::open(&repo)?;
+            let checksum = stages
+                .commit(
+                    &name,
+                    ref_name,
+                    CommitInfo {
+                        metadata,
+                        parent,
+                        subject,
+                        body,
+                        timestamp,
+                    },
+                )
+                .with_context(|| format!("committing stage {name}"))?;
+            println!("{checksum}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[u])
+    } else {
+        format!("{v:.0}{}", UNITS[u])
+    }
+}
