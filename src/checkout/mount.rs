@@ -395,7 +395,7 @@ pub fn mount_union(
         .iter()
         .map(|p| Layer {
             path: p.clone(),
-            made_by_arbor: false,
+            checked: false,
         })
         .collect();
     mount_layers(&layers, upper, work, target, choice)
@@ -405,10 +405,10 @@ pub fn mount_union(
 #[derive(Clone, Debug)]
 pub struct Layer {
     pub path: PathBuf,
-    /// The layer holds only whiteouts and opaque markers arbor generated
-    /// for the backend (from a commit's `.wh.` entries), so it is *meant*
-    /// to steer the union and is not checked for steering xattrs.
-    pub made_by_arbor: bool,
+    /// Skip the steering check for this layer: it holds only whiteouts
+    /// arbor generated for the backend (it is *meant* to steer), or it is
+    /// an immutable layer [`check_layer`] already passed.
+    pub checked: bool,
 }
 
 /// [`mount_union`] with layers some of which arbor made itself.
@@ -420,7 +420,7 @@ pub fn mount_layers(
     choice: BackendChoice,
 ) -> Result<MountGuard, MountError> {
     let lowers: Vec<PathBuf> = layers.iter().map(|l| l.path.clone()).collect();
-    let check: Vec<bool> = layers.iter().map(|l| !l.made_by_arbor).collect();
+    let check: Vec<bool> = layers.iter().map(|l| !l.checked).collect();
     let lowers = &lowers[..];
     if lowers.is_empty() {
         return Err(MountError::NoLayers {
@@ -604,6 +604,12 @@ fn preflight(
         check_steering(backend, layer)?;
     }
     Ok(())
+}
+
+/// The steering check [`mount_layers`] runs on each layer (see the module
+/// doc), for callers that remember its result for immutable layers.
+pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
+    check_steering(backend, layer)
 }
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {

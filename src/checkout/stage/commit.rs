@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType};
 
 use super::StageError;
@@ -35,18 +36,25 @@ use crate::store::commit::{Entry, MAX_DEPTH, TreeOptions, TreeWriter};
 use crate::store::fsutil::list_dir_typed;
 use crate::store::repo::open_dir;
 
-/// Writes the stage's current tree in `txn`; returns (dirtree, dirmeta).
+/// Writes the stage's current tree in `txn`; returns its (dirtree,
+/// dirmeta) and those of the layers' merged tree (the base), which is
+/// computed and written unless `known_base` gives it.
+#[allow(clippy::type_complexity)]
 pub fn write_stage_tree(
     txn: &Transaction<'_>,
     record: &Record,
-) -> Result<(Checksum, Checksum), StageError> {
+    known_base: Option<(Checksum, Checksum)>,
+) -> Result<(Checksum, Checksum, Option<(Checksum, Checksum)>), StageError> {
     let repo = txn.repo();
     let writer = TreeWriter::new(txn, TreeOptions::for_mode(repo.mode(), None, None));
     let root_path = record.root();
     let root = open_dir(rustix::fs::CWD, &root_path)?;
     let backend = match record.backend {
         Some(StageBackend::Union(b)) => b,
-        _ => return Ok(writer.write_dir(root, root_path, 0)?),
+        _ => {
+            let (t, m) = writer.write_dir(root, root_path, 0)?;
+            return Ok((t, m, None));
+        }
     };
     let upper_path = record.upper();
     let upper = open_dir(rustix::fs::CWD, &upper_path)?;
@@ -70,8 +78,12 @@ pub fn write_stage_tree(
             }
         }
     }
-    let merger = Merger::new(repo);
-    let base = merger.root(&record.layers)?;
+    let merger = Merger::with_transaction(txn);
+    let (bt, bm) = match known_base {
+        Some(b) => b,
+        None => merger.write(txn, &merger.root(&record.layers)?, 0)?,
+    };
+    let base = MergedDir::merged(bt, bm);
     let walk = Walk {
         txn,
         writer,
@@ -80,7 +92,8 @@ pub fn write_stage_tree(
         changes,
         root_path,
     };
-    walk.dir(upper.as_fd(), root, PathBuf::new(), Some(base), 0)
+    let (t, m) = walk.dir(upper.as_fd(), root, PathBuf::new(), Some(base), 0)?;
+    Ok((t, m, Some((bt, bm))))
 }
 
 #[derive(Default)]
@@ -150,6 +163,10 @@ impl Walk<'_, '_> {
         let upper_path = self.root_path.join(&rel);
         let entries = list_dir_typed(upper)
             .map_err(|e| StageError::io(&upper_path, "listing the writable layer of", e))?;
+        // Sort the writable layer's entries into directories and the rest,
+        // then write both kinds in parallel.
+        let mut sub_dirs = Vec::new();
+        let mut files = Vec::new();
         for (name, dtype) in entries {
             let child_rel = rel.join(&name);
             if is_marker(self.backend, &child_rel) {
@@ -174,16 +191,7 @@ impl Walk<'_, '_> {
                     Some(Out::Base(Node::Dir(d))) => Some(d),
                     _ => None,
                 };
-                let sub_upper = open_dir(upper, name.as_str())?;
-                let sub_merged = open_dir(&merged, name.as_str())?;
-                let (t, m) = self.dir(
-                    sub_upper.as_fd(),
-                    sub_merged,
-                    child_rel,
-                    child_base,
-                    depth + 1,
-                )?;
-                out.insert(name, Out::Dir(t, m));
+                sub_dirs.push((name, child_rel, child_base));
             } else {
                 let inherited = match (self.inherit_xattrs(), out.get(&name)) {
                     (false, _) => None,
@@ -192,18 +200,49 @@ impl Walk<'_, '_> {
                     }
                     (true, _) => Some(Xattrs::new()),
                 };
-                match self.writer.write_entry(
-                    merged.as_fd(),
-                    &merged_path,
-                    &name,
-                    depth,
-                    inherited.as_ref(),
-                )? {
-                    Entry::File(f) => out.insert(name, Out::File(f.checksum)),
-                    Entry::Dir(d) => out.insert(name, Out::Dir(d.tree, d.meta)),
-                };
+                files.push((name, inherited));
             }
         }
+        let merged_fd = merged.as_fd();
+        let (written_files, written_dirs) = rayon::join(
+            || {
+                files
+                    .into_par_iter()
+                    .map(|(name, inherited)| {
+                        let e = self.writer.write_entry(
+                            merged_fd,
+                            &merged_path,
+                            &name,
+                            depth,
+                            inherited.as_ref(),
+                        )?;
+                        Ok(match e {
+                            Entry::File(f) => (name, Out::File(f.checksum)),
+                            Entry::Dir(d) => (name, Out::Dir(d.tree, d.meta)),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, StageError>>()
+            },
+            || {
+                sub_dirs
+                    .into_par_iter()
+                    .map(|(name, child_rel, child_base)| {
+                        let sub_upper = open_dir(upper, name.as_str())?;
+                        let sub_merged = open_dir(merged_fd, name.as_str())?;
+                        let (t, m) = self.dir(
+                            sub_upper.as_fd(),
+                            sub_merged,
+                            child_rel,
+                            child_base,
+                            depth + 1,
+                        )?;
+                        Ok((name, Out::Dir(t, m)))
+                    })
+                    .collect::<Result<Vec<_>, StageError>>()
+            },
+        );
+        out.extend(written_files?);
+        out.extend(written_dirs?);
         let inherited = match (self.inherit_xattrs(), &base_meta) {
             (false, _) => None,
             (true, Some(m)) => Some(self.txn.repo().load_dirmeta(m)?.xattrs),
@@ -212,25 +251,35 @@ impl Walk<'_, '_> {
         let meta = self
             .writer
             .write_dirmeta(merged.as_fd(), &merged_path, inherited.as_ref())?;
+        // Directories the writable layer does not touch: the layers' own,
+        // merged where several layers have them.
+        let done: Vec<(String, Out)> = out
+            .into_iter()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|(name, o)| match o {
+                Out::Base(Node::Dir(d)) => {
+                    let (t, m) = self.merger.write(self.txn, &d, depth + 1)?;
+                    Ok((name, Out::Dir(t, m)))
+                }
+                o => Ok((name, o)),
+            })
+            .collect::<Result<_, StageError>>()?;
         let mut tree = DirTree::default();
-        for (name, o) in out {
+        for (name, o) in done {
             match o {
                 Out::Base(Node::File(checksum)) | Out::File(checksum) => {
                     tree.files.push(TreeFile { name, checksum })
-                }
-                Out::Base(Node::Dir(d)) => {
-                    let (t, m) = self.merger.write(self.txn, &d, depth + 1)?;
-                    tree.dirs.push(TreeDir {
-                        name,
-                        tree: t,
-                        meta: m,
-                    });
                 }
                 Out::Dir(t, m) => tree.dirs.push(TreeDir {
                     name,
                     tree: t,
                     meta: m,
                 }),
+                // Replaced by `Out::Dir` just above.
+                Out::Base(Node::Dir(_)) => {
+                    return Err(StageError::Other("internal: unwritten directory".into()));
+                }
             }
         }
         Ok((write_dirtree(self.txn, tree)?, meta))

@@ -23,6 +23,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use rayon::prelude::*;
+
 use crate::ostree::{Checksum, DirTree, ObjectType, TreeDir, TreeFile};
 use crate::store::commit::MAX_DEPTH;
 use crate::store::{Repo, Result, StoreError, Transaction};
@@ -35,6 +37,19 @@ pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MergedDir {
     pub parts: Vec<(Checksum, Checksum)>,
+    /// Known to hold no whiteout marker anywhere below (it comes from an
+    /// already merged tree), so a single part is used as it is.
+    pub clean: bool,
+}
+
+impl MergedDir {
+    /// An already merged tree (no markers below it).
+    pub fn merged(tree: Checksum, meta: Checksum) -> Self {
+        MergedDir {
+            parts: vec![(tree, meta)],
+            clean: true,
+        }
+    }
 }
 
 /// An entry of a merged directory.
@@ -56,6 +71,8 @@ struct Markers {
 /// Computes merged directories, caching what it loads.
 pub struct Merger<'r> {
     repo: &'r Repo,
+    /// Also read dirtrees this transaction wrote but has not published.
+    txn: Option<&'r Transaction<'r>>,
     /// Per dirtree: whether it or any directory below has a `.wh.` file.
     has_markers: Mutex<HashMap<Checksum, bool>>,
 }
@@ -64,7 +81,32 @@ impl<'r> Merger<'r> {
     pub fn new(repo: &'r Repo) -> Self {
         Merger {
             repo,
+            txn: None,
             has_markers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A merger that also sees the objects `txn` has written so far.
+    pub fn with_transaction(txn: &'r Transaction<'r>) -> Self {
+        Merger {
+            txn: Some(txn),
+            ..Merger::new(txn.repo())
+        }
+    }
+
+    fn load_dirtree(&self, c: &Checksum) -> Result<DirTree> {
+        match (self.repo.load_dirtree(c), self.txn) {
+            (Err(StoreError::MissingObject(name)), Some(txn)) => {
+                let data = txn.load_staged(&name)?;
+                let tree = DirTree::parse(&data)?;
+                if tree.checksum() != *c {
+                    return Err(StoreError::Other(format!(
+                        "staged object {name} does not match its name"
+                    )));
+                }
+                Ok(tree)
+            }
+            (r, _) => r,
         }
     }
 
@@ -75,11 +117,21 @@ impl<'r> Merger<'r> {
             let commit = self.repo.load_commit(c)?;
             parts.push((commit.root_tree, commit.root_meta));
         }
-        Ok(MergedDir { parts })
+        Ok(MergedDir {
+            parts,
+            clean: false,
+        })
     }
 
     fn markers(&self, tree: &DirTree) -> Result<Markers> {
         let mut m = Markers::default();
+        if !tree
+            .files
+            .iter()
+            .any(|f| f.name.starts_with(WHITEOUT_PREFIX))
+        {
+            return Ok(m);
+        }
         for (i, f) in tree.files.iter().enumerate() {
             if f.name == OPAQUE_MARKER {
                 m.opaque = true;
@@ -103,8 +155,12 @@ impl<'r> Merger<'r> {
     pub fn children(&self, dir: &MergedDir) -> Result<BTreeMap<String, Node>> {
         let mut out: BTreeMap<String, Node> = BTreeMap::new();
         for (tree_csum, _) in &dir.parts {
-            let tree = self.repo.load_dirtree(tree_csum)?;
-            let m = self.markers(&tree)?;
+            let tree = self.load_dirtree(tree_csum)?;
+            let m = if dir.clean {
+                Markers::default()
+            } else {
+                self.markers(&tree)?
+            };
             if m.opaque {
                 out.clear();
             }
@@ -124,6 +180,7 @@ impl<'r> Merger<'r> {
                             d.name.clone(),
                             Node::Dir(MergedDir {
                                 parts: vec![(d.tree, d.meta)],
+                                clean: dir.clean,
                             }),
                         );
                     }
@@ -142,7 +199,7 @@ impl<'r> Merger<'r> {
                 "dirtree {tree_csum}: directories nest deeper than {MAX_DEPTH} levels"
             )));
         }
-        let tree = self.repo.load_dirtree(tree_csum)?;
+        let tree = self.load_dirtree(tree_csum)?;
         let mut has = tree
             .files
             .iter()
@@ -177,7 +234,7 @@ impl<'r> Merger<'r> {
             .map(|p| p.1)
             .ok_or_else(|| StoreError::Other("merged directory without layers".into()))?;
         if let [(tree, meta)] = dir.parts[..]
-            && !self.subtree_has_markers(&tree, depth)?
+            && (dir.clean || !self.subtree_has_markers(&tree, depth)?)
         {
             return Ok((tree, meta));
         }
@@ -199,18 +256,26 @@ impl<'r> Merger<'r> {
         children: BTreeMap<String, Node>,
         depth: usize,
     ) -> Result<Checksum> {
-        let mut tree = DirTree::default();
-        for (name, node) in children {
-            match node {
-                Node::File(checksum) => tree.files.push(TreeFile { name, checksum }),
+        let entries: Vec<(String, Node)> = children.into_iter().collect();
+        let written = entries
+            .into_par_iter()
+            .map(|(name, node)| match node {
+                Node::File(c) => Ok((name, None, c)),
                 Node::Dir(sub) => {
                     let (t, m) = self.write(txn, &sub, depth + 1)?;
-                    tree.dirs.push(TreeDir {
-                        name,
-                        tree: t,
-                        meta: m,
-                    });
+                    Ok((name, Some(m), t))
                 }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut tree = DirTree::default();
+        for (name, meta, c) in written {
+            match meta {
+                None => tree.files.push(TreeFile { name, checksum: c }),
+                Some(meta) => tree.dirs.push(TreeDir {
+                    name,
+                    tree: c,
+                    meta,
+                }),
             }
         }
         write_dirtree(txn, tree)
@@ -236,7 +301,7 @@ impl<'r> Merger<'r> {
         if !self.subtree_has_markers(tree_csum, depth)? {
             return Ok(());
         }
-        let tree = self.repo.load_dirtree(tree_csum)?;
+        let tree = self.load_dirtree(tree_csum)?;
         let m = self.markers(&tree)?;
         if m.opaque {
             out.opaque.push(rel.clone());

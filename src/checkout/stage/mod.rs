@@ -59,6 +59,15 @@ pub use record::{Record, StageBackend};
 /// arbor's directory inside the store's `extensions/`.
 pub const EXTENSION_DIR: &str = "extensions/arbor";
 const STAGES_DIR: &str = "stages";
+/// The stage's base: (dirtree, dirmeta) of its layers' merged tree.
+const BASE_FILE: &str = "base";
+
+fn parse_base(s: &str) -> Option<(Checksum, Checksum)> {
+    let mut it = s.split_whitespace();
+    let t = it.next()?.parse().ok()?;
+    let m = it.next()?.parse().ok()?;
+    Some((t, m))
+}
 
 #[derive(Debug, Error)]
 pub enum StageError {
@@ -493,22 +502,36 @@ impl<'r> Stages<'r> {
         self.mount_record(record, backend)
     }
 
-    fn layers_for(&self, record: &Record) -> Vec<Layer> {
+    /// The lower layers of a union stage, top-most first. Cache entries
+    /// never change, so each is checked for steering xattrs once per
+    /// backend (remembered by an empty `C.ok-BACKEND` file); masks are
+    /// arbor's own whiteouts.
+    fn layers_for(
+        &self,
+        record: &Record,
+        backend: mount::Backend,
+    ) -> Result<Vec<Layer>, StageError> {
         let cache = self.base_path.join(cache::CACHE_DIR);
         let mut layers = Vec::new();
         for (i, c) in record.layers.iter().enumerate().rev() {
+            let path = cache.join(c.to_string());
+            let ok = cache.join(format!("{c}.ok-{backend}"));
+            if !ok.exists() {
+                mount::check_layer(backend, &path)?;
+                std::fs::write(&ok, b"").map_err(|e| StageError::io(&ok, "writing", e))?;
+            }
             layers.push(Layer {
-                path: cache.join(c.to_string()),
-                made_by_arbor: false,
+                path,
+                checked: true,
             });
             if record.masks.contains(&i) {
                 layers.push(Layer {
                     path: record.mask(i),
-                    made_by_arbor: true,
+                    checked: true,
                 });
             }
         }
-        layers
+        Ok(layers)
     }
 
     fn mount_record(&self, record: &Record, backend: mount::Backend) -> Result<(), StageError> {
@@ -519,7 +542,7 @@ impl<'r> Stages<'r> {
                 .map_err(|e| StageError::io(&work, "clearing", e))?;
         }
         let guard = mount::mount_layers(
-            &self.layers_for(record),
+            &self.layers_for(record, backend)?,
             &record.upper(),
             &work,
             &record.root(),
@@ -628,12 +651,39 @@ impl<'r> Stages<'r> {
         info: crate::store::commit::CommitInfo,
     ) -> Result<Checksum, StageError> {
         let (record, _lock) = self.use_stage(name)?;
+        let base_file = self.stage_dir(name).join(BASE_FILE);
+        let known_base = std::fs::read_to_string(&base_file)
+            .ok()
+            .and_then(|s| parse_base(&s))
+            .filter(|(t, m)| {
+                let has = |c: &Checksum, ty| {
+                    self.repo
+                        .has_object(&crate::ostree::ObjectName::new(*c, ty))
+                        .unwrap_or(false)
+                };
+                has(t, crate::ostree::ObjectType::DirTree)
+                    && has(m, crate::ostree::ObjectType::DirMeta)
+            });
         let txn = Transaction::begin(self.repo)?;
-        let (tree, meta) = commit::write_stage_tree(&txn, &record)?;
+        let (tree, meta, base) = commit::write_stage_tree(&txn, &record, known_base)?;
         let checksum = crate::store::commit::write_commit(&txn, tree, meta, info)?;
         txn.set_ref(branch, Some(checksum));
         crash_point("stage-commit:objects");
         txn.commit()?;
+        // The layers' merged tree never changes: remember it (its objects
+        // are published now) so the next commit reads only what changed.
+        if let Some((t, m)) = base
+            && known_base.is_none()
+        {
+            let dir = crate::store::repo::open_dir(&self.dir, name)?;
+            crate::store::repo::write_file_atomic(
+                dir.as_fd(),
+                &self.stage_dir(name),
+                BASE_FILE,
+                format!("{t} {m}\n").as_bytes(),
+                0o644,
+            )?;
+        }
         Ok(checksum)
     }
 
