@@ -12,7 +12,8 @@
 # Timed, RUNS times each (medians):
 # - arbor: `stage create` of the 50 commits with the checkout cache empty
 #   (cold) and already filled (warm), on the overlay backend; `stage commit`
-#   after the integration step changed 1 file and after it changed 1,000.
+#   after the integration step changed 1 file (the first commit also
+#   computes the layers' merged tree), then 1,000 files, then one more.
 # - ostree: 50 x `ostree checkout --union --whiteouts` (hardlinks) into one
 #   directory; `ostree commit --link-checkout-speedup` of it after the same
 #   changes. The changes replace files (write a copy, rename it over) so
@@ -76,9 +77,10 @@ done
 refs=$(for k in $(seq 0 49); do printf 'chunk/%s ' "$k"; done)
 sync
 
-# The integration step: replace N files (copy, append, rename over).
-change() { # DIR N
-  (cd "$1" && find usr/share -type f | sort | sed -n "1,${2}p" | while read -r f; do
+# The integration step: replace COUNT files from the FIRST-th on (copy,
+# append, rename over).
+change() { # DIR FIRST COUNT
+  (cd "$1" && find usr/share -type f | sort | sed -n "$2,$(($2 + $3 - 1))p" | while read -r f; do
     cp -p "$f" "$f.new" && echo "# changed" >>"$f.new" && mv "$f.new" "$f"
   done)
 }
@@ -100,10 +102,12 @@ for r in $(seq "$runs"); do
   "$arbor" --repo "$repo" stage destroy s
   sync
   t=$(now); root=$("$arbor" --repo "$repo" stage create s $refs --backend overlay 2>/dev/null); add arbor_create_warm "$(elapsed "$t")"
-  change "$root" 1; sync
+  change "$root" 1 1; sync
   t=$(now); "$arbor" --repo "$repo" stage commit s -b out/arbor1 >/dev/null; add arbor_commit_1 "$(elapsed "$t")"
-  change "$root" 1000; sync
+  change "$root" 2 1000; sync
   t=$(now); "$arbor" --repo "$repo" stage commit s -b out/arbor1000 >/dev/null; add arbor_commit_1000 "$(elapsed "$t")"
+  change "$root" 1002 1; sync
+  t=$(now); "$arbor" --repo "$repo" stage commit s -b out/arbor1001 >/dev/null; add arbor_commit_1001 "$(elapsed "$t")"
   "$arbor" --repo "$repo" stage destroy s
 
   # ostree: union checkout of the 50 chunks, commits.
@@ -112,15 +116,17 @@ for r in $(seq "$runs"); do
   t=$(now)
   for ref in $refs; do ostree --repo="$repo" checkout --union --whiteouts "$ref" "$o"; done
   add ostree_create "$(elapsed "$t")"
-  change "$o" 1; sync
+  change "$o" 1 1; sync
   t=$(now); ostree --repo="$repo" commit --link-checkout-speedup -b out/ostree1 --tree=dir="$o" >/dev/null; add ostree_commit_1 "$(elapsed "$t")"
-  change "$o" 1000; sync
+  change "$o" 2 1000; sync
   t=$(now); ostree --repo="$repo" commit --link-checkout-speedup -b out/ostree1000 --tree=dir="$o" >/dev/null; add ostree_commit_1000 "$(elapsed "$t")"
+  change "$o" 1002 1; sync
+  t=$(now); ostree --repo="$repo" commit --link-checkout-speedup -b out/ostree1001 --tree=dir="$o" >/dev/null; add ostree_commit_1001 "$(elapsed "$t")"
 done
 
 # Both tools must have built the same tree.
-a=$(ostree --repo="$repo" ls -d -C out/arbor1000 / | awk '{print $5}')
-b=$(ostree --repo="$repo" ls -d -C out/ostree1000 / | awk '{print $5}')
+a=$(ostree --repo="$repo" ls -d -C out/arbor1001 / | awk '{print $5}')
+b=$(ostree --repo="$repo" ls -d -C out/ostree1001 / | awk '{print $5}')
 if [ "$a" != "$b" ]; then
   echo "MISMATCH: arbor's tree $a, ostree's $b" >&2
   exit 1
@@ -139,3 +145,4 @@ row "assemble 50 commits, checkout cache empty" "$(m ostree_create)" "$(m arbor_
 row "assemble 50 commits, checkout cache filled" "$(m ostree_create)" "$(m arbor_create_warm)"
 row "commit after changing 1 file" "$(m ostree_commit_1)" "$(m arbor_commit_1)"
 row "commit after changing 1,000 files" "$(m ostree_commit_1000)" "$(m arbor_commit_1000)"
+row "commit after changing 1 more file" "$(m ostree_commit_1001)" "$(m arbor_commit_1001)"

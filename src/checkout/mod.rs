@@ -66,7 +66,7 @@
 //! repository object and every other checkout sharing it. Treat hardlinked
 //! checkouts as read-only; use `--link=copy` or `--link=reflink` for a tree
 //! that will be modified, or stage a writable root over a read-only checkout
-//! with `arbor stage` (the planned command for writable roots).
+//! with `arbor stage`.
 //!
 //! # Errors and crashes
 //! On an error the first failure is returned (naming the path under DEST and

@@ -44,7 +44,7 @@ pub struct CheckoutArgs {
     /// and every other checkout of that file. Keep hardlinked checkouts
     /// read-only; use --link=copy or --link=reflink for a tree you will
     /// modify, or stage a writable root over a read-only checkout with
-    /// `arbor stage` (the planned command for writable roots).
+    /// `arbor stage`.
     #[arg(long, value_enum, default_value_t = LinkArg::Auto, verbatim_doc_comment)]
     link: LinkArg,
     /// User mode: do not set owners or xattrs; copied files lose

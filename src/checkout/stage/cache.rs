@@ -121,6 +121,40 @@ impl<'r> Cache<'r> {
         })
     }
 
+    /// Removes `C.tmp` builds whose builder is gone (its lock is free).
+    pub fn sweep(&self) {
+        let Ok(names) = crate::store::fsutil::list_dir(self.dir.as_fd()) else {
+            return;
+        };
+        for name in names {
+            let Some(c) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .and_then(|c| c.parse::<Checksum>().ok())
+            else {
+                continue;
+            };
+            if let Ok(Some(_lock)) = self.try_lock_entry(&c) {
+                let _ = remove_tree(self.dir.as_fd(), &format!("{c}.tmp"));
+            }
+        }
+    }
+
+    fn try_lock_entry(&self, c: &Checksum) -> Result<Option<OwnedFd>, StageError> {
+        let name = format!("{c}.lock");
+        let path = self.path.join(&name);
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name.as_str(),
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StageError::io(&path, "opening", e.into()))?;
+        Ok(crate::store::sys::ofd_lock(fd.as_fd(), true, false)
+            .map_err(|e| StageError::io(&path, "locking", e))?
+            .then_some(fd))
+    }
+
     fn lock_entry(&self, c: &Checksum) -> Result<OwnedFd, StageError> {
         let name = format!("{c}.lock");
         let path = self.path.join(&name);

@@ -231,13 +231,51 @@ impl<'r> Stages<'r> {
         ensure_dir(&base, STAGES_DIR, 0o755)
             .map_err(|e| StageError::io(&dir_path, "creating", e))?;
         let dir = crate::store::repo::open_dir(&base, STAGES_DIR)?;
-        Ok(Stages {
+        let stages = Stages {
             repo,
             base,
             base_path,
             dir,
             dir_path,
-        })
+        };
+        stages.sweep();
+        Ok(stages)
+    }
+
+    /// Start-up cleaning: removes what dead `stage create`s left (stages
+    /// still `creating` whose lock is free) and dead cache builds. Complete
+    /// stages are never touched, mounted or not: their writable layer is
+    /// the user's work. Best effort; `stage destroy` reports failures.
+    fn sweep(&self) {
+        let Ok(entries) = crate::store::fsutil::list_dir_typed(self.dir.as_fd()) else {
+            return;
+        };
+        for (name, _) in entries {
+            let Some(name) = name.to_str().filter(|n| validate_name(n).is_ok()) else {
+                continue;
+            };
+            if !self.stage_dir(name).is_dir()
+                || matches!(Record::load(&self.stage_dir(name)), Ok(Some(r)) if r.ready)
+            {
+                continue;
+            }
+            if let Ok(Some(lock)) = self.lock(name, true) {
+                // Re-read under the lock: the creator may have just finished.
+                if !matches!(Record::load(&self.stage_dir(name)), Ok(Some(r)) if r.ready)
+                    && self.remove_stage_files(name).is_ok()
+                {
+                    let _ = rustix::fs::unlinkat(
+                        &self.dir,
+                        format!("{name}.lock").as_str(),
+                        rustix::fs::AtFlags::empty(),
+                    );
+                }
+                drop(lock);
+            }
+        }
+        if let Ok(cache) = cache::Cache::open(self.repo, &self.base, &self.base_path) {
+            cache.sweep();
+        }
     }
 
     fn stage_dir(&self, name: &str) -> PathBuf {
