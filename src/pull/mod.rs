@@ -96,7 +96,7 @@ fn signature_hint(remote: &str, e: &gpg::VerifyError) -> String {
         )
     } else if matches!(e, gpg::VerifyError::NoSignatures) {
         format!(
-            " (remote {remote:?} requires signed data; use gpg-verify=false in the remote config to disable)"
+            " (remote {remote:?} requires signed data; set gpg-verify=false in its config, or re-add it with --no-sign-verify, to disable)"
         )
     } else {
         String::new()
