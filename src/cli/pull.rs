@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::Ctx;
 use crate::pull::http::HttpSource;
 use crate::pull::local::LocalSource;
-use crate::pull::{Counters, DEFAULT_JOBS, ObjectSource, PullOptions, RefDestination, pull};
+use crate::pull::{
+    Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, pull,
+};
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -79,23 +81,29 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs(a.timeout.max(1));
     let looks_like_location =
         a.source.contains("://") || a.source.contains('/') || Path::new(&a.source).exists();
-    let (source, destination) = match repo.remote(&a.source) {
+    let (source, destination, gpg) = match repo.remote(&a.source) {
         Ok(remote) if !looks_like_location => {
-            if remote.gpg_verify || remote.sign_verify {
+            if remote.sign_verify {
                 bail!(
-                    "remote {:?} requires signed commits (gpg-verify or sign-verify in {}), and arbor cannot verify signatures yet; re-add the remote with --no-sign-verify if you trust its transport",
+                    "remote {:?} requires ed25519 signatures (sign-verify in {}), and arbor cannot verify those yet; set sign-verify=false for this remote (GPG verification, gpg-verify, is supported)",
                     remote.name,
                     repo.path().join("config").display()
                 );
             }
+            let gpg = GpgVerify::for_remote(&repo, &remote).with_context(|| {
+                format!("loading the trusted GPG keys of remote {:?}", remote.name)
+            })?;
             (
                 open_source(&remote.url, timeout, a.jobs)?,
                 RefDestination::Remote(remote.name),
+                gpg,
             )
         }
+        // Like ostree, URLs and paths are pulled without signature checks.
         _ if looks_like_location => (
             open_source(&a.source, timeout, a.jobs)?,
             RefDestination::Heads,
+            None,
         ),
         Err(e) => bail!(
             "{:?} is not a configured remote, a URL or a repository path ({e})",
@@ -130,6 +138,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         commit_metadata_only: a.commit_metadata_only,
         jobs: a.jobs.max(1),
         network_retries: a.network_retries,
+        gpg,
     };
     let counters = Counters::default();
     let pb = if !a.quiet && std::io::stderr().is_terminal() {

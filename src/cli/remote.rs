@@ -1,10 +1,16 @@
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::pull::open_source;
+use crate::pull::GpgVerify;
+use crate::pull::gpg::{self, MAX_KEYRING_SIZE};
+use crate::store::Repo;
+use crate::store::remotes::AddRemote;
 
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
@@ -23,6 +29,28 @@ enum RemoteCommand {
         /// Do not require signatures (GPG or ed25519) on commits
         #[arg(long)]
         no_sign_verify: bool,
+        /// Do not require GPG signatures on commits (gpg-verify=false)
+        #[arg(long)]
+        no_gpg_verify: bool,
+        /// Trust the GPG keys in FILE (armored or binary) for this remote
+        #[arg(long, value_name = "FILE")]
+        gpg_import: Option<PathBuf>,
+        /// Also write KEY=VALUE in the remote's config section (repeatable),
+        /// e.g. gpg-verify-summary=true or gpgkeypath=/etc/keys.gpg
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Add trusted GPG keys for a remote, to the keyring ostree also reads
+    /// (REPO/NAME.trustedkeys.gpg)
+    GpgImport {
+        /// Remote name
+        name: String,
+        /// Key files, ASCII-armored or binary (keyrings too)
+        #[arg(value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Read keys from standard input
+        #[arg(long)]
+        stdin: bool,
     },
     /// List remotes and their URLs
     List,
@@ -45,9 +73,44 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             name,
             url,
             no_sign_verify,
+            no_gpg_verify,
+            gpg_import,
+            settings,
         } => {
+            let settings = settings
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                    _ => bail!("--set {kv:?}: expected KEY=VALUE"),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Read the keys first, so a bad key file adds nothing.
+            let keys = match &gpg_import {
+                Some(f) => Some(read_keys(std::slice::from_ref(f), false)?),
+                None => None,
+            };
             let mut repo = ctx.open_for_write()?;
-            repo.add_remote(&name, &url, !no_sign_verify)?;
+            repo.add_remote(
+                &name,
+                &url,
+                &AddRemote {
+                    gpg_verify: !no_gpg_verify,
+                    sign_verify: !no_sign_verify,
+                    settings,
+                },
+            )?;
+            if let Some(keys) = keys {
+                import_keys(&repo, &name, keys)?;
+            }
+        }
+        RemoteCommand::GpgImport { name, files, stdin } => {
+            if files.is_empty() && !stdin {
+                bail!("name key files to import, or pass --stdin");
+            }
+            let repo = ctx.open()?;
+            repo.remote(&name)?;
+            let keys = read_keys(&files, stdin)?;
+            import_keys(&repo, &name, keys)?;
         }
         RemoteCommand::List => {
             let repo = ctx.open()?;
@@ -62,11 +125,61 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
         RemoteCommand::Refs { name } => {
             let repo = ctx.open()?;
             let remote = repo.remote(&name)?;
+            let gpg = GpgVerify::for_remote(&repo, &remote)?;
             let source = open_source(&remote.url, std::time::Duration::from_secs(30), 2)?;
-            for (r, c) in crate::pull::list_source_refs(source.as_ref(), 5)? {
+            for (r, c) in crate::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref())? {
                 println!("{name}:{r}\t{c}");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every public key in `files` (and standard input with `stdin`).
+fn read_keys(files: &[PathBuf], stdin: bool) -> Result<Vec<pgp::composed::SignedPublicKey>> {
+    let mut keys = Vec::new();
+    let mut add = |data: &[u8], origin: &str| -> Result<()> {
+        let found = gpg::parse_keys(data, origin)?;
+        if found.is_empty() {
+            bail!("{origin}: no OpenPGP public keys found");
+        }
+        keys.extend(found);
+        Ok(())
+    };
+    for f in files {
+        let data = read_bounded(f)?;
+        add(&data, &f.display().to_string())?;
+    }
+    if stdin {
+        let mut data = Vec::new();
+        std::io::stdin()
+            .take(MAX_KEYRING_SIZE as u64 + 1)
+            .read_to_end(&mut data)
+            .context("reading keys from standard input")?;
+        add(&data, "standard input")?;
+    }
+    Ok(keys)
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_KEYRING_SIZE as u64 + 1).read_to_end(&mut data))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(data)
+}
+
+/// Merges `keys` into the remote's keyring, as `ostree remote gpg-import`
+/// does, and reports like it.
+fn import_keys(repo: &Repo, name: &str, keys: Vec<pgp::composed::SignedPublicKey>) -> Result<()> {
+    let path = repo.remote_keyring_path(name);
+    let existing = repo.read_remote_keyring(name)?.unwrap_or_default();
+    let (data, outcome) = gpg::merge_keys(&existing, keys, &path.display().to_string())?;
+    repo.write_remote_keyring(name, &data)?;
+    let n = outcome.new + outcome.updated;
+    println!(
+        "Imported {n} GPG key{} to remote \"{name}\"",
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(())
 }

@@ -12,7 +12,10 @@
 //! Every object is verified against its checksum before it becomes visible
 //! (the transaction refuses a mismatch). A commit's
 //! `state/CHECKSUM.commitpartial` marker is created before its object is
-//! written and removed only after the whole tree is published.
+//! written and removed only after the whole tree is published. When the
+//! options ask for GPG verification, a new commit's signatures are checked
+//! between fetching it (with its `.commitmeta`) and writing anything, so a
+//! bad signature costs no tree or content downloads.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -42,6 +45,13 @@ enum Task {
     },
     DirMeta(Checksum),
     Content(Checksum),
+}
+
+/// A metadata object fetched and checked but not yet written.
+struct Fetched<T> {
+    data: Vec<u8>,
+    value: T,
+    from_cache: bool,
 }
 
 #[derive(Default)]
@@ -240,20 +250,26 @@ impl<'a, 'r> Engine<'a, 'r> {
             self.counters
                 .already_present
                 .fetch_add(1, Ordering::Relaxed);
+            if self.verifying() {
+                self.verify_present_commit(checksum)?;
+            }
             self.repo.load_commit(&checksum)?
         } else {
+            let commitmeta = self.fetch_commitmeta(checksum)?;
+            let Some(fetched) = self.fetch_verified(&name, optional, Commit::parse)? else {
+                // An optional parent the source does not have.
+                return Ok(());
+            };
+            // Signatures are checked before anything of this commit is
+            // written or its tree requested.
+            self.verify_signatures(checksum, &fetched.data, commitmeta.as_deref())?;
             // The marker goes first: a commit object is never visible
             // without it until its tree is complete.
             self.repo.mark_commit_partial(&checksum)?;
-            self.fetch_commitmeta(checksum)?;
-            match self.fetch_metadata(&name, optional, Commit::parse)? {
-                Some(c) => c,
-                // An optional parent the source does not have.
-                None => {
-                    self.repo.clear_commit_partial(&checksum)?;
-                    return Ok(());
-                }
+            if let Some(meta) = &commitmeta {
+                self.write_commitmeta(checksum, meta)?;
             }
+            self.write_fetched(&name, fetched)?
         };
         self.commits
             .lock()
@@ -278,22 +294,79 @@ impl<'a, 'r> Engine<'a, 'r> {
         Ok(())
     }
 
-    fn fetch_commitmeta(&self, commit: Checksum) -> Result<(), PullError> {
+    fn verifying(&self) -> bool {
+        self.opts.gpg.as_ref().is_some_and(|g| g.commits)
+    }
+
+    /// Checks the GPG signatures of a commit's bytes against its detached
+    /// metadata, when the remote asks for it.
+    fn verify_signatures(
+        &self,
+        commit: Checksum,
+        data: &[u8],
+        commitmeta: Option<&[u8]>,
+    ) -> Result<(), PullError> {
+        let Some(g) = self.opts.gpg.as_ref().filter(|g| g.commits) else {
+            return Ok(());
+        };
+        g.keyring
+            .verify_with_metadata(data, commitmeta, std::time::SystemTime::now())
+            .map(drop)
+            .map_err(|source| PullError::CommitSignature {
+                commit,
+                remote: g.remote.clone(),
+                source,
+            })
+    }
+
+    /// A commit already here is verified too (as ostree does on every scan),
+    /// against the source's current detached metadata when it has some, else
+    /// the local copy. New metadata is written only once it verified.
+    fn verify_present_commit(&self, checksum: Checksum) -> Result<(), PullError> {
+        let name = ObjectName::new(checksum, ObjectType::Commit);
+        let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
+        let data = match self.repo.load_metadata(&name) {
+            Ok(d) => d,
+            Err(StoreError::MissingObject(_)) => self.txn.load_staged(&name)?,
+            Err(e) => return Err(e.into()),
+        };
+        let fetched = self.fetch_commitmeta(checksum)?;
+        let meta = match &fetched {
+            Some(m) => Some(m.clone()),
+            None => match self.repo.load_metadata(&meta_name) {
+                Ok(m) => Some(m),
+                Err(StoreError::MissingObject(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        self.verify_signatures(checksum, &data, meta.as_deref())?;
+        if let Some(m) = &fetched {
+            self.write_commitmeta(checksum, m)?;
+        }
+        Ok(())
+    }
+
+    /// The source's detached metadata for `commit`, if it has any.
+    fn fetch_commitmeta(&self, commit: Checksum) -> Result<Option<Vec<u8>>, PullError> {
         let name = ObjectName::new(commit, ObjectType::CommitMeta);
         let data = self.retrying(|| {
             self.source
                 .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
                 .map_err(PullError::Fetch)
         })?;
-        if let Some(data) = data {
-            self.txn
-                .write_commitmeta(commit, &data)
-                .map_err(|e| self.located(&name, e))?;
+        if data.is_some() {
             self.counters
                 .metadata_fetched
                 .fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
+        Ok(data)
+    }
+
+    fn write_commitmeta(&self, commit: Checksum, data: &[u8]) -> Result<(), PullError> {
+        let name = ObjectName::new(commit, ObjectType::CommitMeta);
+        self.txn
+            .write_commitmeta(commit, data)
+            .map_err(|e| self.located(&name, e))
     }
 
     /// Fetches, verifies, validates and writes a metadata object. Returns
@@ -304,6 +377,20 @@ impl<'a, 'r> Engine<'a, 'r> {
         optional: bool,
         parse: fn(&[u8]) -> Result<T, FormatError>,
     ) -> Result<Option<T>, PullError> {
+        match self.fetch_verified(name, optional, parse)? {
+            Some(f) => self.write_fetched(name, f).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Fetches a metadata object (from a `--localcache-repo` or the
+    /// source) and checks its checksum and structure, without writing it.
+    fn fetch_verified<T>(
+        &self,
+        name: &ObjectName,
+        optional: bool,
+        parse: fn(&[u8]) -> Result<T, FormatError>,
+    ) -> Result<Option<Fetched<T>>, PullError> {
         // A cache copy is used only if it hashes right; a bad one is
         // skipped in favour of the source.
         let cached = self.first_in_caches(|cache| {
@@ -346,16 +433,25 @@ impl<'a, 'r> Engine<'a, 'r> {
             location: self.source.location(name),
             source,
         })?;
+        Ok(Some(Fetched {
+            data,
+            value,
+            from_cache,
+        }))
+    }
+
+    /// Writes what [`Self::fetch_verified`] returned.
+    fn write_fetched<T>(&self, name: &ObjectName, f: Fetched<T>) -> Result<T, PullError> {
         self.txn
-            .write_metadata(name.objtype, &data, Some(name.checksum))
+            .write_metadata(name.objtype, &f.data, Some(name.checksum))
             .map_err(|e| self.located(name, e))?;
-        let counter = if from_cache {
+        let counter = if f.from_cache {
             &self.counters.from_cache
         } else {
             &self.counters.metadata_fetched
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(value))
+        Ok(f.value)
     }
 
     fn first_in_caches<T>(&self, f: impl Fn(&Repo) -> Option<T>) -> Option<T> {

@@ -188,6 +188,10 @@ impl ObjectSource for HttpSource {
         self.get_bytes("summary", crate::ostree::MAX_METADATA_SIZE as u64)
     }
 
+    fn fetch_summary_sig(&self) -> Result<Option<Vec<u8>>, FetchError> {
+        self.get_bytes("summary.sig", crate::ostree::MAX_METADATA_SIZE as u64)
+    }
+
     fn fetch_ref(&self, name: &str) -> Result<Option<Checksum>, FetchError> {
         let rel = format!("refs/heads/{name}");
         let Some(body) = self.get_bytes(&rel, 256)? else {

@@ -42,6 +42,19 @@ impl LocalSource {
         &self.repo
     }
 
+    /// A file at the top of the source repository, `None` if absent.
+    fn read_optional_file(&self, name: &str) -> Result<Option<Vec<u8>>, FetchError> {
+        let path = self.repo.path().join(name);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(FetchError::Fatal {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
     fn err(&self, location: String, e: StoreError) -> FetchError {
         match e {
             StoreError::MissingObject(_) => FetchError::NotFound { location },
@@ -63,15 +76,11 @@ impl ObjectSource for LocalSource {
     }
 
     fn fetch_summary(&self) -> Result<Option<Vec<u8>>, FetchError> {
-        let path = self.repo.path().join("summary");
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FetchError::Fatal {
-                location: path.display().to_string(),
-                message: e.to_string(),
-            }),
-        }
+        self.read_optional_file("summary")
+    }
+
+    fn fetch_summary_sig(&self) -> Result<Option<Vec<u8>>, FetchError> {
+        self.read_optional_file("summary.sig")
     }
 
     fn fetch_ref(&self, name: &str) -> Result<Option<Checksum>, FetchError> {

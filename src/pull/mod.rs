@@ -8,14 +8,25 @@
 //! already verified are kept, so running it again fetches only the rest; a
 //! pull killed outright leaves a staging directory whose finished objects
 //! the next start adopts (see [`crate::store::transaction`]).
+//!
+//! Signatures ([`gpg`]): for a remote with `gpg-verify=true`, every commit
+//! the pull reaches (requested or walked by `--depth`, fetched now or
+//! already present) must carry a valid signature by one of the remote's
+//! trusted keys in its detached metadata. A new commit is checked after its
+//! `.commitmeta` and `.commit` are fetched and before anything is written
+//! or any of its tree is requested; a failure fails the pull, so no ref
+//! moves. With `gpg-verify-summary=true` the `summary` is required, and
+//! checked against `summary.sig` before any ref is resolved from it.
 
 pub mod engine;
+pub mod gpg;
 pub mod http;
 pub mod local;
 pub mod source;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -27,7 +38,7 @@ pub use source::{ContentStream, FetchError, ObjectSource};
 use crate::ostree::checksum::is_checksum_hex;
 use crate::ostree::names::validate_ref_name;
 use crate::ostree::{Checksum, FormatError, ObjectName, Summary};
-use crate::store::{RefName, Repo, StoreError, Transaction};
+use crate::store::{RefName, Remote, Repo, StoreError, Transaction};
 
 #[derive(Debug, Error)]
 pub enum PullError {
@@ -46,6 +57,21 @@ pub enum PullError {
         #[source]
         source: FormatError,
     },
+    #[error("commit {commit} from remote {remote:?}: {source}{}", signature_hint(.remote, .source))]
+    CommitSignature {
+        commit: Checksum,
+        remote: String,
+        #[source]
+        source: gpg::VerifyError,
+    },
+    #[error("summary of remote {remote:?}: {source}{}", signature_hint(.remote, .source))]
+    SummarySignature {
+        remote: String,
+        #[source]
+        source: gpg::VerifyError,
+    },
+    #[error("{0}")]
+    Keys(#[from] gpg::KeyError),
     #[error("ref {name:?} not found at {source_desc}")]
     RefNotFound { name: String, source_desc: String },
     #[error("{0}")]
@@ -57,6 +83,23 @@ pub enum PullError {
 impl From<FormatError> for PullError {
     fn from(e: FormatError) -> Self {
         PullError::Store(StoreError::Format(e))
+    }
+}
+
+/// What to do about a signature failure, as ostree's messages suggest.
+fn signature_hint(remote: &str, e: &gpg::VerifyError) -> String {
+    let missing = matches!(e, gpg::VerifyError::NoValidSignature(f)
+        if f.iter().any(|f| f.reason == gpg::FailureReason::KeyMissing));
+    if missing {
+        format!(
+            " (import the signing key with `arbor remote gpg-import {remote} KEYFILE`, or see gpgkeypath= in the remote config)"
+        )
+    } else if matches!(e, gpg::VerifyError::NoSignatures) {
+        format!(
+            " (remote {remote:?} requires signed data; set gpg-verify=false in its config, or re-add it with --no-sign-verify, to disable)"
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -92,6 +135,21 @@ pub struct PullOptions {
     pub commit_metadata_only: bool,
     pub jobs: usize,
     pub network_retries: u32,
+    /// Signature checks (configured remotes with `gpg-verify` or
+    /// `gpg-verify-summary`); `None` checks nothing.
+    pub gpg: Option<GpgVerify>,
+}
+
+/// A remote's GPG settings and trusted keys, for one pull.
+#[derive(Clone, Debug)]
+pub struct GpgVerify {
+    /// The remote's name (for messages).
+    pub remote: String,
+    pub keyring: Arc<gpg::Keyring>,
+    /// `gpg-verify`: commits need a valid signature.
+    pub commits: bool,
+    /// `gpg-verify-summary`: the summary is required and needs one.
+    pub summary: bool,
 }
 
 impl Default for PullOptions {
@@ -107,7 +165,28 @@ impl Default for PullOptions {
             commit_metadata_only: false,
             jobs: DEFAULT_JOBS,
             network_retries: 5,
+            gpg: None,
         }
+    }
+}
+
+impl GpgVerify {
+    /// The checks `remote` asks for, with its trusted keys loaded (see
+    /// [`Repo::remote_gpg_keys`]); `None` when it asks for none.
+    pub fn for_remote(repo: &Repo, remote: &Remote) -> Result<Option<GpgVerify>, PullError> {
+        if !remote.gpg_verify && !remote.gpg_verify_summary {
+            return Ok(None);
+        }
+        let mut keyring = gpg::Keyring::new();
+        for (origin, data) in repo.remote_gpg_keys(remote)?.sources {
+            keyring.add(&data, &origin)?;
+        }
+        Ok(Some(GpgVerify {
+            remote: remote.name.clone(),
+            keyring: Arc::new(keyring),
+            commits: remote.gpg_verify,
+            summary: remote.gpg_verify_summary,
+        }))
     }
 }
 
@@ -224,13 +303,46 @@ pub(crate) fn retrying<T>(
     }
 }
 
-/// Fetches and parses the source's summary, if it has one.
+/// Fetches and parses the source's summary, if it has one. With
+/// `gpg-verify-summary` (`gpg.summary`), the summary and `summary.sig` are
+/// both required and the signature is checked first.
 pub fn fetch_summary(
     source: &dyn ObjectSource,
     retries: u32,
+    gpg: Option<&GpgVerify>,
 ) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
-    let Some(bytes) = retrying(retries, || source.fetch_summary().map_err(PullError::Fetch))?
-    else {
+    let verify = gpg.filter(|g| g.summary);
+    let sig = match verify {
+        Some(_) => retrying(retries, || {
+            source.fetch_summary_sig().map_err(PullError::Fetch)
+        })?,
+        None => None,
+    };
+    let fetched = retrying(retries, || source.fetch_summary().map_err(PullError::Fetch))?;
+    if let Some(g) = verify {
+        // ostree's wording: "GPG verification enabled, but no summary
+        // found" / "no summary.sig found".
+        let Some(bytes) = &fetched else {
+            return Err(PullError::Other(format!(
+                "remote {:?} has gpg-verify-summary=true, but {} has no summary (use gpg-verify-summary=false in the remote config to disable)",
+                g.remote,
+                source.describe()
+            )));
+        };
+        let Some(sig) = &sig else {
+            return Err(PullError::SummarySignature {
+                remote: g.remote.clone(),
+                source: gpg::VerifyError::NoSignatures,
+            });
+        };
+        g.keyring
+            .verify_with_metadata(bytes, Some(sig), std::time::SystemTime::now())
+            .map_err(|source| PullError::SummarySignature {
+                remote: g.remote.clone(),
+                source,
+            })?;
+    }
+    let Some(bytes) = fetched else {
         return Ok(None);
     };
     let summary = Summary::parse(&bytes)
@@ -242,8 +354,9 @@ pub fn fetch_summary(
 pub fn list_source_refs(
     source: &dyn ObjectSource,
     retries: u32,
+    gpg: Option<&GpgVerify>,
 ) -> Result<Vec<(String, Checksum)>, PullError> {
-    if let Some((summary, _)) = fetch_summary(source, retries)? {
+    if let Some((summary, _)) = fetch_summary(source, retries, gpg)? {
         return Ok(summary
             .refs
             .into_iter()
@@ -263,13 +376,16 @@ fn resolve_targets(
     source: &dyn ObjectSource,
     opts: &PullOptions,
 ) -> Result<(Vec<Target>, Option<Vec<u8>>), PullError> {
+    // A signed summary is always fetched and checked, as ostree 2022.7
+    // does whenever the remote has no indexed deltas.
     let needs_summary = opts.refs.is_empty()
+        || opts.gpg.as_ref().is_some_and(|g| g.summary)
         || opts
             .refs
             .iter()
             .any(|r| !r.contains('@') && !is_checksum_hex(r));
     let summary = if needs_summary {
-        fetch_summary(source, opts.network_retries)?
+        fetch_summary(source, opts.network_retries, opts.gpg.as_ref())?
     } else {
         None
     };
@@ -281,7 +397,7 @@ fn resolve_targets(
                 .iter()
                 .map(|r| (r.name.clone(), r.checksum))
                 .collect(),
-            None => list_source_refs(source, opts.network_retries)?,
+            None => list_source_refs(source, opts.network_retries, None)?,
         };
         if refs.is_empty() {
             return Err(PullError::Other(format!(

@@ -59,6 +59,8 @@ pub trait ObjectSource: Send + Sync {
     fn location(&self, name: &ObjectName) -> String;
     /// The `summary` file, if the source has one.
     fn fetch_summary(&self) -> Result<Option<Vec<u8>>, FetchError>;
+    /// The `summary.sig` file (signatures over `summary`), if present.
+    fn fetch_summary_sig(&self) -> Result<Option<Vec<u8>>, FetchError>;
     /// `refs/heads/NAME`, if it exists.
     fn fetch_ref(&self, name: &str) -> Result<Option<Checksum>, FetchError>;
     /// Every ref, when the source can list them without a summary.
