@@ -78,6 +78,11 @@ pub fn write_stage_tree(
             }
         }
     }
+    let mut touched = BTreeSet::new();
+    for p in changes.hidden.keys().chain(changes.opaque.iter()) {
+        touched.extend(p.ancestors().map(Path::to_path_buf));
+    }
+    changes.touched = touched;
     let merger = Merger::with_transaction(txn);
     let (bt, bm) = match known_base {
         Some(b) => b,
@@ -91,8 +96,9 @@ pub fn write_stage_tree(
         backend,
         changes,
         root_path,
+        upper_path,
     };
-    let (t, m) = walk.dir(upper.as_fd(), root, PathBuf::new(), Some(base), 0)?;
+    let (t, m) = walk.dir(Some(upper.as_fd()), root, PathBuf::new(), Some(base), 0)?;
     Ok((t, m, Some((bt, bm))))
 }
 
@@ -102,6 +108,9 @@ struct Changes {
     hidden: HashMap<PathBuf, BTreeSet<Vec<u8>>>,
     /// Directories that hide everything the layers have in them.
     opaque: BTreeSet<PathBuf>,
+    /// Directories holding deletions, and their ancestors: these must be
+    /// visited even where the writable layer has no copy of them.
+    touched: BTreeSet<PathBuf>,
 }
 
 struct Walk<'t, 'r> {
@@ -111,6 +120,7 @@ struct Walk<'t, 'r> {
     backend: Backend,
     changes: Changes,
     root_path: PathBuf,
+    upper_path: PathBuf,
 }
 
 /// An entry of a directory being committed.
@@ -131,9 +141,11 @@ impl Walk<'_, '_> {
 
     /// `upper` and `merged` are the same directory `rel` in the writable
     /// layer and in the mounted root; `base` is what the layers have there.
+    /// `upper` is `None` for a directory the writable layer does not have
+    /// but that holds deletions (unionfs-fuse records those elsewhere).
     fn dir(
         &self,
-        upper: BorrowedFd<'_>,
+        upper: Option<BorrowedFd<'_>>,
         merged: OwnedFd,
         rel: PathBuf,
         base: Option<MergedDir>,
@@ -160,9 +172,12 @@ impl Walk<'_, '_> {
                 }
             }
         }
-        let upper_path = self.root_path.join(&rel);
-        let entries = list_dir_typed(upper)
-            .map_err(|e| StageError::io(&upper_path, "listing the writable layer of", e))?;
+        let upper_path = self.upper_path.join(&rel);
+        let entries = match upper {
+            Some(fd) => list_dir_typed(fd)
+                .map_err(|e| StageError::io(&upper_path, "listing the writable layer of", e))?,
+            None => Vec::new(),
+        };
         // Sort the writable layer's entries into directories and the rest,
         // then write both kinds in parallel.
         let mut sub_dirs = Vec::new();
@@ -174,6 +189,7 @@ impl Walk<'_, '_> {
             }
             let mut dtype = dtype;
             if dtype == FileType::Unknown || dtype == FileType::CharacterDevice {
+                let Some(upper) = upper else { continue };
                 let st = rustix::fs::statat(upper, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|e| StageError::io(&upper_path.join(&name), "reading", e.into()))?;
                 dtype = FileType::from_raw_mode(st.st_mode);
@@ -191,7 +207,7 @@ impl Walk<'_, '_> {
                     Some(Out::Base(Node::Dir(d))) => Some(d),
                     _ => None,
                 };
-                sub_dirs.push((name, child_rel, child_base));
+                sub_dirs.push((name, child_rel, child_base, true));
             } else {
                 let inherited = match (self.inherit_xattrs(), out.get(&name)) {
                     (false, _) => None,
@@ -202,6 +218,18 @@ impl Walk<'_, '_> {
                 };
                 files.push((name, inherited));
             }
+        }
+        // Directories only the layers have, but with deletions below them.
+        for (name, o) in &out {
+            if let Out::Base(Node::Dir(d)) = o {
+                let child_rel = rel.join(name);
+                if self.changes.touched.contains(&child_rel) {
+                    sub_dirs.push((name.clone(), child_rel, Some(d.clone()), false));
+                }
+            }
+        }
+        for (name, ..) in &sub_dirs {
+            out.remove(name);
         }
         let merged_fd = merged.as_fd();
         let (written_files, written_dirs) = rayon::join(
@@ -226,11 +254,14 @@ impl Walk<'_, '_> {
             || {
                 sub_dirs
                     .into_par_iter()
-                    .map(|(name, child_rel, child_base)| {
-                        let sub_upper = open_dir(upper, name.as_str())?;
+                    .map(|(name, child_rel, child_base, in_upper)| {
+                        let sub_upper = match upper {
+                            Some(u) if in_upper => Some(open_dir(u, name.as_str())?),
+                            _ => None,
+                        };
                         let sub_merged = open_dir(merged_fd, name.as_str())?;
                         let (t, m) = self.dir(
-                            sub_upper.as_fd(),
+                            sub_upper.as_ref().map(|f| f.as_fd()),
                             sub_merged,
                             child_rel,
                             child_base,
@@ -248,9 +279,13 @@ impl Walk<'_, '_> {
             (true, Some(m)) => Some(self.txn.repo().load_dirmeta(m)?.xattrs),
             (true, None) => Some(Xattrs::new()),
         };
-        let meta = self
-            .writer
-            .write_dirmeta(merged.as_fd(), &merged_path, inherited.as_ref())?;
+        let meta = match (upper, base_meta) {
+            // Not in the writable layer: its metadata is the layers'.
+            (None, Some(m)) => m,
+            _ => self
+                .writer
+                .write_dirmeta(merged.as_fd(), &merged_path, inherited.as_ref())?,
+        };
         // Directories the writable layer does not touch: the layers' own,
         // merged where several layers have them.
         let done: Vec<(String, Out)> = out

@@ -551,11 +551,21 @@ impl<'r> Stages<'r> {
     ) -> Result<Vec<Layer>, StageError> {
         let cache = self.base_path.join(cache::CACHE_DIR);
         let mut layers = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (i, c) in record.layers.iter().enumerate().rev() {
+            // A commit stacked twice: its top-most copy already shows all it
+            // has and hides all it hides, so the lower one changes nothing
+            // (and overlayfs refuses a directory twice in one stack).
+            if !seen.insert(*c) {
+                continue;
+            }
             let path = cache.join(c.to_string());
             let ok = cache.join(format!("{c}.ok-{backend}"));
             if !ok.exists() {
                 mount::check_layer(backend, &path)?;
+                if backend == mount::Backend::Unionfs {
+                    refuse_xattrs(&path)?;
+                }
                 std::fs::write(&ok, b"").map_err(|e| StageError::io(&ok, "writing", e))?;
             }
             layers.push(Layer {
@@ -779,6 +789,43 @@ impl<'r> Stages<'r> {
         remove_tree(self.dir.as_fd(), name).map_err(|e| StageError::io(&dir, "removing", e))?;
         Ok(())
     }
+}
+
+/// unionfs-fuse as Debian builds it has no xattr support: it shows none,
+/// and a file it copies up or renames loses them. A layer with xattrs
+/// would therefore not give the same view and commit as the other
+/// backends, so such layers are refused for it (`auto` moves on).
+fn refuse_xattrs(layer: &Path) -> Result<(), StageError> {
+    let mut stack = vec![layer.to_path_buf()];
+    let mut buf = vec![0u8; 4096];
+    while let Some(dir) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| StageError::io(&dir, "reading", e))?;
+        for entry in std::iter::once(Ok(dir.clone())).chain(rd.map(|e| e.map(|e| e.path()))) {
+            let path = entry.map_err(|e| StageError::io(&dir, "reading", e))?;
+            let n = match rustix::fs::llistxattr(&path, &mut buf[..]) {
+                Ok(n) => n,
+                Err(rustix::io::Errno::NOTSUP) => 0,
+                // Longer than the buffer: certainly not empty.
+                Err(rustix::io::Errno::RANGE) => buf.len(),
+                Err(e) => return Err(StageError::io(&path, "reading the xattrs of", e.into())),
+            };
+            if n > 0 {
+                let name = buf[..n].split(|b| *b == 0).next().unwrap_or_default();
+                return Err(StageError::Unsupported {
+                    path,
+                    reason: format!(
+                        "has xattr {}, and unionfs-fuse (built without xattr support) would \
+                         neither show nor keep it; use another backend",
+                        String::from_utf8_lossy(name)
+                    ),
+                });
+            }
+            if path != dir && path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes `path` recursively (never following symlinks below it).
