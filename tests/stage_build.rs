@@ -1711,3 +1711,35 @@ fn concurrent_creates_share_the_cache() {
     }
     assert_nothing_mounted(&f.base, "after destroying all");
 }
+
+/// `stage gc` removes exactly the cache entries no stage uses: entries of a
+/// live stage stay (and the stage keeps working), the others go, and a
+/// later create rebuilds what it needs.
+#[test]
+fn gc_removes_only_unused_cache_entries() {
+    let f = Fixture::new();
+    let c = f.chunks;
+    let a: Vec<String> = (1..=3).map(chunk_ref).collect();
+    let b: Vec<String> = (3..=5).map(chunk_ref).collect();
+    stage_create(&f.repo, "a", &a, Some("overlay"), None).assert_ok();
+    stage_create(&f.repo, "b", &b, Some("overlay"), None).assert_ok();
+    arbor_repo_ok(&f.repo, ["stage", "destroy", "b"]);
+    let r = arbor_repo_ok(&f.repo, ["stage", "gc"]);
+    assert!(r.stderr_str().contains("removed 2"), "{}", r.describe());
+    let want: BTreeSet<String> = c.commits[..3].iter().cloned().collect();
+    assert_eq!(cache_entries(&f), want);
+    let r = exec_sh(&f.repo, "a", "cat etc/chunk03.conf");
+    assert!(r.success(), "{}", r.describe());
+    assert_eq!(r.stdout_str(), "setting=03\n");
+    arbor_repo_ok(&f.repo, ["stage", "destroy", "a"]);
+    arbor_repo_ok(&f.repo, ["stage", "gc"]);
+    assert_eq!(cache_entries(&f), BTreeSet::new());
+    let leftovers: Vec<String> = fs::read_dir(f.cache_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    stage_create(&f.repo, "c", &b, Some("overlay"), None).assert_ok();
+    assert_eq!(cache_entries(&f).len(), 3);
+    destroy_and_check_clean(&f, "c", None);
+}

@@ -64,7 +64,10 @@ enum StageCommand {
         workdir: Option<PathBuf>,
     },
     /// Print the path of a stage's root
-    Path { name: String },
+    Path {
+        /// Name of the stage
+        name: String,
+    },
     /// List stages: name, backend, number of layers, state, size of the
     /// writable layer
     #[command(
@@ -78,9 +81,16 @@ enum StageCommand {
     )]
     List,
     /// Unmount a stage and delete it (its writable layer is lost)
-    Destroy { name: String },
+    Destroy {
+        /// Name of the stage
+        name: String,
+    },
+    /// Remove the cached checkouts of commits no stage uses (they are
+    /// rebuilt when a stage needs them again)
+    Gc,
     /// Run a command in a stage's root; its exit code is passed through
     Exec {
+        /// Name of the stage
         name: String,
         /// Chroot into the root (needs root) instead of only changing the
         /// working directory to it
@@ -98,6 +108,7 @@ enum StageCommand {
         in the commit (no whiteout files)."
     )]
     Commit {
+        /// Name of the stage
         name: String,
         /// Branch to commit to; its current commit becomes the parent
         #[arg(short, long, value_name = "REF")]
@@ -198,6 +209,12 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             stages
                 .destroy(&name)
                 .with_context(|| format!("destroying stage {name}"))?;
+        }
+        StageCommand::Gc => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            let n = stages.gc()?;
+            eprintln!("removed {n} unused checkouts from the cache");
         }
         StageCommand::Exec {
             name,

@@ -121,6 +121,46 @@ impl<'r> Cache<'r> {
         })
     }
 
+    /// Removes every entry (with its sidecars) whose commit is not in
+    /// `used`; the caller holds the stage registry lock exclusively.
+    pub fn remove_unused(
+        &self,
+        used: &std::collections::HashSet<Checksum>,
+    ) -> Result<usize, StageError> {
+        let names = crate::store::fsutil::list_dir(self.dir.as_fd())
+            .map_err(|e| StageError::io(&self.path, "listing", e))?;
+        let mut removed = 0;
+        for name in names {
+            let Some(c) = name.to_str().and_then(|n| n.parse::<Checksum>().ok()) else {
+                continue;
+            };
+            if used.contains(&c) {
+                continue;
+            }
+            let Some(_lock) = self.try_lock_entry(&c)? else {
+                continue;
+            };
+            // The sidecar first: an entry without it is not used (`lookup`).
+            for side in ["wh", "ok-overlay", "ok-fuse-overlayfs", "ok-unionfs"] {
+                let _ = rustix::fs::unlinkat(
+                    &self.dir,
+                    format!("{c}.{side}").as_str(),
+                    rustix::fs::AtFlags::empty(),
+                );
+            }
+            let dir = c.to_string();
+            remove_tree(self.dir.as_fd(), &dir)
+                .map_err(|e| StageError::io(&self.path.join(&dir), "removing", e))?;
+            let _ = rustix::fs::unlinkat(
+                &self.dir,
+                format!("{c}.lock").as_str(),
+                rustix::fs::AtFlags::empty(),
+            );
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Removes `C.tmp` builds whose builder is gone (its lock is free).
     pub fn sweep(&self) {
         let Ok(names) = crate::store::fsutil::list_dir(self.dir.as_fd()) else {

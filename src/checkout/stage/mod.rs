@@ -308,6 +308,38 @@ impl<'r> Stages<'r> {
         }
     }
 
+    /// `extensions/arbor/stages.lock`: shared by `stage create`, exclusive
+    /// by `stage gc`.
+    fn registry_lock(&self, exclusive: bool) -> Result<OwnedFd, StageError> {
+        let path = self.base_path.join("stages.lock");
+        let fd = rustix::fs::openat(
+            &self.base,
+            "stages.lock",
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| StageError::io(&path, "opening", e.into()))?;
+        crate::store::sys::ofd_lock(fd.as_fd(), exclusive, true)
+            .map_err(|e| StageError::io(&path, "locking", e))?;
+        Ok(fd)
+    }
+
+    /// Removes the checkout-cache entries no stage uses; returns how many.
+    pub fn gc(&self) -> Result<usize, StageError> {
+        let _registry = self.registry_lock(true)?;
+        let mut used = std::collections::HashSet::new();
+        for info in self.list()? {
+            match info.record {
+                Some(r) => used.extend(r.layers),
+                // A stage whose record is unreadable may use anything.
+                None if info.state == State::Busy => return Ok(0),
+                None => {}
+            }
+        }
+        let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
+        cache.remove_unused(&used)
+    }
+
     /// Every stage, with its state (read only: nothing is cleaned).
     pub fn list(&self) -> Result<Vec<StageInfo>, StageError> {
         let mut names: Vec<String> = crate::store::fsutil::list_dir_typed(self.dir.as_fd())
@@ -383,6 +415,9 @@ impl<'r> Stages<'r> {
                 "a stage needs at least one commit".into(),
             ));
         }
+        // Shared: `stage gc` (exclusive) must not remove a cache entry
+        // between our finding it and our record naming it.
+        let _registry = self.registry_lock(false)?;
         let lock = self.lock(name, true)?.ok_or(StageError::InUse {
             name: name.into(),
             what: "being created, remounted or destroyed",
