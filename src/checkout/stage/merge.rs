@@ -360,7 +360,7 @@ impl LayerWhiteouts {
             match fields.next() {
                 Some("h") => {
                     let dir = fields.next()?;
-                    let name = fields.next()?;
+                    let name = fields.next().filter(|n| !n.is_empty())?;
                     out.hidden.push((dir.to_string(), name.to_string()));
                 }
                 Some("o") => out.opaque.push(fields.next()?.to_string()),
