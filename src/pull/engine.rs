@@ -86,6 +86,7 @@ pub(super) struct Engine<'a, 'r> {
     queue: Mutex<Queue>,
     wake: Condvar,
     requested: Mutex<HashSet<ObjectName>>,
+    content_in_flight: Mutex<HashSet<ObjectName>>,
     /// Commits fetched or completed by this pull (markers to clear).
     pub commits: Mutex<Vec<Checksum>>,
     stop: AtomicBool,
@@ -112,6 +113,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             requested: Mutex::new(HashSet::new()),
+            content_in_flight: Mutex::new(HashSet::new()),
             commits: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         }
@@ -129,12 +131,17 @@ impl<'a, 'r> Engine<'a, 'r> {
             Task::DirMeta(c) => ObjectName::new(*c, ObjectType::DirMeta),
             Task::Content(c) => ObjectName::new(*c, ObjectType::File),
         };
-        if !self
-            .requested
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name)
-        {
+        // Metadata names are remembered for the whole pull (one per
+        // directory at most; a subtree shared by several directories is
+        // scanned once). Content names only while queued or being fetched,
+        // so memory does not grow with the number of files: a file met
+        // again later is found present by its presence check.
+        let set = if name.objtype == ObjectType::File {
+            &self.content_in_flight
+        } else {
+            &self.requested
+        };
+        if !set.lock().unwrap_or_else(|p| p.into_inner()).insert(name) {
             return;
         }
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -238,7 +245,14 @@ impl<'a, 'r> Engine<'a, 'r> {
                 }
                 Ok(())
             }
-            Task::Content(c) => self.content(c),
+            Task::Content(c) => {
+                let r = self.content(c);
+                self.content_in_flight
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&ObjectName::new(c, ObjectType::File));
+                r
+            }
         }
     }
 

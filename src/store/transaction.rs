@@ -62,7 +62,6 @@ pub struct Transaction<'r> {
     _liveness: OwnedFd,
     id: String,
     staging: OwnedFd,
-    staged: Mutex<HashSet<ObjectName>>,
     refs: Mutex<Vec<(RefName, Option<Checksum>)>>,
     counter: AtomicU64,
     /// Which staging subdirectories `XX` exist.
@@ -115,7 +114,6 @@ impl<'r> Transaction<'r> {
             _liveness: liveness,
             id,
             staging,
-            staged: Mutex::new(HashSet::new()),
             refs: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             subdirs: std::array::from_fn(|_| AtomicBool::new(false)),
@@ -200,25 +198,32 @@ impl<'r> Transaction<'r> {
             Err(rustix::io::Errno::EXIST) => return Ok(false),
             Err(e) => return Err(e).at(&dest_path),
         }
-        self.staged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name);
         self.objects_written.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
-    /// Present in the repository or staged in this transaction.
+    /// Present in the repository or staged in this transaction. Staged
+    /// objects are looked up on disk, not in a set, so a transaction's
+    /// memory does not grow with the number of objects it writes.
     pub fn has_object(&self, name: &ObjectName) -> Result<bool> {
-        if self
-            .staged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(name)
-        {
+        if self.repo.has_object(name)? {
             return Ok(true);
         }
-        self.repo.has_object(name)
+        let dir = name.loose_dir();
+        if !self.subdirs[usize::from_str_radix(&dir, 16).unwrap_or(0) & 0xff]
+            .load(Ordering::Acquire)
+        {
+            return Ok(false);
+        }
+        let rel = format!(
+            "{dir}/{}",
+            name.loose_file_name(self.repo.mode().is_archive())
+        );
+        match rustix::fs::statat(&self.staging, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(_) => Ok(true),
+            Err(rustix::io::Errno::NOENT) => Ok(false),
+            Err(e) => Err(e).at(self.staging_path().join(rel)),
+        }
     }
 
     /// Writes a metadata object; its checksum is the SHA-256 of `data`.
