@@ -135,7 +135,7 @@ fn ed25519_hint(remote: &str, e: &ed25519::VerifyError) -> String {
             " (remote {remote:?} requires ed25519-signed data; set sign-verify=false / sign-verify-summary=false in its config to disable)"
         ),
         E::NoValidSignature { .. } | E::NoTrustedKeys | E::AllKeysRevoked { .. } => format!(
-            " (the trusted keys are verification-ed25519-key / verification-ed25519-file in the config of remote {remote:?}, else /etc/ostree/trusted.ed25519[.d] and /usr/share/ostree/trusted.ed25519[.d])"
+            " (trusted keys: verification-ed25519-key / verification-ed25519-file in the config of remote {remote:?}; only when neither is set, /etc/ostree/trusted.ed25519[.d] and /usr/share/ostree/trusted.ed25519[.d] minus revoked.ed25519[.d])"
         ),
         E::BadMetadata(_) | E::BadLength { .. } => String::new(),
     }
