@@ -304,13 +304,22 @@ impl SignVerify {
                     "remote {name:?}: no keys found for required signapi type ed25519; set verification-ed25519-key=BASE64 or verification-ed25519-file=PATH in its config"
                 )));
             }
+            let mut loaded = false;
             for path in system_sign_key_files(basedirs, "ed25519", false) {
                 // Unreadable or invalid files are skipped, as ostree does.
                 if let Ok(Some(data)) = read_sign_key_file(&path, ed25519::MAX_KEY_FILE_SIZE) {
-                    for k in ed25519::parse_key_file(&data, &path.display().to_string()).keys {
+                    let file = ed25519::parse_key_file(&data, &path.display().to_string());
+                    loaded |= file.error.is_none();
+                    for k in file.keys {
                         keys.add(k);
                     }
                 }
+            }
+            if !loaded {
+                // ostree: "no keys loaded" unless one file loaded cleanly
+                // (keys read before another file's error do not count
+                // then).
+                keys = ed25519::TrustedKeys::new();
             }
             for path in system_sign_key_files(basedirs, "ed25519", true) {
                 if let Ok(Some(data)) = read_sign_key_file(&path, ed25519::MAX_KEY_FILE_SIZE) {
