@@ -12,8 +12,9 @@ use super::Ctx;
 use crate::pull::http::HttpSource;
 use crate::pull::local::LocalSource;
 use crate::pull::{
-    Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, pull,
+    Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, SignVerify, pull,
 };
+use crate::store::remotes::sign_key_basedirs;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -81,28 +82,25 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     let timeout = Duration::from_secs(a.timeout.max(1));
     let looks_like_location =
         a.source.contains("://") || a.source.contains('/') || Path::new(&a.source).exists();
-    let (source, destination, gpg) = match repo.remote(&a.source) {
+    let (source, destination, gpg, sign) = match repo.remote(&a.source) {
         Ok(remote) if !looks_like_location => {
-            if remote.sign_verify {
-                bail!(
-                    "remote {:?} requires ed25519 signatures (sign-verify in {}), and arbor cannot verify those yet; set sign-verify=false for this remote (GPG verification, gpg-verify, is supported)",
-                    remote.name,
-                    repo.path().join("config").display()
-                );
-            }
             let gpg = GpgVerify::for_remote(&repo, &remote).with_context(|| {
                 format!("loading the trusted GPG keys of remote {:?}", remote.name)
             })?;
+            let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())
+                .with_context(|| format!("loading the ed25519 keys of remote {:?}", remote.name))?;
             (
                 open_source(&remote.url, timeout, a.jobs)?,
                 RefDestination::Remote(remote.name),
                 gpg,
+                sign,
             )
         }
         // Like ostree, URLs and paths are pulled without signature checks.
         _ if looks_like_location => (
             open_source(&a.source, timeout, a.jobs)?,
             RefDestination::Heads,
+            None,
             None,
         ),
         Err(e) => bail!(
@@ -139,6 +137,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         jobs: a.jobs.max(1),
         network_retries: a.network_retries,
         gpg,
+        sign,
     };
     let counters = Counters::default();
     let pb = if !a.quiet && std::io::stderr().is_terminal() {

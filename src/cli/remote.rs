@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::pull::open_source;
-use crate::pull::GpgVerify;
 use crate::pull::gpg::{self, MAX_KEYRING_SIZE};
+use crate::pull::{GpgVerify, SignVerify};
 use crate::store::Repo;
-use crate::store::remotes::AddRemote;
+use crate::store::remotes::{AddRemote, SignVerifySpec, sign_key_basedirs};
 
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
@@ -32,6 +32,15 @@ enum RemoteCommand {
         /// Do not require GPG signatures on commits (gpg-verify=false)
         #[arg(long)]
         no_gpg_verify: bool,
+        /// Require ed25519 signatures by KEY (base64) or by one of the keys
+        /// in FILE (one base64 key per line), as ostree's option:
+        /// ed25519=inline:KEY or ed25519=file:FILE (repeatable). GPG
+        /// verification stays on unless --no-gpg-verify is given too.
+        #[arg(
+            long = "sign-verify",
+            value_name = "ed25519=inline:KEY|ed25519=file:FILE"
+        )]
+        sign_verify: Vec<String>,
         /// Trust the GPG keys in FILE (armored or binary) for this remote
         #[arg(long, value_name = "FILE")]
         gpg_import: Option<PathBuf>,
@@ -74,9 +83,14 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             url,
             no_sign_verify,
             no_gpg_verify,
+            sign_verify,
             gpg_import,
             settings,
         } => {
+            let sign_specs = sign_verify
+                .iter()
+                .map(|s| SignVerifySpec::parse(s))
+                .collect::<Result<Vec<_>, _>>()?;
             let settings = settings
                 .iter()
                 .map(|kv| match kv.split_once('=') {
@@ -97,6 +111,7 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
                     gpg_verify: !no_gpg_verify,
                     sign_verify: !no_sign_verify,
                     settings,
+                    sign_specs,
                 },
             )?;
             if let Some(keys) = keys {
@@ -126,8 +141,11 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let remote = repo.remote(&name)?;
             let gpg = GpgVerify::for_remote(&repo, &remote)?;
+            let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())?;
             let source = open_source(&remote.url, std::time::Duration::from_secs(30), 2)?;
-            for (r, c) in crate::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref())? {
+            for (r, c) in
+                crate::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref(), sign.as_ref())?
+            {
                 println!("{name}:{r}\t{c}");
             }
         }

@@ -13,9 +13,10 @@
 //! (the transaction refuses a mismatch). A commit's
 //! `state/CHECKSUM.commitpartial` marker is created before its object is
 //! written and removed only after the whole tree is published. When the
-//! options ask for GPG verification, a new commit's signatures are checked
-//! between fetching it (with its `.commitmeta`) and writing anything, so a
-//! bad signature costs no tree or content downloads.
+//! options ask for GPG or ed25519 verification (or both, which must then
+//! both pass), a new commit's signatures are checked between fetching it
+//! (with its `.commitmeta`) and writing anything, so a bad signature costs
+//! no tree or content downloads.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -310,27 +311,36 @@ impl<'a, 'r> Engine<'a, 'r> {
 
     fn verifying(&self) -> bool {
         self.opts.gpg.as_ref().is_some_and(|g| g.commits)
+            || self.opts.sign.as_ref().is_some_and(|s| s.commits)
     }
 
-    /// Checks the GPG signatures of a commit's bytes against its detached
-    /// metadata, when the remote asks for it.
+    /// Checks the signatures of a commit's bytes against its detached
+    /// metadata: GPG, then ed25519, each when the remote asks for it.
     fn verify_signatures(
         &self,
         commit: Checksum,
         data: &[u8],
         commitmeta: Option<&[u8]>,
     ) -> Result<(), PullError> {
-        let Some(g) = self.opts.gpg.as_ref().filter(|g| g.commits) else {
-            return Ok(());
-        };
-        g.keyring
-            .verify_with_metadata(data, commitmeta, std::time::SystemTime::now())
-            .map(drop)
-            .map_err(|source| PullError::CommitSignature {
-                commit,
-                remote: g.remote.clone(),
-                source,
-            })
+        if let Some(g) = self.opts.gpg.as_ref().filter(|g| g.commits) {
+            g.keyring
+                .verify_with_metadata(data, commitmeta, std::time::SystemTime::now())
+                .map_err(|source| PullError::CommitSignature {
+                    commit,
+                    remote: g.remote.clone(),
+                    source,
+                })?;
+        }
+        if let Some(s) = self.opts.sign.as_ref().filter(|s| s.commits) {
+            s.keys
+                .verify_with_metadata(data, commitmeta)
+                .map_err(|source| PullError::CommitEd25519 {
+                    commit,
+                    remote: s.remote.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// A commit already here is verified too (as ostree does on every scan),

@@ -13,6 +13,12 @@
 //! directories whose regular files are keys); when the remote has no keyring
 //! file, ostree also reads the global `/usr/share/ostree/trusted.gpg.d/*.gpg`
 //! (or `$OSTREE_GPG_HOME`), and so does [`Repo::remote_gpg_keys`].
+//!
+//! Ed25519 (ostree's *signapi*, `sign-verify`) keys are named in the remote
+//! config (`verification-ed25519-key=BASE64`, `verification-ed25519-file=
+//! PATH`); without either, ostree falls back to system-wide key files,
+//! listed by [`system_sign_key_files`] and read with [`read_sign_key_file`].
+//! Parsing and the loading rules are in [`crate::pull`].
 
 use std::path::{Path, PathBuf};
 
@@ -28,11 +34,163 @@ pub struct Remote {
     pub gpg_verify: bool,
     /// `gpg-verify-summary` (ostree's default: false).
     pub gpg_verify_summary: bool,
-    /// `sign-verify` (ostree's default: false).
-    pub sign_verify: bool,
+    /// `sign-verify` (ostree's default: off).
+    pub sign_verify: SignVerifyConfig,
+    /// `sign-verify-summary` (ostree's default: off).
+    pub sign_verify_summary: SignVerifyConfig,
+    /// `verification-ed25519-key`: one base64 public key.
+    pub verification_ed25519_key: Option<String>,
+    /// `verification-ed25519-file`: a file of base64 public keys, one a line.
+    pub verification_ed25519_file: Option<String>,
     /// `gpgkeypath`: key files or directories of key files (`;` or `,`
     /// separated, as ostree splits it).
     pub gpgkeypath: Vec<String>,
+}
+
+/// A `sign-verify` or `sign-verify-summary` value, read as ostree's
+/// `verifiers_from_config` (`ostree-repo-pull-verify.c`) reads it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SignVerifyConfig {
+    /// Absent, empty, `false` or `0`.
+    #[default]
+    Off,
+    /// `true` or `1` (GKeyFile's truthy values, exactly): every signature
+    /// type the tool supports, each with keys from the remote config if
+    /// any, else from the system-wide key files.
+    All,
+    /// Anything else is a `;`-separated list of signature types (GKeyFile
+    /// list syntax); each listed type must have keys in the remote config.
+    /// ostree's own `remote add --sign-verify` writes `a,b` for several
+    /// types, which its list reader does not split: such a value is one
+    /// unknown type name for ostree, and so it is here.
+    Types(Vec<String>),
+}
+
+impl SignVerifyConfig {
+    pub fn is_on(&self) -> bool {
+        !matches!(self, SignVerifyConfig::Off)
+    }
+
+    fn read(cfg: &super::keyfile::KeyFile, group: &str, key: &str) -> SignVerifyConfig {
+        let Some(raw) = cfg.get(group, key) else {
+            return SignVerifyConfig::Off;
+        };
+        match raw.trim_end_matches([' ', '\t', '\n', '\r', '\x0c']) {
+            "" | "false" | "0" => SignVerifyConfig::Off,
+            "true" | "1" => SignVerifyConfig::All,
+            _ => SignVerifyConfig::Types(cfg.get_list(group, key).unwrap_or_default()),
+        }
+    }
+}
+
+/// A `remote add --sign-verify=TYPE=inline:KEY` or `TYPE=file:PATH`
+/// option, parsed as ostree's `add_verify_opt` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignVerifySpec {
+    pub sign_type: String,
+    /// `verification-TYPE-key` (inline) or `verification-TYPE-file`.
+    pub option: String,
+    pub value: String,
+}
+
+impl SignVerifySpec {
+    pub fn parse(spec: &str) -> Result<SignVerifySpec> {
+        let bad = |m: String| StoreError::Other(m);
+        let Some((sign_type, rest)) = spec.split_once('=') else {
+            return Err(bad(format!(
+                "--sign-verify {spec:?}: failed to parse KEYTYPE=[inline|file]:DATA"
+            )));
+        };
+        if sign_type != "ed25519" {
+            return Err(bad(format!(
+                "--sign-verify {spec:?}: signature type {sign_type:?} is not supported (arbor verifies ed25519 only)"
+            )));
+        }
+        let Some((keyref, value)) = rest.split_once(':') else {
+            return Err(bad(format!(
+                "--sign-verify {spec:?}: expected {sign_type}=inline:BASE64KEY or {sign_type}=file:PATH"
+            )));
+        };
+        let option = match keyref {
+            "inline" => format!("verification-{sign_type}-key"),
+            "file" => format!("verification-{sign_type}-file"),
+            _ => {
+                return Err(bad(format!(
+                    "--sign-verify {spec:?}: invalid key reference {keyref:?}, expected inline|file"
+                )));
+            }
+        };
+        Ok(SignVerifySpec {
+            sign_type: sign_type.to_string(),
+            option,
+            value: value.to_string(),
+        })
+    }
+}
+
+/// The files ostree reads for system-wide `sign_type` keys when a remote
+/// names none (`_ed25519_load_pk` in `ostree-sign-ed25519.c`): for each base
+/// directory (`/etc/ostree`, then `DATADIR/ostree` = `/usr/share/ostree`),
+/// `<base>/trusted.<type>` (or `revoked.<type>`), then every entry of
+/// `<base>/trusted.<type>.d/`. ostree takes the `.d` entries in `readdir`
+/// order; they are sorted here (the order only changes messages).
+/// `basedirs` replaces the two defaults, like ostree's `basedir` option.
+pub fn system_sign_key_files(basedirs: &[PathBuf], sign_type: &str, revoked: bool) -> Vec<PathBuf> {
+    let name = format!(
+        "{}.{sign_type}",
+        if revoked { "revoked" } else { "trusted" }
+    );
+    let mut out = Vec::new();
+    for base in basedirs {
+        out.push(base.join(&name));
+        let dir = base.join(format!("{name}.d"));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            names.sort();
+            out.extend(names);
+        }
+    }
+    out
+}
+
+/// The default base directories for system-wide signapi keys.
+pub const SIGN_KEY_BASEDIRS: [&str; 2] = ["/etc/ostree", "/usr/share/ostree"];
+
+/// Environment variable replacing [`SIGN_KEY_BASEDIRS`] with one directory
+/// (arbor's own, the equivalent of ostree's `basedir` load option; ostree
+/// itself has no such variable).
+pub const SIGN_KEY_BASEDIR_ENV: &str = "ARBOR_SIGN_KEY_BASEDIR";
+
+/// [`SIGN_KEY_BASEDIRS`], or the directory in [`SIGN_KEY_BASEDIR_ENV`].
+pub fn sign_key_basedirs() -> Vec<PathBuf> {
+    match std::env::var_os(SIGN_KEY_BASEDIR_ENV) {
+        Some(d) if !d.is_empty() => vec![PathBuf::from(d)],
+        _ => SIGN_KEY_BASEDIRS.iter().map(PathBuf::from).collect(),
+    }
+}
+
+/// Reads a key file, which must be a regular file (symlinks followed, as
+/// `g_file_test (G_FILE_TEST_IS_REGULAR)` does); `Ok(None)` if it does not
+/// exist; at most `limit + 1` bytes are read so the caller can refuse
+/// larger files.
+pub fn read_sign_key_file(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).at(path),
+    };
+    if !meta.is_file() {
+        return Err(StoreError::Other(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut data))
+        .at(path)?;
+    Ok(Some(data))
 }
 
 /// How a remote is added (`remote add` options).
@@ -42,8 +200,12 @@ pub struct AddRemote {
     pub gpg_verify: bool,
     /// `false`: write `sign-verify=false` too (`--no-sign-verify`).
     pub sign_verify: bool,
-    /// Extra `key=value` settings (ostree's `--set`), written last.
+    /// Extra `key=value` settings (ostree's `--set`).
     pub settings: Vec<(String, String)>,
+    /// `--sign-verify=TYPE=inline:KEY|file:PATH`, written after
+    /// `settings` as ostree does: the key option, and `sign-verify=TYPE`
+    /// (each type once).
+    pub sign_specs: Vec<SignVerifySpec>,
 }
 
 impl Default for AddRemote {
@@ -52,6 +214,7 @@ impl Default for AddRemote {
             gpg_verify: true,
             sign_verify: true,
             settings: Vec::new(),
+            sign_specs: Vec::new(),
         }
     }
 }
@@ -101,7 +264,10 @@ impl Repo {
             url,
             gpg_verify: flag("gpg-verify", true)?,
             gpg_verify_summary: flag("gpg-verify-summary", false)?,
-            sign_verify: flag("sign-verify", false)?,
+            sign_verify: SignVerifyConfig::read(cfg, &g, "sign-verify"),
+            sign_verify_summary: SignVerifyConfig::read(cfg, &g, "sign-verify-summary"),
+            verification_ed25519_key: cfg.get(&g, "verification-ed25519-key"),
+            verification_ed25519_file: cfg.get(&g, "verification-ed25519-file"),
             gpgkeypath: cfg
                 .get(&g, "gpgkeypath")
                 .map(|v| {
@@ -208,8 +374,28 @@ impl Repo {
             cfg.set_bool(&group(name), "sign-verify", false)
                 .map_err(bad)?;
         }
+        if !opts.sign_verify && !opts.sign_specs.is_empty() {
+            return Err(StoreError::Other(
+                "cannot specify both --sign-verify and --no-sign-verify".into(),
+            ));
+        }
         for (k, v) in &opts.settings {
             cfg.set(&group(name), k, v).map_err(bad)?;
+        }
+        let mut types: Vec<&str> = Vec::new();
+        for spec in &opts.sign_specs {
+            cfg.set(&group(name), &spec.option, &spec.value)
+                .map_err(bad)?;
+            if !types.contains(&spec.sign_type.as_str()) {
+                types.push(&spec.sign_type);
+            }
+        }
+        if !types.is_empty() {
+            // ostree joins several types with ',' (which its own reader
+            // does not split); one type, the only one arbor has, is the
+            // same either way.
+            cfg.set(&group(name), "sign-verify", &types.join(";"))
+                .map_err(bad)?;
         }
         self.write_config(cfg)
     }
