@@ -271,37 +271,6 @@ fn asc(k: &Key) -> &str {
     k.asc.to_str().unwrap()
 }
 
-/// The pull of `remote:branch` failed, naming `commit` and the remote;
-/// the ref was not written and the commit object not stored.
-#[track_caller]
-fn assert_refused(store: &Path, r: Run, branch: &str, commit: &str, remote: &str, also: &[&str]) {
-    let r = r.assert_clean_failure();
-    let err = r.stderr_str();
-    assert!(
-        err.contains(commit),
-        "error names the commit\n{}",
-        r.describe()
-    );
-    assert!(
-        err.contains(&format!("remote \"{remote}\"")),
-        "error names the remote\n{}",
-        r.describe()
-    );
-    for s in also {
-        assert!(err.contains(s), "error mentions {s:?}\n{}", r.describe());
-    }
-    assert_eq!(
-        read_ref(store, &format!("remotes/{remote}/{branch}")),
-        None,
-        "the ref must not be written\n{}",
-        r.describe()
-    );
-    assert!(
-        !object_path(store, commit, "commit").exists(),
-        "a refused commit is not stored"
-    );
-}
-
 #[test]
 fn signed_commit_pulls_with_the_imported_key() {
     let f = fixture();

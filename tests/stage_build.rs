@@ -10,17 +10,20 @@
 //! and unionfs-fuse.
 
 mod common;
+#[path = "common/stage.rs"]
+mod stage_support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 use common::*;
+use stage_support::*;
 
 const CHUNKS: usize = 50;
 
@@ -39,11 +42,6 @@ const SHARED_DIRS: [&str; 6] = [
     "usr/share",
     "usr/share/doc",
 ];
-
-fn chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) {
-    lchown(path, Some(uid), Some(gid)).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// Chunk `n` (1-based) in `dir`:
 /// * every chunk: `usr/bin/toolNN` (0755), `usr/lib/chunkNN/{libNN.so,data.txt}`,
@@ -349,88 +347,6 @@ impl Drop for Fixture {
     }
 }
 
-fn unescape_mountinfo(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
-}
-
-/// Mount points at or below `base`, from /proc/self/mountinfo.
-fn mounts_under(base: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(base))
-        .collect()
-}
-
-#[track_caller]
-fn assert_nothing_mounted(base: &Path, what: &str) {
-    let m = mounts_under(base);
-    assert!(
-        m.is_empty(),
-        "{what}: still mounted under {}: {m:?}",
-        base.display()
-    );
-}
-
-/// One row of `stage list`: NAME BACKEND LAYERS STATE.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    name: String,
-    backend: String,
-    layers: String,
-    state: String,
-}
-
-#[track_caller]
-fn stage_list(repo: &Path) -> Vec<Row> {
-    let r = arbor_repo_ok(repo, ["stage", "list"]);
-    let out = r.stdout_str();
-    let mut rows = Vec::new();
-    for line in out.lines().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert!(
-            f.len() >= 4,
-            "malformed `stage list` line {line:?}\n{}",
-            r.describe()
-        );
-        rows.push(Row {
-            name: f[0].into(),
-            backend: f[1].into(),
-            layers: f[2].into(),
-            state: f[3].into(),
-        });
-    }
-    rows
-}
-
-#[track_caller]
-fn list_row(repo: &Path, name: &str) -> Option<Row> {
-    let rows = stage_list(repo);
-    let mut it = rows.iter().filter(|r| r.name == name);
-    let row = it.next().cloned();
-    assert!(it.next().is_none(), "stage {name} listed twice: {rows:?}");
-    row
-}
-
 #[track_caller]
 /// `state` `mounted` means "usable": a copy has no mount and lists as
 /// `ready`.
@@ -507,40 +423,6 @@ fn all_refs() -> Vec<String> {
 fn ostree_checkout(repo: &Path, rev: &str, out: &Path) {
     let args: Vec<std::ffi::OsString> = vec!["checkout".into(), rev.into(), out.into()];
     ostree_repo_ok(repo, args);
-}
-
-#[track_caller]
-fn exec_sh(repo: &Path, name: &str, script: &str) -> Run {
-    arbor_repo(repo, ["stage", "exec", name, "--", "sh", "-c", script])
-}
-
-/// Every file and directory under objects/, by path.
-fn object_snapshot(repo: &Path) -> BTreeMap<Vec<u8>, Entry> {
-    manifest_entries(&repo.join("objects"))
-        .into_iter()
-        .map(|e| (e.path.clone(), e))
-        .collect()
-}
-
-/// Every object present before is still there with the same content, mode,
-/// owner, size and xattrs.
-#[track_caller]
-fn assert_objects_unchanged(before: &BTreeMap<Vec<u8>, Entry>, repo: &Path) {
-    let after = object_snapshot(repo);
-    let mut bad = Vec::new();
-    for (p, e) in before {
-        match after.get(p) {
-            Some(a) if a == e => {}
-            Some(a) => bad.push(format!("changed: {}\n     now: {}", e.render(), a.render())),
-            None => bad.push(format!("missing: {}", e.render())),
-        }
-    }
-    assert!(
-        bad.is_empty(),
-        "store objects were modified ({} entries):\n{}",
-        bad.len(),
-        bad.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
-    );
 }
 
 /// Names of the checkout cache's entries that are commit checksums.
@@ -699,88 +581,10 @@ impl Soft {
     }
 }
 
-/// [`manifest`] of a merged view; without xattrs if its filesystem cannot
-/// list them at all (unionfs-fuse built without xattr support).
-fn view_manifest(dir: &Path) -> String {
-    if xattr::list(dir).is_ok() {
-        return manifest(dir);
-    }
-    let mut entries = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), b".".to_vec())];
-    while let Some((path, rel)) = stack.pop() {
-        let md = fs::symlink_metadata(&path).unwrap();
-        let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            'd'
-        } else if ft.is_file() {
-            'f'
-        } else if ft.is_symlink() {
-            'l'
-        } else {
-            '?'
-        };
-        let data = (kind == 'f').then(|| fs::read(&path).unwrap());
-        entries.push(Entry {
-            path: rel.clone(),
-            kind,
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: data.as_ref().map(|d| d.len() as u64),
-            sha256: data.as_ref().map(|d| sha256_hex(d)),
-            target: (kind == 'l').then(|| {
-                fs::read_link(&path)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            }),
-            xattrs: Vec::new(),
-        });
-        if kind == 'd' {
-            for e in fs::read_dir(&path).unwrap() {
-                let e = e.unwrap();
-                let mut r = if rel == b"." { Vec::new() } else { rel.clone() };
-                if !r.is_empty() {
-                    r.push(b'/');
-                }
-                r.extend_from_slice(e.file_name().as_bytes());
-                stack.push((e.path(), r));
-            }
-        }
-    }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    render_manifest(&entries)
-}
-
-/// Compares a merged view with an expected manifest. When the view cannot
-/// list xattrs at all, everything else is compared first, then every
-/// expected entry that has xattrs is reported as losing them.
+/// Compares a merged view with an expected manifest.
 #[track_caller]
 fn assert_view_eq(root: &Path, expected: &str, what: &str) {
-    let actual = view_manifest(root);
-    if xattr::list(root).is_ok() {
-        return assert_manifest_eq(&actual, expected, what);
-    }
-    let stripped: String = expected
-        .lines()
-        .map(|l| match l.find(" xattrs=[") {
-            Some(i) => format!("{}\n", &l[..i]),
-            None => format!("{l}\n"),
-        })
-        .collect();
-    assert_manifest_eq(&actual, &stripped, &format!("{what} (xattrs not compared)"));
-    let lost: Vec<&str> = expected
-        .lines()
-        .filter(|l| l.contains(" xattrs=["))
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{what}: the view cannot list xattrs (listxattr fails with ENOTSUP on {}), so these \
-         entries show none:\n{}",
-        root.display(),
-        lost.join("\n")
-    );
+    assert_manifest_eq(&manifest(root), expected, what);
 }
 
 // ---------------------------------------------------------------------------

@@ -8,12 +8,14 @@
 //! Needs root, /dev/fuse, fuse-overlayfs and unionfs-fuse.
 
 mod common;
+#[path = "common/stage.rs"]
+mod stage_support;
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown, symlink};
+use std::os::unix::fs::symlink;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -21,17 +23,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use stage_support::*;
 
 // ---------------------------------------------------------------------------
 // The layers
 // ---------------------------------------------------------------------------
 
 const LAYERS: usize = 4;
-
-fn chown_mode(path: &Path, uid: u32, gid: u32, mode: u32) {
-    lchown(path, Some(uid), Some(gid)).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
 
 /// Four small layers with enough files each that a checkout takes several
 /// steps: overlapping files, a whiteout, an opaque directory, a setuid
@@ -217,75 +215,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn unescape_mountinfo(s: &str) -> PathBuf {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    PathBuf::from(std::ffi::OsStr::from_bytes(&out))
-}
-
-/// Mount points at or below `base`, from /proc/self/mountinfo.
-fn mounts_under(base: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
-        .filter(|p| p.starts_with(base))
-        .collect()
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    name: String,
-    backend: String,
-    layers: String,
-    state: String,
-}
-
-#[track_caller]
-fn list_row(repo: &Path, name: &str) -> Option<Row> {
-    let r = arbor_repo_ok(repo, ["stage", "list"]);
-    let out = r.stdout_str();
-    let mut found = None;
-    for line in out.lines().skip(1) {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        assert!(
-            f.len() >= 4,
-            "malformed `stage list` line {line:?}\n{}",
-            r.describe()
-        );
-        if f[0] == name {
-            assert!(
-                found.is_none(),
-                "stage {name} listed twice\n{}",
-                r.describe()
-            );
-            found = Some(Row {
-                name: f[0].into(),
-                backend: f[1].into(),
-                layers: f[2].into(),
-                state: f[3].into(),
-            });
-        }
-    }
-    found
-}
-
 fn stage_cmd(repo: &Path, crash_at: Option<&str>) -> Command {
     let mut c = arbor_command();
     if let Some(p) = crash_at {
@@ -314,35 +243,6 @@ fn assert_killed(r: &Run) {
     );
 }
 
-fn exec_sh(repo: &Path, name: &str, script: &str) -> Run {
-    arbor_repo(repo, ["stage", "exec", name, "--", "sh", "-c", script])
-}
-
-fn object_snapshot(repo: &Path) -> BTreeMap<Vec<u8>, Entry> {
-    manifest_entries(&repo.join("objects"))
-        .into_iter()
-        .map(|e| (e.path.clone(), e))
-        .collect()
-}
-
-#[track_caller]
-fn assert_objects_unchanged(before: &BTreeMap<Vec<u8>, Entry>, repo: &Path) {
-    let after = object_snapshot(repo);
-    let bad: Vec<String> = before
-        .iter()
-        .filter(|(p, e)| after.get(*p) != Some(e))
-        .map(|(p, e)| match after.get(p) {
-            Some(a) => format!("changed: {}\n     now: {}", e.render(), a.render()),
-            None => format!("missing: {}", e.render()),
-        })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "store objects were modified:\n{}",
-        bad.join("\n")
-    );
-}
-
 /// Every cache entry visible under its final name (the commit checksum) is
 /// a complete checkout of that commit.
 #[track_caller]
@@ -366,81 +266,6 @@ fn assert_cache_entries_complete(f: &Fixture, what: &str) {
             &format!("{what}: cache entry {name}"),
         );
     }
-}
-
-/// Whether the filesystem of `dir` can list xattrs at all (unionfs-fuse
-/// built without xattr support cannot).
-fn lists_xattrs(dir: &Path) -> bool {
-    xattr::list(dir).is_ok()
-}
-
-/// [`manifest`] of a merged view; without xattrs when the view cannot list
-/// them. That limitation is reported by `stage_build`; these tests are
-/// about crash recovery and compare everything else.
-fn view_manifest(dir: &Path) -> String {
-    if lists_xattrs(dir) {
-        return manifest(dir);
-    }
-    let mut entries = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), b".".to_vec())];
-    while let Some((path, rel)) = stack.pop() {
-        let md = fs::symlink_metadata(&path).unwrap();
-        let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            'd'
-        } else if ft.is_file() {
-            'f'
-        } else if ft.is_symlink() {
-            'l'
-        } else {
-            '?'
-        };
-        let data = (kind == 'f').then(|| fs::read(&path).unwrap());
-        entries.push(Entry {
-            path: rel.clone(),
-            kind,
-            mode: md.mode(),
-            uid: md.uid(),
-            gid: md.gid(),
-            size: data.as_ref().map(|d| d.len() as u64),
-            sha256: data.as_ref().map(|d| sha256_hex(d)),
-            target: (kind == 'l').then(|| {
-                fs::read_link(&path)
-                    .unwrap()
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec()
-            }),
-            xattrs: Vec::new(),
-        });
-        if kind == 'd' {
-            for e in fs::read_dir(&path).unwrap() {
-                let e = e.unwrap();
-                let mut r = if rel == b"." { Vec::new() } else { rel.clone() };
-                if !r.is_empty() {
-                    r.push(b'/');
-                }
-                r.extend_from_slice(e.file_name().as_bytes());
-                stack.push((e.path(), r));
-            }
-        }
-    }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    render_manifest(&entries)
-}
-
-/// `expected`, without xattrs if the view at `dir` cannot list them.
-fn view_expected(dir: &Path, expected: &str) -> String {
-    if lists_xattrs(dir) {
-        return expected.to_string();
-    }
-    expected
-        .lines()
-        .map(|l| match l.find(" xattrs=[") {
-            Some(i) => format!("{}\n", &l[..i]),
-            None => format!("{l}\n"),
-        })
-        .collect()
 }
 
 /// Number of regular files under the store's objects/ and tmp/.
@@ -515,8 +340,8 @@ fn recover_and_recreate(f: &Fixture, name: &str, backend: &str, allowed: &[&str]
         "{what}: re-created stage"
     );
     assert_manifest_eq(
-        &view_manifest(&f.root(name)),
-        &view_expected(&f.root(name), &l.base),
+        &manifest(&f.root(name)),
+        &l.base,
         &format!("{what}: re-created view"),
     );
     assert_cache_entries_complete(f, what);
@@ -650,8 +475,8 @@ fn commit_crash(backend: &str) {
     exec_sh(&f.repo, name, CHANGE1).assert_ok();
     let root = f.root(name);
     assert_manifest_eq(
-        &view_manifest(&root),
-        &view_expected(&root, &expect1),
+        &manifest(&root),
+        &expect1,
         &format!("{backend}: view before commit 1"),
     );
 
@@ -842,11 +667,7 @@ fn daemon_killed(backend: &str) {
     let name = "fused";
     let root = f.root(name);
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
-    assert_manifest_eq(
-        &view_manifest(&root),
-        &view_expected(&root, &l.base),
-        &format!("{backend}: view"),
-    );
+    assert_manifest_eq(&manifest(&root), &l.base, &format!("{backend}: view"));
     let pids = pids_mentioning(&root);
     assert!(
         !pids.is_empty(),
@@ -912,7 +733,7 @@ fn busy_destroy(backend: &str) {
     let root = f.root(name);
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
     exec_sh(&f.repo, name, "printf 'keep me\\n' > mine && rm etc/a.conf").assert_ok();
-    let view = view_manifest(&root);
+    let view = manifest(&root);
     let child = KillOnDrop(
         Command::new("sleep")
             .arg("30")
@@ -944,7 +765,7 @@ fn busy_destroy(backend: &str) {
             "{backend}: root unmounted anyway"
         );
         assert_manifest_eq(
-            &view_manifest(&root),
+            &manifest(&root),
             &view,
             &format!("{backend}: view after refused destroy"),
         );

@@ -994,9 +994,14 @@ fn entry_for(path: &Path, rel: Vec<u8>) -> Entry {
     };
     let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     if kind != '?' {
-        for name in
-            xattr::list(path).unwrap_or_else(|e| panic!("listxattr {}: {e}", path.display()))
-        {
+        // A filesystem without xattr support (unionfs-fuse as Debian
+        // builds it) has none to show.
+        let names = match xattr::list(path) {
+            Ok(names) => names.collect(),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(e) => panic!("listxattr {}: {e}", path.display()),
+        };
+        for name in names {
             let value = xattr::get(path, &name)
                 .unwrap_or_else(|e| panic!("getxattr {:?} {}: {e}", name, path.display()))
                 .unwrap_or_default();

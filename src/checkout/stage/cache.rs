@@ -181,21 +181,16 @@ impl<'r> Cache<'r> {
     }
 
     fn try_lock_entry(&self, c: &Checksum) -> Result<Option<OwnedFd>, StageError> {
-        let name = format!("{c}.lock");
-        let path = self.path.join(&name);
-        let fd = rustix::fs::openat(
-            &self.dir,
-            name.as_str(),
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-        Ok(crate::store::sys::ofd_lock(fd.as_fd(), true, false)
-            .map_err(|e| StageError::io(&path, "locking", e))?
-            .then_some(fd))
+        self.lock_entry_with(c, false)
     }
 
     fn lock_entry(&self, c: &Checksum) -> Result<OwnedFd, StageError> {
+        self.lock_entry_with(c, true)?
+            .ok_or_else(|| StageError::Other(format!("waiting for the lock of {c} failed")))
+    }
+
+    /// `C.lock`, exclusive; `None` when `wait` is false and it is held.
+    fn lock_entry_with(&self, c: &Checksum, wait: bool) -> Result<Option<OwnedFd>, StageError> {
         let name = format!("{c}.lock");
         let path = self.path.join(&name);
         let fd = rustix::fs::openat(
@@ -205,9 +200,9 @@ impl<'r> Cache<'r> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-        crate::store::sys::ofd_lock(fd.as_fd(), true, true)
-            .map_err(|e| StageError::io(&path, "locking", e))?;
-        Ok(fd)
+        Ok(crate::store::sys::ofd_lock(fd.as_fd(), true, wait)
+            .map_err(|e| StageError::io(&path, "locking", e))?
+            .then_some(fd))
     }
 
     /// Checks `c` out into `C.tmp` and writes its sidecar (caller holds
