@@ -251,3 +251,43 @@ fn dot_whiteouts_hide_nothing() {
         }
     }
 }
+
+/// The copy backend's index lets a commit skip files that still are the
+/// objects they were copied from; a file rewritten in place with content of
+/// the same size, right after the stage was made, must still be read.
+#[test]
+fn copy_commit_sees_same_size_rewrites() {
+    if !is_root() {
+        return;
+    }
+    let s = store();
+    commit(&s, "base", |d| {
+        write_file(&d.join("same"), b"aaaa\n", 0o644);
+        write_file(&d.join("kept"), b"kept\n", 0o644);
+        write_file(&d.join("mode"), b"mode\n", 0o644);
+    });
+    arbor_repo_ok(
+        &s.repo,
+        ["stage", "create", "c", "base", "--backend", "copy"],
+    );
+    arbor_repo_ok(
+        &s.repo,
+        [
+            "stage",
+            "exec",
+            "c",
+            "--",
+            "sh",
+            "-c",
+            "printf 'bbbb\\n' > same; chmod 600 mode",
+        ],
+    );
+    arbor_repo_ok(&s.repo, ["stage", "commit", "c", "--branch", "out"]);
+    let cat = |p: &str| ostree_repo_ok(&s.repo, ["cat", "out", p]).stdout_str();
+    assert_eq!(cat("/same"), "bbbb\n");
+    assert_eq!(cat("/kept"), "kept\n");
+    let ls = ostree_repo_ok(&s.repo, ["ls", "out", "/mode"]).stdout_str();
+    assert!(ls.starts_with("-00600"), "{ls}");
+    ostree_repo_ok(&s.repo, ["fsck"]);
+    arbor_repo_ok(&s.repo, ["stage", "destroy", "c"]);
+}

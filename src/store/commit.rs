@@ -70,6 +70,18 @@ pub struct TreeWriter<'t, 'r> {
     opts: TreeOptions,
     /// (dev, ino) → checksum of files with several links.
     devino: Mutex<HashMap<(u64, u64), Checksum>>,
+    /// (dev, ino) → a file known to be a store object as long as its size
+    /// and ctime are unchanged (see [`TreeWriter::with_known_files`]).
+    known: HashMap<(u64, u64), KnownFile>,
+}
+
+/// A file whose content object is known without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownFile {
+    pub size: u64,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    pub checksum: Checksum,
 }
 
 /// An entry of a directory, as written.
@@ -116,7 +128,18 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
             txn,
             opts,
             devino: Mutex::new(HashMap::new()),
+            known: HashMap::new(),
         }
+    }
+
+    /// Files to take as the given objects without reading them while their
+    /// (device, inode), size and ctime match: any change to a file's
+    /// content, owner, mode or xattrs moves its ctime. The caller vouches
+    /// that the record was taken after the files were last written (and
+    /// after a tick of the coarse clock).
+    pub fn with_known_files(mut self, known: HashMap<(u64, u64), KnownFile>) -> Self {
+        self.known = known;
+        self
     }
 
     /// Writes the directory open as `fd` and everything below it; `path`
@@ -308,6 +331,17 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
             }
             FileType::RegularFile => {
                 let key = (st.st_dev, st.st_ino);
+                if xattrs.is_none()
+                    && let Some(k) = self.known.get(&key)
+                    && k.size == st.st_size as u64
+                    && k.ctime == st.st_ctime as i64
+                    && k.ctime_nsec == st.st_ctime_nsec as u32
+                {
+                    return Ok(Entry::File(TreeFile {
+                        name: name.to_string(),
+                        checksum: k.checksum,
+                    }));
+                }
                 let shared = st.st_nlink > 1
                     && self.opts.owner_uid.is_none()
                     && self.opts.owner_gid.is_none();

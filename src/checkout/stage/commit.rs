@@ -12,7 +12,8 @@
 //! xattrs); a file with several links is hashed once (a (device, inode)
 //! cache in [`TreeWriter`]).
 //!
-//! The copy backend has no upper directory: its whole root is committed.
+//! The copy backend has no upper directory: its whole root is walked, and
+//! files its index ([`super::copy_index`]) shows unchanged are not read.
 //!
 //! [`merge`]: super::merge
 
@@ -32,7 +33,7 @@ use crate::checkout::mount::{Backend, Deletion, is_marker, list_deletions};
 use crate::ostree::names::validate_file_name;
 use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
 use crate::store::Transaction;
-use crate::store::commit::{Entry, MAX_DEPTH, TreeOptions, TreeWriter};
+use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter};
 use crate::store::fsutil::list_dir_typed;
 use crate::store::repo::open_dir;
 
@@ -44,9 +45,11 @@ pub fn write_stage_tree(
     txn: &Transaction<'_>,
     record: &Record,
     known_base: Option<(Checksum, Checksum)>,
+    known_files: HashMap<(u64, u64), KnownFile>,
 ) -> Result<(Checksum, Checksum, Option<(Checksum, Checksum)>), StageError> {
     let repo = txn.repo();
-    let writer = TreeWriter::new(txn, TreeOptions::for_mode(repo.mode(), None, None));
+    let writer = TreeWriter::new(txn, TreeOptions::for_mode(repo.mode(), None, None))
+        .with_known_files(known_files);
     let root_path = record.root();
     let root = open_dir(rustix::fs::CWD, &root_path)?;
     let backend = match record.backend {

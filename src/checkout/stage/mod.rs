@@ -37,6 +37,7 @@
 
 mod cache;
 pub mod commit;
+mod copy_index;
 mod masks;
 pub mod merge;
 pub mod record;
@@ -538,7 +539,7 @@ impl<'r> Stages<'r> {
             }
         };
         if backend == StageBackend::Copy {
-            self.copy_root(record)?;
+            self.copy_root(name, record)?;
         }
         crash_point("stage-create:mounted");
         record.backend = Some(backend);
@@ -636,7 +637,7 @@ impl<'r> Stages<'r> {
     }
 
     /// The copy backend: the merged tree checked out by reflink or copy.
-    fn copy_root(&self, record: &Record) -> Result<(), StageError> {
+    fn copy_root(&self, name: &str, record: &Record) -> Result<(), StageError> {
         let txn = Transaction::begin(self.repo)?;
         let merger = merge::Merger::new(self.repo);
         let root = merger.root(&record.layers)?;
@@ -648,6 +649,19 @@ impl<'r> Stages<'r> {
         opts.overwrite = crate::checkout::Overwrite::Union;
         opts.user_mode = !rustix::process::geteuid().is_root();
         crate::checkout::checkout_tree(self.repo, &record.root(), tree, meta, &opts, &|_| {})?;
+        // An exact image of the objects: index it so commits skip hashing
+        // what did not change (see `copy_index`).
+        if !opts.user_mode && self.repo.mode() != crate::store::RepoMode::BareUserOnly {
+            let index = copy_index::build(self.repo, &record.root(), tree)?;
+            let dir = crate::store::repo::open_dir(&self.dir, name)?;
+            crate::store::repo::write_file_atomic(
+                dir.as_fd(),
+                &self.stage_dir(name),
+                copy_index::INDEX_FILE,
+                &index,
+                0o644,
+            )?;
+        }
         Ok(())
     }
 
@@ -747,8 +761,16 @@ impl<'r> Stages<'r> {
                 has(t, crate::ostree::ObjectType::DirTree)
                     && has(m, crate::ostree::ObjectType::DirMeta)
             });
+        let known_files = match record.backend {
+            Some(StageBackend::Copy) => {
+                std::fs::read(self.stage_dir(name).join(copy_index::INDEX_FILE))
+                    .map(|d| copy_index::parse(&d))
+                    .unwrap_or_default()
+            }
+            _ => Default::default(),
+        };
         let txn = Transaction::begin(self.repo)?;
-        let (tree, meta, base) = commit::write_stage_tree(&txn, &record, known_base)?;
+        let (tree, meta, base) = commit::write_stage_tree(&txn, &record, known_base, known_files)?;
         let checksum = crate::store::commit::write_commit(&txn, tree, meta, info)?;
         txn.set_ref(branch, Some(checksum));
         crash_point("stage-commit:objects");
