@@ -102,7 +102,7 @@ fn walk(
 /// Parses an index; a damaged one is ignored (it only saves work).
 pub fn parse(data: &[u8]) -> HashMap<(u64, u64), KnownFile> {
     let mut map = HashMap::new();
-    if data.len() % RECORD != 0 {
+    if !data.len().is_multiple_of(RECORD) {
         return map;
     }
     for r in data.chunks_exact(RECORD) {
