@@ -184,14 +184,7 @@ fn truncated_bodies_are_retried() {
 fn always_truncated_fails_after_the_retries() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let b = big.clone();
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == b {
-            Fault::Truncate(BIG_LEN / 2)
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &big, usize::MAX, Fault::Truncate(BIG_LEN / 2));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &["--network-retries", "2"]);
     assert_failed(&store, r, &[&big], &format!("{}.file", f.big));
@@ -244,14 +237,7 @@ fn status_500_twice_then_200_succeeds() {
 fn network_retries_0_makes_a_single_500_fatal() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
-    let s = small.clone();
-    let server = FaultServer::start(&f.www, move |p, n| {
-        if p == s && n == 0 {
-            Fault::Status(500)
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &small, 1, Fault::Status(500));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &["--network-retries", "0"]);
     assert_failed(
@@ -282,14 +268,7 @@ fn not_found_is_final() {
     let f = fixture();
     for code in [404u16, 403, 410] {
         let small = obj(&f.small_file, "filez");
-        let s = small.clone();
-        let server = FaultServer::start(&f.www, move |p, _| {
-            if p == s {
-                Fault::Status(code)
-            } else {
-                Fault::Serve
-            }
-        });
+        let server = FaultServer::only(&f.www, &small, usize::MAX, Fault::Status(code));
         let (_t, store) = store_at_c1(&server);
         let r = pull_main(&store, &server, &[]);
         assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
@@ -340,17 +319,15 @@ fn stalls_time_out_and_are_retried() {
 fn permanent_stall_fails_after_the_retries() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let b = big.clone();
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == b {
-            Fault::StallBody {
-                after: 50_000,
-                stall: Duration::from_secs(15),
-            }
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(
+        &f.www,
+        &big,
+        usize::MAX,
+        Fault::StallBody {
+            after: 50_000,
+            stall: Duration::from_secs(15),
+        },
+    );
     let (_t, store) = store_at_c1(&server);
     let start = Instant::now();
     let r = pull_main(
@@ -371,17 +348,15 @@ fn permanent_stall_fails_after_the_retries() {
 fn slow_but_steady_transfer_is_not_a_stall() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let b = big.clone();
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == b {
-            Fault::Drip {
-                chunk: 64 * 1024,
-                interval: Duration::from_millis(250),
-            }
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(
+        &f.www,
+        &big,
+        usize::MAX,
+        Fault::Drip {
+            chunk: 64 * 1024,
+            interval: Duration::from_millis(250),
+        },
+    );
     let (_t, store) = store_at_c1(&server);
     assert_success(&store, pull_main(&store, &server, &["--timeout", "1"]));
     assert_eq!(
@@ -432,15 +407,8 @@ fn every_request_failing_once_still_completes() {
 fn wrong_content_bytes_are_refused() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
-    let s = small.clone();
     let wrong = obj_bytes(&f.other_file, "filez");
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == s {
-            Fault::Body(wrong.clone())
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &small, usize::MAX, Fault::Body(wrong));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &[]);
     assert_failed(
@@ -456,17 +424,10 @@ fn wrong_content_bytes_are_refused() {
 fn flipped_byte_in_content_is_refused() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let b = big.clone();
     let mut bad = obj_bytes(&f.big, "filez");
     let i = bad.len() / 2;
     bad[i] ^= 0x55;
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == b {
-            Fault::Body(bad.clone())
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &big, usize::MAX, Fault::Body(bad));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &["--network-retries", "1"]);
     assert_failed(&store, r, &[&f.big], &format!("{}.file", f.big));
@@ -477,14 +438,12 @@ fn flipped_byte_in_content_is_refused() {
 fn garbage_content_is_refused() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
-    let s = small.clone();
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == s {
-            Fault::Body(pseudo_random_bytes(300, 5))
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(
+        &f.www,
+        &small,
+        usize::MAX,
+        Fault::Body(pseudo_random_bytes(300, 5)),
+    );
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &["--network-retries", "1"]);
     assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
@@ -496,15 +455,8 @@ fn garbage_content_is_refused() {
 fn wrong_dirtree_bytes_are_refused() {
     let f = fixture();
     let tree = obj(&f.dirtree, "dirtree");
-    let t = tree.clone();
     let wrong = obj_bytes(&f.other_dirtree, "dirtree");
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == t {
-            Fault::Body(wrong.clone())
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &tree, usize::MAX, Fault::Body(wrong));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &[]);
     assert_failed(
@@ -527,15 +479,8 @@ fn wrong_dirtree_bytes_are_refused() {
 fn wrong_commit_bytes_are_refused() {
     let f = fixture();
     let commit = obj(&f.c2, "commit");
-    let c = commit.clone();
     let wrong = obj_bytes(&f.c1, "commit");
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == c {
-            Fault::Body(wrong.clone())
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &commit, usize::MAX, Fault::Body(wrong));
     let (_t, store) = store_at_c1(&server);
     let mark = server.requests().len();
     let r = pull_main(&store, &server, &[]);
@@ -644,15 +589,8 @@ fn stalled_summary_is_retried() {
 fn wrong_dirmeta_bytes_are_refused() {
     let f = fixture();
     let meta = obj(&f.dirmeta, "dirmeta");
-    let m = meta.clone();
     let wrong = obj_bytes(&f.other_dirmeta, "dirmeta");
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == m {
-            Fault::Body(wrong.clone())
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &meta, usize::MAX, Fault::Body(wrong));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &[]);
     assert_failed(
@@ -670,14 +608,7 @@ fn wrong_dirmeta_bytes_are_refused() {
 fn garbage_commitmeta_is_not_stored() {
     let f = fixture();
     let cm = obj(&f.c2, "commitmeta");
-    let c = cm.clone();
-    let server = FaultServer::start(&f.www, move |p, _| {
-        if p == c {
-            Fault::Body(vec![0xff; 7])
-        } else {
-            Fault::Serve
-        }
-    });
+    let server = FaultServer::only(&f.www, &cm, usize::MAX, Fault::Body(vec![0xff; 7]));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &[]);
     if r.success() {

@@ -465,6 +465,19 @@ impl FaultServer {
         }
     }
 
+    /// Serves every path normally except `path`, whose first `times`
+    /// requests (`usize::MAX`: all of them) get `fault`.
+    pub fn only(root: &Path, path: &str, times: usize, fault: Fault) -> FaultServer {
+        let path = path.to_string();
+        FaultServer::start(root, move |p, n| {
+            if p == path && n < times {
+                fault.clone()
+            } else {
+                Fault::Serve
+            }
+        })
+    }
+
     pub fn url(&self, rel: &str) -> String {
         format!(
             "http://127.0.0.1:{}/{}",
