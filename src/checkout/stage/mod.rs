@@ -13,7 +13,12 @@
 //!   copied) checkout of the merged tree.
 //!
 //! `stage commit` ([`commit`]) writes the merged tree plus the changes in
-//! `upper/` as a new commit.
+//! `upper/` as a new commit. The layers' merged tree is written once, by
+//! the first commit, and remembered in the stage's `base` file; a copy
+//! stage instead keeps an index of its unchanged files ([`copy_index`]).
+//! `stage gc` removes cache entries no stage uses; `stages.lock` (shared
+//! by creates, exclusive by gc) keeps it from removing one a create is
+//! about to name.
 //!
 //! # On disk
 //! `extensions/arbor/stages/NAME/stage.conf` is the record ([`record`]);
@@ -27,9 +32,10 @@
 //! # Crashes and leftovers
 //! The record is written, with `state=creating`, before anything else
 //! exists, and says `ready` only once the root is usable. A record still
-//! `creating` whose lock is free belongs to a dead `stage create`: `stage
-//! list` reports it `incomplete`, and `stage destroy` or a new `stage
-//! create` of that name removes it. Mounts outlive the process that made
+//! `creating` whose lock is free belongs to a dead `stage create`: the
+//! next `arbor stage` command removes it at start-up (a `stage list` that
+//! races with it may show it `incomplete`), as it removes dead cache
+//! builds. Complete stages are never removed implicitly. Mounts outlive the process that made
 //! them (a FUSE daemon may die and leave a dead mount: `broken`); before
 //! any directory is removed every mount under it is unmounted, and a busy
 //! mount stops the removal with the holding processes named, leaving the
