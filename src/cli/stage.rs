@@ -152,12 +152,22 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             let created = stages
                 .create(&name, &commits, choice, workdir.as_deref())
                 .with_context(|| format!("creating stage {name}"))?;
+            let plural = |n: usize, word: &str| {
+                if n == 1 {
+                    format!("1 {word}")
+                } else {
+                    format!("{n} {word}s")
+                }
+            };
             eprintln!(
-                "stage {name}: {} layers, backend {}{}",
-                commits.len(),
+                "stage {name}: {}, backend {}{}",
+                plural(commits.len(), "layer"),
                 created.backend,
                 if created.cached > 0 {
-                    format!(" ({} commits checked out into the cache)", created.cached)
+                    format!(
+                        " ({} checked out into the cache)",
+                        plural(created.cached, "commit")
+                    )
                 } else {
                     String::new()
                 }
