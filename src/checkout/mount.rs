@@ -601,15 +601,9 @@ fn preflight(
         }
     }
     for (layer, _) in lowers.iter().zip(check).filter(|(_, c)| **c) {
-        check_steering(backend, layer)?;
+        check_layer(backend, layer)?;
     }
     Ok(())
-}
-
-/// The steering check [`mount_layers`] runs on each layer (see the module
-/// doc), for callers that remember its result for immutable layers.
-pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
-    check_steering(backend, layer)
 }
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {
@@ -633,9 +627,11 @@ fn steers(backend: Backend, name: &[u8]) -> bool {
     }
 }
 
-/// Refuses a lower layer carrying xattrs `backend` would act on; see the
-/// module doc. Overlay: directories only; fuse-overlayfs: every entry.
-fn check_steering(backend: Backend, layer: &Path) -> Result<(), MountError> {
+/// Refuses a lower layer carrying xattrs or entries `backend` would act on;
+/// see the module doc. Overlay: directories only; fuse-overlayfs: every
+/// entry. [`mount_layers`] runs it on each layer; callers may remember its
+/// result for layers that never change.
+pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
     if backend == Backend::Unionfs {
         // unionfs-fuse reads `.unionfs-fuse/P_HIDDEN~` in every branch.
         let meta = layer.join(deletions::UNIONFS_META_DIR);

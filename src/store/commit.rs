@@ -233,15 +233,7 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
         let mut files = Vec::new();
         let mut dirs = Vec::new();
         for (name, dtype) in list_dir_typed(fd.as_fd()).at(&path)? {
-            let child = path.join(&name);
-            let name = name.into_string().map_err(|_| StoreError::Unsupported {
-                path: child.clone(),
-                reason: "file name is not valid UTF-8 (OSTree names are UTF-8 strings)".into(),
-            })?;
-            validate_file_name(&name).map_err(|e| StoreError::Unsupported {
-                path: child.clone(),
-                reason: e.to_string(),
-            })?;
+            let name = entry_name(&name, &path)?;
             if dtype == FileType::Directory {
                 dirs.push(name);
             } else {
@@ -418,6 +410,20 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
             }),
         }
     }
+}
+
+/// A directory entry's name as a tree entry name: UTF-8 and valid, else an
+/// error naming `dir/name`.
+pub fn entry_name(name: &std::ffi::OsStr, dir: &Path) -> Result<String> {
+    let s = name.to_str().ok_or_else(|| StoreError::Unsupported {
+        path: dir.join(name),
+        reason: "file name is not valid UTF-8 (OSTree names are UTF-8 strings)".into(),
+    })?;
+    validate_file_name(s).map_err(|e| StoreError::Unsupported {
+        path: dir.join(name),
+        reason: e.to_string(),
+    })?;
+    Ok(s.to_string())
 }
 
 /// Names the source path in errors that only name an object or a tmp file.

@@ -53,16 +53,13 @@ impl<'r> Cache<'r> {
         Ok(Cache { repo, dir, path })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Makes sure every commit of `commits` has an entry, building the
-    /// missing ones; returns the entries in the same order.
-    pub fn ensure(&self, commits: &[Checksum]) -> Result<Vec<Entry>, StageError> {
+    /// missing ones; returns the entries in the same order, and how many
+    /// were built.
+    pub fn ensure(&self, commits: &[Checksum]) -> Result<(Vec<Entry>, usize), StageError> {
         let mut entries: Vec<Option<Entry>> = commits.iter().map(|c| self.lookup(c)).collect();
         if entries.iter().all(Option::is_some) {
-            return Ok(entries.into_iter().flatten().collect());
+            return Ok((entries.into_iter().flatten().collect(), 0));
         }
         let _store_lock = self.repo.lock(LockMode::Shared)?;
         let mut missing: Vec<Checksum> = commits
@@ -107,7 +104,7 @@ impl<'r> Cache<'r> {
                 })?);
             }
         }
-        Ok(entries.into_iter().flatten().collect())
+        Ok((entries.into_iter().flatten().collect(), built.len()))
     }
 
     fn lookup(&self, c: &Checksum) -> Option<Entry> {

@@ -18,7 +18,6 @@
 //! [`merge`]: super::merge
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -30,10 +29,9 @@ use super::StageError;
 use super::merge::{MergedDir, Merger, Node, write_dirtree};
 use super::record::{Record, StageBackend};
 use crate::checkout::mount::{Backend, Deletion, is_marker, list_deletions};
-use crate::ostree::names::validate_file_name;
 use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
 use crate::store::Transaction;
-use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter};
+use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter, entry_name};
 use crate::store::fsutil::list_dir_typed;
 use crate::store::repo::open_dir;
 
@@ -204,7 +202,7 @@ impl Walk<'_, '_> {
                     continue;
                 }
             }
-            let name = utf8_name(&name, &merged_path)?;
+            let name = entry_name(&name, &merged_path)?;
             if dtype == FileType::Directory {
                 let child_base = match out.remove(&name) {
                     Some(Out::Base(Node::Dir(d))) => Some(d),
@@ -322,16 +320,4 @@ impl Walk<'_, '_> {
         }
         Ok((write_dirtree(self.txn, tree)?, meta))
     }
-}
-
-fn utf8_name(name: &OsStr, dir: &Path) -> Result<String, StageError> {
-    let s = name.to_str().ok_or_else(|| StageError::Unsupported {
-        path: dir.join(name),
-        reason: "file name is not valid UTF-8 (OSTree names are UTF-8 strings)".into(),
-    })?;
-    validate_file_name(s).map_err(|e| StageError::Unsupported {
-        path: dir.join(name),
-        reason: e.to_string(),
-    })?;
-    Ok(s.to_string())
 }

@@ -45,14 +45,13 @@ pub fn build(repo: &Repo, root: &Path, root_tree: Checksum) -> Result<Vec<u8>, S
     std::thread::sleep(TICK);
     let fd = open_dir(rustix::fs::CWD, root)?;
     let mut out = Vec::new();
-    walk(repo, fd.as_fd(), root, root_tree, 0, &mut out)?;
+    walk(repo, fd.as_fd(), root_tree, 0, &mut out)?;
     Ok(out)
 }
 
 fn walk(
     repo: &Repo,
     dir: BorrowedFd<'_>,
-    path: &Path,
     tree: Checksum,
     depth: usize,
     out: &mut Vec<u8>,
@@ -87,14 +86,7 @@ fn walk(
             // Not there: nothing to record below it.
             Err(_) => continue,
         };
-        walk(
-            repo,
-            sub.as_fd(),
-            &path.join(&d.name),
-            d.tree,
-            depth + 1,
-            out,
-        )?;
+        walk(repo, sub.as_fd(), d.tree, depth + 1, out)?;
     }
     Ok(())
 }

@@ -372,10 +372,7 @@ impl<'r> Stages<'r> {
             return Err(StageError::NoSuchStage { name: name.into() });
         }
         let record = Record::load(&dir)?;
-        let free = match self.lock(name, false)? {
-            Some(_l) => true,
-            None => false,
-        };
+        let free = self.lock(name, false)?.is_some();
         let state = match &record {
             _ if !free => State::Busy,
             None => State::Incomplete,
@@ -505,43 +502,30 @@ impl<'r> Stages<'r> {
         choice: Option<BackendChoice>,
     ) -> Result<Created, StageError> {
         let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
-        let entries_before = record
-            .layers
-            .iter()
-            .filter(|c| cache.path().join(c.to_string()).is_dir())
-            .count();
-        let entries = cache.ensure(&record.layers)?;
-        let cached = record.layers.len() - entries_before;
+        let (entries, cached) = cache.ensure(&record.layers)?;
         for d in [record.root(), record.upper(), record.work()] {
             std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, "creating", e))?;
         }
         let mut skipped = Vec::new();
         let backend = match choice {
             None => StageBackend::Copy,
-            Some(choice) => {
-                let mut tried = Vec::new();
-                let r = match choice {
-                    BackendChoice::Only(b) => self.mount(record, &entries, b).map(|_| b),
-                    BackendChoice::Auto => {
-                        let mut last = None;
-                        for b in mount::Backend::ALL {
-                            match self.mount(record, &entries, b) {
-                                Ok(()) => {
-                                    last = Some(b);
-                                    break;
-                                }
-                                Err(e) => tried.push(format!("{b}: {}", skip_reason(&e))),
-                            }
+            Some(BackendChoice::Only(b)) => {
+                self.mount(record, &entries, b)?;
+                StageBackend::Union(b)
+            }
+            // The first union that mounts; else the copy.
+            Some(BackendChoice::Auto) => {
+                let mut chosen = StageBackend::Copy;
+                for b in mount::Backend::ALL {
+                    match self.mount(record, &entries, b) {
+                        Ok(()) => {
+                            chosen = StageBackend::Union(b);
+                            break;
                         }
-                        last.ok_or(StageError::Other(String::new()))
+                        Err(e) => skipped.push(format!("{b}: {e}")),
                     }
-                };
-                skipped = tried;
-                match (r, choice) {
-                    (Ok(b), _) => StageBackend::Union(b),
-                    (Err(_), BackendChoice::Auto) => StageBackend::Copy,
-                    (Err(e), _) => return Err(e),
                 }
+                chosen
             }
         };
         if backend == StageBackend::Copy {
@@ -941,10 +925,6 @@ fn mount_state(r: &Record) -> State {
             }
         }
     }
-}
-
-fn skip_reason(e: &StageError) -> String {
-    e.to_string()
 }
 
 /// `du`: bytes allocated below `path` (0 when unreadable).
