@@ -80,10 +80,23 @@ pub fn open_source(spec: &str, timeout: Duration, jobs: usize) -> Result<Box<dyn
 pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     let repo = ctx.open_for_write()?;
     let timeout = Duration::from_secs(a.timeout.max(1));
-    let looks_like_location =
-        a.source.contains("://") || a.source.contains('/') || Path::new(&a.source).exists();
-    let (source, destination, gpg, sign) = match repo.remote(&a.source) {
-        Ok(remote) if !looks_like_location => {
+    // A configured remote wins over a same-named directory: a bare name must
+    // never turn signature checks off (ostree's `pull` takes only remotes).
+    let is_location = a.source.contains("://") || a.source.contains('/');
+    let remote = if is_location {
+        None
+    } else {
+        match repo.remote(&a.source) {
+            Ok(r) => Some(r),
+            Err(_) if Path::new(&a.source).exists() => None,
+            Err(e) => bail!(
+                "{:?} is not a configured remote, a URL or a repository path ({e})",
+                a.source
+            ),
+        }
+    };
+    let (source, destination, gpg, sign) = match remote {
+        Some(remote) => {
             let gpg = GpgVerify::for_remote(&repo, &remote).with_context(|| {
                 format!("loading the trusted GPG keys of remote {:?}", remote.name)
             })?;
@@ -97,17 +110,12 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             )
         }
         // Like ostree, URLs and paths are pulled without signature checks.
-        _ if looks_like_location => (
+        None => (
             open_source(&a.source, timeout, a.jobs)?,
             RefDestination::Heads,
             None,
             None,
         ),
-        Err(e) => bail!(
-            "{:?} is not a configured remote, a URL or a repository path ({e})",
-            a.source
-        ),
-        Ok(_) => unreachable!(),
     };
     let base = match &a.base {
         Some(rev) => Some(

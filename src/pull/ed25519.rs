@@ -270,15 +270,6 @@ impl TrustedKeys {
         }
     }
 
-    /// Trusted keys, most recently added first (revoked ones included).
-    pub fn trusted(&self) -> &[PublicKey] {
-        &self.trusted
-    }
-
-    pub fn revoked(&self) -> &[PublicKey] {
-        &self.revoked
-    }
-
     pub fn is_empty(&self) -> bool {
         self.trusted.is_empty()
     }

@@ -84,8 +84,6 @@ pub enum KeyError {
     },
     #[error("{origin}: not an OpenPGP keyring or key file: {reason}")]
     Malformed { origin: String, reason: String },
-    #[error("{origin}: no OpenPGP public keys found")]
-    NoKeys { origin: String },
 }
 
 /// Why data was not accepted.
@@ -100,16 +98,6 @@ pub enum VerifyError {
     /// Signatures were there, none of them valid.
     #[error("{}", describe_failures(.0))]
     NoValidSignature(Vec<SignatureFailure>),
-}
-
-impl VerifyError {
-    /// The key IDs of the failed signatures (for messages and tests).
-    pub fn key_ids(&self) -> Vec<String> {
-        match self {
-            VerifyError::NoValidSignature(f) => f.iter().filter_map(|f| f.key_id.clone()).collect(),
-            _ => Vec::new(),
-        }
-    }
 }
 
 /// One signature that did not count, and why.
@@ -235,14 +223,6 @@ impl Keyring {
         self.certs.is_empty()
     }
 
-    /// Primary key fingerprints (upper-case hex).
-    pub fn fingerprints(&self) -> Vec<String> {
-        self.certs
-            .iter()
-            .map(|c| hex::encode_upper(c.fingerprint()))
-            .collect()
-    }
-
     /// Verifies `data` against the `ostree.gpgsigs` of an `a{sv}`
     /// (`metadata`: a `.commitmeta` or `summary.sig`, `None` if absent).
     pub fn verify_with_metadata(
@@ -278,12 +258,17 @@ impl Keyring {
         let mut good = Vec::new();
         let mut failures = Vec::new();
         let mut seen = 0usize;
-        for element in signatures {
+        'elements: for element in signatures {
+            // The cap bounds the work, so it is checked before parsing.
+            if seen >= MAX_SIGNATURES {
+                break;
+            }
             let parsed: Vec<_> = match DetachedSignature::from_bytes_many(element.as_slice()) {
                 Ok(it) => it.collect(),
                 Err(e) => vec![Err(e)],
             };
             if parsed.is_empty() {
+                seen += 1;
                 failures.push(SignatureFailure {
                     key_id: None,
                     reason: FailureReason::Malformed("empty signature".into()),
@@ -292,7 +277,7 @@ impl Keyring {
             for sig in parsed {
                 seen += 1;
                 if seen > MAX_SIGNATURES {
-                    break;
+                    break 'elements;
                 }
                 match sig {
                     Err(e) => failures.push(SignatureFailure {
@@ -807,13 +792,6 @@ fn merge_cert(into: &mut SignedPublicKey, from: SignedPublicKey) -> bool {
         }
     }
     changed
-}
-
-/// Upper-case hex fingerprints of keys (for messages).
-pub fn fingerprints(keys: &[SignedPublicKey]) -> Vec<String> {
-    keys.iter()
-        .map(|k| hex::encode_upper(k.fingerprint()))
-        .collect()
 }
 
 #[cfg(test)]

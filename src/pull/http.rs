@@ -74,7 +74,18 @@ impl HttpSource {
             StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
                 Err(FetchError::NotFound { location: url })
             }
-            s => Err(FetchError::Transient {
+            // Worth asking again: the server is overloaded or failing,
+            // or the request timed out.
+            s if s.is_server_error()
+                || s == StatusCode::REQUEST_TIMEOUT
+                || s == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Err(FetchError::Transient {
+                    location: url,
+                    message: format!("server answered {s}"),
+                })
+            }
+            s => Err(FetchError::Fatal {
                 location: url,
                 message: format!("server answered {s}"),
             }),

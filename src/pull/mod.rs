@@ -415,8 +415,11 @@ pub fn pull(
     if let Err(e) = engine.run(opts.jobs, tick) {
         drop(engine);
         // Keep what was verified so a retry fetches only the rest; the
-        // refs do not move and the commits stay marked partial.
-        txn.publish_objects_only()?;
+        // refs do not move and the commits stay marked partial. Failing
+        // to keep them must not hide why the pull failed.
+        if let Err(keep) = txn.publish_objects_only() {
+            eprintln!("warning: the objects fetched before the failure were not kept: {keep}");
+        }
         return Err(e);
     }
     let commits = std::mem::take(&mut *engine.commits.lock().unwrap_or_else(|p| p.into_inner()));
