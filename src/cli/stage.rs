@@ -209,7 +209,7 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
                     backend,
                     layers,
                     r.state.name(),
-                    human_size(r.upper_bytes)
+                    super::progress::format_bytes(r.upper_bytes).replace(' ', "")
                 );
             }
         }
@@ -290,21 +290,4 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}")
-    } else if v < 10.0 {
-        format!("{v:.1}{}", UNITS[u])
-    } else {
-        format!("{v:.0}{}", UNITS[u])
-    }
 }

@@ -324,6 +324,9 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
             FileType::RegularFile => {
                 let key = (st.st_dev, st.st_ino);
                 if xattrs.is_none()
+                    && self.opts.owner_uid.is_none()
+                    && self.opts.owner_gid.is_none()
+                    && !self.opts.canonical_permissions
                     && let Some(k) = self.known.get(&key)
                     && k.size == st.st_size as u64
                     && k.ctime == st.st_ctime as i64

@@ -402,6 +402,8 @@ impl Repo {
 
     /// Removes the remote and, like ostree, its keyring file.
     pub fn delete_remote(&mut self, name: &str) -> Result<()> {
+        // The name becomes part of the keyring's path below.
+        validate_remote_name(name)?;
         let mut cfg = self.config().clone();
         if !cfg.remove_group(&group(name)) {
             return Err(StoreError::Other(format!("no remote named {name:?}")));

@@ -155,8 +155,10 @@ impl<'r> Transaction<'r> {
     }
 
     /// Creates the staging subdirectory `XX` once per transaction.
-    fn ensure_staging_subdir(&self, dir: &str) -> Result<()> {
-        let idx = usize::from_str_radix(dir, 16).unwrap_or(0) & 0xff;
+    fn ensure_staging_subdir(&self, name: &ObjectName) -> Result<()> {
+        let dir = name.loose_dir();
+        let dir = dir.as_str();
+        let idx = subdir_index(name);
         if self.subdirs[idx].load(Ordering::Acquire) {
             return Ok(());
         }
@@ -170,12 +172,8 @@ impl<'r> Transaction<'r> {
     /// Gives a finished object its name in staging. Returns false when the
     /// same object was staged meanwhile by another thread.
     fn stage(&self, staged: Staged, name: ObjectName) -> Result<bool> {
-        let dir = name.loose_dir();
-        self.ensure_staging_subdir(&dir)?;
-        let dest = format!(
-            "{dir}/{}",
-            name.loose_file_name(self.repo.mode().is_archive())
-        );
+        self.ensure_staging_subdir(&name)?;
+        let dest = name.loose_path(self.repo.mode().is_archive());
         let dest_path = self.staging_path().join(&dest);
         let r = match staged {
             Staged::File(file) => link_tmpfile(&file, &self.staging, &dest),
@@ -209,16 +207,10 @@ impl<'r> Transaction<'r> {
         if self.repo.has_object(name)? {
             return Ok(true);
         }
-        let dir = name.loose_dir();
-        if !self.subdirs[usize::from_str_radix(&dir, 16).unwrap_or(0) & 0xff]
-            .load(Ordering::Acquire)
-        {
+        if !self.subdirs[subdir_index(name)].load(Ordering::Acquire) {
             return Ok(false);
         }
-        let rel = format!(
-            "{dir}/{}",
-            name.loose_file_name(self.repo.mode().is_archive())
-        );
+        let rel = name.loose_path(self.repo.mode().is_archive());
         match rustix::fs::statat(&self.staging, rel.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(true),
             Err(rustix::io::Errno::NOENT) => Ok(false),
@@ -246,7 +238,9 @@ impl<'r> Transaction<'r> {
         }
         // Callers that know the checksum (pulls) checked presence before
         // fetching; others are spared the write when it is there.
-        if expected.is_none() && self.has_object(&name)? {
+        // Only `objects/`: a copy staged meanwhile is caught by the
+        // no-replace link in `stage`.
+        if expected.is_none() && self.repo.has_object(&name)? {
             return Ok(Written {
                 checksum,
                 new: false,
@@ -351,7 +345,9 @@ impl<'r> Transaction<'r> {
         // As for metadata: a caller with `expected` checked presence before
         // fetching. A duplicate that slipped in meanwhile is dropped by the
         // no-replace link here or the no-replace rename at publication.
-        if expected.is_none() && self.has_object(&name)? {
+        // Only `objects/`: a copy staged meanwhile is caught by the
+        // no-replace link in `stage`.
+        if expected.is_none() && self.repo.has_object(&name)? {
             staged.discard(&self.staging);
             return Ok(Written {
                 checksum,
@@ -551,6 +547,11 @@ impl Staged {
             let _ = rustix::fs::unlinkat(staging, tmp.as_str(), AtFlags::empty());
         }
     }
+}
+
+/// Which `XX/` staging subdirectory an object goes to, as an index.
+fn subdir_index(name: &ObjectName) -> usize {
+    usize::from(name.checksum.as_bytes()[0])
 }
 
 /// The process umask, read once from /proc (reading it through umask(2)
