@@ -388,26 +388,29 @@ fn init_rejects_unknown_mode() {
 }
 
 #[test]
-fn init_existing_repo_is_idempotent_or_clean_error() {
+fn init_existing_repo_is_refused_and_left_intact() {
     let tmp = tempdir();
     let repo = tmp.path().join("repo");
     arbor_init(&repo, Mode::BareUser);
     let src = tmp.path().join("src");
     build_small_tree(&src);
     let c = arbor_commit(&repo, &src, "main", &CommitOpts::new("keep me", "", 5));
-    let again = arbor_repo(&repo, ["init", "--mode", "bare-user"]);
-    if !again.success() {
-        again.assert_clean_failure();
-    }
-    // Either way the repository is intact.
+    let again = arbor_repo(&repo, ["init", "--mode", "bare-user"]).assert_clean_failure();
+    assert!(
+        again.stderr_str().contains("already exists"),
+        "{}",
+        again.describe()
+    );
     assert_eq!(ostree_rev_parse(&repo, "main"), c);
     assert_ostree_mode(&repo, "bare-user");
     ostree_repo_ok(&repo, ["fsck"]);
     // Re-init with another mode must not silently change the mode.
-    let other = arbor_repo(&repo, ["init", "--mode", "archive"]);
-    if !other.success() {
-        other.assert_clean_failure();
-    }
+    let other = arbor_repo(&repo, ["init", "--mode", "archive"]).assert_clean_failure();
+    assert!(
+        other.stderr_str().contains("already exists"),
+        "{}",
+        other.describe()
+    );
     assert_ostree_mode(&repo, "bare-user");
     assert_eq!(ostree_rev_parse(&repo, "main"), c);
 }
@@ -465,15 +468,19 @@ fn missing_repo_is_a_clean_error() {
     ] {
         arbor_repo(&nowhere, args).assert_clean_failure();
     }
-    // No --repo and no ARBOR_REPO, run in an empty directory: if it fails
-    // (it should: there is no repository), it must fail cleanly.
+    // No --repo: $ARBOR_REPO names the repository, and a missing one is a
+    // clean error that names it.
+    let missing = tmp.path().join("no-such-repo");
     let mut c = arbor_command();
     c.current_dir(tmp.path());
+    c.env("ARBOR_REPO", &missing);
     c.arg("refs");
-    let r = run(c);
-    if !r.success() {
-        r.assert_clean_failure();
-    }
+    let r = run(c).assert_clean_failure();
+    assert!(
+        r.stderr_str().contains(&*missing.to_string_lossy()),
+        "{}",
+        r.describe()
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -601,9 +601,8 @@ fn wrong_dirmeta_bytes_are_refused() {
     );
 }
 
-/// Garbage served as the commit's detached metadata (normally a 404): the
-/// pull may refuse it (cleanly) or ignore it, but never stores it as the
-/// commit's `.commitmeta` and never leaves a corrupt store.
+/// Garbage served as the commit's detached metadata (normally a 404) is
+/// refused, naming the object; it is never stored and the ref does not move.
 #[test]
 fn garbage_commitmeta_is_not_stored() {
     let f = fixture();
@@ -611,11 +610,12 @@ fn garbage_commitmeta_is_not_stored() {
     let server = FaultServer::only(&f.www, &cm, usize::MAX, Fault::Body(vec![0xff; 7]));
     let (_t, store) = store_at_c1(&server);
     let r = pull_main(&store, &server, &[]);
-    if r.success() {
-        assert_success(&store, r);
-    } else {
-        assert_failed(&store, r, &[&f.c2], &format!("{}.commit", f.c2));
-    }
+    assert_failed(
+        &store,
+        r,
+        &[&f.c2, "commitmeta"],
+        &format!("{}.commit", f.c2),
+    );
     assert!(!has_object(&store, &format!("{}.commitmeta", f.c2)));
 }
 

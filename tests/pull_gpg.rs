@@ -302,7 +302,9 @@ fn signed_commit_pulls_with_the_imported_key() {
 #[test]
 fn unsigned_commit_is_refused_before_its_tree_is_fetched() {
     let f = fixture();
-    let nginx = server();
+    // Its own server: requests of tests running alongside on the shared one
+    // would fall into the window counted below.
+    let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::Archive);
     add_remote(
         &store,

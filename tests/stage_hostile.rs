@@ -204,10 +204,10 @@ fn hostile_stage_names_are_refused() {
     assert!(!s.repo.join("extensions/arbor/x").exists());
 }
 
-/// Whiteout names that would remove `.` or `..` hide nothing, on every
-/// backend, and the whiteout markers themselves never appear.
+/// Whiteout names that would remove `.` or `..` are refused on every
+/// backend, and the refused create leaves nothing behind.
 #[test]
-fn dot_whiteouts_hide_nothing() {
+fn dot_whiteouts_are_refused() {
     if !is_root() {
         return;
     }
@@ -235,20 +235,14 @@ fn dot_whiteouts_hide_nothing() {
                 backend,
             ],
         );
-        // The checkout refuses such whiteouts outright; either way nothing
-        // outside `d` may be touched and no marker may show.
-        if run.success() {
-            let root = PathBuf::from(run.stdout_str().trim());
-            assert_eq!(stage_files(&root), ["d", "d/f"], "{backend}");
-            arbor_repo_ok(&s.repo, ["stage", "destroy", &name]);
-        } else {
-            assert!(
-                run.stderr_str().contains(".wh."),
-                "{backend}: {}",
-                run.describe()
-            );
-            assert!(!s.repo.join("extensions/arbor/stages").join(&name).exists());
-        }
+        // Refused before anything is mounted or copied, naming the entry.
+        let run = run.assert_clean_failure();
+        assert!(
+            run.stderr_str().contains(".wh.."),
+            "{backend}: {}",
+            run.describe()
+        );
+        assert!(!s.repo.join("extensions/arbor/stages").join(&name).exists());
     }
 }
 
