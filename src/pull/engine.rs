@@ -610,6 +610,20 @@ impl<'a, 'r> Engine<'a, 'r> {
                     message: source.to_string(),
                 })
             }
+            // The object's data was bad (a corrupt compressed stream, a
+            // wrong length): the source's fault, so name the object and
+            // where it came from, not the staging file it was going to.
+            StoreError::Io { ref source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                PullError::Fetch(FetchError::Fatal {
+                    location,
+                    message: format!("object {name}: {source}"),
+                })
+            }
             other => PullError::Store(other),
         }
     }

@@ -68,7 +68,7 @@ use crate::ostree::{Metadata, Value};
 pub const GPGSIGS_KEY: &str = "ostree.gpgsigs";
 
 /// Largest keyring or key file accepted (64 MiB).
-pub const MAX_KEYRING_SIZE: usize = 64 << 20;
+pub const MAX_KEYRING_SIZE: usize = crate::store::remotes::KEY_FILE_LIMIT;
 
 /// Most signatures looked at in one `ostree.gpgsigs` list.
 pub const MAX_SIGNATURES: usize = 64;

@@ -294,7 +294,7 @@ impl Repo {
     /// The remote's keyring file, `None` if it has none.
     pub fn read_remote_keyring(&self, name: &str) -> Result<Option<Vec<u8>>> {
         validate_remote_name(name)?;
-        read_optional(&self.remote_keyring_path(name))
+        read_sign_key_file(&self.remote_keyring_path(name), KEY_FILE_LIMIT)
     }
 
     /// Replaces the remote's keyring file (atomically, mode 0644).
@@ -328,11 +328,11 @@ impl Repo {
             let path = Path::new(p);
             if path.is_dir() {
                 for file in sorted_regular_files(path)? {
-                    let data = std::fs::read(&file).at(&file)?;
+                    let data = read_key_file(&file)?;
                     keys.sources.push((file.display().to_string(), data));
                 }
             } else {
-                let data = std::fs::read(path).at(path)?;
+                let data = read_key_file(path)?;
                 keys.sources.push((p.clone(), data));
             }
         }
@@ -344,7 +344,7 @@ impl Repo {
                 for file in sorted_regular_files(&global)? {
                     let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if name.ends_with(".gpg") && name != "trustdb.gpg" && name != "secring.gpg" {
-                        let data = std::fs::read(&file).at(&file)?;
+                        let data = read_key_file(&file)?;
                         keys.sources.push((file.display().to_string(), data));
                     }
                 }
@@ -417,12 +417,16 @@ impl Repo {
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(d) => Ok(Some(d)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).at(path),
-    }
+/// Key files are read up to this size plus one byte, so a huge (or
+/// endless, like `/dev/zero`) one is refused by the key parsers' own limit
+/// instead of exhausting memory.
+pub const KEY_FILE_LIMIT: usize = 64 << 20;
+
+/// A key file that must exist (a `gpgkeypath=` entry or a file found in a
+/// key directory), read with [`KEY_FILE_LIMIT`].
+fn read_key_file(path: &Path) -> Result<Vec<u8>> {
+    read_sign_key_file(path, KEY_FILE_LIMIT)?
+        .ok_or_else(|| StoreError::Other(format!("{}: key file not found", path.display())))
 }
 
 /// Regular files directly in `dir` (symlinks are skipped, as ostree's
