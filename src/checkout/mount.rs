@@ -310,10 +310,20 @@ impl MountGuard {
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        if self.mounted && self.unmount().is_err() {
-            // Busy (or worse): detach it so no mount is left behind.
-            let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
+        if !self.mounted {
+            return;
         }
+        // As `unmount_path`, minus the search for holders nobody will read.
+        for _ in 0..=BUSY_RETRIES {
+            match rustix::mount::unmount(&self.target, UnmountFlags::empty()) {
+                Err(rustix::io::Errno::BUSY) | Err(rustix::io::Errno::INTR) => {
+                    std::thread::sleep(BUSY_WAIT)
+                }
+                _ => return,
+            }
+        }
+        // Still busy: detach it so no mount is left behind.
+        let _ = rustix::mount::unmount(&self.target, UnmountFlags::DETACH);
     }
 }
 
