@@ -45,19 +45,6 @@ pub fn ofd_lock(fd: BorrowedFd<'_>, exclusive: bool, wait: bool) -> io::Result<b
     }
 }
 
-/// Starts writeback of a file's dirty pages without waiting for it
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), so that the transaction's
-/// one `syncfs` at the end finds little left to write. Durability still
-/// comes from that `syncfs`; this only moves the I/O earlier, overlapping it
-/// with fetching and hashing.
-pub fn start_writeback(fd: BorrowedFd<'_>) {
-    // SAFETY: `fd` is a valid open descriptor; the call reads no memory.
-    // Failure (e.g. EINVAL on filesystems without it) only loses the hint.
-    unsafe {
-        libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 /// Every xattr of an open file, sorted by name.
 pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
     let fd = fd.as_fd();

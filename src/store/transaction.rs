@@ -39,6 +39,8 @@ use crate::ostree::{Checksum, ObjectName, ObjectType};
 
 const TXN_PREFIX: &str = "arbor-txn-";
 const COPY_BUF: usize = 256 * 1024;
+/// Bytes written between background syncs (see `maybe_sync_behind`).
+const SYNC_STEP: u64 = 64 << 20;
 /// The zlib level libostree uses for `.filez` by default.
 const ARCHIVE_LEVEL: u32 = 6;
 
@@ -71,6 +73,10 @@ pub struct Transaction<'r> {
     egid: u32,
     objects_written: AtomicU64,
     bytes_written: AtomicU64,
+    /// `bytes_written` when the last background sync was started.
+    synced_mark: AtomicU64,
+    /// The running background `syncfs`, if any.
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     done: bool,
 }
 
@@ -121,6 +127,8 @@ impl<'r> Transaction<'r> {
             egid: rustix::process::getegid().as_raw(),
             objects_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            synced_mark: AtomicU64::new(0),
+            syncer: Mutex::new(None),
             done: false,
         })
     }
@@ -298,6 +306,7 @@ impl<'r> Transaction<'r> {
     /// pull that failed part-way, so that a retry fetches only the rest.
     pub fn publish_objects_only(mut self) -> Result<()> {
         let staging_path = self.staging_path();
+        self.join_syncer();
         if self.repo.fsync_enabled() {
             rustix::fs::syncfs(&self.staging).at(&staging_path)?;
         }
@@ -356,7 +365,8 @@ impl<'r> Transaction<'r> {
         }
         let new = self.stage(staged, name)?;
         if new && header.is_regular() {
-            self.bytes_written.fetch_add(size, Ordering::Relaxed);
+            let total = self.bytes_written.fetch_add(size, Ordering::Relaxed) + size;
+            self.maybe_sync_behind(total);
         }
         Ok(Written { checksum, new })
     }
@@ -473,10 +483,48 @@ impl<'r> Transaction<'r> {
             zero_mtime(&file).at(&at)?;
         }
         file.flush().at(&at)?;
-        if size > 0 && self.repo.fsync_enabled() {
-            sys::start_writeback(file.as_fd());
-        }
         Ok((Staged::File(file), Checksum::from_hasher(hasher)))
+    }
+
+    /// Starts a background `syncfs` of the staging filesystem each time
+    /// [`SYNC_STEP`] more bytes have been written, so the data reaches the
+    /// disk while the pull goes on and the one `syncfs` that makes the
+    /// transaction durable finds little left to do. Durability still comes
+    /// from that final `syncfs`; this only moves the waiting earlier.
+    fn maybe_sync_behind(&self, total: u64) {
+        if !self.repo.fsync_enabled() {
+            return;
+        }
+        let mark = self.synced_mark.load(Ordering::Relaxed);
+        if total < mark + SYNC_STEP {
+            return;
+        }
+        let mut syncer = self.syncer.lock().unwrap_or_else(|p| p.into_inner());
+        if syncer.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        if self
+            .synced_mark
+            .compare_exchange(mark, total, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let Ok(fd) = self.staging.try_clone() else {
+            return;
+        };
+        // Errors are left for the final syncfs to report.
+        *syncer = Some(std::thread::spawn(move || {
+            let _ = rustix::fs::syncfs(&fd);
+        }));
+    }
+
+    /// Waits for a background sync (before the final one, or on abort).
+    fn join_syncer(&self) {
+        let h = self.syncer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = h {
+            let _ = h.join();
+        }
     }
 
     /// Queues a ref update, applied by [`commit`](Self::commit) after the
@@ -493,6 +541,7 @@ impl<'r> Transaction<'r> {
         let repo = self.repo;
         let staging_path = self.staging_path();
         let durable = repo.fsync_enabled();
+        self.join_syncer();
         if durable {
             rustix::fs::syncfs(&self.staging).at(&staging_path)?;
         }
@@ -527,6 +576,7 @@ impl<'r> Transaction<'r> {
 impl Drop for Transaction<'_> {
     /// An uncommitted transaction is aborted: nothing it staged appears.
     fn drop(&mut self) {
+        self.join_syncer();
         if !self.done {
             self.cleanup();
         }
