@@ -567,6 +567,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                         return Ok(());
                     }
                     Err(StoreError::ChecksumMismatch { .. })
+                    | Err(StoreError::SourceRead(_))
                     | Err(StoreError::CorruptObject { .. })
                     | Err(StoreError::BadObject { .. }) => {
                         self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
@@ -604,7 +605,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                 location,
                 source,
             },
-            StoreError::Io { ref source, .. } if io_error_is_transient(source) => {
+            StoreError::SourceRead(ref source) if io_error_is_transient(source) => {
                 PullError::Fetch(FetchError::Transient {
                     location,
                     message: source.to_string(),
@@ -612,18 +613,11 @@ impl<'a, 'r> Engine<'a, 'r> {
             }
             // The object's data was bad (a corrupt compressed stream, a
             // wrong length): the source's fault, so name the object and
-            // where it came from, not the staging file it was going to.
-            StoreError::Io { ref source, .. }
-                if matches!(
-                    source.kind(),
-                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
-                ) =>
-            {
-                PullError::Fetch(FetchError::Fatal {
-                    location,
-                    message: format!("object {name}: {source}"),
-                })
-            }
+            // where it came from.
+            StoreError::SourceRead(source) => PullError::Fetch(FetchError::Fatal {
+                location,
+                message: format!("object {name}: {source}"),
+            }),
             other => PullError::Store(other),
         }
     }

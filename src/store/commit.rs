@@ -432,6 +432,10 @@ pub fn entry_name(name: &std::ffi::OsStr, dir: &Path) -> Result<String> {
 /// Names the source path in errors that only name an object or a tmp file.
 fn with_path(e: StoreError, path: &Path) -> StoreError {
     match e {
+        StoreError::SourceRead(source) => StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
         StoreError::Io { .. } | StoreError::Unsupported { .. } => e,
         other => StoreError::Unsupported {
             path: path.to_path_buf(),

@@ -31,6 +31,11 @@ pub enum StoreError {
         object: ObjectName,
         actual: Checksum,
     },
+    /// Reading the data being stored failed (a file being committed, a
+    /// network stream, another repository): the source's problem, not the
+    /// store's, so it carries no store path; callers name the source.
+    #[error("reading the data failed: {0}")]
+    SourceRead(#[source] std::io::Error),
     #[error("object {0} is missing from the repository")]
     MissingObject(ObjectName),
     #[error("object {object} is corrupt: {reason}")]

@@ -29,15 +29,28 @@ pub struct RepoLock {
 }
 
 impl RepoLock {
-    pub(crate) fn acquire(repo: &Repo, mode: LockMode) -> Result<RepoLock> {
-        let path = repo.path().join(".lock");
-        let fd = rustix::fs::openat(
+    fn open(repo: &Repo) -> Result<OwnedFd> {
+        rustix::fs::openat(
             repo.dir(),
             ".lock",
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(0o660),
         )
-        .at(&path)?;
+        .at(repo.path().join(".lock"))
+    }
+
+    /// The lock if it is free now; `None` if another process holds it in
+    /// a conflicting mode.
+    pub(crate) fn try_acquire(repo: &Repo, mode: LockMode) -> Result<Option<RepoLock>> {
+        let fd = Self::open(repo)?;
+        let got = sys::ofd_lock(fd.as_fd(), mode == LockMode::Exclusive, false)
+            .at(repo.path().join(".lock"))?;
+        Ok(got.then_some(RepoLock { _fd: fd, mode }))
+    }
+
+    pub(crate) fn acquire(repo: &Repo, mode: LockMode) -> Result<RepoLock> {
+        let path = repo.path().join(".lock");
+        let fd = Self::open(repo)?;
         let timeout = repo
             .config()
             .get_u64("core", "lock-timeout-secs")

@@ -114,6 +114,14 @@ impl<'r> Transaction<'r> {
         // A setgid tmp/ would pass its group to new files; objects must get
         // exactly the owner we give them.
         rustix::fs::fchmod(&staging, Mode::from_raw_mode(0o755)).at(tmp_path.join(&staging_name))?;
+        // A default ACL inherited from tmp/ would replace the umask in
+        // new files' modes (so the umask-based guess in write_content_temp
+        // would skip a needed fchmod) and, if extended, give every object
+        // an access-ACL xattr that is not part of its content.
+        match rustix::fs::fremovexattr(&staging, "system.posix_acl_default") {
+            Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e).at(tmp_path.join(&staging_name)),
+        }
         Ok(Transaction {
             repo,
             _lock: lock,
@@ -305,15 +313,20 @@ impl<'r> Transaction<'r> {
     /// Publishes the objects staged so far without touching refs: used by a
     /// pull that failed part-way, so that a retry fetches only the rest.
     pub fn publish_objects_only(mut self) -> Result<()> {
+        self.publish_objects()?;
+        self.done = true;
+        self.cleanup();
+        Ok(())
+    }
+
+    /// Makes the staged data durable, then moves the objects into place.
+    fn publish_objects(&self) -> Result<()> {
         let staging_path = self.staging_path();
         self.join_syncer();
         if self.repo.fsync_enabled() {
             rustix::fs::syncfs(&self.staging).at(&staging_path)?;
         }
-        publish_dir(self.repo, &self.staging, &staging_path)?;
-        self.done = true;
-        self.cleanup();
-        Ok(())
+        publish_dir(self.repo, &self.staging, &staging_path)
     }
 
     /// Writes a content object from its header and, for regular files,
@@ -448,13 +461,13 @@ impl<'r> Transaction<'r> {
                 let mut w = BufWriter::with_capacity(COPY_BUF, file);
                 w.write_all(&header.archive_prefix(size)).at(&at)?;
                 let mut enc = DeflateEncoder::new(w, Compression::new(ARCHIVE_LEVEL));
-                copy_hashing(data, size, &mut hasher, &mut enc).at(&at)?;
+                copy_hashing(data, size, &mut hasher, &mut enc).map_err(|e| e.at(&at))?;
                 let w = enc.finish().at(&at)?;
                 w.into_inner().map_err(|e| e.into_error()).at(&at)?
             }
             _ => {
                 let mut f = file;
-                copy_hashing(data, size, &mut hasher, &mut f).at(&at)?;
+                copy_hashing(data, size, &mut hasher, &mut f).map_err(|e| e.at(&at))?;
                 f
             }
         };
@@ -539,18 +552,13 @@ impl<'r> Transaction<'r> {
     /// Publishes everything staged, then the refs.
     pub fn commit(mut self) -> Result<TransactionStats> {
         let repo = self.repo;
-        let staging_path = self.staging_path();
-        let durable = repo.fsync_enabled();
-        self.join_syncer();
-        if durable {
-            rustix::fs::syncfs(&self.staging).at(&staging_path)?;
-        }
-        publish_dir(repo, &self.staging, &staging_path)?;
+        self.publish_objects()?;
         let refs = std::mem::take(&mut *self.refs.lock().unwrap_or_else(|p| p.into_inner()));
         for (name, target) in refs {
             repo.write_ref(&name, target)?;
         }
-        if durable {
+        // The renames and refs.
+        if repo.fsync_enabled() {
             rustix::fs::syncfs(repo.dir()).at(repo.path())?;
         }
         self.done = true;
@@ -649,6 +657,26 @@ fn user_meta(header: &FileHeader) -> crate::ostree::Xattrs {
     .expect("static xattr name is valid")
 }
 
+/// Where a copy into an object failed.
+enum CopyError {
+    /// Reading the source: reported as the source's problem.
+    Read(std::io::Error),
+    /// Writing the staged object.
+    Write(std::io::Error),
+}
+
+impl CopyError {
+    fn at(self, staging: &std::path::Path) -> StoreError {
+        match self {
+            CopyError::Read(e) => StoreError::SourceRead(e),
+            CopyError::Write(e) => StoreError::Io {
+                path: staging.to_path_buf(),
+                source: e,
+            },
+        }
+    }
+}
+
 /// Copies exactly `size` bytes, feeding the hasher; a source that ends
 /// early or has more bytes changed while being read.
 fn copy_hashing(
@@ -656,7 +684,7 @@ fn copy_hashing(
     size: u64,
     hasher: &mut sha2::Sha256,
     dst: &mut impl Write,
-) -> std::io::Result<()> {
+) -> std::result::Result<(), CopyError> {
     thread_local! {
         // One copy buffer per thread, not a freshly zeroed one per object.
         static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; COPY_BUF]);
@@ -673,28 +701,28 @@ fn copy_hashing_with(
     hasher: &mut sha2::Sha256,
     dst: &mut impl Write,
     buf: &mut [u8],
-) -> std::io::Result<()> {
+) -> std::result::Result<(), CopyError> {
     let mut left = size;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = src.read(&mut buf[..want])?;
+        let n = src.read(&mut buf[..want]).map_err(CopyError::Read)?;
         if n == 0 {
-            return Err(std::io::Error::new(
+            return Err(CopyError::Read(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 format!(
                     "data ended {left} bytes short of the expected {size} (file changed or truncated?)"
                 ),
-            ));
+            )));
         }
         hasher.update(&buf[..n]);
-        dst.write_all(&buf[..n])?;
+        dst.write_all(&buf[..n]).map_err(CopyError::Write)?;
         left -= n as u64;
     }
     let mut probe = [0u8; 1];
-    if src.read(&mut probe)? != 0 {
-        return Err(std::io::Error::other(format!(
+    if src.read(&mut probe).map_err(CopyError::Read)? != 0 {
+        return Err(CopyError::Read(std::io::Error::other(format!(
             "data is longer than the expected {size} bytes (file changed while being read?)"
-        )));
+        ))));
     }
     Ok(())
 }
@@ -799,7 +827,12 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
             if id.starts_with(&format!("{}-", boot_id()))
                 && let Ok(staging) = open_dir(&tmp, &staging_name)
             {
-                let _lock = repo.lock(LockMode::Shared)?;
+                // Publishing needs the shared lock. Opening a repository
+                // must not wait behind a prune holding it exclusively:
+                // leave the leftovers for a later open.
+                let Some(_lock) = RepoLock::try_acquire(repo, LockMode::Shared)? else {
+                    continue;
+                };
                 let staging_path = tmp_path.join(&staging_name);
                 if repo.fsync_enabled() {
                     rustix::fs::syncfs(&staging).at(&staging_path)?;
@@ -823,4 +856,73 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ostree::Xattrs;
+
+    /// A reader that fails after some bytes, like a dropped connection or
+    /// a file that cannot be read.
+    struct Failing(usize);
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("the source broke"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(b'x');
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+
+    fn header() -> FileHeader {
+        FileHeader {
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: Xattrs::default(),
+        }
+    }
+
+    /// Errors reading the data are the source's, not the staging file's:
+    /// they carry no store path, so callers can name the source.
+    #[test]
+    fn source_errors_are_not_store_errors() {
+        for mode in [RepoMode::Bare, RepoMode::Archive] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repo::init(&dir.path().join("repo"), mode).unwrap();
+            let txn = Transaction::begin(&repo).unwrap();
+            let e = txn
+                .write_content(&header(), 100_000, Failing(70_000), None)
+                .unwrap_err();
+            assert!(
+                matches!(&e, StoreError::SourceRead(s) if s.to_string() == "the source broke"),
+                "{mode:?}: {e:?}"
+            );
+            // Short data is the source's fault too.
+            let e = txn
+                .write_content(&header(), 10, &b"short"[..], None)
+                .unwrap_err();
+            assert!(
+                matches!(&e, StoreError::SourceRead(s) if s.kind() == std::io::ErrorKind::UnexpectedEof),
+                "{mode:?}: {e:?}"
+            );
+            let e = txn
+                .write_content(&header(), 2, &b"longer"[..], None)
+                .unwrap_err();
+            assert!(matches!(&e, StoreError::SourceRead(_)), "{mode:?}: {e:?}");
+            drop(txn);
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("repo/tmp"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with(TXN_PREFIX))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
 }

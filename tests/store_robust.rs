@@ -1,0 +1,221 @@
+//! The store under hostile local conditions: default ACLs on its tmp/,
+//! and a dead transaction's leftovers found while another process holds
+//! the repository lock exclusively.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A POSIX ACL in the kernel's xattr form: version 2, then (tag, perm, id)
+/// entries sorted by tag.
+fn acl_xattr(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for &(tag, perm, id) in entries {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+const USER_OBJ: u16 = 0x01;
+const USER: u16 = 0x02;
+const GROUP_OBJ: u16 = 0x04;
+const MASK: u16 = 0x10;
+const OTHER: u16 = 0x20;
+const NO_ID: u32 = u32::MAX;
+
+/// Every object file's mode and whether it carries an ACL.
+fn object_files(repo: &Path) -> Vec<(String, u32, bool)> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(repo.join("objects")).unwrap() {
+        for f in std::fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if !md.is_file() {
+                continue;
+            }
+            let acl = xattr::get(&p, "system.posix_acl_access").unwrap().is_some();
+            out.push((
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                md.mode() & 0o7777,
+                acl,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A default ACL on the repository's tmp/ (inherited by whatever is
+/// created there) must not change the objects: not their modes (a
+/// restrictive ACL replaces the umask), not their xattrs (an extended one
+/// gives new files an access ACL). Both tools' objects must agree and
+/// `ostree fsck` must pass.
+#[test]
+fn default_acl_on_tmp_changes_no_object() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("plain"), b"plain\n", 0o644);
+    write_file(&src.join("script"), b"#!/bin/sh\n", 0o755);
+    write_file(&src.join("secret"), b"secret\n", 0o600);
+    write_file(&src.join("shared"), b"shared\n", 0o664);
+    make_dir(&src.join("sub"), 0o750);
+    write_file(&src.join("sub/setgid"), b"g\n", 0o2755);
+    let opts = CommitOpts::new("acl", "", 1_700_000_000);
+
+    let reference = tmp.path().join("reference");
+    ostree_init(&reference, Mode::Bare);
+    let commit = ostree_commit(&reference, &src, "main", &opts);
+    let want = object_files(&reference);
+
+    let acls = [
+        // Restrictive: the group and others get nothing.
+        acl_xattr(&[
+            (USER_OBJ, 7, NO_ID),
+            (GROUP_OBJ, 0, NO_ID),
+            (OTHER, 0, NO_ID),
+        ]),
+        // Extended: a named user, so new files get an access ACL.
+        acl_xattr(&[
+            (USER_OBJ, 7, NO_ID),
+            (USER, 7, 4242),
+            (GROUP_OBJ, 5, NO_ID),
+            (MASK, 7, NO_ID),
+            (OTHER, 5, NO_ID),
+        ]),
+    ];
+    for (i, acl) in acls.iter().enumerate() {
+        let repo = tmp.path().join(format!("repo{i}"));
+        arbor_init(&repo, Mode::Bare);
+        xattr::set(repo.join("tmp"), "system.posix_acl_default", acl).unwrap();
+        assert_eq!(arbor_commit(&repo, &src, "main", &opts), commit, "acl {i}");
+        assert_eq!(object_files(&repo), want, "acl {i}: arbor commit");
+        ostree_repo_ok(&repo, ["fsck"]);
+
+        // The same through a pull.
+        let pulled = tmp.path().join(format!("pulled{i}"));
+        arbor_init(&pulled, Mode::Bare);
+        xattr::set(pulled.join("tmp"), "system.posix_acl_default", acl).unwrap();
+        arbor_repo_ok(
+            &pulled,
+            ["pull".as_ref(), reference.as_os_str(), "main".as_ref()],
+        );
+        assert_eq!(object_files(&pulled), want, "acl {i}: arbor pull");
+        ostree_repo_ok(&pulled, ["fsck"]);
+    }
+}
+
+/// This boot's id as the store spells it in transaction names.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+}
+
+/// Leaves what a transaction killed after staging one object would leave:
+/// its (unlocked) lock file and its staging directory.
+fn fake_dead_transaction(repo: &Path, object_from: &Path) -> String {
+    let id = format!("{}-999999-1", boot_id());
+    let staging = repo.join("tmp").join(format!("arbor-txn-{id}"));
+    let name = std::fs::read_dir(object_from.join("objects"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "file"))
+        .unwrap();
+    let dir = name.parent().unwrap().file_name().unwrap();
+    std::fs::create_dir_all(staging.join(dir)).unwrap();
+    std::fs::copy(&name, staging.join(dir).join(name.file_name().unwrap())).unwrap();
+    std::fs::write(repo.join("tmp").join(format!("arbor-txn-{id}.lock")), b"").unwrap();
+    format!(
+        "{}/{}",
+        dir.to_string_lossy(),
+        name.file_name().unwrap().to_string_lossy()
+    )
+}
+
+/// Takes the repository lock as libostree does (an OFD lock on `.lock`).
+fn lock_exclusive(repo: &Path) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(repo.join(".lock"))
+        .unwrap();
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    // SAFETY: a valid fd and a properly initialised flock.
+    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    f
+}
+
+/// Opening a repository adopts a dead transaction's finished objects, but
+/// must not wait for the repository lock to do so: a read-only command
+/// while another process (a prune) holds the lock exclusively runs at
+/// once and leaves the leftovers for a later open, which adopts them.
+#[test]
+fn stale_cleanup_never_waits_for_the_lock() {
+    let tmp = tempdir();
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("a"), b"a\n", 0o644);
+    let donor = tmp.path().join("donor");
+    ostree_init(&donor, Mode::Bare);
+    ostree_commit(&donor, &src, "main", &CommitOpts::new("s", "", 0));
+
+    let repo = tmp.path().join("repo");
+    arbor_init(&repo, Mode::Bare);
+    // Long enough that waiting for it would be seen.
+    let config = std::fs::read_to_string(repo.join("config")).unwrap();
+    std::fs::write(
+        repo.join("config"),
+        config.replace("[core]\n", "[core]\nlock-timeout-secs=60\n"),
+    )
+    .unwrap();
+    let object = fake_dead_transaction(&repo, &donor);
+
+    let held = lock_exclusive(&repo);
+    let start = Instant::now();
+    arbor_repo_ok(&repo, ["refs"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "refs waited {:?} for the lock",
+        start.elapsed()
+    );
+    assert!(!repo.join("objects").join(&object).exists());
+    assert_eq!(
+        std::fs::read_dir(repo.join("tmp"))
+            .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("arbor-txn-"))
+            .count(),
+        2,
+        "the leftovers stay for a later open"
+    );
+
+    drop(held);
+    arbor_repo_ok(&repo, ["refs"]);
+    assert!(repo.join("objects").join(&object).is_file(), "adopted");
+    assert!(!std::fs::read_dir(repo.join("tmp")).unwrap().any(|e| {
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("arbor-txn-")
+    }));
+    ostree_repo_ok(&repo, ["fsck"]);
+}
