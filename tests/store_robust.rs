@@ -219,3 +219,105 @@ fn stale_cleanup_never_waits_for_the_lock() {
     }));
     ostree_repo_ok(&repo, ["fsck"]);
 }
+
+/// Unmounts on drop, so a failing test leaves no FUSE mount behind.
+struct FuseMount(std::path::PathBuf);
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A store on a filesystem without `O_TMPFILE` or `RENAME_NOREPLACE`
+/// (unionfs-fuse refuses both, as NFS and most FUSE filesystems do) works:
+/// named temporary files and link-then-unlink renames stand in. Commit,
+/// pull and checkout all run there, and ostree finds the store sound.
+#[test]
+fn store_on_a_filesystem_without_tmpfile() {
+    let tmp = tempdir();
+    let branch = tmp.path().join("branch");
+    let mnt = tmp.path().join("mnt");
+    make_dir(&branch, 0o755);
+    make_dir(&mnt, 0o755);
+    let st = std::process::Command::new("unionfs")
+        .arg("-o")
+        .arg("cow,allow_other")
+        .arg(format!("{}=RW", branch.display()))
+        .arg(&mnt)
+        .status()
+        .expect("unionfs-fuse is installed by scripts/test");
+    assert!(st.success());
+    let _mount = FuseMount(mnt.clone());
+
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("a"), b"a\n", 0o644);
+    write_file(&src.join("run"), b"#!/bin/sh\n", 0o755);
+    make_dir(&src.join("d"), 0o755);
+    write_file(&src.join("d/b"), &pseudo_random_bytes(300_000, 7), 0o644);
+    std::os::unix::fs::symlink("../a", src.join("d/link")).unwrap();
+    let opts = CommitOpts::new("fuse", "", 1_700_000_000);
+    let reference = tmp.path().join("reference");
+    ostree_init(&reference, Mode::Archive);
+    let commit = ostree_commit(&reference, &src, "main", &opts);
+
+    for mode in [Mode::BareUserOnly, Mode::Archive] {
+        // The same commit as in a store on an ordinary filesystem.
+        let plain = tmp.path().join(format!("plain-{}", mode.name()));
+        arbor_init(&plain, mode);
+        let want = arbor_commit(&plain, &src, "main", &opts);
+        let repo = mnt.join(format!("commit-{}", mode.name()));
+        arbor_init(&repo, mode);
+        assert_eq!(arbor_commit(&repo, &src, "main", &opts), want, "{mode:?}");
+        assert_eq!(list_objects(&repo), list_objects(&plain), "{mode:?}");
+        ostree_repo_ok(&repo, ["fsck"]);
+        // Objects land by the fallback rename: a second commit of the same
+        // tree finds them present rather than failing on existing names.
+        arbor_commit(&repo, &src, "again", &opts);
+        assert_eq!(
+            dir_checksums(&repo, "again", "/"),
+            dir_checksums(&repo, "main", "/"),
+            "{mode:?}"
+        );
+        assert_eq!(list_objects(&repo).len(), list_objects(&plain).len() + 1);
+
+        let pulled = mnt.join(format!("pull-{}", mode.name()));
+        arbor_init(&pulled, mode);
+        arbor_repo_ok(
+            &pulled,
+            ["pull".as_ref(), reference.as_os_str(), "main".as_ref()],
+        );
+        ostree_repo_ok(&pulled, ["fsck"]);
+        assert_eq!(ostree_rev_parse(&pulled, "main"), commit);
+
+        let out = tmp.path().join(format!("out-{}", mode.name()));
+        arbor_repo_ok(
+            &pulled,
+            [
+                "checkout".as_ref(),
+                "-U".as_ref(),
+                "main".as_ref(),
+                out.as_os_str(),
+            ],
+        );
+        assert_eq!(
+            std::fs::read(out.join("d/b")).unwrap(),
+            pseudo_random_bytes(300_000, 7)
+        );
+        assert_eq!(
+            std::fs::read_link(out.join("d/link")).unwrap(),
+            Path::new("../a")
+        );
+        // Nothing left in tmp/ by either transaction.
+        let left: Vec<_> = std::fs::read_dir(pulled.join("tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with("arbor-txn-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Directory-descriptor helpers shared by the store.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode};
@@ -92,4 +92,66 @@ pub(crate) fn link_tmpfile(file: impl AsFd, dir: impl AsFd, name: &str) -> rusti
         name,
         AtFlags::SYMLINK_FOLLOW,
     )
+}
+
+/// `O_TMPFILE` was refused by a filesystem once (NFS, most FUSE
+/// filesystems): callers use named temporary files from then on.
+static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
+
+/// An anonymous file in `dir` (`O_TMPFILE`, plus `flags`), or `None` when
+/// the filesystem cannot make one and the caller must use a named file.
+pub(crate) fn open_tmpfile(
+    dir: impl AsFd,
+    flags: rustix::fs::OFlags,
+    mode: u32,
+) -> rustix::io::Result<Option<OwnedFd>> {
+    if NO_TMPFILE.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    match rustix::fs::openat(
+        &dir,
+        ".",
+        flags | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(mode),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        // EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP/EINVAL: a
+        // filesystem without it.
+        Err(rustix::io::Errno::OPNOTSUPP)
+        | Err(rustix::io::Errno::ISDIR)
+        | Err(rustix::io::Errno::INVAL) => {
+            NO_TMPFILE.store(true, Ordering::Relaxed);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renames without replacing: `renameat2(RENAME_NOREPLACE)`, or where the
+/// filesystem lacks it (NFS, FUSE), `linkat` then `unlinkat` of the old
+/// name, which is as atomic for a regular file (the link fails if the new
+/// name exists). Directories fall back to a plain rename, which refuses a
+/// non-empty target.
+pub(crate) fn rename_noreplace(
+    old_dir: impl AsFd,
+    old: &str,
+    new_dir: impl AsFd,
+    new: &str,
+) -> rustix::io::Result<()> {
+    match rustix::fs::renameat_with(
+        &old_dir,
+        old,
+        &new_dir,
+        new,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {}
+        r => return r,
+    }
+    let st = rustix::fs::statat(&old_dir, old, AtFlags::SYMLINK_NOFOLLOW)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+        return rustix::fs::renameat(&old_dir, old, &new_dir, new);
+    }
+    rustix::fs::linkat(&old_dir, old, &new_dir, new, AtFlags::empty())?;
+    rustix::fs::unlinkat(&old_dir, old, AtFlags::empty())
 }

@@ -25,11 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 use sha2::Digest;
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::{ensure_dir, link_tmpfile, list_dir_typed, remove_tree};
+use super::fsutil::{
+    ensure_dir, link_tmpfile, list_dir_typed, open_tmpfile, remove_tree, rename_noreplace,
+};
 use super::lock::{LockMode, RepoLock};
 use super::refs::RefName;
 use super::repo::{Repo, RepoMode, open_dir};
@@ -94,19 +96,8 @@ impl<'r> Transaction<'r> {
                 .map(|d| d.as_nanos())
                 .unwrap_or_default()
         );
-        // The lock file is created anonymous, locked, and only then given
-        // its name, so no other process ever sees it unlocked (and takes
-        // its owner for dead).
-        let liveness = rustix::fs::openat(
-            &tmp,
-            ".",
-            OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .at(&tmp_path)?;
         let lock_name = format!("{TXN_PREFIX}{id}.lock");
-        sys::ofd_lock(liveness.as_fd(), true, true).at(tmp_path.join(&lock_name))?;
-        link_tmpfile(&liveness, &tmp, &lock_name).at(tmp_path.join(&lock_name))?;
+        let liveness = create_liveness(&tmp, &tmp_path, &lock_name)?;
         let staging_name = format!("{TXN_PREFIX}{id}");
         rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o755))
             .at(tmp_path.join(&staging_name))?;
@@ -158,16 +149,30 @@ impl<'r> Transaction<'r> {
 
     /// An anonymous file (`O_TMPFILE`) in the staging directory. Creating
     /// one takes no lock on the directory's names, so parallel writers do
-    /// not serialise on it; it gets a name only once complete.
-    fn tmpfile(&self, mode: u32) -> Result<File> {
+    /// not serialise on it; it gets a name only once complete. Where the
+    /// filesystem has no `O_TMPFILE`, a named temporary file (never taken
+    /// for an object: its name is not one).
+    fn tmpfile(&self, mode: u32) -> Result<TempFile> {
+        if let Some(fd) =
+            open_tmpfile(&self.staging, OFlags::WRONLY, mode).at(self.staging_path())?
+        {
+            return Ok(TempFile {
+                file: File::from(fd),
+                name: None,
+            });
+        }
+        let tmp = self.temp_name();
         let fd = rustix::fs::openat(
             &self.staging,
-            ".",
-            OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )
-        .at(self.staging_path())?;
-        Ok(File::from(fd))
+        .at(self.staging_path().join(&tmp))?;
+        Ok(TempFile {
+            file: File::from(fd),
+            name: Some(tmp),
+        })
     }
 
     /// Creates the staging subdirectory `XX` once per transaction.
@@ -194,13 +199,7 @@ impl<'r> Transaction<'r> {
         let r = match staged {
             Staged::File(file) => link_tmpfile(&file, &self.staging, &dest),
             Staged::Named(tmp) => {
-                let r = rustix::fs::renameat_with(
-                    &self.staging,
-                    tmp.as_str(),
-                    &self.staging,
-                    dest.as_str(),
-                    RenameFlags::NOREPLACE,
-                );
+                let r = rename_noreplace(&self.staging, &tmp, &self.staging, &dest);
                 if r.is_err() {
                     let _ = rustix::fs::unlinkat(&self.staging, tmp.as_str(), AtFlags::empty());
                 }
@@ -264,7 +263,7 @@ impl<'r> Transaction<'r> {
         }
         let mut f = self.tmpfile(0o644)?;
         f.write_all(data).at(self.staging_path())?;
-        let new = self.stage(Staged::File(f), name)?;
+        let new = self.stage(f.staged(), name)?;
         Ok(Written { checksum, new })
     }
 
@@ -307,7 +306,7 @@ impl<'r> Transaction<'r> {
         // Replacing: drop an earlier staged copy first.
         let rel = format!("{}/{}", name.loose_dir(), name.loose_file_name(false));
         let _ = rustix::fs::unlinkat(&self.staging, rel.as_str(), AtFlags::empty());
-        self.stage(Staged::File(f), name).map(drop)
+        self.stage(f.staged(), name).map(drop)
     }
 
     /// Publishes the objects staged so far without touching refs: used by a
@@ -431,14 +430,14 @@ impl<'r> Transaction<'r> {
                     let mut f = self.tmpfile(0o644)?;
                     f.write_all(target.as_bytes()).at(&at)?;
                     f.write_all(&[0]).at(&at)?;
-                    sys::set_fd_xattrs(&f, &user_meta(header)).at(&at)?;
-                    zero_mtime(&f).at(&at)?;
-                    Staged::File(f)
+                    sys::set_fd_xattrs(&f.file, &user_meta(header)).at(&at)?;
+                    zero_mtime(&f.file).at(&at)?;
+                    f.staged()
                 }
                 RepoMode::Archive => {
                     let mut f = self.tmpfile(0o644)?;
                     f.write_all(&header.archive_prefix(0)).at(&at)?;
-                    Staged::File(f)
+                    f.staged()
                 }
             };
             return Ok((staged, Checksum::from_hasher(hasher)));
@@ -454,7 +453,7 @@ impl<'r> Transaction<'r> {
         // Created with its final permission bits where the umask allows, so
         // most files need no fchmod. Writing goes through our fd whatever
         // the mode says.
-        let file = self.tmpfile(want & 0o777)?;
+        let TempFile { file, name: temp } = self.tmpfile(want & 0o777)?;
         let created = want & 0o777 & !process_umask();
         let mut file = match mode {
             RepoMode::Archive => {
@@ -496,7 +495,8 @@ impl<'r> Transaction<'r> {
             zero_mtime(&file).at(&at)?;
         }
         file.flush().at(&at)?;
-        Ok((Staged::File(file), Checksum::from_hasher(hasher)))
+        let staged = TempFile { file, name: temp }.staged();
+        Ok((staged, Checksum::from_hasher(hasher)))
     }
 
     /// Starts a background `syncfs` of the staging filesystem each time
@@ -591,11 +591,42 @@ impl Drop for Transaction<'_> {
     }
 }
 
+/// A file being written in staging: anonymous, or under a temporary name
+/// where the filesystem has no `O_TMPFILE`.
+struct TempFile {
+    file: File,
+    name: Option<String>,
+}
+
+impl TempFile {
+    fn staged(self) -> Staged {
+        match self.name {
+            None => Staged::File(self.file),
+            // Complete: the name is what counts from here on.
+            Some(name) => Staged::Named(name),
+        }
+    }
+}
+
+impl std::ops::Deref for TempFile {
+    type Target = File;
+    fn deref(&self) -> &File {
+        &self.file
+    }
+}
+
+impl std::ops::DerefMut for TempFile {
+    fn deref_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+}
+
 /// An object written but not yet named in staging.
 enum Staged {
     /// An `O_TMPFILE`, linked into place by [`Transaction::stage`].
     File(File),
-    /// A symlink under a temporary name (symlinks cannot be anonymous).
+    /// A symlink (symlinks cannot be anonymous), or any file where
+    /// `O_TMPFILE` is unsupported, under a temporary name.
     Named(String),
 }
 
@@ -603,6 +634,37 @@ impl Staged {
     fn discard(self, staging: &OwnedFd) {
         if let Staged::Named(tmp) = self {
             let _ = rustix::fs::unlinkat(staging, tmp.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Creates and locks a transaction's lock file `tmp/NAME`. It must never be
+/// visible unlocked while its owner lives, or a cleaner would take the
+/// owner for dead: an `O_TMPFILE` is locked before it gets its name. Where
+/// the filesystem has no `O_TMPFILE`, the file is created under its name
+/// and locked at once; a cleaner may have removed it in between, which is
+/// seen by comparing inodes, and then it is made again.
+fn create_liveness(tmp: &OwnedFd, tmp_path: &std::path::Path, name: &str) -> Result<OwnedFd> {
+    let path = tmp_path.join(name);
+    if let Some(fd) = open_tmpfile(tmp, OFlags::RDWR, 0o600).at(tmp_path)? {
+        sys::ofd_lock(fd.as_fd(), true, true).at(&path)?;
+        link_tmpfile(&fd, tmp, name).at(&path)?;
+        return Ok(fd);
+    }
+    loop {
+        let fd = rustix::fs::openat(
+            tmp,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .at(&path)?;
+        sys::ofd_lock(fd.as_fd(), true, true).at(&path)?;
+        let ours = rustix::fs::fstat(&fd).at(&path)?;
+        match rustix::fs::statat(tmp, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino) => return Ok(fd),
+            Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(e).at(&path),
         }
     }
 }
@@ -738,13 +800,7 @@ fn publish_dir(repo: &Repo, staging: &OwnedFd, staging_path: &std::path::Path) -
         // Into a store without this subdirectory yet (a first pull or
         // commit), the whole directory moves in one rename: staging
         // subdirectories only ever hold finished objects.
-        match rustix::fs::renameat_with(
-            staging,
-            dir,
-            repo.objects_dir(),
-            dir,
-            RenameFlags::NOREPLACE,
-        ) {
+        match rename_noreplace(staging, dir, repo.objects_dir(), dir) {
             Ok(()) => continue,
             Err(rustix::io::Errno::EXIST) | Err(rustix::io::Errno::NOTEMPTY) => {}
             Err(e) => return Err(e).at(repo.path().join("objects").join(dir)),
@@ -759,15 +815,14 @@ fn publish_dir(repo: &Repo, staging: &OwnedFd, staging_path: &std::path::Path) -
                 continue;
             }
             let dest = format!("{dir}/{file}");
-            let commitmeta = file.ends_with(".commitmeta");
-            let flags = if commitmeta {
-                RenameFlags::empty()
-            } else {
-                RenameFlags::NOREPLACE
-            };
             // Detached metadata is replaced whole; other objects are
             // immutable, so an existing one is kept.
-            match rustix::fs::renameat_with(&sub, file, repo.objects_dir(), dest.as_str(), flags) {
+            let r = if file.ends_with(".commitmeta") {
+                rustix::fs::renameat(&sub, file, repo.objects_dir(), dest.as_str())
+            } else {
+                rename_noreplace(&sub, file, repo.objects_dir(), &dest)
+            };
+            match r {
                 Ok(()) => {}
                 Err(rustix::io::Errno::EXIST) => {
                     rustix::fs::unlinkat(&sub, file, AtFlags::empty())
