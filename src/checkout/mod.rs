@@ -249,12 +249,19 @@ pub fn checkout(
             commit: opts.commit,
             source: Box::new(source),
         })?;
-    run_checkout(repo, &commit, dest, opts, progress)
+    run_checkout(
+        repo,
+        (commit.root_tree, commit.root_meta),
+        dest,
+        opts,
+        progress,
+    )
 }
 
+/// Checks out the tree whose root is (dirtree, dirmeta) `root`.
 fn run_checkout(
     repo: &Repo,
-    commit: &crate::ostree::Commit,
+    root: (Checksum, Checksum),
     dest: &Path,
     opts: &CheckoutOptions,
     progress: &(dyn Fn(Event) + Sync),
@@ -273,7 +280,7 @@ fn run_checkout(
             source: std::io::Error::other(e),
         })?;
     pool.install(|| {
-        let plan = plan::build(repo, commit, opts, dest)?;
+        let plan = plan::build(repo, root, opts, dest)?;
         progress(Event::Planned {
             dirs: plan.dirs.len() as u64,
             files: plan.n_files,
@@ -293,17 +300,7 @@ pub fn checkout_tree(
     opts: &CheckoutOptions,
     progress: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome, CheckoutError> {
-    let commit = crate::ostree::Commit {
-        metadata: Default::default(),
-        parent: None,
-        related: Vec::new(),
-        subject: String::new(),
-        body: String::new(),
-        timestamp: 0,
-        root_tree,
-        root_meta,
-    };
-    run_checkout(repo, &commit, dest, opts, progress)
+    run_checkout(repo, (root_tree, root_meta), dest, opts, progress)
 }
 
 /// Counters shared by the worker threads.

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::error::CheckoutError;
 use super::{CheckoutOptions, whiteout};
 use crate::ostree::names::validate_file_name;
-use crate::ostree::{Checksum, Commit, DirMeta, DirTree, ObjectName, ObjectType, TreeFile};
+use crate::ostree::{Checksum, DirMeta, DirTree, ObjectName, ObjectType, TreeFile};
 use crate::store::commit::MAX_DEPTH;
 use crate::store::tree::split_path;
 use crate::store::{Repo, TreeNode};
@@ -69,7 +69,7 @@ fn child_rel(rel: &str, name: &str) -> String {
 
 pub(super) fn build(
     repo: &Repo,
-    commit: &Commit,
+    (root_tree, root_meta): (Checksum, Checksum),
     opts: &CheckoutOptions,
     dest: &Path,
 ) -> Result<Plan, CheckoutError> {
@@ -94,16 +94,19 @@ pub(super) fn build(
 
     let (tree_csum, tree, meta) = match &opts.subpath {
         None => (
-            commit.root_tree,
-            load_tree(&commit.root_tree, "")?,
-            Some(load_meta(&commit.root_meta, "")?),
+            root_tree,
+            load_tree(&root_tree, "")?,
+            Some(load_meta(&root_meta, "")?),
         ),
         Some(sp) => {
             let subpath_err = |source| CheckoutError::Subpath {
                 subpath: sp.clone(),
                 source: Box::new(source),
             };
-            match repo.lookup_path(commit, sp).map_err(subpath_err)? {
+            match repo
+                .lookup_path_in(root_tree, root_meta, sp)
+                .map_err(subpath_err)?
+            {
                 TreeNode::Dir { tree, meta } => {
                     (tree, load_tree(&tree, "")?, Some(load_meta(&meta, "")?))
                 }

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
 use crate::ostree::{Metadata, Value};
 use crate::store::commit::{CommitInfo, TreeOptions, write_commit, write_directory};
-use crate::store::{RefName, Transaction};
+use crate::store::{RefName, Repo, Transaction};
 
 #[derive(Args, Debug)]
 pub struct CommitArgs {
@@ -46,13 +46,7 @@ pub struct CommitArgs {
 }
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
-    let branch = RefName::parse(&a.branch).with_context(|| format!("--branch {:?}", a.branch))?;
-    let RefName::Head(branch_name) = &branch else {
-        bail!(
-            "--branch {:?}: commit to a local branch, not a remote ref",
-            a.branch
-        );
-    };
+    let (branch, branch_name) = local_branch(&a.branch)?;
     let repo = ctx.open_for_write()?;
     let parent = match a.parent.as_deref() {
         Some("none") => None,
@@ -73,15 +67,9 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
         metadata.insert(k, Value::Str(v.to_string()));
     }
     if !a.no_bindings {
-        metadata.insert(REF_BINDING, Value::StrArray(vec![branch_name.clone()]));
-        if let Some(cid) = repo.collection_id() {
-            metadata.insert(COLLECTION_BINDING, Value::Str(cid));
-        }
+        bind_to_branch(&repo, &mut metadata, &branch_name);
     }
-    let timestamp = match a.timestamp {
-        Some(t) => t,
-        None => default_timestamp()?,
-    };
+    let timestamp = a.timestamp.map_or_else(default_timestamp, Ok)?;
 
     let txn = Transaction::begin(&repo)?;
     let opts = TreeOptions::for_mode(repo.mode(), a.owner_uid, a.owner_gid);
@@ -105,6 +93,27 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     }
     println!("{checksum}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--branch` as a local branch (commits never go to remote refs).
+pub(crate) fn local_branch(branch: &str) -> Result<(RefName, String)> {
+    let name = RefName::parse(branch).with_context(|| format!("--branch {branch:?}"))?;
+    match &name {
+        RefName::Head(b) => {
+            let b = b.clone();
+            Ok((name, b))
+        }
+        _ => bail!("--branch {branch:?}: commit to a local branch, not a remote ref"),
+    }
+}
+
+/// Binds a commit to its branch (and the repository's collection), as
+/// `ostree commit` does, so a pull can refuse it under another name.
+pub(crate) fn bind_to_branch(repo: &Repo, metadata: &mut Metadata, branch: &str) {
+    metadata.insert(REF_BINDING, Value::StrArray(vec![branch.to_string()]));
+    if let Some(cid) = repo.collection_id() {
+        metadata.insert(COLLECTION_BINDING, Value::Str(cid));
+    }
 }
 
 pub(crate) fn default_timestamp() -> Result<u64> {

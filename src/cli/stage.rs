@@ -10,8 +10,6 @@ use super::Ctx;
 use crate::checkout::mount::{Backend, BackendChoice};
 use crate::checkout::stage::{StageBackend, Stages};
 use crate::ostree::Metadata;
-use crate::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
-use crate::store::RefName;
 use crate::store::commit::CommitInfo;
 
 #[derive(Args, Debug)]
@@ -253,25 +251,12 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             body,
             timestamp,
         } => {
-            let ref_name =
-                RefName::parse(&branch).with_context(|| format!("--branch {branch:?}"))?;
-            let RefName::Head(branch_name) = &ref_name else {
-                bail!("--branch {branch:?}: commit to a local branch, not a remote ref");
-            };
+            let (ref_name, branch_name) = super::commit::local_branch(&branch)?;
             let repo = ctx.open_for_write()?;
             let parent = repo.read_ref(&ref_name)?;
             let mut metadata = Metadata::new();
-            metadata.insert(
-                REF_BINDING,
-                crate::ostree::Value::StrArray(vec![branch_name.clone()]),
-            );
-            if let Some(cid) = repo.collection_id() {
-                metadata.insert(COLLECTION_BINDING, crate::ostree::Value::Str(cid));
-            }
-            let timestamp = match timestamp {
-                Some(t) => t,
-                None => super::commit::default_timestamp()?,
-            };
+            super::commit::bind_to_branch(&repo, &mut metadata, &branch_name);
+            let timestamp = timestamp.map_or_else(super::commit::default_timestamp, Ok)?;
             let stages = Stages::open(&repo)?;
             let checksum = stages
                 .commit(

@@ -19,20 +19,31 @@ impl Repo {
     /// Resolves an absolute or relative `path` inside a commit's tree,
     /// without following symlinks. `""` and `/` name the root.
     pub fn lookup_path(&self, commit: &Commit, path: &str) -> Result<TreeNode> {
+        self.lookup_path_in(commit.root_tree, commit.root_meta, path)
+    }
+
+    /// [`lookup_path`](Self::lookup_path) in a tree no commit needs to
+    /// name (the merged tree of a stage, say).
+    pub fn lookup_path_in(
+        &self,
+        root_tree: Checksum,
+        root_meta: Checksum,
+        path: &str,
+    ) -> Result<TreeNode> {
         let comps = split_path(path)?;
-        self.lookup_components(commit, &comps, path, false)
+        self.lookup_components((root_tree, root_meta), &comps, path, false)
     }
 
     /// Like [`lookup_path`](Self::lookup_path) but follows symlinks inside
     /// the tree (never on the host), as `ostree cat` does.
     pub fn lookup_path_follow(&self, commit: &Commit, path: &str) -> Result<TreeNode> {
         let comps = split_path(path)?;
-        self.lookup_components(commit, &comps, path, true)
+        self.lookup_components((commit.root_tree, commit.root_meta), &comps, path, true)
     }
 
     fn lookup_components(
         &self,
-        commit: &Commit,
+        (root_tree, root_meta): (Checksum, Checksum),
         comps: &[String],
         path: &str,
         follow: bool,
@@ -42,10 +53,10 @@ impl Repo {
         // Resolution state: the remaining components and the stack of
         // directories walked so far (for `..` in symlink targets).
         let mut todo: Vec<String> = comps.iter().rev().cloned().collect();
-        let mut stack: Vec<(Checksum, Checksum)> = vec![(commit.root_tree, commit.root_meta)];
+        let mut stack: Vec<(Checksum, Checksum)> = vec![(root_tree, root_meta)];
         let mut result = TreeNode::Dir {
-            tree: commit.root_tree,
-            meta: commit.root_meta,
+            tree: root_tree,
+            meta: root_meta,
         };
         while let Some(comp) = todo.pop() {
             if comp == ".." {

@@ -70,19 +70,24 @@ pub fn list_deletions(backend: Backend, upper: &Path) -> std::io::Result<Vec<Del
     Ok(out)
 }
 
+/// Names the path in an I/O error, which `read_dir` and friends do not.
+fn at(path: &Path) -> impl Fn(std::io::Error) -> std::io::Error + '_ {
+    move |e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 fn walk_overlay(
     dir: &Path,
     rel: &Path,
     fuse: bool,
     out: &mut Vec<Deletion>,
 ) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+        let entry = entry.map_err(at(dir))?;
         let name = entry.file_name();
-        let ty = entry.file_type()?;
         let path = entry.path();
+        let ty = entry.file_type().map_err(at(&path))?;
         let child = rel.join(&name);
-        if ty.is_char_device() && entry.metadata()?.rdev() == 0 {
+        if ty.is_char_device() && entry.metadata().map_err(at(&path))?.rdev() == 0 {
             if !(fuse && name.as_bytes() == b".wh..opq") {
                 out.push(Deletion::Whiteout(child));
             }
@@ -108,12 +113,12 @@ fn walk_overlay(
 }
 
 fn walk_unionfs(dir: &Path, rel: &Path, out: &mut Vec<Deletion>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
+    for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+        let entry = entry.map_err(at(dir))?;
         let name = entry.file_name();
         if let Some(target) = name.as_bytes().strip_suffix(UNIONFS_HIDDEN_SUFFIX) {
             out.push(Deletion::Whiteout(rel.join(OsStr::from_bytes(target))));
-        } else if entry.file_type()?.is_dir() {
+        } else if entry.file_type().map_err(at(&entry.path()))?.is_dir() {
             walk_unionfs(&entry.path(), &rel.join(&name), out)?;
         }
     }
