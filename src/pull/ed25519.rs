@@ -1,7 +1,7 @@
 //! Ed25519 verification of commits and summaries, as ostree's *signapi*
 //! (`sign-verify`) does it. Pure: keys and signatures come in as bytes or
 //! strings; finding and reading key files is done by the caller
-//! ([`crate::store::Repo::remote_ed25519_keys`]).
+//! ([`super::SignVerify::for_remote`]).
 //!
 //! # Where the signatures are
 //!
@@ -58,6 +58,7 @@
 //! limit; a commitmeta can hold millions, each checked against every key),
 //! and key files larger than [`MAX_KEY_FILE_SIZE`] are refused.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -243,12 +244,15 @@ pub fn glib_base64_decode(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Trusted and revoked keys for one remote.
+/// Trusted and revoked keys for one remote. Adding a key is O(1), so
+/// loading a key file of n keys is linear (a file may hold ~350 000).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustedKeys {
-    /// Most recently added first (ostree's order), without duplicates.
+    /// In the order added, without duplicates; tried newest first.
     trusted: Vec<PublicKey>,
-    revoked: Vec<PublicKey>,
+    /// The keys in `trusted`, to refuse duplicates without a scan.
+    trusted_set: HashSet<PublicKey>,
+    revoked: HashSet<PublicKey>,
 }
 
 impl TrustedKeys {
@@ -258,16 +262,14 @@ impl TrustedKeys {
 
     /// Adds a trusted key (no effect if already there).
     pub fn add(&mut self, key: PublicKey) {
-        if !self.trusted.contains(&key) {
-            self.trusted.insert(0, key);
+        if self.trusted_set.insert(key) {
+            self.trusted.push(key);
         }
     }
 
     /// Adds a revoked key: it is never used, even if also trusted.
     pub fn revoke(&mut self, key: PublicKey) {
-        if !self.revoked.contains(&key) {
-            self.revoked.insert(0, key);
-        }
+        self.revoked.insert(key);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -299,16 +301,17 @@ impl TrustedKeys {
         if signatures.is_empty() {
             return Err(VerifyError::NoSignatures);
         }
+        // Most recently added first, as ostree (which prepends) tries them.
         let usable: Vec<(PublicKey, Option<VerifyingKey>)> = self
             .trusted
             .iter()
+            .rev()
             .filter(|k| !self.revoked.contains(k))
             .map(|k| (*k, VerifyingKey::from_bytes(&k.0).ok()))
             .collect();
         if self.trusted.is_empty() {
             return Err(VerifyError::NoTrustedKeys);
         }
-        let mut failed: Vec<PublicKey> = Vec::new();
         for (index, sig) in signatures.iter().take(MAX_SIGNATURES).enumerate() {
             let Ok(bytes) = <[u8; SIGNATURE_SIZE]>::try_from(sig.as_slice()) else {
                 return Err(VerifyError::BadLength {
@@ -321,9 +324,6 @@ impl TrustedKeys {
                 if vk.is_some_and(|vk| vk.verify_strict(data, &sig).is_ok()) {
                     return Ok(*key);
                 }
-                if !failed.contains(key) {
-                    failed.push(*key);
-                }
             }
         }
         if usable.is_empty() {
@@ -331,9 +331,11 @@ impl TrustedKeys {
                 revoked: self.trusted.len(),
             });
         }
+        // At least one signature was tried (there is one, and a bad length
+        // returned above), so every usable key failed.
         Err(VerifyError::NoValidSignature {
             signatures: signatures.len().min(MAX_SIGNATURES),
-            keys: failed,
+            keys: usable.into_iter().map(|(k, _)| k).collect(),
         })
     }
 }
@@ -525,6 +527,25 @@ mod tests {
             odd.verify(data, &[sig_a]),
             Err(VerifyError::NoValidSignature { .. })
         ));
+    }
+
+    #[test]
+    fn keys_are_tried_newest_first_without_duplicates() {
+        let (_, a) = key(1);
+        let (_, b) = key(2);
+        let (skc, _) = key(3);
+        let mut keys = TrustedKeys::new();
+        keys.add(a);
+        keys.add(b);
+        keys.add(a);
+        let sig = skc.sign(b"x").to_bytes().to_vec();
+        match keys.verify(b"x", &[sig.clone(), sig]) {
+            Err(VerifyError::NoValidSignature {
+                signatures: 2,
+                keys,
+            }) => assert_eq!(keys, vec![b, a]),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

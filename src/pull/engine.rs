@@ -310,33 +310,23 @@ impl<'a, 'r> Engine<'a, 'r> {
     }
 
     fn verifying(&self) -> bool {
-        self.opts.gpg.as_ref().is_some_and(|g| g.commits)
-            || self.opts.sign.as_ref().is_some_and(|s| s.commits)
+        self.opts.verifiers().any(|v| v.commits)
     }
 
     /// Checks the signatures of a commit's bytes against its detached
-    /// metadata: GPG, then ed25519, each when the remote asks for it.
+    /// metadata, with every verifier the remote turns on for commits.
     fn verify_signatures(
         &self,
         commit: Checksum,
         data: &[u8],
         commitmeta: Option<&[u8]>,
     ) -> Result<(), PullError> {
-        if let Some(g) = self.opts.gpg.as_ref().filter(|g| g.commits) {
-            g.keyring
-                .verify_with_metadata(data, commitmeta, std::time::SystemTime::now())
+        for v in self.opts.verifiers().filter(|v| v.commits) {
+            v.keys
+                .verify(data, commitmeta)
                 .map_err(|source| PullError::CommitSignature {
                     commit,
-                    remote: g.remote.clone(),
-                    source,
-                })?;
-        }
-        if let Some(s) = self.opts.sign.as_ref().filter(|s| s.commits) {
-            s.keys
-                .verify_with_metadata(data, commitmeta)
-                .map_err(|source| PullError::CommitEd25519 {
-                    commit,
-                    remote: s.remote.clone(),
+                    remote: v.remote.clone(),
                     source,
                 })?;
         }

@@ -5,20 +5,19 @@
 //! many requests share one connection). The client's timeout applies to
 //! every read of a body, so it detects stalled transfers, not slow ones.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use flate2::read::DeflateDecoder;
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
 
-use super::source::{ContentStream, FetchError, NetworkError, ObjectSource};
+use super::source::{FetchError, NetworkError, ObjectSource};
 use crate::ostree::checksum::is_checksum_hex;
-use crate::ostree::content::{FRAME_PREFIX, archive_header_len, parse_archive_header};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
-use crate::store::ExactReader;
+use crate::store::ContentObject;
+use crate::store::objects::{ArchiveHeaderError, read_archive_object};
 
 pub struct HttpSource {
     base: String,
@@ -229,35 +228,23 @@ impl ObjectSource for HttpSource {
         self.get_bytes(&format!("objects/{}", name.loose_path(true)), max)
     }
 
-    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentStream, FetchError> {
+    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentObject, FetchError> {
         let name = ObjectName::new(*checksum, ObjectType::File);
-        let location = self.location(&name);
         let resp = self.get(&format!("objects/{}", name.loose_path(true)))?;
-        let mut r = BufReader::with_capacity(64 * 1024, self.counting(resp));
-        let truncated = |e: std::io::Error| FetchError::Transient {
-            location: location.clone(),
-            message: format!("reading the header failed: {e}"),
-        };
-        let corrupt = |e: crate::ostree::FormatError| FetchError::Fatal {
-            location: location.clone(),
-            message: format!("invalid object header: {e}"),
-        };
-        let mut head = vec![0u8; FRAME_PREFIX];
-        r.read_exact(&mut head).map_err(truncated)?;
-        let total = archive_header_len(&head).map_err(corrupt)?;
-        head.resize(total, 0);
-        r.read_exact(&mut head[FRAME_PREFIX..]).map_err(truncated)?;
-        let a = parse_archive_header(&head).map_err(corrupt)?;
-        let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
-            // No deflate stream to read (symlinks have none at all).
-            Box::new(std::io::empty())
-        } else {
-            Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
-        };
-        Ok(ContentStream {
-            header: a.header,
-            size: a.size,
-            reader,
+        read_archive_object(self.counting(resp), name).map_err(|e| {
+            let location = self.location(&name);
+            match e {
+                // A body cut short (or a read that failed) is worth
+                // another request; a bad header will not get better.
+                ArchiveHeaderError::Truncated(e) => FetchError::Transient {
+                    location,
+                    message: format!("reading the header failed: {e}"),
+                },
+                ArchiveHeaderError::Corrupt(e) => FetchError::Fatal {
+                    location,
+                    message: format!("invalid object header: {e}"),
+                },
+            }
         })
     }
 

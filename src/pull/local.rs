@@ -6,9 +6,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::source::{ContentStream, FetchError, ObjectSource};
+use super::source::{FetchError, ObjectSource};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
-use crate::store::{RefName, Repo, StoreError};
+use crate::store::{ContentObject, RefName, Repo, StoreError};
 
 pub struct LocalSource {
     repo: Repo,
@@ -126,13 +126,13 @@ impl ObjectSource for LocalSource {
         }
     }
 
-    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentStream, FetchError> {
+    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentObject, FetchError> {
         let name = ObjectName::new(*checksum, ObjectType::File);
         let obj = self
             .repo
             .open_content(checksum)
             .map_err(|e| self.err(self.location(&name), e))?;
-        Ok(ContentStream {
+        Ok(ContentObject {
             header: obj.header,
             size: obj.size,
             reader: Box::new(Counting {

@@ -27,6 +27,10 @@
 //! one check after the other). Note that `gpg-verify` defaults to true, so
 //! a remote meant for ed25519 alone needs `gpg-verify=false` too (ostree's
 //! own tests add such remotes with `--set=gpg-verify=false`).
+//!
+//! Both kinds are checked through one interface ([`verify::Verifier`]), so
+//! commits and summaries, and their errors, are handled alike whatever the
+//! kind.
 
 pub mod ed25519;
 pub mod engine;
@@ -34,6 +38,7 @@ pub mod gpg;
 pub mod http;
 pub mod local;
 pub mod source;
+pub mod verify;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -44,7 +49,8 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub use engine::Counters;
-pub use source::{ContentStream, FetchError, ObjectSource};
+pub use source::{FetchError, ObjectSource};
+pub use verify::{RemoteVerify, SignatureError, Verifier};
 
 use crate::ostree::checksum::is_checksum_hex;
 use crate::ostree::names::validate_ref_name;
@@ -68,31 +74,34 @@ pub enum PullError {
         #[source]
         source: FormatError,
     },
-    #[error("commit {commit} from remote {remote:?}: {source}{}", signature_hint(.remote, .source))]
+    /// A commit's signatures, of whichever kind, did not verify.
+    #[error("commit {commit} from remote {remote:?}: {source}{}", .source.hint(.remote))]
     CommitSignature {
         commit: Checksum,
         remote: String,
         #[source]
-        source: gpg::VerifyError,
+        source: SignatureError,
     },
-    #[error("summary of remote {remote:?}: {source}{}", signature_hint(.remote, .source))]
+    /// `summary.sig` did not verify the summary.
+    #[error("summary of remote {remote:?}: {source}{}", .source.hint(.remote))]
     SummarySignature {
         remote: String,
         #[source]
-        source: gpg::VerifyError,
+        source: SignatureError,
     },
-    #[error("commit {commit} from remote {remote:?}: {source}{}", ed25519_hint(.remote, .source))]
-    CommitEd25519 {
-        commit: Checksum,
+    /// A signed summary is required (`setting`, for signatures of kind
+    /// `kind`) but the source lacks `file` (`summary` or `summary.sig`).
+    /// ostree: "GPG verification enabled, but no summary found" /
+    /// "Signatures verification enabled, but no summary.sig found".
+    #[error(
+        "remote {remote:?} has {setting} set, so its summary must be signed with {kind}, but {source_desc} has no {file} (sign the summary on the server: `ostree summary -u` with the {kind} signing key; or set {setting}=false in the remote config to skip the check)"
+    )]
+    SummaryMissing {
         remote: String,
-        #[source]
-        source: ed25519::VerifyError,
-    },
-    #[error("summary of remote {remote:?}: {source}{}", ed25519_hint(.remote, .source))]
-    SummaryEd25519 {
-        remote: String,
-        #[source]
-        source: ed25519::VerifyError,
+        kind: &'static str,
+        setting: &'static str,
+        source_desc: String,
+        file: &'static str,
     },
     #[error("{0}")]
     Keys(#[from] gpg::KeyError),
@@ -107,37 +116,6 @@ pub enum PullError {
 impl From<FormatError> for PullError {
     fn from(e: FormatError) -> Self {
         PullError::Store(StoreError::Format(e))
-    }
-}
-
-/// What to do about a signature failure, as ostree's messages suggest.
-fn signature_hint(remote: &str, e: &gpg::VerifyError) -> String {
-    let missing = matches!(e, gpg::VerifyError::NoValidSignature(f)
-        if f.iter().any(|f| f.reason == gpg::FailureReason::KeyMissing));
-    if missing {
-        format!(
-            " (import the signing key with `arbor remote gpg-import {remote} KEYFILE`, or see gpgkeypath= in the remote config)"
-        )
-    } else if matches!(e, gpg::VerifyError::NoSignatures) {
-        format!(
-            " (remote {remote:?} requires signed data; set gpg-verify=false in its config, or re-add it with --no-sign-verify, to disable)"
-        )
-    } else {
-        String::new()
-    }
-}
-
-/// What to do about an ed25519 failure.
-fn ed25519_hint(remote: &str, e: &ed25519::VerifyError) -> String {
-    use ed25519::VerifyError as E;
-    match e {
-        E::NoMetadata | E::NoSignatures | E::WrongType(_) => format!(
-            " (remote {remote:?} requires ed25519-signed data; set sign-verify=false / sign-verify-summary=false in its config to disable)"
-        ),
-        E::NoValidSignature { .. } | E::NoTrustedKeys | E::AllKeysRevoked { .. } => format!(
-            " (trusted keys: verification-ed25519-key / verification-ed25519-file in the config of remote {remote:?}; only when neither is set, /etc/ostree/trusted.ed25519[.d] and /usr/share/ostree/trusted.ed25519[.d] minus revoked.ed25519[.d])"
-        ),
-        E::BadMetadata(_) | E::BadLength { .. } => String::new(),
     }
 }
 
@@ -181,29 +159,16 @@ pub struct PullOptions {
     pub sign: Option<SignVerify>,
 }
 
-/// A remote's signapi (ed25519) settings and keys, for one pull.
+/// A remote's GPG settings (`gpg-verify`, `gpg-verify-summary`) and
+/// trusted keys (a [`gpg::Keyring`]), for one pull. A type of its own (not
+/// just a [`RemoteVerify`]) so each kind has its own loader, `for_remote`.
 #[derive(Clone, Debug)]
-pub struct SignVerify {
-    /// The remote's name (for messages).
-    pub remote: String,
-    pub keys: Arc<ed25519::TrustedKeys>,
-    /// `sign-verify`: commits need a valid signature.
-    pub commits: bool,
-    /// `sign-verify-summary`: `summary.sig` needs one over the summary.
-    pub summary: bool,
-}
+pub struct GpgVerify(pub RemoteVerify);
 
-/// A remote's GPG settings and trusted keys, for one pull.
+/// A remote's signapi settings (`sign-verify`, `sign-verify-summary`) and
+/// ed25519 keys (an [`ed25519::TrustedKeys`]), for one pull.
 #[derive(Clone, Debug)]
-pub struct GpgVerify {
-    /// The remote's name (for messages).
-    pub remote: String,
-    pub keyring: Arc<gpg::Keyring>,
-    /// `gpg-verify`: commits need a valid signature.
-    pub commits: bool,
-    /// `gpg-verify-summary`: the summary is required and needs one.
-    pub summary: bool,
-}
+pub struct SignVerify(pub RemoteVerify);
 
 impl Default for PullOptions {
     fn default() -> Self {
@@ -224,6 +189,13 @@ impl Default for PullOptions {
     }
 }
 
+impl PullOptions {
+    /// The signature checks configured (see [`verify::verifiers`]).
+    pub(crate) fn verifiers(&self) -> impl Iterator<Item = &RemoteVerify> {
+        verify::verifiers(self.gpg.as_ref(), self.sign.as_ref())
+    }
+}
+
 impl GpgVerify {
     /// The checks `remote` asks for, with its trusted keys loaded (see
     /// [`Repo::remote_gpg_keys`]); `None` when it asks for none.
@@ -235,12 +207,13 @@ impl GpgVerify {
         for (origin, data) in repo.remote_gpg_keys(remote)?.sources {
             keyring.add(&data, &origin)?;
         }
-        Ok(Some(GpgVerify {
+        Ok(Some(GpgVerify(RemoteVerify {
             remote: remote.name.clone(),
-            keyring: Arc::new(keyring),
+            keys: Arc::new(keyring),
             commits: remote.gpg_verify,
             summary: remote.gpg_verify_summary,
-        }))
+            summary_setting: "gpg-verify-summary",
+        })))
     }
 }
 
@@ -354,12 +327,13 @@ impl SignVerify {
             })?;
             keys.add(k);
         }
-        Ok(Some(SignVerify {
+        Ok(Some(SignVerify(RemoteVerify {
             remote: name.clone(),
             keys: Arc::new(keys),
             commits: remote.sign_verify.is_on(),
             summary: remote.sign_verify_summary.is_on(),
-        }))
+            summary_setting: "sign-verify-summary",
+        })))
     }
 }
 
@@ -480,9 +454,9 @@ pub(crate) fn retrying<T>(
 }
 
 /// Fetches and parses the source's summary, if it has one. With
-/// `gpg-verify-summary` (`gpg.summary`) or `sign-verify-summary`
-/// (`sign.summary`), the summary and `summary.sig` are both required and
-/// the signatures are checked first (both kinds when both are on).
+/// `gpg-verify-summary` or `sign-verify-summary` ([`RemoteVerify::summary`]),
+/// the summary and `summary.sig` are both required and the signatures are
+/// checked first (both kinds when both are on).
 ///
 /// ostree with `sign-verify-summary` only requires `summary.sig`, and skips
 /// the check when the server has no `summary`; arbor refuses that case
@@ -493,60 +467,33 @@ pub fn fetch_summary(
     gpg: Option<&GpgVerify>,
     sign: Option<&SignVerify>,
 ) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
-    let verify = gpg.filter(|g| g.summary);
-    let sign = sign.filter(|s| s.summary);
-    let sig = if verify.is_some() || sign.is_some() {
+    let required: Vec<&RemoteVerify> = verify::verifiers(gpg, sign).filter(|v| v.summary).collect();
+    let sig = if required.is_empty() {
+        None
+    } else {
         retrying(retries, || {
             source.fetch_summary_sig().map_err(PullError::Fetch)
         })?
-    } else {
-        None
     };
     let fetched = retrying(retries, || source.fetch_summary().map_err(PullError::Fetch))?;
-    if let Some(g) = verify {
-        // ostree's wording: "GPG verification enabled, but no summary
-        // found" / "no summary.sig found".
+    for v in required {
+        let missing = |file| PullError::SummaryMissing {
+            remote: v.remote.clone(),
+            kind: v.keys.name(),
+            setting: v.summary_setting,
+            source_desc: source.describe(),
+            file,
+        };
         let Some(bytes) = &fetched else {
-            return Err(PullError::Other(format!(
-                "remote {:?} has gpg-verify-summary=true, but {} has no summary (use gpg-verify-summary=false in the remote config to disable)",
-                g.remote,
-                source.describe()
-            )));
+            return Err(missing("summary"));
         };
         let Some(sig) = &sig else {
-            return Err(PullError::SummarySignature {
-                remote: g.remote.clone(),
-                source: gpg::VerifyError::NoSignatures,
-            });
+            return Err(missing("summary.sig"));
         };
-        g.keyring
-            .verify_with_metadata(bytes, Some(sig), std::time::SystemTime::now())
+        v.keys
+            .verify(bytes, Some(sig))
             .map_err(|source| PullError::SummarySignature {
-                remote: g.remote.clone(),
-                source,
-            })?;
-    }
-    if let Some(s) = sign {
-        // ostree's wording: "Signatures verification enabled, but no
-        // summary.sig found".
-        let Some(bytes) = &fetched else {
-            return Err(PullError::Other(format!(
-                "remote {:?} has sign-verify-summary set, but {} has no summary (use sign-verify-summary=false in the remote config to disable)",
-                s.remote,
-                source.describe()
-            )));
-        };
-        let Some(sig) = &sig else {
-            return Err(PullError::Other(format!(
-                "remote {:?} has sign-verify-summary set, but {} has no summary.sig (use sign-verify-summary=false in the remote config to disable)",
-                s.remote,
-                source.describe()
-            )));
-        };
-        s.keys
-            .verify_with_metadata(bytes, Some(sig))
-            .map_err(|source| PullError::SummaryEd25519 {
-                remote: s.remote.clone(),
+                remote: v.remote.clone(),
                 source,
             })?;
     }
@@ -588,8 +535,7 @@ fn resolve_targets(
     // A signed summary is always fetched and checked, as ostree 2022.7
     // does whenever the remote has no indexed deltas.
     let needs_summary = opts.refs.is_empty()
-        || opts.gpg.as_ref().is_some_and(|g| g.summary)
-        || opts.sign.as_ref().is_some_and(|s| s.summary)
+        || opts.verifiers().any(|v| v.summary)
         || opts
             .refs
             .iter()

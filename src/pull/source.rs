@@ -2,11 +2,10 @@
 //! HTTP(S) servers and local repositories in any mode — through
 //! [`ObjectSource`], and verifies everything it receives itself.
 
-use std::io::Read;
-
 use thiserror::Error;
 
-use crate::ostree::{Checksum, FileHeader, ObjectName};
+use crate::ostree::{Checksum, ObjectName};
+use crate::store::ContentObject;
 
 /// A failed fetch, classified for the retry logic.
 #[derive(Debug, Error)]
@@ -26,15 +25,6 @@ impl FetchError {
     pub fn is_transient(&self) -> bool {
         matches!(self, FetchError::Transient { .. })
     }
-}
-
-/// A content object as it comes from a source: its header and a reader of
-/// exactly `size` bytes of file data (nothing for symlinks). Nothing has
-/// been verified yet.
-pub struct ContentStream {
-    pub header: FileHeader,
-    pub size: u64,
-    pub reader: Box<dyn Read + Send>,
 }
 
 /// Marks I/O errors that came from the network while a content body was
@@ -67,8 +57,11 @@ pub trait ObjectSource: Send + Sync {
     fn list_refs(&self) -> Result<Option<Vec<(String, Checksum)>>, FetchError>;
     /// A metadata object's bytes (at most `max`), `None` when absent.
     fn fetch_metadata(&self, name: &ObjectName, max: u64) -> Result<Option<Vec<u8>>, FetchError>;
-    /// A content object.
-    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentStream, FetchError>;
+    /// A content object: its header and a reader of exactly its size of
+    /// file data, nothing verified yet. That is what the store's
+    /// [`ContentObject`] is too, so sources return it (the engine writes
+    /// both kinds through the same verifying transaction).
+    fn fetch_content(&self, checksum: &Checksum) -> Result<ContentObject, FetchError>;
     /// Bytes received so far (for progress and the final summary).
     fn bytes_transferred(&self) -> u64 {
         0

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use flate2::read::DeflateDecoder;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use thiserror::Error;
 
 use super::error::{IoContext, Result, StoreError};
 use super::fsutil::list_dir_typed;
@@ -21,16 +22,62 @@ use super::repo::{Repo, RepoMode, open_dir};
 use super::sys;
 use crate::ostree::content::{FRAME_PREFIX, archive_header_len, parse_archive_header};
 use crate::ostree::{
-    Checksum, Commit, DirMeta, DirTree, FileHeader, MAX_METADATA_SIZE, ObjectName, ObjectType,
-    Xattrs,
+    Checksum, Commit, DirMeta, DirTree, FileHeader, FormatError, MAX_METADATA_SIZE, ObjectName,
+    ObjectType, Xattrs,
 };
 
 /// A content object opened for reading: its header, and a reader yielding
-/// exactly `size` bytes (nothing for symlinks).
+/// exactly `size` bytes (nothing for symlinks). Nothing is verified: the
+/// reader of the object's checksum hashes it. Pull sources hand out the same
+/// type ([`crate::pull::ObjectSource::fetch_content`]).
 pub struct ContentObject {
     pub header: FileHeader,
     pub size: u64,
     pub reader: Box<dyn Read + Send>,
+}
+
+/// Why a `.filez` stream could not be opened. The two cases are kept apart
+/// because a caller reading from the network retries the first only.
+#[derive(Debug, Error)]
+pub enum ArchiveHeaderError {
+    /// The stream failed or ended inside the header.
+    #[error("truncated header: {0}")]
+    Truncated(#[source] std::io::Error),
+    /// The header was read whole but is invalid.
+    #[error("invalid object header: {0}")]
+    Corrupt(#[source] FormatError),
+}
+
+/// Opens an archive-mode content object (`.filez`: header ‖ raw deflate)
+/// from `r`, positioned at its first byte: reads and parses the header and
+/// returns a reader of exactly the declared size of file data. Used for the
+/// store's own objects and for objects streamed from an HTTP source, so
+/// both read the format the same way. `name` is for messages.
+pub(crate) fn read_archive_object(
+    r: impl Read + Send + 'static,
+    name: ObjectName,
+) -> std::result::Result<ContentObject, ArchiveHeaderError> {
+    let mut r = BufReader::with_capacity(64 * 1024, r);
+    let mut head = vec![0u8; FRAME_PREFIX];
+    r.read_exact(&mut head)
+        .map_err(ArchiveHeaderError::Truncated)?;
+    let total = archive_header_len(&head).map_err(ArchiveHeaderError::Corrupt)?;
+    head.resize(total, 0);
+    r.read_exact(&mut head[FRAME_PREFIX..])
+        .map_err(ArchiveHeaderError::Truncated)?;
+    let a = parse_archive_header(&head).map_err(ArchiveHeaderError::Corrupt)?;
+    let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
+        // Symlinks have no deflate stream at all; an empty file's is never
+        // needed (and some flate2 versions reject empty input).
+        Box::new(std::io::empty())
+    } else {
+        Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
+    };
+    Ok(ContentObject {
+        header: a.header,
+        size: a.size,
+        reader,
+    })
 }
 
 impl Repo {
@@ -186,26 +233,9 @@ impl Repo {
         let mode = self.mode();
         if mode == RepoMode::Archive {
             let fd = self.open_object(&name)?;
-            let mut r = BufReader::with_capacity(64 * 1024, File::from(fd));
-            let mut prefix = vec![0u8; FRAME_PREFIX];
-            r.read_exact(&mut prefix)
-                .map_err(|_| bad("truncated header".into()))?;
-            let total = archive_header_len(&prefix).map_err(corrupt)?;
-            prefix.resize(total, 0);
-            r.read_exact(&mut prefix[FRAME_PREFIX..])
-                .map_err(|_| bad("truncated header".into()))?;
-            let a = parse_archive_header(&prefix).map_err(corrupt)?;
-            let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
-                // Symlinks have no deflate stream at all; an empty file's is
-                // never needed (and some flate2 versions reject empty input).
-                Box::new(std::io::empty())
-            } else {
-                Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
-            };
-            return Ok(ContentObject {
-                header: a.header,
-                size: a.size,
-                reader,
+            return read_archive_object(File::from(fd), name).map_err(|e| match e {
+                ArchiveHeaderError::Truncated(_) => bad("truncated header".into()),
+                ArchiveHeaderError::Corrupt(source) => corrupt(source),
             });
         }
 
