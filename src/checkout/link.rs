@@ -311,18 +311,13 @@ impl<'a> Placer<'a> {
         self.repo.open_content(at.csum).map_err(|e| at.store(e))
     }
 
-    /// The object's path relative to `objects/` (uncompressed stores).
-    fn object_path(csum: &Checksum) -> String {
-        ObjectName::new(*csum, ObjectType::File).loose_path(false)
-    }
-
     fn hardlink(
         &self,
         dir: BorrowedFd<'_>,
         at: &At<'_>,
         on: OnExisting,
     ) -> Result<Linked, CheckoutError> {
-        let src = Self::object_path(at.csum);
+        let src = object_path(at.csum);
         let mut obj = None;
         let is_symlink;
         if self.repo.mode() == RepoMode::BareUser {
@@ -425,17 +420,26 @@ impl<'a> Placer<'a> {
             if cloned {
                 how = How::Reflinked;
             } else {
-                match &src {
+                let in_kernel = match &src {
                     Some(src) => kernel_copy(src.as_fd(), file.fd(), obj.size),
-                    None => buffer_copy(&mut obj.reader, file.fd(), obj.size),
-                }
-                .map_err(|e| match e {
-                    CopyError::Source(e) => at.store(StoreError::BadObject {
-                        object: ObjectName::new(*at.csum, ObjectType::File),
-                        reason: e.to_string(),
-                    }),
-                    CopyError::Dest(e) => at.io("writing")(e),
-                })?;
+                    None => Ok(false),
+                };
+                in_kernel
+                    .and_then(|done| {
+                        // Else through the content reader, still at the start.
+                        if done {
+                            Ok(())
+                        } else {
+                            buffer_copy(&mut obj.reader, file.fd(), obj.size)
+                        }
+                    })
+                    .map_err(|e| match e {
+                        CopyError::Source(e) => at.store(StoreError::BadObject {
+                            object: ObjectName::new(*at.csum, ObjectType::File),
+                            reason: e.to_string(),
+                        }),
+                        CopyError::Dest(e) => at.io("writing")(e),
+                    })?;
                 Stats::add(&self.stats.bytes_copied, obj.size);
             }
         }
@@ -463,7 +467,7 @@ impl<'a> Placer<'a> {
     }
 
     fn open_object(&self, at: &At<'_>) -> Result<OwnedFd, CheckoutError> {
-        let src = Self::object_path(at.csum);
+        let src = object_path(at.csum);
         rustix::fs::openat(
             self.repo.objects_dir(),
             src.as_str(),
@@ -511,6 +515,11 @@ impl<'a> Placer<'a> {
         }
         Ok(())
     }
+}
+
+/// The object's path relative to `objects/` (uncompressed stores).
+pub(super) fn object_path(csum: &Checksum) -> String {
+    ObjectName::new(*csum, ObjectType::File).loose_path(false)
 }
 
 /// The mode a regular file gets: the stored permission bits; in user mode
@@ -567,9 +576,9 @@ enum CopyError {
     Dest(std::io::Error),
 }
 
-/// Copies exactly `size` bytes in the kernel, falling back to a buffer
-/// where `copy_file_range` cannot be used.
-fn kernel_copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<(), CopyError> {
+/// Copies exactly `size` bytes in the kernel; `Ok(false)`, with nothing
+/// copied, where `copy_file_range` cannot be used.
+fn kernel_copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<bool, CopyError> {
     let mut done = 0u64;
     while done < size {
         let want = (size - done).min(1 << 30) as usize;
@@ -583,15 +592,12 @@ fn kernel_copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<()
             Ok(n) => done += n as u64,
             Err(Errno::INTR) => {}
             Err(Errno::XDEV | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) if done == 0 => {
-                let mut f = std::fs::File::from(
-                    rustix::io::dup(src).map_err(|e| CopyError::Source(e.into()))?,
-                );
-                return buffer_copy(&mut f, dst, size);
+                return Ok(false);
             }
             Err(e) => return Err(CopyError::Dest(e.into())),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 thread_local! {

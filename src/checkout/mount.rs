@@ -657,9 +657,8 @@ pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
     }
     let all_entries = backend == Backend::FuseOverlayfs;
     let mut stack = vec![layer.to_path_buf()];
-    let mut names = Vec::new();
     while let Some(dir) = stack.pop() {
-        check_xattrs(backend, layer, &dir, &mut names)?;
+        check_xattrs(backend, layer, &dir)?;
         let rd = std::fs::read_dir(&dir).map_err(|source| MountError::Io {
             backend,
             path: dir.clone(),
@@ -689,43 +688,29 @@ pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
             if ty.is_dir() {
                 stack.push(entry.path());
             } else if all_entries && !ty.is_char_device() {
-                check_xattrs(backend, layer, &entry.path(), &mut names)?;
+                check_xattrs(backend, layer, &entry.path())?;
             }
         }
     }
     Ok(())
 }
 
-fn check_xattrs(
-    backend: Backend,
-    layer: &Path,
-    path: &Path,
-    buf: &mut Vec<u8>,
-) -> Result<(), MountError> {
-    let io_err = |source: io::Error| MountError::Io {
-        backend,
-        path: path.to_path_buf(),
-        source,
-    };
-    buf.resize(1024, 0);
-    loop {
-        match rustix::fs::llistxattr(path, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                break;
-            }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let len = buf.len() * 4;
-                buf.resize(len, 0);
-            }
-            Err(e) => return Err(io_err(e.into())),
+fn check_xattrs(backend: Backend, layer: &Path, path: &Path) -> Result<(), MountError> {
+    let names = match crate::store::sys::read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
+        Ok(names) => names,
+        // No xattrs on this filesystem: nothing can steer.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
+            return Ok(());
         }
-    }
-    if let Some(name) = buf
-        .split(|&b| b == 0)
-        .find(|n| !n.is_empty() && steers(backend, n))
-    {
+        Err(source) => {
+            return Err(MountError::Io {
+                backend,
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    if let Some(name) = crate::store::sys::split_names(&names).find(|n| steers(backend, n)) {
         return Err(MountError::SteeringXattr {
             backend,
             layer: layer.to_path_buf(),

@@ -19,7 +19,7 @@
 //! name and renamed over the old one, so the name never goes missing.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -363,8 +363,6 @@ pub(super) struct NewFile<'d> {
 
 /// `O_TMPFILE` was refused by the filesystem once: do not ask again.
 static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
-/// `linkat(AT_EMPTY_PATH)` was refused (it needs CAP_DAC_READ_SEARCH).
-static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
 
 impl<'d> NewFile<'d> {
     pub fn create(dir: BorrowedFd<'d>) -> io::Result<NewFile<'d>> {
@@ -416,7 +414,8 @@ impl<'d> NewFile<'d> {
             return publish_named(dir, &tmp, name, on);
         }
         let fd = self.fd.as_fd();
-        place(dir, name, on, |n| link_anonymous(fd, dir, n))
+        // The store names its O_TMPFILE objects the same way.
+        place(dir, name, on, |n| Ok(fsutil::link_tmpfile(fd, dir, n)?))
     }
 }
 
@@ -427,28 +426,6 @@ impl Drop for NewFile<'_> {
             let _ = rustix::fs::unlinkat(self.dir, tmp.as_str(), AtFlags::empty());
         }
     }
-}
-
-/// Links an `O_TMPFILE` file into `dir`.
-fn link_anonymous(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
-    if !NO_EMPTY_PATH.load(Ordering::Relaxed) {
-        match rustix::fs::linkat(fd, "", dir, name, AtFlags::EMPTY_PATH) {
-            Ok(()) => return Ok(()),
-            Err(Errno::NOENT) | Err(Errno::PERM) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    // Without CAP_DAC_READ_SEARCH: the same through procfs's magic link.
-    let proc = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    rustix::fs::linkat(
-        rustix::fs::CWD,
-        proc.as_str(),
-        dir,
-        name,
-        AtFlags::SYMLINK_FOLLOW,
-    )?;
-    NO_EMPTY_PATH.store(true, Ordering::Relaxed);
-    Ok(())
 }
 
 #[cfg(test)]

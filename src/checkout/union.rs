@@ -13,9 +13,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::link::{Placer, file_mode};
+use super::link::{Placer, file_mode, object_path};
 use crate::ostree::mode::PERMS;
-use crate::ostree::{Checksum, FileHeader, ObjectName, ObjectType};
+use crate::ostree::{Checksum, FileHeader};
 use crate::store::{StoreError, sys};
 
 pub(super) enum CompareError {
@@ -38,7 +38,7 @@ pub(super) fn identical(
         return Ok(false);
     }
     if !p.repo.mode().is_archive() {
-        let src = ObjectName::new(*csum, ObjectType::File).loose_path(false);
+        let src = object_path(csum);
         if let Ok(o) = rustix::fs::statat(
             p.repo.objects_dir(),
             src.as_str(),

@@ -118,7 +118,9 @@ pub fn proc_path(dir: BorrowedFd<'_>, name: &str) -> std::path::PathBuf {
 }
 
 /// Calls a "fill this buffer" syscall, growing the buffer on ERANGE.
-fn read_sized(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+pub(crate) fn read_sized(
+    mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; 1024];
     loop {
         match f(&mut buf) {
@@ -135,6 +137,7 @@ fn read_sized(mut f: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::
     }
 }
 
-fn split_names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The names in a NUL-separated `listxattr` result.
+pub(crate) fn split_names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
     list.split(|b| *b == 0).filter(|n| !n.is_empty())
 }
