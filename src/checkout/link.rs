@@ -12,12 +12,12 @@
 
 use std::cell::RefCell;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode};
 use rustix::io::Errno;
 
 use super::error::CheckoutError;
@@ -317,7 +317,9 @@ impl<'a> Placer<'a> {
         at: &At<'_>,
         on: OnExisting,
     ) -> Result<Linked, CheckoutError> {
-        let src = object_path(at.csum);
+        let src = self
+            .repo
+            .object_path(&ObjectName::new(*at.csum, ObjectType::File));
         let mut obj = None;
         let is_symlink;
         if self.repo.mode() == RepoMode::BareUser {
@@ -406,7 +408,7 @@ impl<'a> Placer<'a> {
                 && uncompressed
                 && !self.reflink.unsupported.load(Ordering::Relaxed);
             let src = if want_reflink || (uncompressed && obj.size >= KERNEL_COPY_MIN) {
-                Some(self.open_object(at)?)
+                obj.file.clone()
             } else {
                 None
             };
@@ -466,17 +468,6 @@ impl<'a> Placer<'a> {
         self.count(r, at, how, false)
     }
 
-    fn open_object(&self, at: &At<'_>) -> Result<OwnedFd, CheckoutError> {
-        let src = object_path(at.csum);
-        rustix::fs::openat(
-            self.repo.objects_dir(),
-            src.as_str(),
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| at.io("opening the object")(e.into()))
-    }
-
     /// Counts a placed entry, or turns the failure into an error.
     fn count(
         &self,
@@ -515,11 +506,6 @@ impl<'a> Placer<'a> {
         }
         Ok(())
     }
-}
-
-/// The object's path relative to `objects/` (uncompressed stores).
-pub(super) fn object_path(csum: &Checksum) -> String {
-    ObjectName::new(*csum, ObjectType::File).loose_path(false)
 }
 
 /// The mode a regular file gets: the stored permission bits; in user mode
@@ -580,9 +566,12 @@ enum CopyError {
 /// copied, where `copy_file_range` cannot be used.
 fn kernel_copy(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, size: u64) -> Result<bool, CopyError> {
     let mut done = 0u64;
+    // An explicit source offset leaves the object's file position (shared
+    // with its content reader, the fallback) at the start.
+    let mut offset = 0u64;
     while done < size {
         let want = (size - done).min(1 << 30) as usize;
-        match rustix::fs::copy_file_range(src, None, dst, None, want) {
+        match rustix::fs::copy_file_range(src, Some(&mut offset), dst, None, want) {
             Ok(0) => {
                 return Err(CopyError::Source(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

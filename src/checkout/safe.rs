@@ -23,11 +23,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
 use crate::ostree::Xattrs;
-use crate::store::{fsutil, sys};
+use crate::store::fsutil::{self, open_tmpfile, rename_noreplace};
+use crate::store::sys;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -259,22 +260,9 @@ fn rename_over(dir: BorrowedFd<'_>, tmp: &str, name: &str, remove_dirs: bool) ->
 /// Moves the staged entry `tmp` to `name` (never replacing anything unless
 /// `on` says so); the staged entry is gone afterwards in every case.
 fn publish_named(dir: BorrowedFd<'_>, tmp: &str, name: &str, on: OnExisting) -> io::Result<Placed> {
-    match rustix::fs::renameat_with(dir, tmp, dir, name, RenameFlags::NOREPLACE) {
+    match rename_noreplace(dir, tmp, dir, name) {
         Ok(()) => return Ok(Placed::Created),
         Err(Errno::EXIST) => {}
-        // A filesystem without RENAME_NOREPLACE: link (which never
-        // replaces) and drop the temp name.
-        Err(Errno::INVAL) => match rustix::fs::linkat(dir, tmp, dir, name, AtFlags::empty()) {
-            Ok(()) => {
-                let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
-                return Ok(Placed::Created);
-            }
-            Err(Errno::EXIST) => {}
-            Err(e) => {
-                let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
-                return Err(e.into());
-            }
-        },
         Err(e) => {
             let _ = rustix::fs::unlinkat(dir, tmp, AtFlags::empty());
             return Err(e.into());
@@ -361,26 +349,10 @@ pub(super) struct NewFile<'d> {
     tmp: Option<String>,
 }
 
-/// `O_TMPFILE` was refused by the filesystem once: do not ask again.
-static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
-
 impl<'d> NewFile<'d> {
     pub fn create(dir: BorrowedFd<'d>) -> io::Result<NewFile<'d>> {
-        if !NO_TMPFILE.load(Ordering::Relaxed) {
-            match rustix::fs::openat(
-                dir,
-                ".",
-                OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => {
-                    return Ok(NewFile { fd, dir, tmp: None });
-                }
-                Err(Errno::OPNOTSUPP) | Err(Errno::ISDIR) | Err(Errno::INVAL) => {
-                    NO_TMPFILE.store(true, Ordering::Relaxed)
-                }
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(fd) = open_tmpfile(dir, OFlags::WRONLY, 0o600)? {
+            return Ok(NewFile { fd, dir, tmp: None });
         }
         let fd = std::cell::OnceCell::new();
         let tmp = create_tmp(&|n: &str| {
@@ -518,13 +490,13 @@ mod tests {
     fn named_temp_files_are_cleaned_up() {
         let (t, dir) = tmpdir();
         let d = dir.as_fd();
-        NO_TMPFILE.store(true, Ordering::Relaxed);
+        crate::store::fsutil::force_named_tmpfiles(true);
         let nf = NewFile::create(d).unwrap();
         assert!(nf.tmp.is_some());
         drop(nf);
         let nf = NewFile::create(d).unwrap();
         nf.publish("g", OnExisting::Fail).unwrap();
-        NO_TMPFILE.store(false, Ordering::Relaxed);
+        crate::store::fsutil::force_named_tmpfiles(false);
         let names: Vec<_> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -8,14 +8,13 @@
 //! (see [`file_mode`]), so there the stored owner and xattrs are taken as
 //! given and the mode is compared with what the checkout would write.
 
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::link::{Placer, file_mode, object_path};
+use super::link::{Placer, file_mode};
 use crate::ostree::mode::PERMS;
-use crate::ostree::{Checksum, FileHeader};
+use crate::ostree::{Checksum, FileHeader, ObjectName, ObjectType};
 use crate::store::{StoreError, sys};
 
 pub(super) enum CompareError {
@@ -38,7 +37,9 @@ pub(super) fn identical(
         return Ok(false);
     }
     if !p.repo.mode().is_archive() {
-        let src = object_path(csum);
+        let src = p
+            .repo
+            .object_path(&ObjectName::new(*csum, ObjectType::File));
         if let Ok(o) = rustix::fs::statat(
             p.repo.objects_dir(),
             src.as_str(),
@@ -104,17 +105,7 @@ pub(super) fn identical(
         have.xattrs =
             sys::fd_xattrs(fd.as_fd()).map_err(|e| CompareError::Dest("reading xattrs", e))?;
     }
-    let mut hasher = have.hasher();
-    let mut file = std::fs::File::from(fd);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(CompareError::Dest("read", e)),
-        };
-        sha2::Digest::update(&mut hasher, &buf[..n]);
-    }
-    Ok(Checksum::from_hasher(hasher) == *csum)
+    let actual = crate::store::objects::hash_content(&have, std::fs::File::from(fd))
+        .map_err(|e| CompareError::Dest("read", e))?;
+    Ok(actual == *csum)
 }

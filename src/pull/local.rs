@@ -139,6 +139,7 @@ impl ObjectSource for LocalSource {
                 inner: obj.reader,
                 read: self.read.clone(),
             }),
+            file: None,
         })
     }
 

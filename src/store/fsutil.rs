@@ -98,6 +98,13 @@ pub(crate) fn link_tmpfile(file: impl AsFd, dir: impl AsFd, name: &str) -> rusti
 /// filesystems): callers use named temporary files from then on.
 static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
 
+/// Makes [`open_tmpfile`] answer `None` (or ask again), as on a
+/// filesystem without `O_TMPFILE`.
+#[cfg(test)]
+pub(crate) fn force_named_tmpfiles(on: bool) {
+    NO_TMPFILE.store(on, Ordering::Relaxed);
+}
+
 /// An anonymous file in `dir` (`O_TMPFILE`, plus `flags`), or `None` when
 /// the filesystem cannot make one and the caller must use a named file.
 pub(crate) fn open_tmpfile(

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use flate2::read::DeflateDecoder;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
@@ -34,6 +35,48 @@ pub struct ContentObject {
     pub header: FileHeader,
     pub size: u64,
     pub reader: Box<dyn Read + Send>,
+    /// The object file itself, for uncompressed regular files: checkout
+    /// clones (`FICLONE`) or copies (`copy_file_range`, at explicit
+    /// offsets) from it without opening it again. It shares its file
+    /// position with `reader`.
+    pub file: Option<Arc<File>>,
+}
+
+impl ContentObject {
+    fn uncompressed(header: FileHeader, size: u64, file: File, name: ObjectName) -> Self {
+        let file = Arc::new(file);
+        ContentObject {
+            header,
+            size,
+            reader: Box::new(ExactReader::new(SharedFile(file.clone()), size, name)),
+            file: Some(file),
+        }
+    }
+}
+
+/// The content checksum of a file with this header and data.
+pub(crate) fn hash_content(header: &FileHeader, mut data: impl Read) -> std::io::Result<Checksum> {
+    let mut hasher = header.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+    }
+    Ok(Checksum::from_hasher(hasher))
+}
+
+/// Reads an object file shared with [`ContentObject::file`].
+struct SharedFile(Arc<File>);
+
+impl Read for SharedFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
 }
 
 /// Why a `.filez` stream could not be opened. The two cases are kept apart
@@ -77,11 +120,12 @@ pub(crate) fn read_archive_object(
         header: a.header,
         size: a.size,
         reader,
+        file: None,
     })
 }
 
 impl Repo {
-    fn object_path(&self, name: &ObjectName) -> String {
+    pub(crate) fn object_path(&self, name: &ObjectName) -> String {
         name.loose_path(self.mode().is_archive())
     }
 
@@ -102,7 +146,7 @@ impl Repo {
         }
     }
 
-    fn open_object(&self, name: &ObjectName) -> Result<OwnedFd> {
+    pub(crate) fn open_object(&self, name: &ObjectName) -> Result<OwnedFd> {
         match rustix::fs::openat(
             self.objects_dir(),
             self.object_path(name).as_str(),
@@ -268,6 +312,7 @@ impl Repo {
                 header,
                 size: 0,
                 reader: Box::new(std::io::empty()),
+                file: None,
             });
         }
         if ftype != FileType::RegularFile {
@@ -302,24 +347,22 @@ impl Repo {
                         header,
                         size: 0,
                         reader: Box::new(std::io::empty()),
+                        file: None,
                     });
                 }
                 let header = FileHeader::from_ostreemeta(&meta, String::new()).map_err(corrupt)?;
-                Ok(ContentObject {
-                    header,
-                    size,
-                    reader: Box::new(ExactReader::new(file, size, name)),
-                })
+                Ok(ContentObject::uncompressed(header, size, file, name))
             }
             RepoMode::Bare | RepoMode::BareUserOnly => {
                 let header =
                     self.bare_header(&st, String::new(), || sys::fd_xattrs(&fd).at(&path))?;
                 header.validate().map_err(corrupt)?;
-                Ok(ContentObject {
+                Ok(ContentObject::uncompressed(
                     header,
                     size,
-                    reader: Box::new(ExactReader::new(File::from(fd), size, name)),
-                })
+                    File::from(fd),
+                    name,
+                ))
             }
             RepoMode::Archive => unreachable!("handled above"),
         }
@@ -358,23 +401,11 @@ impl Repo {
     /// Re-reads a content object and checks its checksum.
     pub fn verify_content(&self, c: &Checksum) -> Result<()> {
         let name = ObjectName::new(*c, ObjectType::File);
-        let mut obj = self.open_content(c)?;
-        let mut hasher = obj.header.hasher();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = obj
-                .reader
-                .read(&mut buf)
-                .map_err(|e| StoreError::BadObject {
-                    object: name,
-                    reason: e.to_string(),
-                })?;
-            if n == 0 {
-                break;
-            }
-            sha2::Digest::update(&mut hasher, &buf[..n]);
-        }
-        let actual = Checksum::from_hasher(hasher);
+        let obj = self.open_content(c)?;
+        let actual = hash_content(&obj.header, obj.reader).map_err(|e| StoreError::BadObject {
+            object: name,
+            reason: e.to_string(),
+        })?;
         if actual != *c {
             return Err(StoreError::ChecksumMismatch {
                 object: name,
