@@ -21,9 +21,7 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use arbor::ostree::{
-    Checksum, Commit, DirTree, Metadata, ObjectName, ObjectType, TreeDir, TreeFile,
-};
+use arbor::ostree::{Checksum, Commit, DirTree, Metadata, ObjectType, TreeDir, TreeFile};
 use common::*;
 
 const TIMESTAMP: u64 = 1_700_000_000;
@@ -62,13 +60,7 @@ fn fixture() -> &'static Fixture {
 
 /// Writes a metadata object (bytes as given); returns its checksum.
 fn write_object(repo: &Path, objtype: ObjectType, data: &[u8]) -> Checksum {
-    let csum = Checksum::digest(data);
-    let path = repo
-        .join("objects")
-        .join(ObjectName::new(csum, objtype).loose_path(false));
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(&path, data).unwrap();
-    csum
+    Checksum::from_hex(&write_metadata_object(repo, objtype.name(), data)).unwrap()
 }
 
 fn write_tree(t: &DirTree) -> Checksum {

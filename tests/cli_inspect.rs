@@ -29,26 +29,19 @@ fn history() -> &'static History {
         build_small_tree(&src);
         let repo = base.join("repo");
         ostree_init(&repo, Mode::BareUser);
-        let c1 = ostree_commit(
-            &repo,
-            &src,
-            "main",
-            &CommitOpts::new("first subject", "body one", 1_600_000_000),
-        );
+        let commit = |subject: &str, body: &str, timestamp: u64| {
+            ostree_commit(
+                &repo,
+                &src,
+                "main",
+                &CommitOpts::new(subject, body, timestamp),
+            )
+        };
+        let c1 = commit("first subject", "body one", 1_600_000_000);
         fs::write(src.join("README"), b"v2\n").unwrap();
-        let c2 = ostree_commit(
-            &repo,
-            &src,
-            "main",
-            &CommitOpts::new("second subject", "", 1_600_000_100),
-        );
+        let c2 = commit("second subject", "", 1_600_000_100);
         fs::write(src.join("README"), b"v3\n").unwrap();
-        let c3 = ostree_commit(
-            &repo,
-            &src,
-            "main",
-            &CommitOpts::new("third subject", "body three", 1_600_000_200),
-        );
+        let c3 = commit("third subject", "body three", 1_600_000_200);
         for (name, rev) in [
             ("a/b/c", &c2),
             ("release/1.0", &c1),
@@ -340,8 +333,7 @@ fn show_errors() {
 
 #[track_caller]
 fn assert_ostree_sees_mode(repo: &Path, mode_name: &str) {
-    let m = ostree_repo_ok(repo, ["config", "get", "core.mode"]).stdout_str();
-    assert_eq!(m.trim(), mode_name);
+    assert_ostree_mode(repo, mode_name);
     let v = ostree_repo_ok(repo, ["config", "get", "core.repo_version"]).stdout_str();
     assert_eq!(v.trim(), "1");
     for d in ["objects", "refs/heads", "refs/remotes", "tmp", "state"] {
@@ -486,8 +478,9 @@ fn missing_repo_is_a_clean_error() {
 // ---------------------------------------------------------------------------
 // ref-name validation on commit
 
-#[test]
-fn commit_rejects_invalid_ref_names() {
+/// The small tree, and an arbor and an ostree repository (bare-user) to
+/// commit it to: `(tmp, src, arbor repo, ostree repo)`.
+fn ref_name_repos() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
     let tmp = tempdir();
     let src = tmp.path().join("src");
     build_small_tree(&src);
@@ -495,6 +488,12 @@ fn commit_rejects_invalid_ref_names() {
     arbor_init(&repo, Mode::BareUser);
     let o_repo = tmp.path().join("ostree-repo");
     ostree_init(&o_repo, Mode::BareUser);
+    (tmp, src, repo, o_repo)
+}
+
+#[test]
+fn commit_rejects_invalid_ref_names() {
+    let (_tmp, src, repo, o_repo) = ref_name_repos();
     let hex_name = "ab".repeat(32);
     for name in [
         "-x",
@@ -540,13 +539,7 @@ fn commit_rejects_invalid_ref_names() {
 
 #[test]
 fn commit_accepts_unusual_valid_ref_names() {
-    let tmp = tempdir();
-    let src = tmp.path().join("src");
-    build_small_tree(&src);
-    let repo = tmp.path().join("repo");
-    arbor_init(&repo, Mode::BareUser);
-    let o_repo = tmp.path().join("ostree-repo");
-    ostree_init(&o_repo, Mode::BareUser);
+    let (_tmp, src, repo, o_repo) = ref_name_repos();
     let names = [
         "héllo",
         "_x",

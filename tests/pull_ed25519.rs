@@ -11,6 +11,8 @@
 mod common;
 #[path = "common/pull.rs"]
 mod pull_support;
+#[path = "common/sign.rs"]
+mod sign_support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use base64::Engine as _;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use pull_support::*;
+use sign_support::*;
 
 const SIGN_KEY: &str = "ostree.sign.ed25519";
 
@@ -76,50 +79,39 @@ fn sign(k: &Key, data: &[u8]) -> Vec<u8> {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let base = scratch_dir("ed25519");
+        let src = SourceRepo::new("ed25519");
         let (a, b, c) = (key(1), key(2), key(3));
-        let www = base.join("www");
-        let repo = www.join("repo");
-        fs::create_dir_all(&www).unwrap();
-        ostree_init(&repo, Mode::Archive);
-        let tree = base.join("tree");
-        build_small_tree(&tree);
-        let commit = |branch: &str| {
-            let args = CommitOpts::new(branch, "", TS).ostree_args(&tree, branch);
-            ostree_repo_ok(&repo, args).stdout_str().trim().to_string()
+        // Each commit signed by `sigs`, given the commit object's bytes.
+        let commit = |branch: &str, sigs: &dyn Fn(&[u8]) -> Vec<Vec<u8>>| {
+            let commit = src.commit(branch, &[]);
+            let data = commit_bytes(&src.repo, &commit);
+            let sigs = sigs(&data);
+            if !sigs.is_empty() {
+                write_commitmeta(&src.repo, &commit, sigs);
+            }
+            commit
         };
-        let signed = commit("signed");
-        let unsigned = commit("unsigned");
-        let other = commit("other");
-        let tampered = commit("tampered");
-        let multi = commit("multi");
-        let badlen = commit("badlen");
-
-        let data = commit_bytes(&repo, &signed);
-        write_commitmeta(&repo, &signed, vec![sign(&a, &data)]);
-        let data = commit_bytes(&repo, &other);
-        write_commitmeta(&repo, &other, vec![sign(&b, &data)]);
-        let data = commit_bytes(&repo, &tampered);
-        let mut sig = sign(&a, &data);
-        sig[40] ^= 0x01;
-        write_commitmeta(&repo, &tampered, vec![sig]);
-        let data = commit_bytes(&repo, &multi);
-        write_commitmeta(&repo, &multi, vec![sign(&b, &data), sign(&a, &data)]);
-        let data = commit_bytes(&repo, &badlen);
-        write_commitmeta(&repo, &badlen, vec![vec![7; 63], sign(&a, &data)]);
+        let signed = commit("signed", &|d| vec![sign(&a, d)]);
+        let unsigned = commit("unsigned", &|_| vec![]);
+        let other = commit("other", &|d| vec![sign(&b, d)]);
+        let tampered = commit("tampered", &|d| {
+            let mut sig = sign(&a, d);
+            sig[40] ^= 0x01;
+            vec![sig]
+        });
+        let multi = commit("multi", &|d| vec![sign(&b, d), sign(&a, d)]);
+        let badlen = commit("badlen", &|d| vec![vec![7; 63], sign(&a, d)]);
 
         // Signed summaries: by A in `sum/`, by B in `badsum/`.
         for (dir, k) in [("sum", &a), ("badsum", &b)] {
-            let copy = www.join(dir);
-            copy_tree(&repo, &copy);
-            ostree_repo_ok(&copy, ["summary", "-u"]);
+            let copy = src.copy_with_summary(dir, &[]);
             let summary = fs::read(copy.join("summary")).unwrap();
             let mut md = Metadata::new();
             md.insert(SIGN_KEY, Value::ByteArrays(vec![sign(k, &summary)]));
             fs::write(copy.join("summary.sig"), md.serialize()).unwrap();
         }
         Fixture {
-            www,
+            www: src.www,
             a,
             b,
             c,
@@ -138,17 +130,19 @@ fn server() -> &'static Nginx {
     N.get_or_init(|| Nginx::start(&fixture().www))
 }
 
-fn add_remote(store: &Path, name: &str, url: &str, extra: &[&str]) {
-    let mut a = vec!["remote", "add", name, url];
-    a.extend_from_slice(extra);
-    arbor_repo_ok(store, a);
-}
-
 /// `remote add` options for ed25519 only (gpg-verify defaults to true).
 fn inline(k: &Key) -> [String; 2] {
     [
         "--no-gpg-verify".into(),
         format!("--sign-verify=ed25519=inline:{}", k.b64),
+    ]
+}
+
+/// `remote add` options for ed25519 only, with the keys in `file`.
+fn key_file(file: &Path) -> [String; 2] {
+    [
+        "--no-gpg-verify".into(),
+        format!("--sign-verify=ed25519=file:{}", file.display()),
     ]
 }
 
@@ -164,16 +158,18 @@ fn pull_with_basedir(store: &Path, basedir: &Path, args: &[&str]) -> Run {
     run(c)
 }
 
+/// A fresh store whose `origin` verifies with the system-wide keys only.
+fn store_with_system_keys() -> (tempfile::TempDir, PathBuf) {
+    store_with_origin(
+        &server().url("repo"),
+        &["--no-gpg-verify", "--set", "sign-verify=true"],
+    )
+}
+
 #[test]
 fn signed_commit_pulls_with_an_inline_key() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &server().url("repo"),
-        &strs(&inline(&f.a)),
-    );
+    let (_t, store) = store_with_origin(&server().url("repo"), &strs(&inline(&f.a)));
     // The config is what ostree's `remote add --sign-verify` writes.
     let get = |k: &str| {
         ostree_repo_ok(&store, ["config", "get", &format!("remote \"origin\".{k}")])
@@ -185,18 +181,7 @@ fn signed_commit_pulls_with_an_inline_key() {
     assert_eq!(get("verification-ed25519-key"), f.a.b64);
     assert_eq!(get("gpg-verify"), "false");
 
-    pull_ok(&store, &["origin", "signed"]);
-    assert_eq!(
-        read_ref(&store, "remotes/origin/signed").as_deref(),
-        Some(f.signed.as_str())
-    );
-    assert!(object_path(&store, &f.signed, "commitmeta").is_file());
-    assert!(
-        !store
-            .join(format!("state/{}.commitpartial", f.signed))
-            .exists()
-    );
-    ostree_repo_ok(&store, ["fsck"]);
+    assert_verified_pull(&store, "signed", &f.signed);
     // Any signature by any trusted key will do.
     pull_ok(&store, &["origin", "multi"]);
     // Pulling again re-verifies the present commit.
@@ -208,8 +193,7 @@ fn unsigned_commit_is_refused_before_its_tree_is_fetched() {
     let f = fixture();
     // Its own server, so that other tests' requests are not counted.
     let nginx = &Nginx::start(&f.www);
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(&store, "origin", &nginx.url("repo"), &strs(&inline(&f.a)));
+    let (_t, store) = store_with_origin(&nginx.url("repo"), &strs(&inline(&f.a)));
     let mark = nginx.mark();
     let r = pull(&store, &["origin", "unsigned"]);
     assert_refused(
@@ -221,48 +205,30 @@ fn unsigned_commit_is_refused_before_its_tree_is_fetched() {
         &["no detached metadata", "sign-verify=false"],
     );
     let reqs = nginx.requests_since(mark);
-    let tree: Vec<_> = reqs
-        .iter()
-        .filter(|r| matches!(kind_of(&r.path), Kind::DirTree | Kind::DirMeta | Kind::File))
-        .collect();
-    assert!(
-        tree.is_empty(),
-        "tree or content fetched for a refused commit: {tree:?}"
-    );
+    assert_no_tree_requests(&reqs);
     assert!(
         reqs.iter().any(|r| kind_of(&r.path) == Kind::Commit),
         "the commit itself is fetched and checked: {reqs:?}"
     );
 
     // Present through another, unverified remote: still refused.
-    add_remote(&store, "plain", &nginx.url("repo"), &["--no-sign-verify"]);
-    pull_ok(&store, &["plain", "unsigned"]);
-    let r = pull(&store, &["origin", "unsigned"]).assert_clean_failure();
-    assert!(
-        r.stderr_str().contains("no detached metadata"),
-        "{}",
-        r.describe()
+    assert_refused_although_present(
+        &store,
+        &nginx.url("repo"),
+        "--no-sign-verify",
+        "unsigned",
+        "no detached metadata",
     );
-    assert_eq!(read_ref(&store, "remotes/origin/unsigned"), None);
 }
 
 #[test]
 fn commit_signed_by_another_key_is_refused() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
+    assert_origin_refuses(
         &server().url("repo"),
         &strs(&inline(&f.a)),
-    );
-    let r = pull(&store, &["origin", "other"]);
-    assert_refused(
-        &store,
-        r,
         "other",
         &f.other,
-        "origin",
         &[
             &f.a.hex,
             "no valid ed25519 signature",
@@ -274,20 +240,11 @@ fn commit_signed_by_another_key_is_refused() {
 #[test]
 fn tampered_signature_is_refused() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
+    assert_origin_refuses(
         &server().url("repo"),
         &strs(&inline(&f.a)),
-    );
-    let r = pull(&store, &["origin", "tampered"]);
-    assert_refused(
-        &store,
-        r,
         "tampered",
         &f.tampered,
-        "origin",
         &["no valid ed25519 signature"],
     );
 }
@@ -297,20 +254,11 @@ fn tampered_signature_is_refused() {
 #[test]
 fn signature_of_wrong_length_is_refused() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
+    assert_origin_refuses(
         &server().url("repo"),
         &strs(&inline(&f.a)),
-    );
-    let r = pull(&store, &["origin", "badlen"]);
-    assert_refused(
-        &store,
-        r,
         "badlen",
         &f.badlen,
-        "origin",
         &["63 bytes, expected 64"],
     );
 }
@@ -318,6 +266,7 @@ fn signature_of_wrong_length_is_refused() {
 #[test]
 fn key_file_with_several_keys() {
     let f = fixture();
+    let url = server().url("repo");
     let dir = tempdir();
     // CRLF line ends and a junk line are tolerated (GLib's lenient base64,
     // invalid keys skipped), as long as one key is valid.
@@ -327,16 +276,7 @@ fn key_file_with_several_keys() {
         format!("{}\r\nnot-a-key\n{}\n{}\n", f.c.b64, f.a.b64, f.b.b64),
     )
     .unwrap();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &server().url("repo"),
-        &[
-            "--no-gpg-verify",
-            &format!("--sign-verify=ed25519=file:{}", file.display()),
-        ],
-    );
+    let (_t, store) = store_with_origin(&url, &strs(&key_file(&file)));
     assert_eq!(
         ostree_repo_ok(
             &store,
@@ -356,31 +296,18 @@ fn key_file_with_several_keys() {
     // A file without the signing key: refused, and the keys tried named.
     let only_c = dir.path().join("c.ed25519");
     fs::write(&only_c, format!("{}\n", f.c.b64)).unwrap();
-    let (_t2, s2) = new_store(Mode::Archive);
-    add_remote(
-        &s2,
-        "origin",
-        &server().url("repo"),
-        &[
-            "--no-gpg-verify",
-            &format!("--sign-verify=ed25519=file:{}", only_c.display()),
-        ],
+    assert_origin_refuses(
+        &url,
+        &strs(&key_file(&only_c)),
+        "signed",
+        &f.signed,
+        &[&f.c.hex],
     );
-    let r = pull(&s2, &["origin", "signed"]);
-    assert_refused(&s2, r, "signed", &f.signed, "origin", &[&f.c.hex]);
 
     // File and inline key together: both are trusted.
-    let (_t3, s3) = new_store(Mode::Archive);
-    add_remote(
-        &s3,
-        "origin",
-        &server().url("repo"),
-        &[
-            "--no-gpg-verify",
-            &format!("--sign-verify=ed25519=file:{}", only_c.display()),
-            &format!("--sign-verify=ed25519=inline:{}", f.a.b64),
-        ],
-    );
+    let mut both = key_file(&only_c).to_vec();
+    both.push(format!("--sign-verify=ed25519=inline:{}", f.a.b64));
+    let (_t3, s3) = store_with_origin(&url, &strs(&both));
     pull_ok(&s3, &["origin", "signed"]);
 
     // ostree (since 2025.2) stops at an empty line and fails the file; a
@@ -391,21 +318,11 @@ fn key_file_with_several_keys() {
         (&gap, "line 2 is empty"),
         (&dir.path().join("nope"), "no such file"),
     ] {
-        let (_t4, s4) = new_store(Mode::Archive);
-        add_remote(
-            &s4,
-            "origin",
-            &server().url("repo"),
-            &[
-                "--no-gpg-verify",
-                &format!("--sign-verify=ed25519=file:{}", path.display()),
-            ],
-        );
-        let r = pull(&s4, &["origin", "signed"]).assert_clean_failure();
-        assert!(
-            r.stderr_str().contains(msg) && r.stderr_str().contains("verification-ed25519-file"),
-            "{}",
-            r.describe()
+        let (_t4, s4) = assert_origin_pull_fails(
+            &url,
+            &strs(&key_file(path)),
+            "signed",
+            &[msg, "verification-ed25519-file"],
         );
         assert!(!object_path(&s4, &f.signed, "commit").exists());
     }
@@ -418,13 +335,7 @@ fn system_keys_and_revoked_keys() {
     let f = fixture();
     let base = tempdir();
     let basedir = base.path();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &server().url("repo"),
-        &["--no-gpg-verify", "--set", "sign-verify=true"],
-    );
+    let (_t, store) = store_with_system_keys();
     // No keys anywhere.
     let r = pull_with_basedir(&store, basedir, &["origin", "signed"]);
     assert_refused(
@@ -446,13 +357,7 @@ fn system_keys_and_revoked_keys() {
     pull_with_basedir(&store, basedir, &["origin", "signed"]).assert_ok();
 
     // Revoke A: its signatures no longer count (B's key is not trusted).
-    let (_t2, s2) = new_store(Mode::Archive);
-    add_remote(
-        &s2,
-        "origin",
-        &server().url("repo"),
-        &["--no-gpg-verify", "--set", "sign-verify=true"],
-    );
+    let (_t2, s2) = store_with_system_keys();
     fs::create_dir_all(basedir.join("revoked.ed25519.d")).unwrap();
     fs::write(
         basedir.join("revoked.ed25519.d/a"),
@@ -466,10 +371,7 @@ fn system_keys_and_revoked_keys() {
 
     // Keys in the remote config replace the system-wide ones, and ostree
     // reads revoked keys only with the system-wide ones.
-    let (_t3, s3) = new_store(Mode::Archive);
-    add_remote(
-        &s3,
-        "origin",
+    let (_t3, s3) = store_with_origin(
         &server().url("repo"),
         &[
             "--no-gpg-verify",
@@ -487,20 +389,11 @@ fn system_keys_and_revoked_keys() {
 #[test]
 fn gpg_and_ed25519_must_both_pass() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
+    assert_origin_refuses(
         &server().url("repo"),
         &[&format!("--sign-verify=ed25519=inline:{}", f.a.b64)],
-    );
-    let r = pull(&store, &["origin", "signed"]);
-    assert_refused(
-        &store,
-        r,
         "signed",
         &f.signed,
-        "origin",
         &["no GPG signatures"],
     );
 }
@@ -511,34 +404,16 @@ fn signed_summary_is_verified_when_configured() {
     let nginx = server();
     let mut opts = inline(&f.a).to_vec();
     opts.extend(["--set".into(), "sign-verify-summary=true".into()]);
-
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(&store, "origin", &nginx.url("sum"), &strs(&opts));
-    pull_ok(&store, &["origin", "signed"]);
-    let refs = arbor_repo_ok(&store, ["remote", "refs", "origin"]).stdout_str();
-    assert!(refs.contains("origin:signed"), "{refs}");
-
-    // Signed by a key the remote does not trust.
-    let (_t2, s2) = new_store(Mode::Archive);
-    add_remote(&s2, "origin", &nginx.url("badsum"), &strs(&opts));
-    let r = pull(&s2, &["origin", "signed"]).assert_clean_failure();
-    let err = r.stderr_str();
-    assert!(
-        err.contains("summary of remote \"origin\"") && err.contains(&f.a.hex),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(read_ref(&s2, "remotes/origin/signed"), None);
-    arbor_repo(&s2, ["remote", "refs", "origin"]).assert_clean_failure();
+    // Signed by a key the remote does not trust: A is named as the key
+    // that was tried.
+    assert_summary_verified(nginx, &strs(&opts), &f.a.hex);
 
     // No summary.sig (and no summary) at all.
-    let (_t3, s3) = new_store(Mode::Archive);
-    add_remote(&s3, "origin", &nginx.url("repo"), &strs(&opts));
-    let r = pull(&s3, &["origin", "signed"]).assert_clean_failure();
-    assert!(
-        r.stderr_str().contains("sign-verify-summary"),
-        "{}",
-        r.describe()
+    assert_origin_pull_fails(
+        &nginx.url("repo"),
+        &strs(&opts),
+        "signed",
+        &["sign-verify-summary"],
     );
 }
 
@@ -599,14 +474,10 @@ fn unsupported_settings_are_refused() {
             "5 bytes",
         ),
     ] {
-        let (_t, s) = new_store(Mode::Archive);
-        let mut args = vec!["--no-gpg-verify".to_string()];
+        let mut args = vec!["--no-gpg-verify"];
         for kv in &set {
-            args.push("--set".into());
-            args.push(kv.to_string());
+            args.extend(["--set", kv]);
         }
-        add_remote(&s, "origin", &server().url("repo"), &strs(&args));
-        let r = pull(&s, &["origin", "signed"]).assert_clean_failure();
-        assert!(r.stderr_str().contains(msg), "{set:?}: {}", r.describe());
+        assert_origin_pull_fails(&server().url("repo"), &args, "signed", &[msg]);
     }
 }

@@ -6,8 +6,9 @@
 //! Every pull must either complete with a correct store (`ostree fsck`
 //! clean, `ostree checkout` equal to the source's, ref moved) or fail
 //! cleanly (non-zero exit, no panic, a message naming the object or URL)
-//! with the ref NOT moved, no corrupt object stored (`ostree fsck` clean)
-//! and the faulty object absent. Retries are counted on the server: the
+//! with the ref NOT moved, the faulty object absent, C2's commit stored and
+//! marked partial exactly when the fault came after it, every object kept
+//! re-hashing to its name, and `ostree fsck` clean. Retries are counted on the server: the
 //! retry policy (`--network-retries`, 4xx final) is asserted exactly.
 
 mod common;
@@ -126,32 +127,86 @@ fn assert_success(store: &Path, run: Run) {
     assert_pulled(store, &repo(), &f.c2, false);
 }
 
-/// The pull failed cleanly, mentioning `needles`; the ref still points at
-/// C1; `absent` is not in the store; fsck is clean.
+/// How far a failed pull of C2 got when the fault stopped it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopped {
+    /// At C2's commit object: it is checked when fetched, before anything
+    /// of C2 is written, so neither the commit nor its `commitpartial`
+    /// marker is in the store.
+    AtCommit,
+    /// At C2's detached metadata: it is refused when written, which comes
+    /// after the commit was fetched and its `commitpartial` marker created
+    /// (the marker always goes first) but before the commit object is
+    /// written. The marker stays without its commit; it claims nothing
+    /// beyond "this commit may be incomplete", and the next pull of C2
+    /// starts over.
+    AtCommitmeta,
+    /// In C2's tree: the commit had been checked and written (its
+    /// `commitpartial` marker created before it), and the tree could not be
+    /// completed, so the commit is stored and the marker stays.
+    InTree,
+}
+
+/// The pull failed cleanly, mentioning `needles`, and left the store as a
+/// failed pull must; see each check for why it holds.
 #[track_caller]
-fn assert_failed(store: &Path, run: Run, needles: &[&str], absent: &str) -> Run {
+fn assert_failed(store: &Path, run: Run, needles: &[&str], absent: &str, stopped: Stopped) -> Run {
     let f = fixture();
     let run = run.assert_clean_failure();
     assert_mentions(&run, needles);
+    // A ref is written only once every object of its commit is stored, so
+    // `heads/main` still names C1.
     assert_eq!(
         read_ref(store, "heads/main").as_deref(),
         Some(&*f.c1),
         "the ref moved although the pull failed\n{}",
         run.describe()
     );
+    // Every object is verified before it becomes visible: the one never
+    // served correctly cannot be there.
     assert!(
         !has_object(store, absent),
         "{absent} is in the store although it was never served correctly"
     );
-    if has_object(store, &format!("{}.commit", f.c2)) {
-        assert!(
-            is_partial(store, &f.c2),
-            "C2's commit is stored but not marked partial after a failed pull"
-        );
+    let commit = format!("{}.commit", f.c2);
+    let (stored, partial) = (has_object(store, &commit), is_partial(store, &f.c2));
+    match stopped {
+        Stopped::AtCommit => assert!(
+            !stored && !partial,
+            "stopped at C2's commit, yet its commit is stored ({stored}) or marked partial \
+             ({partial})\n{}",
+            run.describe()
+        ),
+        Stopped::AtCommitmeta => assert!(
+            !stored && partial,
+            "stopped at C2's commitmeta: its commit must not be stored ({stored}) and \
+             state/{}.commitpartial must exist ({partial})\n{}",
+            f.c2,
+            run.describe()
+        ),
+        Stopped::InTree => assert!(
+            stored && partial,
+            "stopped in C2's tree: its commit must be stored ({stored}) and \
+             state/{}.commitpartial must exist ({partial})\n{}",
+            f.c2,
+            run.describe()
+        ),
     }
+    // What the failed pull kept was verified before it was written, so it
+    // all re-hashes to its name, although no complete commit reaches it.
+    assert_objects_hash_to_names(store);
+    // C1 is still complete and intact.
     assert_fsck_clean(store);
-    assert_arbor_fsck_clean(store);
     run
+}
+
+/// A fault server answering the first `times` requests of `path` with
+/// `fault` (`usize::MAX`: all of them) and everything else normally, and a
+/// store at C1 pulled through it (see [`store_at_c1`]).
+fn faulty(path: &str, times: usize, fault: Fault) -> (FaultServer, tempfile::TempDir, PathBuf) {
+    let server = FaultServer::only(&fixture().www, path, times, fault);
+    let (t, store) = store_at_c1(&server);
+    (server, t, store)
 }
 
 /// Attempts of one path seen by the server.
@@ -184,10 +239,15 @@ fn truncated_bodies_are_retried() {
 fn always_truncated_fails_after_the_retries() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let server = FaultServer::only(&f.www, &big, usize::MAX, Fault::Truncate(BIG_LEN / 2));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&big, usize::MAX, Fault::Truncate(BIG_LEN / 2));
     let r = pull_main(&store, &server, &["--network-retries", "2"]);
-    assert_failed(&store, r, &[&big], &format!("{}.file", f.big));
+    assert_failed(
+        &store,
+        r,
+        &[&big],
+        &format!("{}.file", f.big),
+        Stopped::InTree,
+    );
     assert_eq!(attempts(&server, &big), 3, "1 attempt + 2 retries");
 }
 
@@ -237,14 +297,14 @@ fn status_500_twice_then_200_succeeds() {
 fn network_retries_0_makes_a_single_500_fatal() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
-    let server = FaultServer::only(&f.www, &small, 1, Fault::Status(500));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&small, 1, Fault::Status(500));
     let r = pull_main(&store, &server, &["--network-retries", "0"]);
     assert_failed(
         &store,
         r,
         &[&small, "500"],
         &format!("{}.file", f.small_file),
+        Stopped::InTree,
     );
     assert_eq!(attempts(&server, &small), 1);
     // The same pull then succeeds (the server answers now), fetching only
@@ -268,10 +328,15 @@ fn not_found_is_final() {
     let f = fixture();
     for code in [404u16, 403, 410] {
         let small = obj(&f.small_file, "filez");
-        let server = FaultServer::only(&f.www, &small, usize::MAX, Fault::Status(code));
-        let (_t, store) = store_at_c1(&server);
+        let (server, _t, store) = faulty(&small, usize::MAX, Fault::Status(code));
         let r = pull_main(&store, &server, &[]);
-        assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
+        assert_failed(
+            &store,
+            r,
+            &[&small],
+            &format!("{}.file", f.small_file),
+            Stopped::InTree,
+        );
         assert_eq!(
             attempts(&server, &small),
             1,
@@ -319,8 +384,7 @@ fn stalls_time_out_and_are_retried() {
 fn permanent_stall_fails_after_the_retries() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let server = FaultServer::only(
-        &f.www,
+    let (server, _t, store) = faulty(
         &big,
         usize::MAX,
         Fault::StallBody {
@@ -328,7 +392,6 @@ fn permanent_stall_fails_after_the_retries() {
             stall: Duration::from_secs(15),
         },
     );
-    let (_t, store) = store_at_c1(&server);
     let start = Instant::now();
     let r = pull_main(
         &store,
@@ -336,7 +399,13 @@ fn permanent_stall_fails_after_the_retries() {
         &["--timeout", "1", "--network-retries", "1"],
     );
     let took = start.elapsed();
-    assert_failed(&store, r, &[&big], &format!("{}.file", f.big));
+    assert_failed(
+        &store,
+        r,
+        &[&big],
+        &format!("{}.file", f.big),
+        Stopped::InTree,
+    );
     assert_eq!(attempts(&server, &big), 2);
     assert!(took < Duration::from_secs(10), "the pull took {took:?}");
 }
@@ -348,8 +417,7 @@ fn permanent_stall_fails_after_the_retries() {
 fn slow_but_steady_transfer_is_not_a_stall() {
     let f = fixture();
     let big = obj(&f.big, "filez");
-    let server = FaultServer::only(
-        &f.www,
+    let (server, _t, store) = faulty(
         &big,
         usize::MAX,
         Fault::Drip {
@@ -357,7 +425,6 @@ fn slow_but_steady_transfer_is_not_a_stall() {
             interval: Duration::from_millis(250),
         },
     );
-    let (_t, store) = store_at_c1(&server);
     assert_success(&store, pull_main(&store, &server, &["--timeout", "1"]));
     assert_eq!(
         attempts(&server, &big),
@@ -408,14 +475,14 @@ fn wrong_content_bytes_are_refused() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
     let wrong = obj_bytes(&f.other_file, "filez");
-    let server = FaultServer::only(&f.www, &small, usize::MAX, Fault::Body(wrong));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&small, usize::MAX, Fault::Body(wrong));
     let r = pull_main(&store, &server, &[]);
     assert_failed(
         &store,
         r,
         &[&small, &f.small_file, &f.other_file],
         &format!("{}.file", f.small_file),
+        Stopped::InTree,
     );
 }
 
@@ -427,10 +494,15 @@ fn flipped_byte_in_content_is_refused() {
     let mut bad = obj_bytes(&f.big, "filez");
     let i = bad.len() / 2;
     bad[i] ^= 0x55;
-    let server = FaultServer::only(&f.www, &big, usize::MAX, Fault::Body(bad));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&big, usize::MAX, Fault::Body(bad));
     let r = pull_main(&store, &server, &["--network-retries", "1"]);
-    assert_failed(&store, r, &[&f.big], &format!("{}.file", f.big));
+    assert_failed(
+        &store,
+        r,
+        &[&f.big],
+        &format!("{}.file", f.big),
+        Stopped::InTree,
+    );
 }
 
 /// Random bytes instead of a content object: an invalid header, refused.
@@ -438,15 +510,15 @@ fn flipped_byte_in_content_is_refused() {
 fn garbage_content_is_refused() {
     let f = fixture();
     let small = obj(&f.small_file, "filez");
-    let server = FaultServer::only(
-        &f.www,
-        &small,
-        usize::MAX,
-        Fault::Body(pseudo_random_bytes(300, 5)),
-    );
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&small, usize::MAX, Fault::Body(pseudo_random_bytes(300, 5)));
     let r = pull_main(&store, &server, &["--network-retries", "1"]);
-    assert_failed(&store, r, &[&small], &format!("{}.file", f.small_file));
+    assert_failed(
+        &store,
+        r,
+        &[&small],
+        &format!("{}.file", f.small_file),
+        Stopped::InTree,
+    );
 }
 
 /// Another dirtree's bytes for a dirtree: refused, naming it; nothing of
@@ -456,14 +528,14 @@ fn wrong_dirtree_bytes_are_refused() {
     let f = fixture();
     let tree = obj(&f.dirtree, "dirtree");
     let wrong = obj_bytes(&f.other_dirtree, "dirtree");
-    let server = FaultServer::only(&f.www, &tree, usize::MAX, Fault::Body(wrong));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&tree, usize::MAX, Fault::Body(wrong));
     let r = pull_main(&store, &server, &[]);
     assert_failed(
         &store,
         r,
         &[&tree, &f.dirtree],
         &format!("{}.dirtree", f.dirtree),
+        Stopped::InTree,
     );
     assert!(
         !server
@@ -480,11 +552,16 @@ fn wrong_commit_bytes_are_refused() {
     let f = fixture();
     let commit = obj(&f.c2, "commit");
     let wrong = obj_bytes(&f.c1, "commit");
-    let server = FaultServer::only(&f.www, &commit, usize::MAX, Fault::Body(wrong));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&commit, usize::MAX, Fault::Body(wrong));
     let mark = server.requests().len();
     let r = pull_main(&store, &server, &[]);
-    assert_failed(&store, r, &[&commit, &f.c2], &format!("{}.commit", f.c2));
+    assert_failed(
+        &store,
+        r,
+        &[&commit, &f.c2],
+        &format!("{}.commit", f.c2),
+        Stopped::AtCommit,
+    );
     let after = Counts::of(&server.requests()[mark..]);
     assert_eq!(
         (after.dirtree, after.dirmeta, after.filez),
@@ -590,14 +667,14 @@ fn wrong_dirmeta_bytes_are_refused() {
     let f = fixture();
     let meta = obj(&f.dirmeta, "dirmeta");
     let wrong = obj_bytes(&f.other_dirmeta, "dirmeta");
-    let server = FaultServer::only(&f.www, &meta, usize::MAX, Fault::Body(wrong));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&meta, usize::MAX, Fault::Body(wrong));
     let r = pull_main(&store, &server, &[]);
     assert_failed(
         &store,
         r,
         &[&meta, &f.dirmeta],
         &format!("{}.dirmeta", f.dirmeta),
+        Stopped::InTree,
     );
 }
 
@@ -607,14 +684,14 @@ fn wrong_dirmeta_bytes_are_refused() {
 fn garbage_commitmeta_is_not_stored() {
     let f = fixture();
     let cm = obj(&f.c2, "commitmeta");
-    let server = FaultServer::only(&f.www, &cm, usize::MAX, Fault::Body(vec![0xff; 7]));
-    let (_t, store) = store_at_c1(&server);
+    let (server, _t, store) = faulty(&cm, usize::MAX, Fault::Body(vec![0xff; 7]));
     let r = pull_main(&store, &server, &[]);
     assert_failed(
         &store,
         r,
         &[&f.c2, "commitmeta"],
         &format!("{}.commit", f.c2),
+        Stopped::AtCommitmeta,
     );
     assert!(!has_object(&store, &format!("{}.commitmeta", f.c2)));
 }
@@ -634,17 +711,9 @@ fn hostile_repo(
     let root_hex = commit.root_tree.to_hex();
     let mut root = DirTree::parse(&obj_bytes(&root_hex, "dirtree")).unwrap();
     mutate(&mut root, &r);
-    let tree_bytes = root.serialize();
-    let tree = sha256_hex(&tree_bytes);
-    let p = object_path(&r, &tree, "dirtree");
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, &tree_bytes).unwrap();
+    let tree = write_metadata_object(&r, "dirtree", &root.serialize());
     commit.root_tree = arbor::ostree::Checksum::from_hex(&tree).unwrap();
-    let commit_bytes = commit.serialize();
-    let c = sha256_hex(&commit_bytes);
-    let p = object_path(&r, &c, "commit");
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, &commit_bytes).unwrap();
+    let c = write_metadata_object(&r, "commit", &commit.serialize());
     (t, c, tree)
 }
 

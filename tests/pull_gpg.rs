@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/pull.rs"]
 mod pull_support;
+#[path = "common/sign.rs"]
+mod sign_support;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -20,6 +22,7 @@ use std::sync::OnceLock;
 use arbor::ostree::{Metadata, Value};
 use common::*;
 use pull_support::*;
+use sign_support::*;
 
 /// A key made by `gpg`.
 struct Key {
@@ -84,13 +87,18 @@ fn colons(home: &Path, who: &str) -> Vec<(String, String, String)> {
     keys
 }
 
+/// `gpg --armor --export FPR > PATH`.
+fn export(home: &Path, fpr: &str, path: &Path) {
+    let out = gpg(home, ["--armor", "--export", fpr]).assert_ok();
+    fs::write(path, &out.stdout).unwrap();
+}
+
 fn make_key(home: &Path, dir: &Path, uid: &str, algo: &str, file: &str) -> Key {
     gpg(home, ["--quick-gen-key", uid, algo, "sign", "0"]).assert_ok();
     let keys = colons(home, uid);
     let (_, fpr, id) = keys.iter().find(|k| k.0 == "pub").expect("primary key");
     let asc = dir.join(file);
-    let out = gpg(home, ["--armor", "--export", fpr.as_str()]).assert_ok();
-    fs::write(&asc, &out.stdout).unwrap();
+    export(home, fpr, &asc);
     Key {
         fpr: fpr.clone(),
         signing_id: id.clone(),
@@ -98,20 +106,19 @@ fn make_key(home: &Path, dir: &Path, uid: &str, algo: &str, file: &str) -> Key {
     }
 }
 
-fn signed_commit(repo: &Path, tree: &Path, branch: &str, key: Option<&str>, home: &Path) -> String {
-    let mut args = CommitOpts::new(branch, "", TS).ostree_args(tree, branch);
-    if let Some(k) = key {
-        args.push(format!("--gpg-sign={k}").into());
-        args.push(format!("--gpg-homedir={}", home.display()).into());
-    }
-    let r = ostree_repo_ok(repo, args);
-    r.stdout_str().trim().to_string()
+/// `ostree` options signing with `key` (a fingerprint) from `home`.
+fn gpg_sign(key: &str, home: &Path) -> Vec<String> {
+    vec![
+        format!("--gpg-sign={key}"),
+        format!("--gpg-homedir={}", home.display()),
+    ]
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let base = scratch_dir("gpg");
+        let src = SourceRepo::new("gpg");
+        let base = &src.base;
         let home = base.join("gnupg");
         fs::create_dir_all(&home).unwrap();
         fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
@@ -138,30 +145,18 @@ fn fixture() -> &'static Fixture {
             .2
             .clone();
         let sub_asc = keys.join("sub.asc");
-        fs::write(
-            &sub_asc,
-            gpg(&home, ["--armor", "--export", sub_fpr.as_str()])
-                .assert_ok()
-                .stdout,
-        )
-        .unwrap();
+        export(&home, &sub_fpr, &sub_asc);
         let sub = Key {
             fpr: sub_fpr,
             signing_id: sub_id,
             asc: sub_asc,
         };
 
-        let www = base.join("www");
-        let repo = www.join("repo");
-        fs::create_dir_all(&www).unwrap();
-        ostree_init(&repo, Mode::Archive);
-        let tree = base.join("tree");
-        build_small_tree(&tree);
-        let signed = signed_commit(&repo, &tree, "signed", Some(&a.fpr), &home);
-        let unsigned = signed_commit(&repo, &tree, "unsigned", None, &home);
-        let other = signed_commit(&repo, &tree, "other", Some(&b.fpr), &home);
-        let tampered = signed_commit(&repo, &tree, "tampered", Some(&a.fpr), &home);
-        let by_subkey = signed_commit(&repo, &tree, "subkey", Some(&sub.fpr), &home);
+        let signed = src.commit("signed", &gpg_sign(&a.fpr, &home));
+        let unsigned = src.commit("unsigned", &[]);
+        let other = src.commit("other", &gpg_sign(&b.fpr, &home));
+        let tampered = src.commit("tampered", &gpg_sign(&a.fpr, &home));
+        let by_subkey = src.commit("subkey", &gpg_sign(&sub.fpr, &home));
 
         let mut expiring = make_key(&home, &keys, "Expiring <e@example.com>", "ed25519", "e.asc");
         // make_key made a key without expiry; this one expires in a day.
@@ -179,16 +174,15 @@ fn fixture() -> &'static Fixture {
         {
             let keys1 = colons(&home, "Expiring1d <e1@example.com>");
             let fpr = keys1[0].1.clone();
-            let out = gpg(&home, ["--armor", "--export", fpr.as_str()]).assert_ok();
-            fs::write(&expiring.asc, &out.stdout).unwrap();
+            export(&home, &fpr, &expiring.asc);
             expiring.signing_id = fpr[fpr.len() - 16..].to_string();
             expiring.fpr = fpr;
         }
-        let by_expiring = signed_commit(&repo, &tree, "expiring", Some(&expiring.fpr), &home);
+        let by_expiring = src.commit("expiring", &gpg_sign(&expiring.fpr, &home));
 
         // Sign first, then revoke (gpg will not sign with a revoked key).
         let mut revoked = make_key(&home, &keys, "Revoked <r@example.com>", "ed25519", "r.asc");
-        let by_revoked = signed_commit(&repo, &tree, "revoked", Some(&revoked.fpr), &home);
+        let by_revoked = src.commit("revoked", &gpg_sign(&revoked.fpr, &home));
         let rev = fs::read_to_string(
             home.join("openpgp-revocs.d")
                 .join(format!("{}.rev", revoked.fpr)),
@@ -198,18 +192,12 @@ fn fixture() -> &'static Fixture {
         let rev_file = keys.join("r.rev");
         fs::write(&rev_file, rev).unwrap();
         gpg(&home, [OsStr::new("--import"), rev_file.as_os_str()]).assert_ok();
-        fs::write(
-            &revoked.asc,
-            gpg(&home, ["--armor", "--export", revoked.fpr.as_str()])
-                .assert_ok()
-                .stdout,
-        )
-        .unwrap();
+        export(&home, &revoked.fpr, &revoked.asc);
         revoked.signing_id = revoked.fpr[revoked.fpr.len() - 16..].to_string();
 
         // Alter one byte of the signature itself (inside the signature
         // MPIs at its end); the metadata stays a well-formed a{sv}.
-        let meta_path = object_path(&repo, &tampered, "commitmeta");
+        let meta_path = object_path(&src.repo, &tampered, "commitmeta");
         let mut md = Metadata::parse(&fs::read(&meta_path).unwrap()).unwrap();
         let Some(Value::ByteArrays(sigs)) = md.get("ostree.gpgsigs").cloned() else {
             panic!("no ostree.gpgsigs in {}", meta_path.display());
@@ -222,23 +210,13 @@ fn fixture() -> &'static Fixture {
 
         // Signed summaries: by A in `sum/`, by B in `badsum/`.
         for (dir, key) in [("sum", &a), ("badsum", &b)] {
-            let copy = www.join(dir);
-            copy_tree(&repo, &copy);
-            ostree_repo_ok(
-                &copy,
-                [
-                    "summary".to_string(),
-                    "-u".into(),
-                    format!("--gpg-sign={}", key.fpr),
-                    format!("--gpg-homedir={}", home.display()),
-                ],
-            );
+            src.copy_with_summary(dir, &gpg_sign(&key.fpr, &home));
         }
         let mut c = Command::new("gpgconf");
         c.env("GNUPGHOME", &home).args(["--kill", "gpg-agent"]);
         run(c);
         Fixture {
-            www,
+            www: src.www,
             a,
             b,
             sub,
@@ -260,13 +238,6 @@ fn server() -> &'static Nginx {
     N.get_or_init(|| Nginx::start(&fixture().www))
 }
 
-/// `arbor remote add NAME URL EXTRA...` in `store`.
-fn add_remote(store: &Path, name: &str, url: &str, extra: &[&str]) {
-    let mut a = vec!["remote", "add", name, url];
-    a.extend_from_slice(extra);
-    arbor_repo_ok(store, a);
-}
-
 fn asc(k: &Key) -> &str {
     k.asc.to_str().unwrap()
 }
@@ -274,27 +245,9 @@ fn asc(k: &Key) -> &str {
 #[test]
 fn signed_commit_pulls_with_the_imported_key() {
     let f = fixture();
-    let nginx = server();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &nginx.url("repo"),
-        &["--gpg-import", asc(&f.a)],
-    );
+    let (_t, store) = store_with_origin(&server().url("repo"), &["--gpg-import", asc(&f.a)]);
     assert!(store.join("origin.trustedkeys.gpg").is_file());
-    pull_ok(&store, &["origin", "signed"]);
-    assert_eq!(
-        read_ref(&store, "remotes/origin/signed").as_deref(),
-        Some(f.signed.as_str())
-    );
-    assert!(object_path(&store, &f.signed, "commitmeta").is_file());
-    assert!(
-        !store
-            .join(format!("state/{}.commitpartial", f.signed))
-            .exists()
-    );
-    ostree_repo_ok(&store, ["fsck"]);
+    assert_verified_pull(&store, "signed", &f.signed);
     // ostree agrees that the stored signature is good.
     ostree_repo_ok(&store, ["show", "--gpg-verify-remote=origin", &f.signed]);
 }
@@ -305,13 +258,7 @@ fn unsigned_commit_is_refused_before_its_tree_is_fetched() {
     // Its own server: requests of tests running alongside on the shared one
     // would fall into the window counted below.
     let nginx = Nginx::start(&f.www);
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &nginx.url("repo"),
-        &["--gpg-import", asc(&f.a)],
-    );
+    let (_t, store) = store_with_origin(&nginx.url("repo"), &["--gpg-import", asc(&f.a)]);
     let mark = nginx.mark();
     let r = pull(&store, &["origin", "unsigned"]);
     assert_refused(
@@ -322,47 +269,28 @@ fn unsigned_commit_is_refused_before_its_tree_is_fetched() {
         "origin",
         &["no GPG signatures"],
     );
-    let reqs = nginx.requests_since(mark);
-    let tree: Vec<_> = reqs
-        .iter()
-        .filter(|r| matches!(kind_of(&r.path), Kind::DirTree | Kind::DirMeta | Kind::File))
-        .collect();
-    assert!(
-        tree.is_empty(),
-        "tree or content fetched for a refused commit: {tree:?}"
-    );
+    assert_no_tree_requests(&nginx.requests_since(mark));
 
     // The commit fetched by another, unverified remote is present now; a
     // verifying remote still refuses it (ostree verifies every commit it
     // scans, present or not).
-    add_remote(&store, "plain", &nginx.url("repo"), &["--no-gpg-verify"]);
-    pull_ok(&store, &["plain", "unsigned"]);
-    let r = pull(&store, &["origin", "unsigned"]).assert_clean_failure();
-    assert!(
-        r.stderr_str().contains("no GPG signatures"),
-        "{}",
-        r.describe()
+    assert_refused_although_present(
+        &store,
+        &nginx.url("repo"),
+        "--no-gpg-verify",
+        "unsigned",
+        "no GPG signatures",
     );
-    assert_eq!(read_ref(&store, "remotes/origin/unsigned"), None);
 }
 
 #[test]
 fn commit_signed_by_an_untrusted_key_is_refused() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
+    assert_origin_refuses(
         &server().url("repo"),
         &["--gpg-import", asc(&f.a)],
-    );
-    let r = pull(&store, &["origin", "other"]);
-    assert_refused(
-        &store,
-        r,
         "other",
         &f.other,
-        "origin",
         &[&f.b.signing_id, "public key not found"],
     );
 }
@@ -370,30 +298,17 @@ fn commit_signed_by_an_untrusted_key_is_refused() {
 #[test]
 fn tampered_signature_is_refused() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &server().url("repo"),
-        &["--gpg-import", asc(&f.a)],
-    );
-    let r = pull(&store, &["origin", "tampered"]);
-    assert_refused(
-        &store,
-        r,
+    let url = server().url("repo");
+    let opts = ["--gpg-import", asc(&f.a)];
+    assert_origin_refuses(
+        &url,
+        &opts,
         "tampered",
         &f.tampered,
-        "origin",
         &[&f.a.signing_id, "BAD signature"],
     );
     // ostree refuses it too.
-    let (_t2, o) = new_store(Mode::Archive);
-    add_remote(
-        &o,
-        "origin",
-        &server().url("repo"),
-        &["--gpg-import", asc(&f.a)],
-    );
+    let (_t2, o) = store_with_origin(&url, &opts);
     let r = ostree_repo(&o, ["pull", "origin", "tampered"]).assert_clean_failure();
     assert!(r.stderr_str().contains("BAD signature"), "{}", r.describe());
 }
@@ -401,13 +316,7 @@ fn tampered_signature_is_refused() {
 #[test]
 fn remote_without_verification_pulls_unsigned_commits() {
     let f = fixture();
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &server().url("repo"),
-        &["--no-sign-verify"],
-    );
+    let (_t, store) = store_with_origin(&server().url("repo"), &["--no-sign-verify"]);
     pull_ok(&store, &["origin", "unsigned"]);
     assert_eq!(
         read_ref(&store, "remotes/origin/unsigned").as_deref(),
@@ -424,8 +333,7 @@ fn arbor_keyring_is_used_by_ostree_and_ostree_keyring_by_arbor() {
     let url = server().url("repo");
 
     // arbor writes the keyring, ostree pulls with it.
-    let (_t, o) = new_store(Mode::Archive);
-    add_remote(&o, "origin", &url, &[]);
+    let (_t, o) = store_with_origin(&url, &[]);
     arbor_repo_ok(&o, ["remote", "gpg-import", "origin", asc(&f.a)]);
     ostree_repo_ok(&o, ["pull", "origin", "signed"]);
     let r = ostree_repo(&o, ["pull", "origin", "other"]).assert_clean_failure();
@@ -458,13 +366,7 @@ fn arbor_keyring_is_used_by_ostree_and_ostree_keyring_by_arbor() {
     pull_ok(&s, &["origin", "other"]);
 
     // A binary key file and `gpgkeypath=` work as in ostree.
-    let (_t3, k) = new_store(Mode::Archive);
-    add_remote(
-        &k,
-        "origin",
-        &url,
-        &["--set", &format!("gpgkeypath={}", asc(&f.a))],
-    );
+    let (_t3, k) = store_with_origin(&url, &["--set", &format!("gpgkeypath={}", asc(&f.a))]);
     pull_ok(&k, &["origin", "signed"]);
 
     // `remote delete` removes the keyring, as ostree does.
@@ -476,12 +378,9 @@ fn arbor_keyring_is_used_by_ostree_and_ostree_keyring_by_arbor() {
 fn revoked_key_is_refused_like_ostree() {
     let f = fixture();
     let url = server().url("repo");
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(&store, "origin", &url, &["--gpg-import", asc(&f.revoked)]);
-    let r = pull(&store, &["origin", "revoked"]);
-    assert_refused(&store, r, "revoked", &f.by_revoked, "origin", &["revoked"]);
-    let (_t2, o) = new_store(Mode::Archive);
-    add_remote(&o, "origin", &url, &["--gpg-import", asc(&f.revoked)]);
+    let opts = ["--gpg-import", asc(&f.revoked)];
+    assert_origin_refuses(&url, &opts, "revoked", &f.by_revoked, &["revoked"]);
+    let (_t2, o) = store_with_origin(&url, &opts);
     let r = ostree_repo(&o, ["pull", "origin", "revoked"]).assert_clean_failure();
     assert!(r.stderr_str().contains("revoked"), "{}", r.describe());
 }
@@ -490,26 +389,21 @@ fn revoked_key_is_refused_like_ostree() {
 fn signing_subkey_is_accepted_like_ostree() {
     let f = fixture();
     let url = server().url("repo");
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(&store, "origin", &url, &["--gpg-import", asc(&f.sub)]);
+    let opts = ["--gpg-import", asc(&f.sub)];
+    let (_t, store) = store_with_origin(&url, &opts);
     pull_ok(&store, &["origin", "subkey"]);
     assert_eq!(
         read_ref(&store, "remotes/origin/subkey").as_deref(),
         Some(f.by_subkey.as_str())
     );
-    let (_t2, o) = new_store(Mode::Archive);
-    add_remote(&o, "origin", &url, &["--gpg-import", asc(&f.sub)]);
+    let (_t2, o) = store_with_origin(&url, &opts);
     ostree_repo_ok(&o, ["pull", "origin", "subkey"]);
     // The signature names the subkey, not the primary key.
-    let (_t3, s3) = new_store(Mode::Archive);
-    add_remote(&s3, "origin", &url, &["--gpg-import", asc(&f.a)]);
-    let r = pull(&s3, &["origin", "subkey"]);
-    assert_refused(
-        &s3,
-        r,
+    assert_origin_refuses(
+        &url,
+        &["--gpg-import", asc(&f.a)],
         "subkey",
         &f.by_subkey,
-        "origin",
         &[&f.sub.signing_id],
     );
 }
@@ -518,44 +412,15 @@ fn signing_subkey_is_accepted_like_ostree() {
 fn signed_summary_is_verified_when_configured() {
     let f = fixture();
     let nginx = server();
-    let set = ["--set", "gpg-verify-summary=true"];
-
-    let (_t, store) = new_store(Mode::Archive);
-    add_remote(
-        &store,
-        "origin",
-        &nginx.url("sum"),
-        &["--gpg-import", asc(&f.a), set[0], set[1]],
-    );
-    pull_ok(&store, &["origin", "signed"]);
-    let refs = arbor_repo_ok(&store, ["remote", "refs", "origin"]).stdout_str();
-    assert!(refs.contains("origin:signed"), "{refs}");
-
-    // The summary signed by a key the remote does not trust.
-    let (_t2, s2) = new_store(Mode::Archive);
-    add_remote(
-        &s2,
-        "origin",
-        &nginx.url("badsum"),
-        &["--gpg-import", asc(&f.a), set[0], set[1]],
-    );
-    let r = pull(&s2, &["origin", "signed"]).assert_clean_failure();
-    let err = r.stderr_str();
-    assert!(
-        err.contains("summary of remote \"origin\"") && err.contains(&f.b.signing_id),
-        "{}",
-        r.describe()
-    );
-    assert_eq!(read_ref(&s2, "remotes/origin/signed"), None);
-    arbor_repo(&s2, ["remote", "refs", "origin"]).assert_clean_failure();
+    let opts = [
+        "--gpg-import",
+        asc(&f.a),
+        "--set",
+        "gpg-verify-summary=true",
+    ];
+    assert_summary_verified(nginx, &opts, &f.b.signing_id);
     // ostree agrees.
-    let (_t3, o) = new_store(Mode::Archive);
-    add_remote(
-        &o,
-        "origin",
-        &nginx.url("badsum"),
-        &["--gpg-import", asc(&f.a), set[0], set[1]],
-    );
+    let (_t3, o) = store_with_origin(&nginx.url("badsum"), &opts);
     let r = ostree_repo(&o, ["pull", "origin", "signed"]).assert_clean_failure();
     assert!(
         r.stderr_str().contains("public key not found"),
@@ -564,15 +429,7 @@ fn signed_summary_is_verified_when_configured() {
     );
 
     // No summary at all.
-    let (_t4, s4) = new_store(Mode::Archive);
-    add_remote(
-        &s4,
-        "origin",
-        &nginx.url("repo"),
-        &["--gpg-import", asc(&f.a), set[0], set[1]],
-    );
-    let r = pull(&s4, &["origin", "signed"]).assert_clean_failure();
-    assert!(r.stderr_str().contains("no summary"), "{}", r.describe());
+    assert_origin_pull_fails(&nginx.url("repo"), &opts, "signed", &["no summary"]);
 }
 
 /// Expiry is judged at verification time (GnuPG's `EXPKEYSIG`, which ostree

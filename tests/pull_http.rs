@@ -107,6 +107,14 @@ fn src(name: &str) -> PathBuf {
     fixture().www.join(name)
 }
 
+/// The refs `all_refs` should find, from `(ref, commit)` pairs.
+fn refs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(r, c)| (r.to_string(), c.to_string()))
+        .collect()
+}
+
 /// The requests of a fresh pull of exactly one commit, with the ref
 /// resolved from the summary: the summary once, the commitmeta once (404:
 /// there is none), every object of the commit once, nothing else.
@@ -150,21 +158,12 @@ fn remote_pull_into(mode: Mode) {
     } else {
         new_store(mode)
     };
-    arbor_repo_ok(
-        &store,
-        [
-            "remote",
-            "add",
-            "origin",
-            &nginx.url("edge"),
-            "--no-sign-verify",
-        ],
-    );
+    add_remote(&store, "origin", &nginx.url("edge"), &["--no-sign-verify"]);
     pull_ok(&store, &["origin", "main"]);
 
     assert_eq!(
         all_refs(&store),
-        BTreeMap::from([("remotes/origin/main".to_string(), f.edge.clone())]),
+        refs(&[("remotes/origin/main", &f.edge)]),
         "refs after pulling origin main"
     );
     assert_pulled(&store, &src("edge"), &f.edge, user_checkout(mode));
@@ -203,10 +202,7 @@ fn url_pull_into_bare_user_only() {
     let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::BareUserOnly);
     pull_ok(&store, &[&nginx.url("canon"), "main"]);
-    assert_eq!(
-        all_refs(&store),
-        BTreeMap::from([("heads/main".to_string(), f.canon.clone())])
-    );
+    assert_eq!(all_refs(&store), refs(&[("heads/main", &f.canon)]));
     assert_pulled(&store, &src("canon"), &f.canon, true);
     assert_fresh_pull_requests(&nginx.requests(), &src("canon"), &f.canon);
 }
@@ -252,23 +248,11 @@ fn url_and_remote_ref_destinations_and_repull() {
     let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::Archive);
     pull_ok(&store, &[&nginx.url("edge/"), "main"]);
-    assert_eq!(
-        all_refs(&store),
-        BTreeMap::from([("heads/main".to_string(), f.edge.clone())])
-    );
+    assert_eq!(all_refs(&store), refs(&[("heads/main", &f.edge)]));
     assert_pulled(&store, &src("edge"), &f.edge, false);
     assert_fresh_pull_requests(&nginx.requests(), &src("edge"), &f.edge);
 
-    arbor_repo_ok(
-        &store,
-        [
-            "remote",
-            "add",
-            "origin",
-            &nginx.url("edge"),
-            "--no-sign-verify",
-        ],
-    );
+    add_remote(&store, "origin", &nginx.url("edge"), &["--no-sign-verify"]);
     let mark = nginx.mark();
     pull_ok(&store, &["origin", "main"]);
     let again = nginx.requests_since(mark);
@@ -281,10 +265,7 @@ fn url_and_remote_ref_destinations_and_repull() {
     assert_eq!(c.summary, 1);
     assert_eq!(
         all_refs(&store),
-        BTreeMap::from([
-            ("heads/main".to_string(), f.edge.clone()),
-            ("remotes/origin/main".to_string(), f.edge.clone()),
-        ])
+        refs(&[("heads/main", &f.edge), ("remotes/origin/main", &f.edge)])
     );
     assert_pulled(&store, &src("edge"), &f.edge, false);
 }
@@ -295,22 +276,13 @@ fn pull_all_refs_from_summary() {
     let f = fixture();
     let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::Bare);
-    arbor_repo_ok(
-        &store,
-        [
-            "remote",
-            "add",
-            "origin",
-            &nginx.url("edge"),
-            "--no-sign-verify",
-        ],
-    );
+    add_remote(&store, "origin", &nginx.url("edge"), &["--no-sign-verify"]);
     pull_ok(&store, &["origin"]);
     assert_eq!(
         all_refs(&store),
-        BTreeMap::from([
-            ("remotes/origin/main".to_string(), f.edge.clone()),
-            ("remotes/origin/other".to_string(), f.other.clone()),
+        refs(&[
+            ("remotes/origin/main", &f.edge),
+            ("remotes/origin/other", &f.other)
         ])
     );
     assert_pulled(&store, &src("edge"), &f.edge, false);
@@ -332,10 +304,7 @@ fn no_summary_named_ref_and_all_refs() {
     let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::BareUser);
     pull_ok(&store, &[&nginx.url("nosum"), "main"]);
-    assert_eq!(
-        all_refs(&store),
-        BTreeMap::from([("heads/main".to_string(), f.edge.clone())])
-    );
+    assert_eq!(all_refs(&store), refs(&[("heads/main", &f.edge)]));
     assert_pulled(&store, &src("nosum"), &f.edge, false);
     let reqs = nginx.requests();
     let summary: Vec<_> = reqs
@@ -382,10 +351,7 @@ fn pinned_ref_and_bare_checksum() {
     let reqs = nginx.requests();
     let c = Counts::of(&reqs);
     assert_eq!((c.summary, c.refs, c.other), (0, 0, 0), "{reqs:#?}");
-    assert_eq!(
-        all_refs(&store),
-        BTreeMap::from([("heads/pinned".to_string(), f.other.clone())])
-    );
+    assert_eq!(all_refs(&store), refs(&[("heads/pinned", &f.other)]));
     assert_pulled(&store, &src("edge"), &f.other, false);
 
     let (_t2, store2) = new_store(Mode::Archive);
@@ -425,10 +391,7 @@ fn remote_commands_interoperate_with_ostree() {
     let nginx = Nginx::start(&f.www);
     let (_t, store) = new_store(Mode::Bare);
     let url = nginx.url("edge");
-    arbor_repo_ok(
-        &store,
-        ["remote", "add", "origin", &url, "--no-sign-verify"],
-    );
+    add_remote(&store, "origin", &url, &["--no-sign-verify"]);
     let list = arbor_repo_ok(&store, ["remote", "list"]).stdout_str();
     assert_eq!(list, format!("origin\t{url}\n"));
     assert_eq!(
@@ -490,12 +453,7 @@ fn signed_remote_is_refused() {
     );
     let r = pull(&store, &["signed", "main"]).assert_clean_failure();
     assert_mentions(&r, &["signed", "no GPG signatures", "--no-sign-verify"]);
-    let tree: Vec<_> = nginx
-        .requests()
-        .into_iter()
-        .filter(|r| matches!(kind_of(&r.path), Kind::DirTree | Kind::DirMeta | Kind::File))
-        .collect();
-    assert!(tree.is_empty(), "{tree:#?}");
+    assert_no_tree_requests(&nginx.requests());
     assert!(all_refs(&store).is_empty());
     let _ = f;
 }

@@ -14,9 +14,7 @@ mod common;
 mod stage_support;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -287,14 +285,9 @@ fn chunks_with(xattrs: bool) -> &'static Chunks {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A private store (a copy of the template) in a temporary directory.
-/// Dropping it detaches anything a failed test left mounted under it before
-/// the directory is removed.
+/// A private store (see [`PrivateStore`]) holding `chunks`.
 struct Fixture {
-    /// Removed (after the mounts are detached) when the fixture drops.
-    _tmp: tempfile::TempDir,
-    base: PathBuf,
-    repo: PathBuf,
+    store: PrivateStore,
     /// The chunks the store holds.
     chunks: &'static Chunks,
 }
@@ -310,40 +303,17 @@ impl Fixture {
     }
 
     fn with(c: &'static Chunks) -> Fixture {
-        let tmp = tempdir();
-        let base = fs::canonicalize(tmp.path()).unwrap();
-        let repo = base.join("repo");
-        copy_tree(&c.template, &repo);
         Fixture {
-            _tmp: tmp,
-            base,
-            repo,
+            store: PrivateStore::copy_of(&c.template),
             chunks: c,
         }
     }
-
-    fn stage_dir(&self, name: &str) -> PathBuf {
-        self.repo.join("extensions/arbor/stages").join(name)
-    }
-
-    fn default_root(&self, name: &str) -> PathBuf {
-        self.stage_dir(name).join("root")
-    }
-
-    fn cache_dir(&self) -> PathBuf {
-        self.repo.join("extensions/arbor/checkouts")
-    }
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let mut left = mounts_under(&self.base);
-        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for m in left {
-            let c = CString::new(m.as_os_str().as_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+impl std::ops::Deref for Fixture {
+    type Target = PrivateStore;
+    fn deref(&self) -> &PrivateStore {
+        &self.store
     }
 }
 
@@ -1408,11 +1378,7 @@ fn auto_explains_skipped_backends() {
     struct Detach(PathBuf);
     impl Drop for Detach {
         fn drop(&mut self) {
-            for m in mounts_under(&self.0) {
-                let c = CString::new(m.as_os_str().as_bytes()).unwrap();
-                // SAFETY: a valid NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
+            detach_mounts_under(&self.0);
         }
     }
     let _detach = Detach(base.clone());

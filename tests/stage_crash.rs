@@ -12,7 +12,7 @@ mod common;
 mod stage_support;
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
@@ -157,52 +157,9 @@ fn all_refs() -> Vec<String> {
 // Helpers
 // ---------------------------------------------------------------------------
 
-/// A private store (copy of the template) in a temporary directory; on drop,
-/// detaches whatever a failed test left mounted under it.
-struct Fixture {
-    /// Removed (after the mounts are detached) when the fixture drops.
-    _tmp: tempfile::TempDir,
-    base: PathBuf,
-    repo: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let l = layers();
-        let tmp = tempdir();
-        let base = fs::canonicalize(tmp.path()).unwrap();
-        let repo = base.join("repo");
-        copy_tree(&l.template, &repo);
-        Fixture {
-            _tmp: tmp,
-            base,
-            repo,
-        }
-    }
-
-    fn stage_dir(&self, name: &str) -> PathBuf {
-        self.repo.join("extensions/arbor/stages").join(name)
-    }
-
-    fn root(&self, name: &str) -> PathBuf {
-        self.stage_dir(name).join("root")
-    }
-
-    fn cache_dir(&self) -> PathBuf {
-        self.repo.join("extensions/arbor/checkouts")
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let mut left = mounts_under(&self.base);
-        left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
-        for m in left {
-            let c = CString::new(m.as_os_str().as_bytes()).unwrap();
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
+/// A private store (see [`PrivateStore`]) holding the layers.
+fn private_store() -> PrivateStore {
+    PrivateStore::copy_of(&layers().template)
 }
 
 /// Kills and reaps a child on drop (a `sleep` holding a mount).
@@ -246,7 +203,7 @@ fn assert_killed(r: &Run) {
 /// Every cache entry visible under its final name (the commit checksum) is
 /// a complete checkout of that commit.
 #[track_caller]
-fn assert_cache_entries_complete(f: &Fixture, what: &str) {
+fn assert_cache_entries_complete(f: &PrivateStore, what: &str) {
     let l = layers();
     let Ok(rd) = fs::read_dir(f.cache_dir()) else {
         return;
@@ -284,7 +241,7 @@ fn store_file_count(repo: &Path) -> usize {
 
 /// Nothing mounted under the fixture and no stage dir for `name`.
 #[track_caller]
-fn assert_clean(f: &Fixture, name: &str, what: &str) {
+fn assert_clean(f: &PrivateStore, name: &str, what: &str) {
     let m = mounts_under(&f.base);
     assert!(m.is_empty(), "{what}: still mounted: {m:?}");
     assert!(
@@ -298,7 +255,7 @@ fn assert_clean(f: &Fixture, name: &str, what: &str) {
 /// absent), destroy (if listed) succeeds, then nothing is left; a new
 /// stage of the same name gives the right view and is destroyed cleanly.
 #[track_caller]
-fn recover_and_recreate(f: &Fixture, name: &str, backend: &str, allowed: &[&str], what: &str) {
+fn recover_and_recreate(f: &PrivateStore, name: &str, backend: &str, allowed: &[&str], what: &str) {
     let l = layers();
     if let Some(row) = list_row(&f.repo, name) {
         assert!(
@@ -325,7 +282,7 @@ fn recover_and_recreate(f: &Fixture, name: &str, backend: &str, allowed: &[&str]
     assert!(r.success(), "{what}: re-create failed\n{}", r.describe());
     assert_eq!(
         r.stdout_str(),
-        format!("{}\n", f.root(name).display()),
+        format!("{}\n", f.default_root(name).display()),
         "{}",
         r.describe()
     );
@@ -340,7 +297,7 @@ fn recover_and_recreate(f: &Fixture, name: &str, backend: &str, allowed: &[&str]
         "{what}: re-created stage"
     );
     assert_manifest_eq(
-        &manifest(&f.root(name)),
+        &manifest(&f.default_root(name)),
         &l.base,
         &format!("{what}: re-created view"),
     );
@@ -362,7 +319,7 @@ fn recover_and_recreate(f: &Fixture, name: &str, backend: &str, allowed: &[&str]
 
 fn create_crash(backend: &str, point: &str) {
     let l = layers();
-    let f = Fixture::new();
+    let f = private_store();
     let before = object_snapshot(&f.repo);
     let name = "victim";
     let r = run(create_cmd(&f.repo, name, backend, Some(point)));
@@ -397,9 +354,9 @@ fn create_crash(backend: &str, point: &str) {
     } else {
         // The hook fired after the mount, which nobody unmounted since.
         assert!(
-            mounts_under(&f.base).contains(&f.root(name)),
+            mounts_under(&f.base).contains(&f.default_root(name)),
             "{what}: {} not mounted at the crash point\n{}",
-            f.root(name).display(),
+            f.default_root(name).display(),
             r.describe()
         );
     }
@@ -447,7 +404,7 @@ fn unionfs_create_killed_after_mount() {
 // ---------------------------------------------------------------------------
 
 fn commit_crash(backend: &str) {
-    let f = Fixture::new();
+    let f = private_store();
     let before = object_snapshot(&f.repo);
     let name = "sys";
     let branch = "system/sys";
@@ -473,7 +430,7 @@ fn commit_crash(backend: &str) {
 
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
     exec_sh(&f.repo, name, CHANGE1).assert_ok();
-    let root = f.root(name);
+    let root = f.default_root(name);
     assert_manifest_eq(
         &manifest(&root),
         &expect1,
@@ -580,7 +537,7 @@ fn unionfs_commit_killed_before_ref() {
 // ---------------------------------------------------------------------------
 
 fn destroy_crash(backend: &str) {
-    let f = Fixture::new();
+    let f = private_store();
     let before = object_snapshot(&f.repo);
     let name = "doomed";
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
@@ -662,10 +619,10 @@ fn is_dead(pid: u32) -> bool {
 
 fn daemon_killed(backend: &str) {
     let l = layers();
-    let f = Fixture::new();
+    let f = private_store();
     let before = object_snapshot(&f.repo);
     let name = "fused";
-    let root = f.root(name);
+    let root = f.default_root(name);
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
     assert_manifest_eq(&manifest(&root), &l.base, &format!("{backend}: view"));
     let pids = pids_mentioning(&root);
@@ -727,10 +684,10 @@ fn unionfs_daemon_killed_is_broken() {
 // ---------------------------------------------------------------------------
 
 fn busy_destroy(backend: &str) {
-    let f = Fixture::new();
+    let f = private_store();
     let before = object_snapshot(&f.repo);
     let name = "busy";
-    let root = f.root(name);
+    let root = f.default_root(name);
     run(create_cmd(&f.repo, name, backend, None)).assert_ok();
     exec_sh(&f.repo, name, "printf 'keep me\\n' > mine && rm etc/a.conf").assert_ok();
     let view = manifest(&root);

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command};
 
 use arbor::checkout::mount::{
-    Backend, BackendChoice, Deletion, MountError, is_marker, is_mount_point, list_deletions,
-    mount_union, mounts_under, unmount_path,
+    Backend, BackendChoice, Deletion, MountError, MountGuard, is_marker, is_mount_point,
+    list_deletions, mount_union, mounts_under, unmount_path,
 };
 
 fn is_root() -> bool {
@@ -107,6 +107,40 @@ fn layout(nlowers: usize, lower_name: impl Fn(usize) -> String) -> Layout {
     }
 }
 
+impl Layout {
+    /// `mount_union` of these layers on `target`.
+    fn mount(&self, choice: BackendChoice) -> Result<MountGuard, MountError> {
+        mount_union(&self.lowers, &self.upper, &self.work, &self.target, choice)
+    }
+}
+
+/// `mount -t overlay` by hand (no checks of arbor's) of `lowers` (top-most
+/// first) on `target`.
+fn mount_overlay_by_hand(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) {
+    let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowerdir.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let st = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(target)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A `sleep 30` whose working directory is `dir`, keeping a mount busy.
+fn sleep_in(dir: &Path) -> Child {
+    Command::new("sleep")
+        .arg("30")
+        .current_dir(dir)
+        .spawn()
+        .unwrap()
+}
+
 /// Three layers, top-most first, with overlapping paths.
 fn three_layers() -> Layout {
     let l = layout(3, |i| format!("lower{i}"));
@@ -147,14 +181,7 @@ fn merge_write_delete(backend: Backend) {
     }
     let l = three_layers();
     let before: Vec<_> = l.lowers.iter().map(|p| fingerprint(p)).collect();
-    let mut guard = mount_union(
-        &l.lowers,
-        &l.upper,
-        &l.work,
-        &l.target,
-        BackendChoice::Only(backend),
-    )
-    .unwrap();
+    let mut guard = l.mount(BackendChoice::Only(backend)).unwrap();
     assert_eq!(guard.backend(), backend);
     assert!(is_mount_point(&l.target).unwrap());
     assert_eq!(manifest(&l.target), merged_expected(), "{backend}");
@@ -238,14 +265,7 @@ fn overlay_wh_names_are_content() {
         return;
     }
     let l = three_layers();
-    let guard = mount_union(
-        &l.lowers,
-        &l.upper,
-        &l.work,
-        &l.target,
-        BackendChoice::Only(Backend::Overlay),
-    )
-    .unwrap();
+    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
     write(&l.target.join(".wh.a.txt"), "content");
     drop(guard);
     assert!(
@@ -264,14 +284,7 @@ fn drop_unmounts() {
     }
     for backend in Backend::ALL {
         let l = three_layers();
-        let guard = mount_union(
-            &l.lowers,
-            &l.upper,
-            &l.work,
-            &l.target,
-            BackendChoice::Only(backend),
-        )
-        .unwrap();
+        let guard = l.mount(BackendChoice::Only(backend)).unwrap();
         assert!(is_mount_point(&l.target).unwrap());
         drop(guard);
         assert!(!is_mount_point(&l.target).unwrap(), "{backend}");
@@ -295,14 +308,7 @@ fn sixty_long_layers_with_kernel_overlay() {
         write(&p.join(format!("f{i:03}")), &i.to_string());
         write(&p.join("common"), &i.to_string());
     }
-    let guard = mount_union(
-        &l.lowers,
-        &l.upper,
-        &l.work,
-        &l.target,
-        BackendChoice::Only(Backend::Overlay),
-    )
-    .unwrap();
+    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
     let m = manifest(&l.target);
     assert_eq!(m.len(), 61);
     assert_eq!(m["common"], "f:0", "top-most layer wins");
@@ -317,7 +323,7 @@ fn auto_picks_overlay_as_root() {
         return;
     }
     let l = three_layers();
-    let guard = mount_union(&l.lowers, &l.upper, &l.work, &l.target, BackendChoice::Auto).unwrap();
+    let guard = l.mount(BackendChoice::Auto).unwrap();
     assert_eq!(guard.backend(), Backend::Overlay);
     assert!(guard.skipped().is_empty());
     assert_eq!(manifest(&l.target), merged_expected());
@@ -335,18 +341,7 @@ fn overlay_xattrs_in_layers_cannot_steer() {
 
     // The risk is real: a plain overlay mount honours the xattr and hides
     // `d/hidden` of the layer below.
-    let lowerdir = format!("{}:{}", l.lowers[0].display(), l.lowers[1].display());
-    let opts = format!(
-        "lowerdir={lowerdir},upperdir={},workdir={}",
-        l.upper.display(),
-        l.work.display()
-    );
-    let st = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&l.target)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mount_overlay_by_hand(&l.lowers, &l.upper, &l.work, &l.target);
     assert!(!l.target.join("d/hidden").exists());
     unmount_path(&l.target).unwrap();
     fs::remove_dir_all(&l.work).unwrap();
@@ -354,14 +349,7 @@ fn overlay_xattrs_in_layers_cannot_steer() {
 
     // mount_union refuses such a layer with both overlay backends...
     for backend in [Backend::Overlay, Backend::FuseOverlayfs] {
-        let err = mount_union(
-            &l.lowers,
-            &l.upper,
-            &l.work,
-            &l.target,
-            BackendChoice::Only(backend),
-        )
-        .unwrap_err();
+        let err = l.mount(BackendChoice::Only(backend)).unwrap_err();
         match &err {
             MountError::SteeringXattr {
                 path, name, layer, ..
@@ -378,7 +366,7 @@ fn overlay_xattrs_in_layers_cannot_steer() {
 
     // ...and `auto` falls through to unionfs-fuse, which ignores xattrs,
     // saying why the others were skipped.
-    let guard = mount_union(&l.lowers, &l.upper, &l.work, &l.target, BackendChoice::Auto).unwrap();
+    let guard = l.mount(BackendChoice::Auto).unwrap();
     assert_eq!(guard.backend(), Backend::Unionfs);
     let skipped: Vec<_> = guard.skipped().iter().map(|s| s.backend).collect();
     assert_eq!(skipped, [Backend::Overlay, Backend::FuseOverlayfs]);
@@ -400,19 +388,8 @@ fn busy_unmount_is_reported_then_succeeds() {
         return;
     }
     let l = three_layers();
-    let mut guard = mount_union(
-        &l.lowers,
-        &l.upper,
-        &l.work,
-        &l.target,
-        BackendChoice::Only(Backend::Overlay),
-    )
-    .unwrap();
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .current_dir(l.target.join("sub"))
-        .spawn()
-        .unwrap();
+    let mut guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let mut child = sleep_in(&l.target.join("sub"));
     let err = guard.unmount().unwrap_err();
     match &err {
         MountError::Busy { target, holders } => {
@@ -439,19 +416,8 @@ fn dropping_a_busy_guard_detaches() {
         return;
     }
     let l = three_layers();
-    let guard = mount_union(
-        &l.lowers,
-        &l.upper,
-        &l.work,
-        &l.target,
-        BackendChoice::Only(Backend::Overlay),
-    )
-    .unwrap();
-    let mut child = Command::new("sleep")
-        .arg("30")
-        .current_dir(&l.target)
-        .spawn()
-        .unwrap();
+    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let mut child = sleep_in(&l.target);
     drop(guard);
     // Gone from the mount table although the child still sits in it.
     assert!(!is_mount_point(&l.target).unwrap());
@@ -469,19 +435,7 @@ fn mounts_under_finds_leftovers() {
     // A mount point whose name needs mountinfo's octal escapes.
     let target = l.target.join("left over\\x");
     fs::create_dir(&target).unwrap();
-    let opts = format!(
-        "lowerdir={}:{},upperdir={},workdir={}",
-        l.lowers[0].display(),
-        l.lowers[1].display(),
-        l.upper.display(),
-        l.work.display()
-    );
-    let st = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&target)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    mount_overlay_by_hand(&l.lowers[..2], &l.upper, &l.work, &target);
 
     let base = l.upper.parent().unwrap();
     let found = mounts_under(base).unwrap();
@@ -509,7 +463,7 @@ fn auto_reports_when_nothing_works() {
     let l = layout(1, |_| "low:er".into());
     write(&l.lowers[0].join("f"), "f");
     // Kernel overlay takes ':' in a layer path (one fsconfig per layer).
-    let outer = mount_union(&l.lowers, &l.upper, &l.work, &l.target, BackendChoice::Auto).unwrap();
+    let outer = l.mount(BackendChoice::Auto).unwrap();
     assert_eq!(outer.backend(), Backend::Overlay);
     assert_eq!(manifest(&l.target), entries(&[("f", "f:f")]));
 

@@ -172,15 +172,23 @@ pub fn arbor_command() -> Command {
     c
 }
 
+/// Runs `cmd ARGS...`.
+fn run_with<I, S>(mut cmd: Command, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    cmd.args(args);
+    run(cmd)
+}
+
 /// Runs `arbor ARGS...`.
 pub fn arbor<I, S>(args: I) -> Run
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut c = arbor_command();
-    c.args(args);
-    run(c)
+    run_with(arbor_command(), args)
 }
 
 /// Runs `arbor ARGS...` and panics (with both outputs) if it fails.
@@ -201,8 +209,7 @@ where
 {
     let mut c = arbor_command();
     c.arg("--repo").arg(repo);
-    c.args(args);
-    run(c)
+    run_with(c, args)
 }
 
 #[track_caller]
@@ -220,9 +227,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut c = Command::new(OSTREE);
-    c.args(args);
-    run(c)
+    run_with(Command::new(OSTREE), args)
 }
 
 #[track_caller]
@@ -244,8 +249,7 @@ where
     let mut r = OsString::from("--repo=");
     r.push(repo.as_os_str());
     c.arg(r);
-    c.args(args);
-    run(c)
+    run_with(c, args)
 }
 
 #[track_caller]
@@ -516,6 +520,17 @@ pub fn object_path(repo: &Path, csum: &str, ext: &str) -> PathBuf {
         .join(format!("{}.{ext}", &csum[2..]))
 }
 
+/// Writes `data` as the loose metadata object (commit, dirtree, dirmeta:
+/// named by the SHA-256 of its bytes) of type `ext` in `repo`, whatever the
+/// bytes are; returns its checksum.
+pub fn write_metadata_object(repo: &Path, ext: &str, data: &[u8]) -> String {
+    let csum = sha256_hex(data);
+    let path = object_path(repo, &csum, ext);
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(&path, data).unwrap();
+    csum
+}
+
 /// All loose objects as `XX/rest.ext` strings.
 pub fn list_objects(repo: &Path) -> BTreeSet<String> {
     let mut set = BTreeSet::new();
@@ -613,11 +628,10 @@ pub struct SharedTree {
     pub manifest: String,
 }
 
-pub fn shared_edge_tree() -> &'static SharedTree {
-    static TREE: OnceLock<SharedTree> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let path = scratch_dir("edge-tree").join("src");
-        build_edge_tree(&path);
+impl SharedTree {
+    /// The tree `build` makes at `path`, with its manifest.
+    pub fn build(path: PathBuf, build: impl FnOnce(&Path)) -> SharedTree {
+        build(&path);
         let entries = manifest_entries(&path);
         let manifest = render_manifest(&entries);
         SharedTree {
@@ -625,7 +639,12 @@ pub fn shared_edge_tree() -> &'static SharedTree {
             entries,
             manifest,
         }
-    })
+    }
+}
+
+pub fn shared_edge_tree() -> &'static SharedTree {
+    static TREE: OnceLock<SharedTree> = OnceLock::new();
+    TREE.get_or_init(|| SharedTree::build(scratch_dir("edge-tree").join("src"), build_edge_tree))
 }
 
 /// A temporary directory next to the shared state (same filesystem as the

@@ -171,6 +171,20 @@ pub fn assert_no_duplicate_requests(reqs: &[Request]) {
     );
 }
 
+/// Asserts none of `reqs` asked for an object of a tree (dirtree, dirmeta
+/// or content): what a pull refused at its commit must not have cost more.
+#[track_caller]
+pub fn assert_no_tree_requests(reqs: &[Request]) {
+    let tree: Vec<_> = reqs
+        .iter()
+        .filter(|r| matches!(kind_of(&r.path), Kind::DirTree | Kind::DirMeta | Kind::File))
+        .collect();
+    assert!(
+        tree.is_empty(),
+        "tree or content fetched for a refused commit: {tree:#?}"
+    );
+}
+
 /// Asserts two object sets are equal, listing the differences.
 #[track_caller]
 pub fn assert_set_eq(actual: &BTreeSet<String>, expected: &BTreeSet<String>, what: &str) {
@@ -705,15 +719,9 @@ pub const TS: u64 = 1_700_000_000;
 pub fn pull_edge_tree() -> &'static SharedTree {
     static TREE: OnceLock<SharedTree> = OnceLock::new();
     TREE.get_or_init(|| {
-        let path = scratch_dir("pull-edge-tree").join("src");
-        build_edge_tree_with(&path, 200, (1 << 20) + 4321);
-        let entries = manifest_entries(&path);
-        let manifest = render_manifest(&entries);
-        SharedTree {
-            path,
-            entries,
-            manifest,
-        }
+        SharedTree::build(scratch_dir("pull-edge-tree").join("src"), |p| {
+            build_edge_tree_with(p, 200, (1 << 20) + 4321)
+        })
     })
 }
 
@@ -961,6 +969,21 @@ pub fn new_synced_store(mode: Mode) -> (tempfile::TempDir, PathBuf) {
     (t, repo)
 }
 
+/// `arbor remote add NAME URL EXTRA...` in `store`.
+pub fn add_remote(store: &Path, name: &str, url: &str, extra: &[&str]) {
+    let mut a = vec!["remote", "add", name, url];
+    a.extend_from_slice(extra);
+    arbor_repo_ok(store, a);
+}
+
+/// A new store (as [`new_store`], archive) with the remote `origin` at
+/// `url`, added with `extra` options.
+pub fn store_with_origin(url: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let (t, store) = new_store(Mode::Archive);
+    add_remote(&store, "origin", url, extra);
+    (t, store)
+}
+
 /// `arbor --repo STORE pull ARGS...` (not asserted).
 pub fn pull(store: &Path, args: &[&str]) -> Run {
     let mut a = vec!["pull"];
@@ -1036,6 +1059,33 @@ pub fn assert_arbor_fsck_clean(store: &Path) -> String {
         panic!("arbor fsck failed on {}\n{}", store.display(), r.describe());
     }
     r.combined()
+}
+
+/// Every loose object of the store re-hashes to its name, whether or not a
+/// complete commit reaches it (`ostree fsck` skips partial commits, so it
+/// never reads what a failed pull left behind). Metadata objects (commit,
+/// dirtree, dirmeta) are checked here, independently of arbor, as the
+/// SHA-256 of their bytes; content objects, whose checksum covers a header
+/// rebuilt from how the mode stores them, by `arbor fsck`, which re-hashes
+/// every loose object. `.commitmeta` is named after its commit, not its
+/// bytes.
+#[track_caller]
+pub fn assert_objects_hash_to_names(store: &Path) {
+    for o in store_objects(store) {
+        let Some((csum, ty)) = o.split_once('.') else {
+            panic!("object without a type: {o}");
+        };
+        if matches!(ty, "commit" | "dirtree" | "dirmeta") {
+            let bytes = fs::read(object_path(store, csum, ty)).unwrap();
+            assert_eq!(
+                sha256_hex(&bytes),
+                csum,
+                "{o} in {} does not hash to its name",
+                store.display()
+            );
+        }
+    }
+    assert_arbor_fsck_clean(store);
 }
 
 /// Manifest of `ostree checkout [-U] [--subpath=P] REV` from `repo`.

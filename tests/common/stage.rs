@@ -131,3 +131,58 @@ pub fn assert_objects_unchanged(before: &BTreeMap<Vec<u8>, Entry>, repo: &Path) 
         bad.iter().take(20).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Detaches (`MNT_DETACH`) every mount at or below `base`, deepest first.
+pub fn detach_mounts_under(base: &Path) {
+    let mut left = mounts_under(base);
+    left.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for m in left {
+        let c = std::ffi::CString::new(m.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// A private store (a copy of a template store) in a temporary directory.
+/// Dropping it detaches anything a failed test left mounted under it before
+/// the directory is removed.
+pub struct PrivateStore {
+    /// Removed (after the mounts are detached) when the store drops.
+    _tmp: tempfile::TempDir,
+    /// The temporary directory, canonical (as mount points are listed).
+    pub base: PathBuf,
+    pub repo: PathBuf,
+}
+
+impl PrivateStore {
+    pub fn copy_of(template: &Path) -> PrivateStore {
+        let tmp = tempdir();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        let repo = base.join("repo");
+        copy_tree(template, &repo);
+        PrivateStore {
+            _tmp: tmp,
+            base,
+            repo,
+        }
+    }
+
+    pub fn stage_dir(&self, name: &str) -> PathBuf {
+        self.repo.join("extensions/arbor/stages").join(name)
+    }
+
+    /// The root of stage `name` when none was given at creation.
+    pub fn default_root(&self, name: &str) -> PathBuf {
+        self.stage_dir(name).join("root")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.repo.join("extensions/arbor/checkouts")
+    }
+}
+
+impl Drop for PrivateStore {
+    fn drop(&mut self) {
+        detach_mounts_under(&self.base);
+    }
+}
