@@ -5,7 +5,7 @@
 //! nginx's access log). Two pulls of the same commit into one store at the
 //! same time both succeed.
 //!
-//! nginx serves the medium tree through `limit_req` (200 requests/s,
+//! nginx serves the medium tree through `limit_req` (120 requests/s,
 //! excess requests queued, not refused) so that a pull of ~450 objects takes
 //! ~2 s and can be killed once about a third of the content has arrived.
 
@@ -65,7 +65,7 @@ fn repo() -> PathBuf {
 fn slow_nginx() -> Nginx {
     Nginx::start_with(
         &fixture().www,
-        "limit_req_zone $server_port zone=slow:1m rate=200r/s;",
+        "limit_req_zone $server_port zone=slow:1m rate=120r/s;",
         "limit_req zone=slow burst=100000;",
     )
 }
@@ -114,6 +114,27 @@ fn pull_and_signal(nginx: &Nginx, store: &Path, threshold: usize, signal: i32) -
             .filter(|l| l.contains(".filez 200 "))
             .count();
         if files >= threshold {
+            // A busy machine can stall this thread long enough for the
+            // pull to end first; kill(2) would then hit a zombie and the
+            // test would wrongly blame arbor. Look without reaping.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid on our own child with a zeroed siginfo_t.
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    child.id() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            assert_eq!(rc, 0, "waitid failed");
+            // SAFETY: si_pid is valid to read after a successful waitid.
+            if unsafe { info.si_pid() } != 0 {
+                panic!(
+                    "the pull ended before it could be signalled (this thread was stalled): \
+                     the server is not slow enough for this machine"
+                );
+            }
             // SAFETY: kill(2) on the pid of our own child, not yet reaped.
             let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
             assert_eq!(rc, 0, "kill failed");

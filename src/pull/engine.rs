@@ -368,7 +368,14 @@ impl<'a, 'r> Engine<'a, 'r> {
                 .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
                 .map_err(PullError::Fetch)
         })?;
-        if data.is_some() {
+        if let Some(d) = &data {
+            // Checked here, before the commit is marked partial or
+            // anything is written: a refused commitmeta leaves no trace.
+            crate::ostree::Metadata::parse(d).map_err(|source| PullError::Corrupt {
+                object: name,
+                location: self.source.location(&name),
+                source,
+            })?;
             self.counters
                 .metadata_fetched
                 .fetch_add(1, Ordering::Relaxed);
