@@ -7,7 +7,7 @@
 //!
 //! nginx serves the medium tree through `limit_req` (120 requests/s,
 //! excess requests queued, not refused) so that a pull of ~450 objects takes
-//! ~2 s and can be killed once about a third of the content has arrived.
+//! ~4 s and can be killed once about a third of the content has arrived.
 
 mod common;
 #[path = "common/pull.rs"]
