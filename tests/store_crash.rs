@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -131,24 +130,6 @@ fn stale_staging_is_cleaned_but_live_staging_is_not() {
     assert_eq!(txn_leftovers(&repo), Vec::<String>::new());
 }
 
-fn ofd_lock(f: &std::fs::File, exclusive: bool) {
-    // SAFETY: plain fcntl on an open descriptor with an initialised flock.
-    unsafe {
-        let mut fl: libc::flock = std::mem::zeroed();
-        fl.l_type = if exclusive {
-            libc::F_WRLCK
-        } else {
-            libc::F_RDLCK
-        } as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        assert_eq!(
-            libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl),
-            0,
-            "taking the test lock"
-        );
-    }
-}
-
 /// Several writers and readers on one repository at once: every commit
 /// lands, with the checksum a lone commit of the same tree gives.
 #[test]
@@ -229,14 +210,7 @@ fn writers_wait_for_an_exclusive_lock_holder() {
     let src = tmp.path().join("src");
     build_small_tree(&src);
 
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(repo.join(".lock"))
-        .unwrap();
-    ofd_lock(&lock, true);
+    let lock = lock_repo(&repo, true);
     let start = Instant::now();
     let r = arbor_repo(&repo, ["commit", "--branch", "main", src.to_str().unwrap()]);
     assert!(!r.status.success());
@@ -246,12 +220,7 @@ fn writers_wait_for_an_exclusive_lock_holder() {
     drop(lock);
 
     // A shared holder (another writer) does not block.
-    let lock = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(repo.join(".lock"))
-        .unwrap();
-    ofd_lock(&lock, false);
+    let _shared = lock_repo(&repo, false);
     arbor_repo_ok(&repo, ["commit", "--branch", "main", src.to_str().unwrap()]);
 }
 

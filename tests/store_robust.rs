@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -142,24 +141,6 @@ fn fake_dead_transaction(repo: &Path, object_from: &Path) -> String {
     )
 }
 
-/// Takes the repository lock as libostree does (an OFD lock on `.lock`).
-fn lock_exclusive(repo: &Path) -> std::fs::File {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(repo.join(".lock"))
-        .unwrap();
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    // SAFETY: a valid fd and a properly initialised flock.
-    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-    f
-}
-
 /// Opening a repository adopts a dead transaction's finished objects, but
 /// must not wait for the repository lock to do so: a read-only command
 /// while another process (a prune) holds the lock exclusively runs at
@@ -185,7 +166,7 @@ fn stale_cleanup_never_waits_for_the_lock() {
     .unwrap();
     let object = fake_dead_transaction(&repo, &donor);
 
-    let held = lock_exclusive(&repo);
+    let held = lock_repo(&repo, true);
     let start = Instant::now();
     arbor_repo_ok(&repo, ["refs"]);
     assert!(

@@ -1242,3 +1242,38 @@ macro_rules! per_mode {
         }
     };
 }
+
+/// Takes an OFD lock on `f`, as libostree locks a repository's `.lock`.
+pub fn ofd_lock(f: &fs::File, exclusive: bool) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain fcntl on an open descriptor with an initialised flock.
+    unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = if exclusive {
+            libc::F_WRLCK
+        } else {
+            libc::F_RDLCK
+        } as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        assert_eq!(
+            libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &mut fl),
+            0,
+            "taking the test lock: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Holds `repo`'s lock (as another arbor or ostree process would) until
+/// the returned file is dropped.
+pub fn lock_repo(repo: &Path, exclusive: bool) -> fs::File {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(repo.join(".lock"))
+        .unwrap();
+    ofd_lock(&f, exclusive);
+    f
+}
