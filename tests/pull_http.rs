@@ -230,12 +230,14 @@ fn bare_user_only_refuses_setuid_objects() {
             && !store_objects(&store).contains(&format!("{setgid}.file")),
         "an unstorable object was written"
     );
-    if has_object(&store, &format!("{}.commit", f.edge)) {
-        assert!(
-            is_partial(&store, &f.edge),
-            "incomplete commit not marked partial"
-        );
-    }
+    // The refused objects are content, reached only after the commit was
+    // written (with its partial marker first): the commit is stored and
+    // stays marked partial, since its tree can never be completed here.
+    assert!(
+        has_object(&store, &format!("{}.commit", f.edge)) && is_partial(&store, &f.edge),
+        "the commit must be stored and marked partial\n{}",
+        r.describe()
+    );
     assert_fsck_clean(&store);
 }
 
