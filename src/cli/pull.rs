@@ -15,6 +15,7 @@ use crate::pull::local::LocalSource;
 use crate::pull::{
     Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, SignVerify, pull,
 };
+use crate::store::RemoteTls;
 use crate::store::remotes::sign_key_basedirs;
 
 #[derive(Args, Debug)]
@@ -68,9 +69,14 @@ pub struct PullArgs {
 }
 
 /// Opens a URL or path as an object source.
-pub fn open_source(spec: &str, timeout: Duration, jobs: usize) -> Result<Box<dyn ObjectSource>> {
+pub fn open_source(
+    spec: &str,
+    timeout: Duration,
+    jobs: usize,
+    tls: &RemoteTls,
+) -> Result<Box<dyn ObjectSource>> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
-        return Ok(Box::new(HttpSource::new(spec, timeout, jobs)?));
+        return Ok(Box::new(HttpSource::new(spec, timeout, jobs, tls)?));
     }
     let path = spec.strip_prefix("file://").unwrap_or(spec);
     let source = LocalSource::open(Path::new(path))
@@ -104,7 +110,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())
                 .with_context(|| format!("loading the ed25519 keys of remote {:?}", remote.name))?;
             (
-                open_source(&remote.url, timeout, a.jobs)?,
+                open_source(&remote.url, timeout, a.jobs, &remote.tls)?,
                 RefDestination::Remote(remote.name),
                 gpg,
                 sign,
@@ -112,7 +118,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         }
         // Like ostree, URLs and paths are pulled without signature checks.
         None => (
-            open_source(&a.source, timeout, a.jobs)?,
+            open_source(&a.source, timeout, a.jobs, &RemoteTls::default())?,
             RefDestination::Heads,
             None,
             None,

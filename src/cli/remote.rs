@@ -45,7 +45,10 @@ enum RemoteCommand {
         #[arg(long, value_name = "FILE")]
         gpg_import: Option<PathBuf>,
         /// Also write KEY=VALUE in the remote's config section (repeatable),
-        /// e.g. gpg-verify-summary=true or gpgkeypath=/etc/keys.gpg
+        /// e.g. gpg-verify-summary=true or gpgkeypath=/etc/keys.gpg. For
+        /// https: tls-ca-path=PEM (the only trusted roots),
+        /// tls-client-cert-path=PEM with tls-client-key-path=PEM, and
+        /// tls-permissive=true (accept any certificate)
         #[arg(long = "set", value_name = "KEY=VALUE")]
         settings: Vec<String>,
     },
@@ -142,7 +145,12 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             let remote = repo.remote(&name)?;
             let gpg = GpgVerify::for_remote(&repo, &remote)?;
             let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())?;
-            let source = open_source(&remote.url, std::time::Duration::from_secs(30), 2)?;
+            let source = open_source(
+                &remote.url,
+                std::time::Duration::from_secs(30),
+                2,
+                &remote.tls,
+            )?;
             for (r, c) in
                 crate::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref(), sign.as_ref())?
             {

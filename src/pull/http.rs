@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
+use reqwest::{Certificate, Identity};
 
 use super::source::{FetchError, NetworkError, ObjectSource};
 use crate::ostree::checksum::is_checksum_hex;
 use crate::ostree::{Checksum, ObjectName, ObjectType};
-use crate::store::ContentObject;
 use crate::store::objects::{ArchiveHeaderError, read_archive_object};
+use crate::store::{ContentObject, RemoteTls};
 
 pub struct HttpSource {
     base: String,
@@ -28,20 +29,65 @@ pub struct HttpSource {
 impl HttpSource {
     /// `url` is the repository's base URL; `timeout` bounds connecting and
     /// each wait for data; `connections` is the pool size per host.
-    pub fn new(url: &str, timeout: Duration, connections: usize) -> Result<HttpSource, FetchError> {
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        connections: usize,
+        tls: &RemoteTls,
+    ) -> Result<HttpSource, FetchError> {
         // ring is the only crypto provider built in; ignore "already set".
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::builder()
+        let fatal = |message: String| FetchError::Fatal {
+            location: url.to_string(),
+            message,
+        };
+        let mut builder = Client::builder()
             .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(connections.max(1))
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(ca) = &tls.ca_path {
+            let pem = read_pem(ca, "tls-ca-path").map_err(fatal)?;
+            let certs = Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    fatal(format!(
+                        "tls-ca-path {}: no PEM certificate in it",
+                        ca.display()
+                    ))
+                })?;
+            builder = builder.tls_certs_only(certs);
+        }
+        match (&tls.client_cert_path, &tls.client_key_path) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                let mut pem = read_pem(cert, "tls-client-cert-path").map_err(fatal)?;
+                pem.push(b'\n');
+                pem.extend(read_pem(key, "tls-client-key-path").map_err(fatal)?);
+                let id = Identity::from_pem(&pem).map_err(|e| {
+                    fatal(format!(
+                        "tls-client-cert-path {} with tls-client-key-path {}: {}",
+                        cert.display(),
+                        key.display(),
+                        error_chain(&e)
+                    ))
+                })?;
+                builder = builder.identity(id);
+            }
+            _ => {
+                return Err(fatal(
+                    "tls-client-cert-path and tls-client-key-path must be set together".into(),
+                ));
+            }
+        }
+        if tls.permissive {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let client = builder
             .build()
-            .map_err(|e| FetchError::Fatal {
-                location: url.to_string(),
-                message: format!("cannot set up an HTTP client: {e}"),
-            })?;
+            .map_err(|e| fatal(format!("cannot set up an HTTP client: {}", error_chain(&e))))?;
         let base = if url.ends_with('/') {
             url.to_string()
         } else {
@@ -150,6 +196,20 @@ impl Read for CountingReader {
     }
 }
 
+/// A PEM file named by a remote option, bounded in size.
+fn read_pem(path: &std::path::Path, option: &str) -> Result<Vec<u8>, String> {
+    const LIMIT: u64 = 1 << 20;
+    let f = std::fs::File::open(path).map_err(|e| format!("{option} {}: {e}", path.display()))?;
+    let mut data = Vec::new();
+    f.take(LIMIT + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("{option} {}: {e}", path.display()))?;
+    if data.len() as u64 > LIMIT {
+        return Err(format!("{option} {}: larger than 1 MiB", path.display()));
+    }
+    Ok(data)
+}
+
 fn classify(url: &str, e: reqwest::Error) -> FetchError {
     let message = if e.is_timeout() {
         "timed out waiting for the server".to_string()
@@ -158,7 +218,7 @@ fn classify(url: &str, e: reqwest::Error) -> FetchError {
     } else {
         error_chain(&e)
     };
-    if e.is_builder() {
+    if e.is_builder() || is_tls_rejection(&e) {
         FetchError::Fatal {
             location: url.to_string(),
             message,
@@ -169,6 +229,24 @@ fn classify(url: &str, e: reqwest::Error) -> FetchError {
             message,
         }
     }
+}
+
+/// A TLS handshake that failed on a certificate or protocol error: asking
+/// again gives the same answer, so it is not retried.
+fn is_tls_rejection(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    // hyper wraps the TLS error in io::Errors, whose `source` skips the
+    // error they wrap: look inside them too.
+    if let Some(inner) = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        && is_tls_rejection(inner)
+    {
+        return true;
+    }
+    e.source().is_some_and(is_tls_rejection)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

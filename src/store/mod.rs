@@ -46,7 +46,7 @@ pub use error::{Result, StoreError};
 pub use lock::LockMode;
 pub use objects::{ContentObject, ExactReader};
 pub use refs::RefName;
-pub use remotes::Remote;
+pub use remotes::{Remote, RemoteTls};
 pub use repo::{Repo, RepoMode, default_repo_path};
 pub use transaction::Transaction;
 pub use tree::TreeNode;

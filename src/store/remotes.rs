@@ -45,6 +45,22 @@ pub struct Remote {
     /// `gpgkeypath`: key files or directories of key files (`;` or `,`
     /// separated, as ostree splits it).
     pub gpgkeypath: Vec<String>,
+    /// The `tls-*` options, for `https://` URLs.
+    pub tls: RemoteTls,
+}
+
+/// A remote's TLS settings, under libostree's names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteTls {
+    /// `tls-ca-path`: a PEM file of the only trusted roots, replacing the
+    /// system's.
+    pub ca_path: Option<PathBuf>,
+    /// `tls-client-cert-path` and `tls-client-key-path`: a PEM client
+    /// certificate and its key (both, or neither).
+    pub client_cert_path: Option<PathBuf>,
+    pub client_key_path: Option<PathBuf>,
+    /// `tls-permissive`: accept any server certificate.
+    pub permissive: bool,
 }
 
 /// A `sign-verify` or `sign-verify-summary` value, read as ostree's
@@ -278,6 +294,12 @@ impl Repo {
                         .collect()
                 })
                 .unwrap_or_default(),
+            tls: RemoteTls {
+                ca_path: cfg.get(&g, "tls-ca-path").map(PathBuf::from),
+                client_cert_path: cfg.get(&g, "tls-client-cert-path").map(PathBuf::from),
+                client_key_path: cfg.get(&g, "tls-client-key-path").map(PathBuf::from),
+                permissive: flag("tls-permissive", false)?,
+            },
         })
     }
 

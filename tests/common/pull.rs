@@ -229,6 +229,22 @@ impl Nginx {
     /// `http_extra` goes into the `http` block, `location_extra` into
     /// `location /` (e.g. `limit_req …;`).
     pub fn start_with(root: &Path, http_extra: &str, location_extra: &str) -> Nginx {
+        Nginx::start_server(root, http_extra, "", "", location_extra)
+    }
+
+    /// Serves `root` over TLS with HTTP/2 (nginx's `listen … ssl http2`);
+    /// `server_extra` holds the `ssl_*` directives.
+    pub fn start_tls(root: &Path, http_extra: &str, server_extra: &str) -> Nginx {
+        Nginx::start_server(root, http_extra, "ssl http2", server_extra, "")
+    }
+
+    fn start_server(
+        root: &Path,
+        http_extra: &str,
+        listen_extra: &str,
+        server_extra: &str,
+        location_extra: &str,
+    ) -> Nginx {
         let dir = tempdir();
         let d = dir.path();
         fs::create_dir_all(d.join("tmp")).unwrap();
@@ -257,8 +273,9 @@ http {{
     keepalive_timeout 60s;
     {http_extra}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} {listen_extra};
         root {root};
+        {server_extra}
         location / {{
             {location_extra}
         }}
