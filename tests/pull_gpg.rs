@@ -489,3 +489,49 @@ fn expired_key_is_refused_at_verification_time() {
         Err(VerifyError::NoSignatures)
     ));
 }
+
+/// Signatures added to a commit after it was pulled reach the store on the
+/// next pull, as with libostree (which always fetches a stored commit's
+/// detached metadata again): a remote without verification stores them,
+/// and one with verification checks them and then stores them, so `ostree`
+/// finds the commit signed.
+#[test]
+fn signatures_added_later_reach_the_store() {
+    let f = fixture();
+    // `late` serves the signed commit as it was before it was signed.
+    let late = f.www.join("late");
+    if !late.exists() {
+        let tmp = f.www.join(format!("late.tmp-{}", std::process::id()));
+        copy_tree(&f.www.join("repo"), &tmp);
+        fs::remove_file(object_path(&tmp, &f.signed, "commitmeta")).unwrap();
+        let _ = fs::rename(&tmp, &late);
+    }
+    let meta = fs::read(object_path(&f.www.join("repo"), &f.signed, "commitmeta")).unwrap();
+    for verify in [false, true] {
+        let (_t, store) = new_store(Mode::Archive);
+        add_remote(
+            &store,
+            "before",
+            &server().url("late"),
+            &["--no-gpg-verify"],
+        );
+        pull_ok(&store, &["before", "signed"]);
+        assert!(!has_object(&store, &format!("{}.commitmeta", f.signed)));
+        let opts: &[&str] = if verify {
+            &["--gpg-import", asc(&f.a)]
+        } else {
+            &["--no-gpg-verify"]
+        };
+        add_remote(&store, "after", &server().url("repo"), opts);
+        pull_ok(&store, &["after", "signed"]);
+        assert_eq!(
+            fs::read(object_path(&store, &f.signed, "commitmeta")).unwrap(),
+            meta,
+            "verify={verify}: the signatures were not stored"
+        );
+        if verify {
+            ostree_repo_ok(&store, ["show", "--gpg-verify-remote=after", &f.signed]);
+        }
+        assert_fsck_clean(&store);
+    }
+}

@@ -265,9 +265,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             self.counters
                 .already_present
                 .fetch_add(1, Ordering::Relaxed);
-            if self.verifying() {
-                self.verify_present_commit(checksum)?;
-            }
+            self.refresh_present_commit(checksum)?;
             self.repo.load_commit(&checksum)?
         } else {
             let commitmeta = self.fetch_commitmeta(checksum)?;
@@ -333,10 +331,19 @@ impl<'a, 'r> Engine<'a, 'r> {
         Ok(())
     }
 
-    /// A commit already here is verified too (as ostree does on every scan),
-    /// against the source's current detached metadata when it has some, else
-    /// the local copy. New metadata is written only once it verified.
-    fn verify_present_commit(&self, checksum: Checksum) -> Result<(), PullError> {
+    /// A commit already in the store: its detached metadata is fetched
+    /// again, as libostree does, so signatures added on the server since
+    /// reach the store; with verification on, the signatures (new, else
+    /// stored) are checked before anything of the commit is used, and new
+    /// metadata is written only once it verified.
+    fn refresh_present_commit(&self, checksum: Checksum) -> Result<(), PullError> {
+        let fetched = self.fetch_commitmeta(checksum)?;
+        if !self.verifying() {
+            if let Some(m) = &fetched {
+                self.write_commitmeta(checksum, m)?;
+            }
+            return Ok(());
+        }
         let name = ObjectName::new(checksum, ObjectType::Commit);
         let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
         let data = match self.repo.load_metadata(&name) {
@@ -344,7 +351,6 @@ impl<'a, 'r> Engine<'a, 'r> {
             Err(StoreError::MissingObject(_)) => self.txn.load_staged(&name)?,
             Err(e) => return Err(e.into()),
         };
-        let fetched = self.fetch_commitmeta(checksum)?;
         let meta = match &fetched {
             Some(m) => Some(m.clone()),
             None => match self.repo.load_metadata(&meta_name) {
