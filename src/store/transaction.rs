@@ -110,7 +110,12 @@ impl<'r> Transaction<'r> {
         // would skip a needed fchmod) and, if extended, give every object
         // an access-ACL xattr that is not part of its content.
         match rustix::fs::fremovexattr(&staging, "system.posix_acl_default") {
-            Ok(()) | Err(rustix::io::Errno::NODATA) | Err(rustix::io::Errno::OPNOTSUPP) => {}
+            // No such ACL, or a filesystem without xattrs (FUSE may say
+            // ENOSYS): nothing to remove.
+            Ok(())
+            | Err(rustix::io::Errno::NODATA)
+            | Err(rustix::io::Errno::OPNOTSUPP)
+            | Err(rustix::io::Errno::NOSYS) => {}
             Err(e) => return Err(e).at(tmp_path.join(&staging_name)),
         }
         Ok(Transaction {
