@@ -232,6 +232,58 @@ fn localcache_objects_are_not_requested() {
     assert_pulled(&store, &hist(), &f.c[1], false);
 }
 
+/// A cache that stores objects as the store does (same mode, same
+/// filesystem) gives its objects by hardlink, after verifying them: the
+/// store's copy of every shared content object is the cache's inode; what
+/// the cache lacks came from the network as new files. A cache in another
+/// mode is copied from (no shared inode).
+#[test]
+fn localcache_objects_are_hardlinked_when_the_mode_matches() {
+    use std::os::unix::fs::MetadataExt;
+    let f = fixture();
+    let nginx = Nginx::start(&f.www);
+    let t = shared_tempdir();
+    let ino = |repo: &Path, key: &str| {
+        let md = std::fs::symlink_metadata(object_path(repo, &key[..64], "file")).unwrap();
+        (md.dev(), md.ino())
+    };
+    for (cache_mode, linked) in [(Mode::Bare, true), (Mode::BareUser, false)] {
+        let cache = t.path().join(format!("cache-{}", cache_mode.name()));
+        ostree_init(&cache, cache_mode);
+        ostree_repo_ok(&cache, ["pull-local", hist().to_str().unwrap(), &f.c[0]]);
+        let (_t, store) = new_store(Mode::Bare);
+        let reqs = pull_counted(
+            &nginx,
+            &store,
+            &[
+                &nginx.url("hist"),
+                &format!("main@{}", f.c[1]),
+                "--localcache-repo",
+                cache.to_str().unwrap(),
+            ],
+        );
+        assert_set_eq(
+            &requested_set(&reqs),
+            &minus(&objs(1), &objs(0)),
+            "objects requested with C1 in a local cache",
+        );
+        assert_pulled(&store, &hist(), &f.c[1], false);
+        let cache_inodes: BTreeSet<_> = objs(0)
+            .iter()
+            .filter(|k| k.ends_with(".file"))
+            .map(|k| ino(&cache, k))
+            .collect();
+        for k in objs(1).iter().filter(|k| k.ends_with(".file")) {
+            let shared = objs(0).contains(k);
+            assert_eq!(
+                cache_inodes.contains(&ino(&store, k)),
+                shared && linked,
+                "{cache_mode:?} cache: {k} (in the cache: {shared})"
+            );
+        }
+    }
+}
+
 /// A corrupt object in a local cache never reaches the store: the pull
 /// either fetches the object from the network instead, or fails naming it
 /// and the cache it came from; either way the store passes fsck and the

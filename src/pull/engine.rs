@@ -555,9 +555,28 @@ impl<'a, 'r> Engine<'a, 'r> {
             return Ok(());
         }
         for cache in self.caches {
-            if cache.has_object(&name).unwrap_or(false)
-                && let Ok(obj) = cache.open_content(&checksum)
-            {
+            if !cache.has_object(&name).unwrap_or(false) {
+                continue;
+            }
+            // Hardlinked when the cache stores objects as we do on the same
+            // filesystem (verified first), else copied below.
+            match self.txn.import_content(cache, checksum) {
+                Ok(Some(_)) => {
+                    self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(None) => {}
+                Err(StoreError::ChecksumMismatch { .. })
+                | Err(StoreError::SourceRead(_))
+                | Err(StoreError::CorruptObject { .. })
+                | Err(StoreError::BadObject { .. })
+                | Err(StoreError::MissingObject(_)) => {
+                    self.counters.cache_rejected.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if let Ok(obj) = cache.open_content(&checksum) {
                 // Verified like anything else: the write checks the
                 // checksum. A corrupt cache copy is skipped, not fatal: the
                 // source may have a good one.

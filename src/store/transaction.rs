@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -331,6 +331,84 @@ impl<'r> Transaction<'r> {
             rustix::fs::syncfs(&self.staging).at(&staging_path)?;
         }
         publish_dir(self.repo, &self.staging, &staging_path)
+    }
+
+    /// Takes content object `checksum` from another local repository `src`
+    /// by hardlinking its object file into staging, after verifying it
+    /// (header and data re-hashed). Possible when both repositories store
+    /// objects the same way (same mode) on the same filesystem; `None`
+    /// when not, and the caller copies through [`write_content`] instead.
+    /// The two stores then share the inode, as with `ostree pull-local`.
+    ///
+    /// [`write_content`]: Self::write_content
+    pub fn import_content(&self, src: &Repo, checksum: Checksum) -> Result<Option<Written>> {
+        let mode = self.repo.mode();
+        if src.mode() != mode {
+            return Ok(None);
+        }
+        let dev = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).map(|st| st.st_dev).ok();
+        if dev(src.objects_dir()).is_none() || dev(src.objects_dir()) != dev(self.staging.as_fd()) {
+            return Ok(None);
+        }
+        let name = ObjectName::new(checksum, ObjectType::File);
+        let obj = src.open_content(&checksum)?;
+        obj.header
+            .validate()
+            .map_err(|source| StoreError::CorruptObject {
+                object: name,
+                source,
+            })?;
+        if mode == RepoMode::BareUserOnly
+            && obj.header.is_regular()
+            && obj.header.mode & 0o7777 & !0o775 != 0
+        {
+            // Let write_content refuse it with its message.
+            return Ok(None);
+        }
+        let size = obj.size;
+        let actual = super::objects::hash_content(&obj.header, obj.reader)
+            .map_err(StoreError::SourceRead)?;
+        if actual != checksum {
+            return Err(StoreError::ChecksumMismatch {
+                object: name,
+                actual,
+            });
+        }
+        self.ensure_staging_subdir(&name)?;
+        let rel = name.loose_path(mode.is_archive());
+        match rustix::fs::linkat(
+            src.objects_dir(),
+            rel.as_str(),
+            &self.staging,
+            rel.as_str(),
+            AtFlags::empty(),
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                return Ok(Some(Written {
+                    checksum,
+                    new: false,
+                }));
+            }
+            // Not linkable here (protected hardlinks, link count, a
+            // filesystem without links): copy instead.
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::PERM
+                | rustix::io::Errno::MLINK
+                | rustix::io::Errno::OPNOTSUPP
+                | rustix::io::Errno::ACCESS,
+            ) => return Ok(None),
+            Err(e) => return Err(e).at(self.staging_path().join(&rel)),
+        }
+        self.objects_written.fetch_add(1, Ordering::Relaxed);
+        if obj.header.is_regular() {
+            self.bytes_written.fetch_add(size, Ordering::Relaxed);
+        }
+        Ok(Some(Written {
+            checksum,
+            new: true,
+        }))
     }
 
     /// Writes a content object from its header and, for regular files,
