@@ -165,6 +165,44 @@ fn file_remote_pulls_all_heads() {
     assert_set_eq(&store_objects(&store), &expected, "objects in the store");
 }
 
+/// Pulling from a local repository that stores objects as the store does
+/// (same mode, same filesystem) hardlinks its content objects after
+/// verifying them, as `ostree pull-local` does; across modes they are
+/// copied. Either way the store is complete and sound.
+#[test]
+fn same_mode_local_pulls_hardlink_objects() {
+    use std::os::unix::fs::MetadataExt;
+    for (src_mode, dst_mode, linked) in [
+        (Mode::Bare, Mode::Bare, true),
+        (Mode::Archive, Mode::Archive, true),
+        (Mode::Bare, Mode::BareUser, false),
+    ] {
+        let s = source(src_mode);
+        let (_t, store) = new_store(dst_mode);
+        pull_ok(&store, &[s.repo.to_str().unwrap(), "main"]);
+        assert_pulled(&store, &s.repo, &s.main, false);
+        let files: Vec<_> = commit_objects(&s.repo, &s.main)
+            .into_iter()
+            .filter(|k| k.ends_with(".file"))
+            .collect();
+        assert!(!files.is_empty());
+        let ext = if dst_mode == Mode::Archive {
+            "filez"
+        } else {
+            "file"
+        };
+        for k in &files {
+            let a = std::fs::symlink_metadata(object_path(&s.repo, &k[..64], ext)).unwrap();
+            let b = std::fs::symlink_metadata(object_path(&store, &k[..64], ext)).unwrap();
+            assert_eq!(
+                (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                linked,
+                "{src_mode:?} -> {dst_mode:?}: {k}"
+            );
+        }
+    }
+}
+
 /// A corrupt content object in a local source (one byte flipped in a bare
 /// repo's `.file`) fails the pull with a message naming the object, the ref
 /// keeps its old value, and no corrupt object lands in the store.

@@ -598,6 +598,21 @@ impl<'a, 'r> Engine<'a, 'r> {
                 }
             }
         }
+        // A local source storing objects as we do, on the same filesystem:
+        // a verified hardlink, as `ostree pull-local` makes. A missing
+        // object is left to the fetch below, which names it.
+        if let Some(src) = self.source.local_repo() {
+            match self.txn.import_content(src, checksum) {
+                Ok(Some(_)) => {
+                    self.counters
+                        .content_fetched
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(None) | Err(StoreError::MissingObject(_)) => {}
+                Err(e) => return Err(self.located(&name, e)),
+            }
+        }
         self.retrying(|| {
             let stream = self
                 .source

@@ -146,4 +146,8 @@ impl ObjectSource for LocalSource {
     fn bytes_transferred(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }
+
+    fn local_repo(&self) -> Option<&Repo> {
+        Some(&self.repo)
+    }
 }

@@ -66,4 +66,9 @@ pub trait ObjectSource: Send + Sync {
     fn bytes_transferred(&self) -> u64 {
         0
     }
+    /// The repository itself, for a local source: its objects may then be
+    /// hardlinked rather than copied (see `Transaction::import_content`).
+    fn local_repo(&self) -> Option<&crate::store::Repo> {
+        None
+    }
 }

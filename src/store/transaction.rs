@@ -346,8 +346,12 @@ impl<'r> Transaction<'r> {
         if src.mode() != mode {
             return Ok(None);
         }
-        let dev = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).map(|st| st.st_dev).ok();
-        if dev(src.objects_dir()).is_none() || dev(src.objects_dir()) != dev(self.staging.as_fd()) {
+        // Same filesystem, and repositories of the same owner (as libostree
+        // requires): whoever owns the other store could otherwise change
+        // our objects later through the shared inodes.
+        let stat = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).ok().map(|st| (st.st_dev, st.st_uid));
+        let theirs = stat(src.objects_dir());
+        if theirs.is_none() || theirs != stat(self.repo.objects_dir()) {
             return Ok(None);
         }
         let name = ObjectName::new(checksum, ObjectType::File);
