@@ -142,3 +142,67 @@ fn reflinks_on_xfs() {
     }
     ostree_repo_ok(&repo, ["fsck"]);
 }
+
+/// Pulling from a local repository of another uncompressed mode on the same
+/// reflink-capable filesystem (a local source, or a `--localcache-repo`)
+/// clones the object data instead of copying it: the store's object shares
+/// its extents with the source's yet is its own inode with its own
+/// metadata, and the store passes `ostree fsck`.
+#[test]
+fn local_pulls_reflink_across_modes_on_xfs() {
+    let tmp = tempdir();
+    let m = match mount_xfs(tmp.path()) {
+        Ok(m) => m,
+        Err(why) => {
+            eprintln!("SKIPPED: no reflink-capable filesystem: {why}");
+            return;
+        }
+    };
+    let root = &m.0;
+    let src = root.join("src");
+    make_dir(&src, 0o755);
+    let big = pseudo_random_bytes(2 << 20, 11);
+    write_file(&src.join("big.bin"), &big, 0o644);
+    write_file(&src.join("small"), b"small\n", 0o600);
+    let source = root.join("source");
+    ostree_init(&source, Mode::BareUser);
+    let commit = ostree_commit(&source, &src, "main", &CommitOpts::new("reflink", "", 1));
+    let csum = file_checksum(&source, &commit, "/big.bin");
+    let theirs = object_path(&source, &csum, "file");
+
+    for via_cache in [false, true] {
+        let store = root.join(format!("store-{via_cache}"));
+        arbor_init(&store, Mode::Bare);
+        let mut args: Vec<String> = vec!["pull".into()];
+        if via_cache {
+            // An archive copy as the source: content objects are taken
+            // from the cache, which is consulted first.
+            let archive = root.join("archive");
+            if !archive.exists() {
+                ostree_init(&archive, Mode::Archive);
+                ostree_repo_ok(&archive, ["pull-local", source.to_str().unwrap(), &commit]);
+            }
+            args.extend([
+                archive.display().to_string(),
+                commit.clone(),
+                "--localcache-repo".into(),
+                source.display().to_string(),
+            ]);
+        } else {
+            args.extend([source.display().to_string(), commit.clone()]);
+        }
+        arbor_repo_ok(&store, &args);
+        let ours = object_path(&store, &csum, "file");
+        let (a, b) = (fs::metadata(&theirs).unwrap(), fs::metadata(&ours).unwrap());
+        assert_ne!(a.ino(), b.ino(), "a clone, not a hardlink");
+        let mut ff = Command::new("filefrag");
+        ff.arg("-v").arg(&ours);
+        let ff = run(ff).assert_ok().stdout_str();
+        assert!(
+            ff.contains("shared"),
+            "cache={via_cache}: not reflinked:\n{ff}"
+        );
+        assert_eq!(fs::read(&ours).unwrap(), big);
+        ostree_repo_ok(&store, ["fsck"]);
+    }
+}

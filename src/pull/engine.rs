@@ -580,10 +580,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                 // Verified like anything else: the write checks the
                 // checksum. A corrupt cache copy is skipped, not fatal: the
                 // source may have a good one.
-                match self
-                    .txn
-                    .write_content(&obj.header, obj.size, obj.reader, Some(checksum))
-                {
+                match self.txn.write_content_object(obj, Some(checksum)) {
                     Ok(_) => {
                         self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
@@ -619,7 +616,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                 .fetch_content(&checksum)
                 .map_err(PullError::Fetch)?;
             self.txn
-                .write_content(&stream.header, stream.size, stream.reader, Some(checksum))
+                .write_content_object(stream, Some(checksum))
                 .map_err(|e| self.located(&name, e))
         })?;
         self.counters

@@ -139,7 +139,8 @@ impl ObjectSource for LocalSource {
                 inner: obj.reader,
                 read: self.read.clone(),
             }),
-            file: None,
+            // For reflinks: bytes cloned are not counted as transferred.
+            file: obj.file,
         })
     }
 

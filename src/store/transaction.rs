@@ -77,6 +77,8 @@ pub struct Transaction<'r> {
     bytes_written: AtomicU64,
     /// `bytes_written` when the last background sync was started.
     synced_mark: AtomicU64,
+    /// `FICLONE` failed once: the filesystems cannot share blocks.
+    no_reflink: AtomicBool,
     /// The running background `syncfs`, if any.
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     done: bool,
@@ -132,6 +134,7 @@ impl<'r> Transaction<'r> {
             objects_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             synced_mark: AtomicU64::new(0),
+            no_reflink: AtomicBool::new(false),
             syncer: Mutex::new(None),
             done: false,
         })
@@ -158,9 +161,7 @@ impl<'r> Transaction<'r> {
     /// filesystem has no `O_TMPFILE`, a named temporary file (never taken
     /// for an object: its name is not one).
     fn tmpfile(&self, mode: u32) -> Result<TempFile> {
-        if let Some(fd) =
-            open_tmpfile(&self.staging, OFlags::WRONLY, mode).at(self.staging_path())?
-        {
+        if let Some(fd) = open_tmpfile(&self.staging, OFlags::RDWR, mode).at(self.staging_path())? {
             return Ok(TempFile {
                 file: File::from(fd),
                 name: None,
@@ -170,7 +171,7 @@ impl<'r> Transaction<'r> {
         let fd = rustix::fs::openat(
             &self.staging,
             tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(mode),
         )
         .at(self.staging_path().join(&tmp))?;
@@ -425,6 +426,31 @@ impl<'r> Transaction<'r> {
         data: impl Read,
         expected: Option<Checksum>,
     ) -> Result<Written> {
+        self.write_content_cloning(header, size, data, None, expected)
+    }
+
+    /// [`write_content`](Self::write_content) of an object read from
+    /// another local repository: where both store uncompressed files on a
+    /// filesystem that shares blocks, the data is reflinked (`FICLONE`)
+    /// from the other object file instead of copied, then re-read from the
+    /// clone to be hashed and verified.
+    pub fn write_content_object(
+        &self,
+        obj: super::ContentObject,
+        expected: Option<Checksum>,
+    ) -> Result<Written> {
+        let file = obj.file.clone();
+        self.write_content_cloning(&obj.header, obj.size, obj.reader, file.as_deref(), expected)
+    }
+
+    fn write_content_cloning(
+        &self,
+        header: &FileHeader,
+        size: u64,
+        data: impl Read,
+        clone_from: Option<&File>,
+        expected: Option<Checksum>,
+    ) -> Result<Written> {
         header.validate()?;
         let mode = self.repo.mode();
         if mode == RepoMode::BareUserOnly
@@ -440,7 +466,7 @@ impl<'r> Transaction<'r> {
                 header.mode & 0o7777 & !0o775
             )));
         }
-        let (staged, checksum) = self.write_content_temp(header, size, data)?;
+        let (staged, checksum) = self.write_content_temp(header, size, data, clone_from)?;
         let name = ObjectName::new(checksum, ObjectType::File);
         if let Some(exp) = expected.filter(|e| *e != checksum) {
             // Dropping `staged` discards it: an O_TMPFILE vanishes on close.
@@ -478,6 +504,7 @@ impl<'r> Transaction<'r> {
         header: &FileHeader,
         size: u64,
         data: impl Read,
+        clone_from: Option<&File>,
     ) -> Result<(Staged, Checksum)> {
         let mode = self.repo.mode();
         let at = self.staging_path();
@@ -553,7 +580,23 @@ impl<'r> Transaction<'r> {
             }
             _ => {
                 let mut f = file;
-                copy_hashing(data, size, &mut hasher, &mut f).map_err(|e| e.at(&at))?;
+                let cloned = match clone_from {
+                    Some(src) if size > 0 => self.reflink(&f, src, size).at(&at)?,
+                    _ => false,
+                };
+                if cloned {
+                    // The clone is ours: hash what it holds.
+                    copy_hashing(&f, size, &mut hasher, &mut std::io::sink()).map_err(
+                        |e| match e {
+                            CopyError::Read(e) | CopyError::Write(e) => StoreError::Io {
+                                path: at.clone(),
+                                source: e,
+                            },
+                        },
+                    )?;
+                } else {
+                    copy_hashing(data, size, &mut hasher, &mut f).map_err(|e| e.at(&at))?;
+                }
                 f
             }
         };
@@ -584,6 +627,29 @@ impl<'r> Transaction<'r> {
         file.flush().at(&at)?;
         let staged = TempFile { file, name: temp }.staged();
         Ok((staged, Checksum::from_hasher(hasher)))
+    }
+
+    /// Makes `dst` (new and empty) share `src`'s blocks; false, with `dst`
+    /// still empty, when the filesystem cannot (then remembered) or the
+    /// clone is not `size` bytes long. `dst`'s position stays at 0.
+    fn reflink(&self, dst: &File, src: &File, size: u64) -> std::io::Result<bool> {
+        if self.no_reflink.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match rustix::fs::ioctl_ficlone(dst, src) {
+            Ok(()) if rustix::fs::fstat(dst)?.st_size as u64 == size => Ok(true),
+            Ok(()) => {
+                // The copy that follows must start from an empty file.
+                rustix::fs::ftruncate(dst, 0)?;
+                Ok(false)
+            }
+            // Another filesystem: this source only.
+            Err(rustix::io::Errno::XDEV) => Ok(false),
+            Err(_) => {
+                self.no_reflink.store(true, Ordering::Relaxed);
+                Ok(false)
+            }
+        }
     }
 
     /// Starts a background `syncfs` of the staging filesystem each time
