@@ -56,15 +56,24 @@ fn mount_xfs(dir: &Path) -> Result<Mounted, String> {
     Ok(Mounted(mnt))
 }
 
-#[test]
-fn reflinks_on_xfs() {
+/// A mounted XFS (and the directory holding its image), or `None` after
+/// saying on stderr why the test is skipped.
+fn xfs_or_skip() -> Option<(tempfile::TempDir, Mounted)> {
     let tmp = tempdir();
-    let m = match mount_xfs(tmp.path()) {
-        Ok(m) => m,
+    match mount_xfs(tmp.path()) {
+        // The mount is dropped (unmounted) before the directory.
+        Ok(m) => Some((tmp, m)),
         Err(why) => {
             eprintln!("SKIPPED: no reflink-capable filesystem: {why}");
-            return;
+            None
         }
+    }
+}
+
+#[test]
+fn reflinks_on_xfs() {
+    let Some((_tmp, m)) = xfs_or_skip() else {
+        return;
     };
     let root = &m.0;
     let src = root.join("src");
@@ -150,13 +159,8 @@ fn reflinks_on_xfs() {
 /// metadata, and the store passes `ostree fsck`.
 #[test]
 fn local_pulls_reflink_across_modes_on_xfs() {
-    let tmp = tempdir();
-    let m = match mount_xfs(tmp.path()) {
-        Ok(m) => m,
-        Err(why) => {
-            eprintln!("SKIPPED: no reflink-capable filesystem: {why}");
-            return;
-        }
+    let Some((_tmp, m)) = xfs_or_skip() else {
+        return;
     };
     let root = &m.0;
     let src = root.join("src");

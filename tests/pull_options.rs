@@ -193,6 +193,29 @@ fn base_must_be_complete_and_present() {
     assert_fsck_clean(&store);
 }
 
+/// A local cache of `mode` holding C1, made by `ostree pull-local`.
+fn c1_cache(cache: &Path, mode: Mode) {
+    ostree_init(cache, mode);
+    ostree_repo_ok(
+        cache,
+        ["pull-local", hist().to_str().unwrap(), &fixture().c[0]],
+    );
+}
+
+/// Pulls C2 from nginx into `store` with `cache` as `--localcache-repo`.
+fn pull_c2_with_cache(nginx: &Nginx, store: &Path, cache: &Path) -> Vec<Request> {
+    pull_counted(
+        nginx,
+        store,
+        &[
+            &nginx.url("hist"),
+            &format!("main@{}", fixture().c[1]),
+            "--localcache-repo",
+            cache.to_str().unwrap(),
+        ],
+    )
+}
+
 /// `--localcache-repo`: objects present in the cache (another mode, made
 /// by ostree) are taken from it and never requested; repeated options are
 /// all used.
@@ -202,8 +225,7 @@ fn localcache_objects_are_not_requested() {
     let nginx = Nginx::start(&f.www);
     let t = shared_tempdir();
     let cache = t.path().join("cache");
-    ostree_init(&cache, Mode::BareUser);
-    ostree_repo_ok(&cache, ["pull-local", hist().to_str().unwrap(), &f.c[0]]);
+    c1_cache(&cache, Mode::BareUser);
     let empty = t.path().join("empty");
     ostree_init(&empty, Mode::Archive);
 
@@ -249,19 +271,9 @@ fn localcache_objects_are_hardlinked_when_the_mode_matches() {
     };
     for (cache_mode, linked) in [(Mode::Bare, true), (Mode::BareUser, false)] {
         let cache = t.path().join(format!("cache-{}", cache_mode.name()));
-        ostree_init(&cache, cache_mode);
-        ostree_repo_ok(&cache, ["pull-local", hist().to_str().unwrap(), &f.c[0]]);
+        c1_cache(&cache, cache_mode);
         let (_t, store) = new_store(Mode::Bare);
-        let reqs = pull_counted(
-            &nginx,
-            &store,
-            &[
-                &nginx.url("hist"),
-                &format!("main@{}", f.c[1]),
-                "--localcache-repo",
-                cache.to_str().unwrap(),
-            ],
-        );
+        let reqs = pull_c2_with_cache(&nginx, &store, &cache);
         assert_set_eq(
             &requested_set(&reqs),
             &minus(&objs(1), &objs(0)),
@@ -294,8 +306,7 @@ fn corrupt_localcache_object_is_not_trusted() {
     let nginx = Nginx::start(&f.www);
     let t = shared_tempdir();
     let cache = t.path().join("cache");
-    ostree_init(&cache, Mode::Bare);
-    ostree_repo_ok(&cache, ["pull-local", hist().to_str().unwrap(), &f.c[0]]);
+    c1_cache(&cache, Mode::Bare);
     // A file C1 and C2 share.
     let shared: Vec<_> = objs(0).intersection(&objs(1)).cloned().collect();
     let victim = shared
