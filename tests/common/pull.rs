@@ -299,6 +299,7 @@ http {{
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("spawn nginx");
+            kill_at_exit(child.id());
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Some(status) = child.try_wait().unwrap() {
@@ -415,7 +416,37 @@ impl Drop for Nginx {
         // Our own child, by its pid (SIGKILL; single-process nginx).
         let _ = self.child.kill();
         let _ = self.child.wait();
+        LIVE_SERVERS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != self.child.id());
     }
+}
+
+/// Pids of the nginx servers still running. Servers kept in statics (shared
+/// by a file's tests) are never dropped: they are killed when the test
+/// process exits, so no run leaves servers behind.
+static LIVE_SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+extern "C" fn kill_live_servers() {
+    if let Ok(pids) = LIVE_SERVERS.lock() {
+        for &pid in pids.iter() {
+            // SAFETY: kill(2) on a child of this process that is not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+fn kill_at_exit(pid: u32) {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain function, run by exit(3).
+    HOOK.call_once(|| unsafe {
+        libc::atexit(kill_live_servers);
+    });
+    LIVE_SERVERS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(pid);
 }
 
 // ---------------------------------------------------------------------------
