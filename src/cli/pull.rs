@@ -95,7 +95,10 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     } else {
         match repo.remote(&a.source) {
             Ok(r) => Some(r),
-            Err(_) if Path::new(&a.source).exists() => None,
+            // Only a name with no remote section at all may be a path: a
+            // remote whose settings are broken is an error, never a
+            // directory pulled without its checks.
+            Err(_) if !repo.has_remote(&a.source) && Path::new(&a.source).exists() => None,
             Err(e) => bail!(
                 "{:?} is not a configured remote, a URL or a repository path ({e})",
                 a.source

@@ -338,30 +338,25 @@ impl<'a, 'r> Engine<'a, 'r> {
     /// metadata is written only once it verified.
     fn refresh_present_commit(&self, checksum: Checksum) -> Result<(), PullError> {
         let fetched = self.fetch_commitmeta(checksum)?;
-        if !self.verifying() {
-            if let Some(m) = &fetched {
-                self.write_commitmeta(checksum, m)?;
-            }
-            return Ok(());
-        }
-        let name = ObjectName::new(checksum, ObjectType::Commit);
         let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
-        let data = match self.repo.load_metadata(&name) {
-            Ok(d) => d,
-            Err(StoreError::MissingObject(_)) => self.txn.load_staged(&name)?,
+        let stored = match self.repo.load_metadata(&meta_name) {
+            Ok(m) => Some(m),
+            Err(StoreError::MissingObject(_)) => None,
             Err(e) => return Err(e.into()),
         };
-        let meta = match &fetched {
-            Some(m) => Some(m.clone()),
-            None => match self.repo.load_metadata(&meta_name) {
-                Ok(m) => Some(m),
-                Err(StoreError::MissingObject(_)) => None,
+        if self.verifying() {
+            let name = ObjectName::new(checksum, ObjectType::Commit);
+            let data = match self.repo.load_metadata(&name) {
+                Ok(d) => d,
+                Err(StoreError::MissingObject(_)) => self.txn.load_staged(&name)?,
                 Err(e) => return Err(e.into()),
-            },
-        };
-        self.verify_signatures(checksum, &data, meta.as_deref())?;
-        if let Some(m) = &fetched {
-            self.write_commitmeta(checksum, m)?;
+            };
+            let meta = fetched.as_deref().or(stored.as_deref());
+            self.verify_signatures(checksum, &data, meta)?;
+        }
+        // Written only when it changed (usually it did not).
+        if let Some(m) = fetched.filter(|m| Some(m) != stored.as_ref()) {
+            self.write_commitmeta(checksum, &m)?;
         }
         Ok(())
     }

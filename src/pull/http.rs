@@ -49,15 +49,22 @@ impl HttpSource {
             .tcp_nodelay(true);
         if let Some(ca) = &tls.ca_path {
             let pem = read_pem(ca, "tls-ca-path").map_err(fatal)?;
-            let certs = Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    fatal(format!(
+            let certs = match Certificate::from_pem_bundle(&pem) {
+                Ok(c) if !c.is_empty() => c,
+                Ok(_) => {
+                    return Err(fatal(format!(
                         "tls-ca-path {}: no PEM certificate in it",
                         ca.display()
-                    ))
-                })?;
+                    )));
+                }
+                Err(e) => {
+                    return Err(fatal(format!(
+                        "tls-ca-path {}: {}",
+                        ca.display(),
+                        error_chain(&e)
+                    )));
+                }
+            };
             builder = builder.tls_certs_only(certs);
         }
         match (&tls.client_cert_path, &tls.client_key_path) {
@@ -198,16 +205,13 @@ impl Read for CountingReader {
 
 /// A PEM file named by a remote option, bounded in size.
 fn read_pem(path: &std::path::Path, option: &str) -> Result<Vec<u8>, String> {
-    const LIMIT: u64 = 1 << 20;
-    let f = std::fs::File::open(path).map_err(|e| format!("{option} {}: {e}", path.display()))?;
-    let mut data = Vec::new();
-    f.take(LIMIT + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("{option} {}: {e}", path.display()))?;
-    if data.len() as u64 > LIMIT {
-        return Err(format!("{option} {}: larger than 1 MiB", path.display()));
+    const LIMIT: usize = 1 << 20;
+    match crate::store::remotes::read_sign_key_file(path, LIMIT) {
+        Ok(Some(data)) if data.len() <= LIMIT => Ok(data),
+        Ok(Some(_)) => Err(format!("{option} {}: larger than 1 MiB", path.display())),
+        Ok(None) => Err(format!("{option} {}: no such file", path.display())),
+        Err(e) => Err(format!("{option}: {e}")),
     }
-    Ok(data)
 }
 
 fn classify(url: &str, e: reqwest::Error) -> FetchError {

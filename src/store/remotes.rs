@@ -250,6 +250,11 @@ fn group(name: &str) -> String {
 }
 
 impl Repo {
+    /// Whether the config has a `[remote "NAME"]` section (valid or not).
+    pub fn has_remote(&self, name: &str) -> bool {
+        self.config().has_group(&group(name))
+    }
+
     pub fn remotes(&self) -> Vec<Remote> {
         let cfg = self.config();
         cfg.groups()

@@ -160,11 +160,12 @@ impl<'r> Transaction<'r> {
     /// not serialise on it; it gets a name only once complete. Where the
     /// filesystem has no `O_TMPFILE`, a named temporary file (never taken
     /// for an object: its name is not one).
-    fn tmpfile(&self, mode: u32) -> Result<TempFile> {
+    fn tmpfile(&self, mode: u32) -> Result<TempFile<'_>> {
+        let dir = self.staging.as_fd();
         if let Some(fd) = open_tmpfile(&self.staging, OFlags::RDWR, mode).at(self.staging_path())? {
             return Ok(TempFile {
                 file: File::from(fd),
-                name: None,
+                name: NameGuard { dir, name: None },
             });
         }
         let tmp = self.temp_name();
@@ -177,7 +178,10 @@ impl<'r> Transaction<'r> {
         .at(self.staging_path().join(&tmp))?;
         Ok(TempFile {
             file: File::from(fd),
-            name: Some(tmp),
+            name: NameGuard {
+                dir,
+                name: Some(tmp),
+            },
         })
     }
 
@@ -679,10 +683,14 @@ impl<'r> Transaction<'r> {
         let Ok(fd) = self.staging.try_clone() else {
             return;
         };
-        // Errors are left for the final syncfs to report.
-        *syncer = Some(std::thread::spawn(move || {
-            let _ = rustix::fs::syncfs(&fd);
-        }));
+        // Errors are left for the final syncfs to report; no thread to
+        // spare (EAGAIN) just means no early sync.
+        *syncer = std::thread::Builder::new()
+            .name("arbor-sync".into())
+            .spawn(move || {
+                let _ = rustix::fs::syncfs(&fd);
+            })
+            .ok();
     }
 
     /// Waits for a background sync (before the final one, or on abort).
@@ -746,14 +754,14 @@ impl Drop for Transaction<'_> {
 
 /// A file being written in staging: anonymous, or under a temporary name
 /// where the filesystem has no `O_TMPFILE`.
-struct TempFile {
+struct TempFile<'t> {
     file: File,
-    name: Option<String>,
+    name: NameGuard<'t>,
 }
 
-impl TempFile {
+impl TempFile<'_> {
     fn staged(self) -> Staged {
-        match self.name {
+        match self.name.keep() {
             None => Staged::File(self.file),
             // Complete: the name is what counts from here on.
             Some(name) => Staged::Named(name),
@@ -761,14 +769,35 @@ impl TempFile {
     }
 }
 
-impl std::ops::Deref for TempFile {
+/// The name of a temporary file in staging, removed on drop unless kept:
+/// a write that fails part-way leaves nothing behind.
+struct NameGuard<'t> {
+    dir: BorrowedFd<'t>,
+    name: Option<String>,
+}
+
+impl NameGuard<'_> {
+    fn keep(mut self) -> Option<String> {
+        self.name.take()
+    }
+}
+
+impl Drop for NameGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            let _ = rustix::fs::unlinkat(self.dir, name.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+impl std::ops::Deref for TempFile<'_> {
     type Target = File;
     fn deref(&self) -> &File {
         &self.file
     }
 }
 
-impl std::ops::DerefMut for TempFile {
+impl std::ops::DerefMut for TempFile<'_> {
     fn deref_mut(&mut self) -> &mut File {
         &mut self.file
     }

@@ -145,9 +145,19 @@ impl<'r> Cache<'r> {
                     rustix::fs::AtFlags::empty(),
                 );
             }
+            // Out of the way before removing: a removal that stops part-way
+            // leaves `C.tmp`, which the next build of C clears, never a
+            // half-removed `C` that would block that build's rename.
             let dir = c.to_string();
-            remove_tree(self.dir.as_fd(), &dir)
-                .map_err(|e| StageError::io(&self.path.join(&dir), "removing", e))?;
+            let tmp = format!("{c}.tmp");
+            remove_tree(self.dir.as_fd(), &tmp)
+                .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
+            match rustix::fs::renameat(&self.dir, dir.as_str(), &self.dir, tmp.as_str()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(StageError::io(&self.path.join(&dir), "renaming", e.into())),
+            }
+            remove_tree(self.dir.as_fd(), &tmp)
+                .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
             let _ = rustix::fs::unlinkat(
                 &self.dir,
                 format!("{c}.lock").as_str(),

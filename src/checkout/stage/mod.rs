@@ -338,8 +338,14 @@ impl<'r> Stages<'r> {
         for info in self.list()? {
             match info.record {
                 Some(r) => used.extend(r.layers),
-                // A stage whose record is unreadable may use anything.
-                None if info.state == State::Busy => return Ok(0),
+                // A stage whose record is unreadable may use anything:
+                // say which one stops the collection.
+                None if info.state == State::Busy => {
+                    return Err(StageError::InUse {
+                        name: info.name,
+                        what: "its layers cannot be known while it is being created",
+                    });
+                }
                 None => {}
             }
         }
@@ -843,31 +849,33 @@ impl<'r> Stages<'r> {
 /// would therefore not give the same view and commit as the other
 /// backends, so such layers are refused for it (`auto` moves on).
 fn refuse_xattrs(layer: &Path) -> Result<(), StageError> {
+    let check = |path: &Path| -> Result<(), StageError> {
+        let names = match crate::store::sys::read_sized(|b| rustix::fs::llistxattr(path, b)) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
+            Err(e) => return Err(StageError::io(path, "reading the xattrs of", e)),
+        };
+        match crate::store::sys::split_names(&names).next() {
+            None => Ok(()),
+            Some(name) => Err(StageError::Unsupported {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "has xattr {}, and unionfs-fuse (built without xattr support) would \
+                     neither show nor keep it; use another backend",
+                    String::from_utf8_lossy(name)
+                ),
+            }),
+        }
+    };
+    check(layer)?;
     let mut stack = vec![layer.to_path_buf()];
-    let mut buf = vec![0u8; 4096];
     while let Some(dir) = stack.pop() {
         let rd = std::fs::read_dir(&dir).map_err(|e| StageError::io(&dir, "reading", e))?;
-        for entry in std::iter::once(Ok(dir.clone())).chain(rd.map(|e| e.map(|e| e.path()))) {
-            let path = entry.map_err(|e| StageError::io(&dir, "reading", e))?;
-            let n = match rustix::fs::llistxattr(&path, &mut buf[..]) {
-                Ok(n) => n,
-                Err(rustix::io::Errno::NOTSUP) => 0,
-                // Longer than the buffer: certainly not empty.
-                Err(rustix::io::Errno::RANGE) => buf.len(),
-                Err(e) => return Err(StageError::io(&path, "reading the xattrs of", e.into())),
-            };
-            if n > 0 {
-                let name = buf[..n].split(|b| *b == 0).next().unwrap_or_default();
-                return Err(StageError::Unsupported {
-                    path,
-                    reason: format!(
-                        "has xattr {}, and unionfs-fuse (built without xattr support) would \
-                         neither show nor keep it; use another backend",
-                        String::from_utf8_lossy(name)
-                    ),
-                });
-            }
-            if path != dir && path.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        for entry in rd {
+            let entry = entry.map_err(|e| StageError::io(&dir, "reading", e))?;
+            let path = entry.path();
+            check(&path)?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(path);
             }
         }
