@@ -288,7 +288,7 @@ fn network_retries_0_makes_a_single_500_fatal() {
     assert_failed(
         &store,
         r,
-        &[&small, "500"],
+        &[&small, "server answered 500"],
         &format!("{}.file", f.small_file),
         Stopped::InTree,
     );

@@ -296,10 +296,9 @@ fn localcache_objects_are_hardlinked_when_the_mode_matches() {
     }
 }
 
-/// A corrupt object in a local cache never reaches the store: the pull
-/// either fetches the object from the network instead, or fails naming it
-/// and the cache it came from; either way the store passes fsck and the
-/// ref only moves on success.
+/// A corrupt object in a local cache never reaches the store: the bad
+/// cached copy is skipped and the object fetched from the network, and the
+/// store passes fsck.
 #[test]
 fn corrupt_localcache_object_is_not_trusted() {
     let f = fixture();
