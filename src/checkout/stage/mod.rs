@@ -400,6 +400,16 @@ impl<'r> Stages<'r> {
 
     /// The record of a complete stage.
     pub fn record(&self, name: &str) -> Result<Record, StageError> {
+        validate_name(name)?;
+        let dir = self.stage_dir(name);
+        if !dir.is_dir() {
+            return Err(StageError::NoSuchStage { name: name.into() });
+        }
+        // Not through `info`: that also measures the writable layer, a
+        // walk of the whole root for a copy stage.
+        if let Some(r) = Record::load(&dir)?.filter(|r| r.ready) {
+            return Ok(r);
+        }
         let info = self.info(name)?;
         match info.record {
             Some(r) if r.ready => Ok(r),
