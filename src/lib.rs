@@ -3,14 +3,28 @@
 //!
 //! Layout: [`ostree`] is pure format code (no I/O); [`store`] is the local
 //! repository; [`pull`] fetches from other repositories; [`checkout`]
-//! materialises trees. The command-line interface lives in [`cli`].
+//! materialises trees; [`stage`] layers writable roots over checkouts
+//! (union mounts or copies) and commits them back; [`fs`] holds the
+//! directory-descriptor helpers all of them use. The command line is the
+//! `arbor` binary's own code (`src/cli`, behind the default `cli` feature),
+//! a thin shell over this library.
+//!
+//! # The contract of long operations
+//! Every long operation (pull, checkout, commit, fsck, stage create and
+//! commit) takes an `Options` value, returns an `Outcome`, reports
+//! progress through [`progress::Progress`] and stops early, leaving the
+//! store consistent, when its interrupt flag is set (see [`progress`]).
+//! The library never prints and reads no `ARBOR_*` environment variable;
+//! its errors are typed, one enum per operation.
 //!
 //! Module documentation describes the internals for developers and links
 //! to private items: read it with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod checkout;
-pub mod cli;
+pub mod fs;
 pub mod ostree;
+pub mod progress;
 pub mod pull;
+pub mod stage;
 pub mod store;

@@ -1,4 +1,4 @@
-//! The mount layer of staging roots (`arbor::checkout::mount`) against the
+//! The mount layer of staging roots (`arbor::stage::mount`) against the
 //! real kernel overlayfs, fuse-overlayfs and unionfs-fuse. Needs root (skips
 //! otherwise) and the two FUSE helpers.
 
@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use arbor::checkout::mount::{
+use arbor::stage::mount::{
     Backend, BackendChoice, Deletion, MountError, MountGuard, is_marker, is_mount_point,
     list_deletions, mount_union, mounts_under, unmount_path,
 };

@@ -454,8 +454,7 @@ impl<'a> Placer<'a> {
             )
             .map_err(|e| at.io("setting the owner")(e.into()))?;
             if !h.xattrs.is_empty() {
-                crate::store::sys::set_fd_xattrs(file.fd(), &h.xattrs)
-                    .map_err(at.io("setting xattrs"))?;
+                crate::fs::set_fd_xattrs(file.fd(), &h.xattrs).map_err(at.io("setting xattrs"))?;
             }
         }
         // Last: chown would have cleared setuid/setgid.

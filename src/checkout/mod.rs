@@ -78,10 +78,8 @@
 
 mod error;
 mod link;
-pub mod mount;
 mod plan;
 mod safe;
-pub mod stage;
 mod tree;
 mod union;
 mod whiteout;

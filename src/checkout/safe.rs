@@ -26,9 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
+use crate::fs::{self, open_tmpfile, rename_noreplace};
 use crate::ostree::Xattrs;
-use crate::store::fsutil::{self, open_tmpfile, rename_noreplace};
-use crate::store::sys;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
@@ -131,12 +130,12 @@ pub(super) fn lstat(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Stat>>
 
 /// Removes an entry, recursively if it is a directory; nothing if absent.
 pub(super) fn remove(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
-    fsutil::remove_tree(dir, name)
+    fs::remove_tree(dir, name)
 }
 
 /// Removes everything inside an open directory.
 pub(super) fn clear(dir: BorrowedFd<'_>) -> io::Result<()> {
-    fsutil::clear_dir(dir)
+    fs::clear_dir(dir)
 }
 
 /// Names a file type in messages.
@@ -329,7 +328,7 @@ pub(super) fn publish_symlink(
         if !own.xattrs.is_empty() {
             // No fd can be opened on a symlink: name it through the open
             // directory, /proc/self/fd/N/TMP, and use the l* calls.
-            sys::set_link_xattrs(&sys::proc_path(dir, &tmp), own.xattrs)?;
+            fs::set_link_xattrs(&fs::proc_path(dir, &tmp), own.xattrs)?;
         }
         Ok(())
     })();
@@ -387,7 +386,7 @@ impl<'d> NewFile<'d> {
         }
         let fd = self.fd.as_fd();
         // The store names its O_TMPFILE objects the same way.
-        place(dir, name, on, |n| Ok(fsutil::link_tmpfile(fd, dir, n)?))
+        place(dir, name, on, |n| Ok(fs::link_tmpfile(fd, dir, n)?))
     }
 }
 
@@ -490,13 +489,13 @@ mod tests {
     fn named_temp_files_are_cleaned_up() {
         let (t, dir) = tmpdir();
         let d = dir.as_fd();
-        crate::store::fsutil::force_named_tmpfiles(true);
+        crate::fs::force_named_tmpfiles(true);
         let nf = NewFile::create(d).unwrap();
         assert!(nf.tmp.is_some());
         drop(nf);
         let nf = NewFile::create(d).unwrap();
         nf.publish("g", OnExisting::Fail).unwrap();
-        crate::store::fsutil::force_named_tmpfiles(false);
+        crate::fs::force_named_tmpfiles(false);
         let names: Vec<_> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -15,7 +15,8 @@ use super::link::{self, Placer, dir_mode};
 use super::plan::{Plan, display_path};
 use super::safe::{self, Root};
 use super::{CheckoutOptions, Event, LinkMode, Outcome, Overwrite, Stats};
-use crate::store::{Repo, sys};
+use crate::fs as sys;
+use crate::store::Repo;
 
 /// Files placed per parallel task: enough to amortise reopening the
 /// directory, few enough to spread a big directory over every thread.

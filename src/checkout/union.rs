@@ -13,9 +13,10 @@ use std::os::fd::{AsFd, BorrowedFd};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::link::{Placer, file_mode};
+use crate::fs as sys;
 use crate::ostree::mode::PERMS;
 use crate::ostree::{Checksum, FileHeader, ObjectName, ObjectType};
-use crate::store::{StoreError, sys};
+use crate::store::StoreError;
 
 pub(super) enum CompareError {
     /// An operation on the entry in DEST failed.

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 
 use super::{Ctx, progress};
-use crate::checkout::{CheckoutOptions, Event, LinkMode, Overwrite, checkout};
+use arbor::checkout::{CheckoutOptions, Event, LinkMode, Overwrite, checkout};
 
 #[derive(Args, Debug)]
 pub struct CheckoutArgs {

@@ -5,10 +5,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use crate::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
-use crate::ostree::{Metadata, Value};
-use crate::store::commit::{CommitInfo, TreeOptions, write_commit, write_directory};
-use crate::store::{RefName, Repo, Transaction};
+use arbor::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
+use arbor::ostree::{Metadata, Value};
+use arbor::store::commit::{CommitInfo, TreeOptions, write_commit, write_directory};
+use arbor::store::{RefName, Repo, Transaction};
 
 #[derive(Args, Debug)]
 pub struct CommitArgs {

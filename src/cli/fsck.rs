@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Ctx, progress};
-use crate::store::fsck::fsck;
+use arbor::store::fsck::fsck;
 
 #[derive(Args, Debug)]
 pub struct FsckArgs {

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 
 use super::Ctx;
-use crate::store::{Repo, RepoMode};
+use arbor::store::{Repo, RepoMode};
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 pub enum ModeArg {

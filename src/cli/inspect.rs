@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::{Ctx, stdout_result};
-use crate::ostree::{
+use arbor::ostree::{
     Checksum, Commit, DirMeta, DirTree, Metadata, ObjectName, ObjectType, Value, Xattrs,
 };
-use crate::store::{Repo, StoreError, TreeNode};
+use arbor::store::{Repo, StoreError, TreeNode};
 
 pub fn refs(ctx: &Ctx) -> Result<ExitCode> {
     let repo = ctx.open()?;
@@ -197,10 +197,10 @@ fn ls_children(
     opts: &LsOpts,
     depth: usize,
 ) -> Result<()> {
-    if depth > crate::store::commit::MAX_DEPTH {
+    if depth > arbor::store::commit::MAX_DEPTH {
         bail!(
             "{path}: tree nests deeper than {} levels",
-            crate::store::commit::MAX_DEPTH
+            arbor::store::commit::MAX_DEPTH
         );
     }
     let t: DirTree = repo.load_dirtree(tree)?;

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::store::{Repo, default_repo_path};
+use arbor::store::{Repo, default_repo_path};
 
 #[derive(Parser, Debug)]
 #[command(

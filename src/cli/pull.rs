@@ -10,13 +10,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Ctx;
 use super::progress::format_bytes;
-use crate::pull::http::HttpSource;
-use crate::pull::local::LocalSource;
-use crate::pull::{
+use arbor::pull::http::HttpSource;
+use arbor::pull::local::LocalSource;
+use arbor::pull::{
     Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, SignVerify, pull,
 };
-use crate::store::RemoteTls;
-use crate::store::remotes::sign_key_basedirs;
+use arbor::store::RemoteTls;
+use arbor::store::remotes::sign_key_basedirs;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -139,7 +139,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| {
             let comps =
-                crate::store::tree::split_path(p).with_context(|| format!("--subpath {p}"))?;
+                arbor::store::tree::split_path(p).with_context(|| format!("--subpath {p}"))?;
             Ok(format!("/{}", comps.join("/")))
         })
         .collect::<Result<Vec<_>>>()?;

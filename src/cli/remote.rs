@@ -7,10 +7,10 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use super::pull::open_source;
-use crate::pull::gpg::{self, MAX_KEYRING_SIZE};
-use crate::pull::{GpgVerify, SignVerify};
-use crate::store::Repo;
-use crate::store::remotes::{AddRemote, SignVerifySpec, sign_key_basedirs};
+use arbor::pull::gpg::{self, MAX_KEYRING_SIZE};
+use arbor::pull::{GpgVerify, SignVerify};
+use arbor::store::Repo;
+use arbor::store::remotes::{AddRemote, SignVerifySpec, sign_key_basedirs};
 
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
@@ -152,7 +152,7 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
                 &remote.tls,
             )?;
             for (r, c) in
-                crate::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref(), sign.as_ref())?
+                arbor::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref(), sign.as_ref())?
             {
                 println!("{name}:{r}\t{c}");
             }

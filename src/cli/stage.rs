@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::Ctx;
-use crate::checkout::mount::{Backend, BackendChoice};
-use crate::checkout::stage::{StageBackend, Stages};
-use crate::ostree::Metadata;
-use crate::store::commit::CommitInfo;
+use arbor::ostree::Metadata;
+use arbor::stage::mount::{Backend, BackendChoice};
+use arbor::stage::{StageBackend, Stages};
+use arbor::store::commit::CommitInfo;
 
 #[derive(Args, Debug)]
 pub struct StageArgs {

@@ -16,10 +16,10 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::list_dir_typed;
 use super::repo::{RepoMode, open_dir};
-use super::sys;
 use super::transaction::Transaction;
+use crate::fs as sys;
+use crate::fs::list_dir_typed;
 use crate::ostree::names::validate_file_name;
 use crate::ostree::{
     Checksum, Commit, DirMeta, DirTree, FileHeader, Metadata, ObjectType, TreeDir, TreeFile,

@@ -12,7 +12,7 @@ use rustix::fs::{Mode, OFlags};
 
 use super::error::{IoContext, Result, StoreError};
 use super::repo::Repo;
-use super::sys;
+use crate::fs as sys;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LockMode {

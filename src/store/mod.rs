@@ -31,14 +31,12 @@
 pub mod commit;
 pub mod error;
 pub mod fsck;
-pub(crate) mod fsutil;
 pub mod keyfile;
 pub mod lock;
 pub mod objects;
 pub mod refs;
 pub mod remotes;
 pub mod repo;
-pub(crate) mod sys;
 pub mod transaction;
 pub mod tree;
 

@@ -18,9 +18,9 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use thiserror::Error;
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::list_dir_typed;
 use super::repo::{Repo, RepoMode, open_dir};
-use super::sys;
+use crate::fs as sys;
+use crate::fs::list_dir_typed;
 use crate::ostree::content::{FRAME_PREFIX, archive_header_len, parse_archive_header};
 use crate::ostree::{
     Checksum, Commit, DirMeta, DirTree, FileHeader, FormatError, MAX_METADATA_SIZE, ObjectName,
@@ -236,7 +236,7 @@ impl Repo {
     pub fn mark_commit_partial(&self, c: &Checksum) -> Result<()> {
         let rel = format!("state/{c}.commitpartial");
         let path = self.path().join(&rel);
-        super::fsutil::ensure_dir(self.dir(), "state", 0o775).at(self.path().join("state"))?;
+        crate::fs::ensure_dir(self.dir(), "state", 0o775).at(self.path().join("state"))?;
         let fd = rustix::fs::openat(
             self.dir(),
             rel.as_str(),

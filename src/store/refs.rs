@@ -8,8 +8,8 @@ use std::os::fd::AsFd;
 use rustix::fs::{AtFlags, FileType};
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::{ensure_dir, list_dir_typed};
 use super::repo::{Repo, open_dir, write_file_atomic};
+use crate::fs::{ensure_dir, list_dir_typed};
 use crate::ostree::checksum::is_checksum_hex;
 use crate::ostree::names::{parse_refspec, validate_ref_name, validate_remote_name};
 use crate::ostree::{Checksum, ObjectType};

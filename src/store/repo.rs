@@ -248,13 +248,7 @@ pub fn write_summary(repo: &Repo, data: &[u8]) -> Result<()> {
 /// Opens a directory relative to `dirfd` without following a final symlink.
 pub(crate) fn open_dir(dirfd: impl AsFd, path: impl AsRef<Path>) -> Result<OwnedFd> {
     let path = path.as_ref();
-    rustix::fs::openat(
-        dirfd,
-        path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .at(path)
+    crate::fs::open_dir(dirfd, path).at(path)
 }
 
 /// Writes `name` in `dir` through a temporary file and rename, so readers

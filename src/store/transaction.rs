@@ -29,13 +29,13 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timestamps};
 use sha2::Digest;
 
 use super::error::{IoContext, Result, StoreError};
-use super::fsutil::{
-    ensure_dir, link_tmpfile, list_dir_typed, open_tmpfile, remove_tree, rename_noreplace,
-};
 use super::lock::{LockMode, RepoLock};
 use super::refs::RefName;
 use super::repo::{Repo, RepoMode, open_dir};
-use super::sys;
+use crate::fs as sys;
+use crate::fs::{
+    ensure_dir, link_tmpfile, list_dir_typed, open_tmpfile, remove_tree, rename_noreplace,
+};
 use crate::ostree::content::FileHeader;
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 

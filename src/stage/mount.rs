@@ -696,7 +696,7 @@ pub fn check_layer(backend: Backend, layer: &Path) -> Result<(), MountError> {
 }
 
 fn check_xattrs(backend: Backend, layer: &Path, path: &Path) -> Result<(), MountError> {
-    let names = match crate::store::sys::read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
+    let names = match crate::fs::read_sized(|buf| rustix::fs::llistxattr(path, buf)) {
         Ok(names) => names,
         // No xattrs on this filesystem: nothing can steer.
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
@@ -710,7 +710,7 @@ fn check_xattrs(backend: Backend, layer: &Path, path: &Path) -> Result<(), Mount
             });
         }
     };
-    if let Some(name) = crate::store::sys::split_names(&names).find(|n| steers(backend, n)) {
+    if let Some(name) = crate::fs::split_names(&names).find(|n| steers(backend, n)) {
         return Err(MountError::SteeringXattr {
             backend,
             layer: layer.to_path_buf(),

@@ -28,11 +28,11 @@ use rustix::fs::{AtFlags, FileType};
 use super::StageError;
 use super::merge::{MergedDir, Merger, Node, write_dirtree};
 use super::record::{Record, StageBackend};
-use crate::checkout::mount::{Backend, Deletion, is_marker, list_deletions};
+use crate::fs::list_dir_typed;
 use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
+use crate::stage::mount::{Backend, Deletion, is_marker, list_deletions};
 use crate::store::Transaction;
 use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter, entry_name};
-use crate::store::fsutil::list_dir_typed;
 use crate::store::repo::open_dir;
 
 /// Writes the stage's current tree in `txn`; returns its (dirtree,

@@ -17,8 +17,8 @@
 use std::path::{Path, PathBuf};
 
 use super::StageError;
-use crate::checkout::mount::Backend;
 use crate::ostree::Checksum;
+use crate::stage::mount::Backend;
 use crate::store::keyfile::KeyFile;
 
 pub const RECORD: &str = "stage.conf";

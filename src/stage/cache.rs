@@ -25,8 +25,8 @@ use rustix::fs::{Mode, OFlags};
 use super::merge::{LayerWhiteouts, Merger};
 use super::{StageError, crash_point};
 use crate::checkout::{CheckoutOptions, LinkMode, checkout};
+use crate::fs::{ensure_dir, remove_tree};
 use crate::ostree::Checksum;
-use crate::store::fsutil::{ensure_dir, remove_tree};
 use crate::store::{LockMode, Repo};
 
 pub const CACHE_DIR: &str = "checkouts";
@@ -124,7 +124,7 @@ impl<'r> Cache<'r> {
         &self,
         used: &std::collections::HashSet<Checksum>,
     ) -> Result<usize, StageError> {
-        let names = crate::store::fsutil::list_dir(self.dir.as_fd())
+        let names = crate::fs::list_dir(self.dir.as_fd())
             .map_err(|e| StageError::io(&self.path, "listing", e))?;
         let mut removed = 0;
         for name in names {
@@ -170,7 +170,7 @@ impl<'r> Cache<'r> {
 
     /// Removes `C.tmp` builds whose builder is gone (its lock is free).
     pub fn sweep(&self) {
-        let Ok(names) = crate::store::fsutil::list_dir(self.dir.as_fd()) else {
+        let Ok(names) = crate::fs::list_dir(self.dir.as_fd()) else {
             return;
         };
         for name in names {
@@ -207,7 +207,7 @@ impl<'r> Cache<'r> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-        Ok(crate::store::sys::ofd_lock(fd.as_fd(), true, wait)
+        Ok(crate::fs::ofd_lock(fd.as_fd(), true, wait)
             .map_err(|e| StageError::io(&path, "locking", e))?
             .then_some(fd))
     }

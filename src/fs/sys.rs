@@ -1,4 +1,4 @@
-//! Small system-call wrappers the store needs beyond what rustix offers.
+//! Small system-call wrappers beyond what rustix offers.
 //! All of the crate's `unsafe` is here.
 
 use std::io;

@@ -7,7 +7,7 @@
 //!   checkout per commit in the store, shared by every stage;
 //! * **mask layers** ([`masks`]): per stage, the whiteouts of each commit
 //!   in the union filesystem's own form;
-//! * a union mount ([`crate::checkout::mount`]) of those read-only layers
+//! * a union mount ([`crate::stage::mount`]) of those read-only layers
 //!   under a writable `upper/`, at `root/`. When no union filesystem
 //!   works (or `copy` is asked for), `root/` is instead a reflinked (else
 //!   copied) checkout of the merged tree.
@@ -46,6 +46,7 @@ pub mod commit;
 mod copy_index;
 mod masks;
 pub mod merge;
+pub mod mount;
 pub mod record;
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -54,13 +55,11 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{Mode, OFlags};
 use thiserror::Error;
 
-use crate::checkout::mount::{
-    self, BackendChoice, Layer, MountError, is_mount_point, mounts_under, unmount_path,
-};
 use crate::checkout::{CheckoutError, CheckoutOptions, LinkMode};
+use crate::fs::{ensure_dir, remove_tree};
 use crate::ostree::Checksum;
-use crate::store::fsutil::{ensure_dir, remove_tree};
 use crate::store::{Repo, StoreError, Transaction};
+use mount::{BackendChoice, Layer, MountError, is_mount_point, mounts_under, unmount_path};
 pub use record::{Record, StageBackend};
 
 /// arbor's directory inside the store's `extensions/`.
@@ -206,7 +205,7 @@ struct StageLock {
 
 impl StageLock {
     fn downgrade(&self) -> std::io::Result<()> {
-        crate::store::sys::ofd_lock(self.fd.as_fd(), false, false).map(|_| ())
+        crate::fs::ofd_lock(self.fd.as_fd(), false, false).map(|_| ())
     }
 }
 
@@ -254,7 +253,7 @@ impl<'r> Stages<'r> {
     /// stages are never touched, mounted or not: their writable layer is
     /// the user's work. Best effort; `stage destroy` reports failures.
     fn sweep(&self) {
-        let Ok(entries) = crate::store::fsutil::list_dir_typed(self.dir.as_fd()) else {
+        let Ok(entries) = crate::fs::list_dir_typed(self.dir.as_fd()) else {
             return;
         };
         for (name, _) in entries {
@@ -301,7 +300,7 @@ impl<'r> Stages<'r> {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-            if !crate::store::sys::ofd_lock(fd.as_fd(), exclusive, false)
+            if !crate::fs::ofd_lock(fd.as_fd(), exclusive, false)
                 .map_err(|e| StageError::io(&path, "locking", e))?
             {
                 return Ok(None);
@@ -326,7 +325,7 @@ impl<'r> Stages<'r> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-        crate::store::sys::ofd_lock(fd.as_fd(), exclusive, true)
+        crate::fs::ofd_lock(fd.as_fd(), exclusive, true)
             .map_err(|e| StageError::io(&path, "locking", e))?;
         Ok(fd)
     }
@@ -355,7 +354,7 @@ impl<'r> Stages<'r> {
 
     /// Every stage, with its state (read only: nothing is cleaned).
     pub fn list(&self) -> Result<Vec<StageInfo>, StageError> {
-        let mut names: Vec<String> = crate::store::fsutil::list_dir_typed(self.dir.as_fd())
+        let mut names: Vec<String> = crate::fs::list_dir_typed(self.dir.as_fd())
             .map_err(|e| StageError::io(&self.dir_path, "listing", e))?
             .into_iter()
             .filter(|(_, t)| *t == rustix::fs::FileType::Directory)
@@ -628,8 +627,7 @@ impl<'r> Stages<'r> {
         // A dead create may have left the work dir dirty; overlay wants it empty.
         let work = record.work();
         if let Ok(fd) = crate::store::repo::open_dir(rustix::fs::CWD, &work) {
-            crate::store::fsutil::clear_dir(fd.as_fd())
-                .map_err(|e| StageError::io(&work, "clearing", e))?;
+            crate::fs::clear_dir(fd.as_fd()).map_err(|e| StageError::io(&work, "clearing", e))?;
         }
         let guard = mount::mount_layers(
             &self.layers_for(record, backend)?,
@@ -860,12 +858,12 @@ impl<'r> Stages<'r> {
 /// backends, so such layers are refused for it (`auto` moves on).
 fn refuse_xattrs(layer: &Path) -> Result<(), StageError> {
     let check = |path: &Path| -> Result<(), StageError> {
-        let names = match crate::store::sys::read_sized(|b| rustix::fs::llistxattr(path, b)) {
+        let names = match crate::fs::read_sized(|b| rustix::fs::llistxattr(path, b)) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Vec::new(),
             Err(e) => return Err(StageError::io(path, "reading the xattrs of", e)),
         };
-        match crate::store::sys::split_names(&names).next() {
+        match crate::fs::split_names(&names).next() {
             None => Ok(()),
             Some(name) => Err(StageError::Unsupported {
                 path: path.to_path_buf(),

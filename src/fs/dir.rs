@@ -1,9 +1,20 @@
-//! Directory-descriptor helpers shared by the store.
+//! Directory-descriptor helpers: create, list and remove trees, temporary
+//! files and no-replace renames.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+
+/// Opens the directory `name` in `dir`, not following a final symlink.
+pub(crate) fn open_dir(dir: impl AsFd, name: impl rustix::path::Arg) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
 
 /// `mkdirat` that accepts an existing directory.
 pub(crate) fn ensure_dir(dir: impl AsFd, name: &str, mode: u32) -> std::io::Result<()> {
@@ -21,11 +32,7 @@ pub(crate) fn remove_tree(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<()
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    let sub = match super::repo::open_dir(dir, name) {
-        Ok(fd) => fd,
-        Err(super::error::StoreError::Io { source, .. }) => return Err(source),
-        Err(e) => return Err(std::io::Error::other(e.to_string())),
-    };
+    let sub = open_dir(dir, name)?;
     clear_dir(sub.as_fd())?;
     match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),

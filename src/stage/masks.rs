@@ -17,7 +17,7 @@
 //!
 //! Masks are made by arbor, from validated names, under the stage's own
 //! directory; the mount layer exempts them from its steering checks (see
-//! [`crate::checkout::mount`]).
+//! [`crate::stage::mount`]).
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,9 +27,9 @@ use rustix::fs::{FileType, Mode, OFlags};
 
 use super::StageError;
 use super::merge::{LayerWhiteouts, MergedDir, Merger, Node};
-use crate::checkout::mount::Backend;
+use crate::fs::ensure_dir;
 use crate::ostree::Checksum;
-use crate::store::fsutil::ensure_dir;
+use crate::stage::mount::Backend;
 
 const UNIONFS_META: &str = ".unionfs-fuse";
 const UNIONFS_HIDDEN_SUFFIX: &str = "_HIDDEN~";
