@@ -22,9 +22,11 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 pub mod checkout;
+mod failpoint;
 pub mod fs;
 pub mod ostree;
 pub mod progress;
 pub mod pull;
 pub mod stage;
 pub mod store;
+mod workers;

@@ -153,8 +153,12 @@ fn strs(v: &[String]) -> Vec<&str> {
 /// `arbor pull` with system-wide keys looked for under `basedir` only.
 fn pull_with_basedir(store: &Path, basedir: &Path, args: &[&str]) -> Run {
     let mut c = arbor_command();
-    c.env("ARBOR_SIGN_KEY_BASEDIR", basedir);
-    c.arg("--repo").arg(store).arg("pull").args(args);
+    c.arg("--repo")
+        .arg(store)
+        .arg("pull")
+        .arg("--sign-key-basedir")
+        .arg(basedir)
+        .args(args);
     run(c)
 }
 

@@ -1,5 +1,5 @@
 //! Crash safety of `arbor stage`: commands killed (SIGKILL, through the
-//! `ARBOR_CRASH_AT` hook) at each documented point, FUSE daemons killed
+//! crash points of the `failpoints` feature) at each documented point, FUSE daemons killed
 //! under a live stage, and destroying a stage whose mount is busy. After
 //! each, `stage list` must tell the truth, `stage destroy` must clean up
 //! (nothing mounted, no stage dir), a new stage of the same name must show
@@ -175,7 +175,12 @@ impl Drop for KillOnDrop {
 fn stage_cmd(repo: &Path, crash_at: Option<&str>) -> Command {
     let mut c = arbor_command();
     if let Some(p) = crash_at {
-        c.env("ARBOR_CRASH_AT", p);
+        if !cfg!(feature = "failpoints") {
+            panic!(
+                "crash points need the failpoints feature: cargo test --features failpoints (scripts/test passes it)"
+            );
+        }
+        c.env("FAILPOINTS", format!("{p}=return"));
     }
     c.arg("--repo").arg(repo).arg("stage");
     c

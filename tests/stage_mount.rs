@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
 use arbor::stage::mount::{
-    Backend, BackendChoice, Deletion, MountError, MountGuard, is_marker, is_mount_point,
+    Backend, Deletion, MountError, MountGuard, UnionChoice, is_marker, is_mount_point,
     list_deletions, mount_union, mounts_under, unmount_path,
 };
 
@@ -109,7 +109,7 @@ fn layout(nlowers: usize, lower_name: impl Fn(usize) -> String) -> Layout {
 
 impl Layout {
     /// `mount_union` of these layers on `target`.
-    fn mount(&self, choice: BackendChoice) -> Result<MountGuard, MountError> {
+    fn mount(&self, choice: UnionChoice) -> Result<MountGuard, MountError> {
         mount_union(&self.lowers, &self.upper, &self.work, &self.target, choice)
     }
 }
@@ -181,7 +181,7 @@ fn merge_write_delete(backend: Backend) {
     }
     let l = three_layers();
     let before: Vec<_> = l.lowers.iter().map(|p| fingerprint(p)).collect();
-    let mut guard = l.mount(BackendChoice::Only(backend)).unwrap();
+    let mut guard = l.mount(UnionChoice::Only(backend)).unwrap();
     assert_eq!(guard.backend(), backend);
     assert!(is_mount_point(&l.target).unwrap());
     assert_eq!(manifest(&l.target), merged_expected(), "{backend}");
@@ -265,7 +265,7 @@ fn overlay_wh_names_are_content() {
         return;
     }
     let l = three_layers();
-    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let guard = l.mount(UnionChoice::Only(Backend::Overlay)).unwrap();
     write(&l.target.join(".wh.a.txt"), "content");
     drop(guard);
     assert!(
@@ -284,7 +284,7 @@ fn drop_unmounts() {
     }
     for backend in Backend::ALL {
         let l = three_layers();
-        let guard = l.mount(BackendChoice::Only(backend)).unwrap();
+        let guard = l.mount(UnionChoice::Only(backend)).unwrap();
         assert!(is_mount_point(&l.target).unwrap());
         drop(guard);
         assert!(!is_mount_point(&l.target).unwrap(), "{backend}");
@@ -308,7 +308,7 @@ fn sixty_long_layers_with_kernel_overlay() {
         write(&p.join(format!("f{i:03}")), &i.to_string());
         write(&p.join("common"), &i.to_string());
     }
-    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let guard = l.mount(UnionChoice::Only(Backend::Overlay)).unwrap();
     let m = manifest(&l.target);
     assert_eq!(m.len(), 61);
     assert_eq!(m["common"], "f:0", "top-most layer wins");
@@ -323,7 +323,7 @@ fn auto_picks_overlay_as_root() {
         return;
     }
     let l = three_layers();
-    let guard = l.mount(BackendChoice::Auto).unwrap();
+    let guard = l.mount(UnionChoice::Auto).unwrap();
     assert_eq!(guard.backend(), Backend::Overlay);
     assert!(guard.skipped().is_empty());
     assert_eq!(manifest(&l.target), merged_expected());
@@ -349,7 +349,7 @@ fn overlay_xattrs_in_layers_cannot_steer() {
 
     // mount_union refuses such a layer with both overlay backends...
     for backend in [Backend::Overlay, Backend::FuseOverlayfs] {
-        let err = l.mount(BackendChoice::Only(backend)).unwrap_err();
+        let err = l.mount(UnionChoice::Only(backend)).unwrap_err();
         match &err {
             MountError::SteeringXattr {
                 path, name, layer, ..
@@ -366,7 +366,7 @@ fn overlay_xattrs_in_layers_cannot_steer() {
 
     // ...and `auto` falls through to unionfs-fuse, which ignores xattrs,
     // saying why the others were skipped.
-    let guard = l.mount(BackendChoice::Auto).unwrap();
+    let guard = l.mount(UnionChoice::Auto).unwrap();
     assert_eq!(guard.backend(), Backend::Unionfs);
     let skipped: Vec<_> = guard.skipped().iter().map(|s| s.backend).collect();
     assert_eq!(skipped, [Backend::Overlay, Backend::FuseOverlayfs]);
@@ -388,7 +388,7 @@ fn busy_unmount_is_reported_then_succeeds() {
         return;
     }
     let l = three_layers();
-    let mut guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let mut guard = l.mount(UnionChoice::Only(Backend::Overlay)).unwrap();
     let mut child = sleep_in(&l.target.join("sub"));
     let err = guard.unmount().unwrap_err();
     match &err {
@@ -416,7 +416,7 @@ fn dropping_a_busy_guard_detaches() {
         return;
     }
     let l = three_layers();
-    let guard = l.mount(BackendChoice::Only(Backend::Overlay)).unwrap();
+    let guard = l.mount(UnionChoice::Only(Backend::Overlay)).unwrap();
     let mut child = sleep_in(&l.target);
     drop(guard);
     // Gone from the mount table although the child still sits in it.
@@ -463,7 +463,7 @@ fn auto_reports_when_nothing_works() {
     let l = layout(1, |_| "low:er".into());
     write(&l.lowers[0].join("f"), "f");
     // Kernel overlay takes ':' in a layer path (one fsconfig per layer).
-    let outer = l.mount(BackendChoice::Auto).unwrap();
+    let outer = l.mount(UnionChoice::Auto).unwrap();
     assert_eq!(outer.backend(), Backend::Overlay);
     assert_eq!(manifest(&l.target), entries(&[("f", "f:f")]));
 
@@ -478,7 +478,7 @@ fn auto_reports_when_nothing_works() {
         &inner[0],
         &inner[1],
         &inner[2],
-        BackendChoice::Auto,
+        UnionChoice::Auto,
     )
     .unwrap_err();
     let MountError::NoUnionFilesystem { target, skipped } = &err else {

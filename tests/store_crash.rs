@@ -74,13 +74,9 @@ fn commit_killed_at_any_point_leaves_a_consistent_store() {
                 fsck.describe()
             );
             ostree_repo_ok(&repo, ["fsck"]);
-            assert!(
-                txn_leftovers(&repo).is_empty(),
-                "dead transaction left {:?}",
-                txn_leftovers(&repo)
-            );
 
-            // The interrupted commit can simply be run again.
+            // The interrupted commit can simply be run again; its first
+            // transaction recovers what the dead one left.
             let c = arbor_repo_ok(
                 &repo,
                 [
@@ -97,12 +93,18 @@ fn commit_killed_at_any_point_leaves_a_consistent_store() {
             let c = expect_checksum_line(&c);
             assert_eq!(ostree_rev_parse(&repo, "main"), c);
             ostree_repo_ok(&repo, ["fsck"]);
+            assert!(
+                txn_leftovers(&repo).is_empty(),
+                "dead transaction left {:?}",
+                txn_leftovers(&repo)
+            );
         }
     }
 }
 
-/// Leftovers of a dead transaction are found by their liveness lock: those
-/// of a live one are left alone.
+/// Leftovers of a dead transaction are found by their liveness lock, by
+/// the next write: those of a live one are left alone, and commands that
+/// only read write nothing.
 #[test]
 fn stale_staging_is_cleaned_but_live_staging_is_not() {
     let tmp = tempdir();
@@ -121,12 +123,29 @@ fn stale_staging_is_cleaned_but_live_staging_is_not() {
     // A staging dir without its lock file (crash between the two).
     std::fs::create_dir_all(tmpdir.join("arbor-txn-orphan-3-3")).unwrap();
 
+    let all = {
+        let mut l = txn_leftovers(&repo);
+        l.sort();
+        l
+    };
     arbor_repo_ok(&repo, ["refs"]);
+    let mut left = txn_leftovers(&repo);
+    left.sort();
+    assert_eq!(left, all, "reading the repository changed tmp/");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let write = |branch: &str| {
+        arbor_repo_ok(
+            &repo,
+            ["commit", "--branch", branch, empty.to_str().unwrap()],
+        )
+    };
+    write("a");
     let mut left = txn_leftovers(&repo);
     left.sort();
     assert_eq!(left, vec!["arbor-txn-live-2-2", "arbor-txn-live-2-2.lock"]);
     drop(live);
-    arbor_repo_ok(&repo, ["refs"]);
+    write("b");
     assert_eq!(txn_leftovers(&repo), Vec::<String>::new());
 }
 

@@ -141,10 +141,10 @@ fn fake_dead_transaction(repo: &Path, object_from: &Path) -> String {
     )
 }
 
-/// Opening a repository adopts a dead transaction's finished objects, but
-/// must not wait for the repository lock to do so: a read-only command
-/// while another process (a prune) holds the lock exclusively runs at
-/// once and leaves the leftovers for a later open, which adopts them.
+/// A dead transaction's finished objects are adopted by the next write,
+/// not by a command that only reads: a read-only command while another
+/// process (a prune) holds the lock exclusively runs at once and leaves
+/// the leftovers alone; the next commit adopts them.
 #[test]
 fn stale_cleanup_never_waits_for_the_lock() {
     let tmp = tempdir();
@@ -186,11 +186,18 @@ fn stale_cleanup_never_waits_for_the_lock() {
                 .starts_with("arbor-txn-"))
             .count(),
         2,
-        "the leftovers stay for a later open"
+        "the leftovers stay for a later write"
     );
 
     drop(held);
     arbor_repo_ok(&repo, ["refs"]);
+    assert!(
+        !repo.join("objects").join(&object).exists(),
+        "reads write nothing"
+    );
+    let empty = tmp.path().join("empty");
+    make_dir(&empty, 0o755);
+    arbor_repo_ok(&repo, ["commit", "--branch", "x", empty.to_str().unwrap()]);
     assert!(repo.join("objects").join(&object).is_file(), "adopted");
     assert!(!std::fs::read_dir(repo.join("tmp")).unwrap().any(|e| {
         e.unwrap()

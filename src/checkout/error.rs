@@ -11,6 +11,9 @@ use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum CheckoutError {
+    /// The interrupt flag was set; DEST is partially written.
+    #[error("interrupted")]
+    Interrupted,
     #[error("loading commit {commit}: {source}")]
     Commit {
         commit: Checksum,
@@ -92,5 +95,11 @@ fn object_message(path: &Path, object: &ObjectName, source: &StoreError) -> Stri
         format!("{}: {msg}", path.display())
     } else {
         format!("{}: object {object}: {msg}", path.display())
+    }
+}
+
+impl From<crate::progress::Interrupted> for CheckoutError {
+    fn from(_: crate::progress::Interrupted) -> Self {
+        CheckoutError::Interrupted
     }
 }

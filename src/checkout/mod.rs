@@ -85,11 +85,12 @@ mod union;
 mod whiteout;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use error::CheckoutError;
 
 use crate::ostree::Checksum;
+use crate::progress::{Event, Phase, Progress};
 use crate::store::{Repo, RepoMode};
 
 /// What to do when an entry of the tree already exists in DEST.
@@ -112,6 +113,7 @@ pub enum Overwrite {
 
 /// How file content gets from the repository into DEST.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LinkMode {
     /// Hardlink when the repository's objects can be shared, else reflink
     /// when the filesystem supports it, else copy.
@@ -223,23 +225,19 @@ pub struct Outcome {
     pub method_reason: String,
 }
 
-/// Progress reported while checking out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// The tree has been read: this many directories and files to place.
-    Planned { dirs: u64, files: u64 },
-    /// Files placed so far (reported per batch, from any thread).
-    Files { done: u64 },
-}
-
 /// Checks out `opts.commit` from `repo` into `dest`.
 ///
-/// `progress` is called from worker threads; it must be cheap.
+/// Progress: [`Phase::Checkout`] in files, once the tree has been read;
+/// the method chosen is a [`Event::Note`]. When `interrupt` is set the
+/// checkout stops between batches of files with
+/// [`CheckoutError::Interrupted`], leaving DEST partially written (as any
+/// failed checkout does).
 pub fn checkout(
     repo: &Repo,
     dest: &Path,
     opts: &CheckoutOptions,
-    progress: &(dyn Fn(Event) + Sync),
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
     let commit = repo
         .load_commit(&opts.commit)
@@ -253,6 +251,7 @@ pub fn checkout(
         dest,
         opts,
         progress,
+        interrupt,
     )
 }
 
@@ -262,7 +261,8 @@ fn run_checkout(
     root: (Checksum, Checksum),
     dest: &Path,
     opts: &CheckoutOptions,
-    progress: &(dyn Fn(Event) + Sync),
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
     let threads = opts.threads.unwrap_or_else(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -279,11 +279,16 @@ fn run_checkout(
         })?;
     pool.install(|| {
         let plan = plan::build(repo, root, opts, dest)?;
-        progress(Event::Planned {
-            dirs: plan.dirs.len() as u64,
-            files: plan.n_files,
+        crate::progress::check(interrupt)?;
+        progress.report(Event::Start {
+            phase: Phase::Checkout,
+            total: Some(plan.n_files),
         });
-        tree::run(repo, dest, opts, &plan, progress)
+        let outcome = tree::run(repo, dest, opts, &plan, progress, interrupt)?;
+        progress.report(Event::Finish {
+            phase: Phase::Checkout,
+        });
+        Ok(outcome)
     })
 }
 
@@ -296,9 +301,17 @@ pub fn checkout_tree(
     root_tree: Checksum,
     root_meta: Checksum,
     opts: &CheckoutOptions,
-    progress: &(dyn Fn(Event) + Sync),
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
-    run_checkout(repo, (root_tree, root_meta), dest, opts, progress)
+    run_checkout(
+        repo,
+        (root_tree, root_meta),
+        dest,
+        opts,
+        progress,
+        interrupt,
+    )
 }
 
 /// Counters shared by the worker threads.

@@ -14,8 +14,9 @@ use super::error::CheckoutError;
 use super::link::{self, Placer, dir_mode};
 use super::plan::{Plan, display_path};
 use super::safe::{self, Root};
-use super::{CheckoutOptions, Event, LinkMode, Outcome, Overwrite, Stats};
+use super::{CheckoutOptions, LinkMode, Outcome, Overwrite, Stats};
 use crate::fs as sys;
+use crate::progress::{Event, Phase, Progress};
 use crate::store::Repo;
 
 /// Files placed per parallel task: enough to amortise reopening the
@@ -42,7 +43,8 @@ pub(super) fn run(
     dest: &Path,
     opts: &CheckoutOptions,
     plan: &Plan,
-    progress: &(dyn Fn(Event) + Sync),
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
     let user_mode = opts.effective_user_mode(repo);
     // Decided before DEST is created, so a refusal leaves nothing behind.
@@ -107,8 +109,16 @@ pub(super) fn run(
                         if failed.load(Ordering::Relaxed) {
                             return;
                         }
+                        if interrupt.load(Ordering::Relaxed) {
+                            return fail(CheckoutError::Interrupted);
+                        }
                         match run.place_files(placer, i, lo..(lo + CHUNK).min(n)) {
-                            Ok(done) => progress(Event::Files { done }),
+                            Ok(done) => progress.report(Event::Advance {
+                                phase: Phase::Checkout,
+                                done,
+                                total: Some(run.plan.n_files),
+                                bytes: 0,
+                            }),
                             Err(e) => fail(e),
                         }
                     });

@@ -2,10 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 
-use super::{Ctx, progress};
-use arbor::checkout::{CheckoutOptions, Event, LinkMode, Overwrite, checkout};
+use super::Ctx;
+use arbor::checkout::{CheckoutOptions, LinkMode, Overwrite, checkout};
 
 #[derive(Args, Debug)]
 pub struct CheckoutArgs {
@@ -45,8 +45,8 @@ pub struct CheckoutArgs {
     /// read-only; use --link=copy or --link=reflink for a tree you will
     /// modify, or stage a writable root over a read-only checkout with
     /// `arbor stage`.
-    #[arg(long, value_enum, default_value_t = LinkArg::Auto, verbatim_doc_comment)]
-    link: LinkArg,
+    #[arg(long, value_enum, default_value_t = LinkMode::Auto, verbatim_doc_comment)]
+    link: LinkMode,
     /// User mode: do not set owners or xattrs; copied files lose
     /// setuid/setgid (always on for bare-user-only repositories)
     #[arg(short = 'U', long)]
@@ -59,14 +59,6 @@ pub struct CheckoutArgs {
     /// files and fresh symlinks excepted)
     #[arg(short = 'H', long, conflicts_with = "link")]
     require_hardlinks: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LinkArg {
-    Auto,
-    Hardlink,
-    Reflink,
-    Copy,
 }
 
 pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
@@ -86,24 +78,15 @@ pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
         } else {
             Overwrite::Refuse
         },
-        link: match a.link {
-            LinkArg::Auto => LinkMode::Auto,
-            LinkArg::Hardlink => LinkMode::Hardlink,
-            LinkArg::Reflink => LinkMode::Reflink,
-            LinkArg::Copy => LinkMode::Copy,
-        },
+        link: a.link,
         user_mode: a.user_mode,
         whiteouts: a.whiteouts,
         require_hardlinks: a.require_hardlinks,
         threads: None,
     };
-    let pb = progress::bar(0, "checking out");
-    let outcome = checkout(&repo, &a.dest, &opts, &|e| match e {
-        Event::Planned { files, .. } => pb.set_length(files),
-        Event::Files { done } => pb.set_position(done),
-    });
-    pb.finish_and_clear();
-    let o = outcome?;
+    let bars = ctx.progress(false);
+    let o = checkout(&repo, &a.dest, &opts, bars, &ctx.interrupt)?;
+    bars.clear();
     if ctx.verbose {
         eprintln!(
             "checked out {commit} into {}: {} files, {} symlinks ({} hardlinked, {} reflinked, {} copied), \

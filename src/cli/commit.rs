@@ -5,10 +5,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use arbor::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
-use arbor::ostree::{Metadata, Value};
-use arbor::store::commit::{CommitInfo, TreeOptions, write_commit, write_directory};
-use arbor::store::{RefName, Repo, Transaction};
+use arbor::ostree::Value;
+use arbor::store::commit::{CommitOptions, Parent, commit};
+use arbor::store::{RefName, Repo};
 
 #[derive(Args, Debug)]
 pub struct CommitArgs {
@@ -46,17 +45,10 @@ pub struct CommitArgs {
 }
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
-    let (branch, branch_name) = local_branch(&a.branch)?;
+    let branch = local_branch(&a.branch)?;
     let repo = ctx.open_for_write()?;
-    let parent = match a.parent.as_deref() {
-        Some("none") => None,
-        Some(rev) => Some(
-            repo.resolve_rev(rev)
-                .with_context(|| format!("--parent {rev}"))?,
-        ),
-        None => repo.read_ref(&branch)?,
-    };
-    let mut metadata = Metadata::new();
+    let mut opts = CommitOptions::new(branch);
+    opts.parent = parent(&repo, a.parent.as_deref())?;
     for kv in &a.add_metadata_string {
         let Some((k, v)) = kv.split_once('=') else {
             bail!("--add-metadata-string {kv:?}: expected KEY=VALUE");
@@ -64,67 +56,45 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
         if k.is_empty() {
             bail!("--add-metadata-string {kv:?}: the key is empty");
         }
-        metadata.insert(k, Value::Str(v.to_string()));
+        opts.metadata.insert(k, Value::Str(v.to_string()));
     }
-    if !a.no_bindings {
-        bind_to_branch(&repo, &mut metadata, &branch_name);
-    }
-    let timestamp = a.timestamp.map_or_else(default_timestamp, Ok)?;
-
-    let txn = Transaction::begin(&repo)?;
-    let opts = TreeOptions::for_mode(repo.mode(), a.owner_uid, a.owner_gid);
-    let (tree, meta) = write_directory(&txn, &a.dir, opts)
+    opts.bind_to_branch = !a.no_bindings;
+    opts.subject = a.subject;
+    opts.body = a.body;
+    opts.timestamp = a.timestamp;
+    opts.owner_uid = a.owner_uid;
+    opts.owner_gid = a.owner_gid;
+    let bars = ctx.progress(false);
+    let outcome = commit(&repo, &a.dir, &opts, bars, &ctx.interrupt)
         .with_context(|| format!("committing {}", a.dir.display()))?;
-    let info = CommitInfo {
-        metadata,
-        parent,
-        subject: a.subject,
-        body: a.body,
-        timestamp,
-    };
-    let checksum = write_commit(&txn, tree, meta, info)?;
-    txn.set_ref(branch, Some(checksum));
-    let stats = txn.commit()?;
+    bars.clear();
     if ctx.verbose {
         eprintln!(
-            "{} new objects, {} bytes of new content",
-            stats.objects_written, stats.content_bytes_written
+            "{} files read, {} new objects, {} bytes of new content",
+            outcome.files, outcome.objects_written, outcome.content_bytes_written
         );
     }
-    println!("{checksum}");
+    println!("{}", outcome.commit);
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--parent REV|none`.
+pub(crate) fn parent(repo: &Repo, rev: Option<&str>) -> Result<Parent> {
+    Ok(match rev {
+        None => Parent::BranchHead,
+        Some("none") => Parent::None,
+        Some(rev) => Parent::Commit(
+            repo.resolve_rev(rev)
+                .with_context(|| format!("--parent {rev}"))?,
+        ),
+    })
+}
+
 /// `--branch` as a local branch (commits never go to remote refs).
-pub(crate) fn local_branch(branch: &str) -> Result<(RefName, String)> {
+pub(crate) fn local_branch(branch: &str) -> Result<RefName> {
     let name = RefName::parse(branch).with_context(|| format!("--branch {branch:?}"))?;
     match &name {
-        RefName::Head(b) => {
-            let b = b.clone();
-            Ok((name, b))
-        }
+        RefName::Head(_) => Ok(name),
         _ => bail!("--branch {branch:?}: commit to a local branch, not a remote ref"),
     }
-}
-
-/// Binds a commit to its branch (and the repository's collection), as
-/// `ostree commit` does, so a pull can refuse it under another name.
-pub(crate) fn bind_to_branch(repo: &Repo, metadata: &mut Metadata, branch: &str) {
-    metadata.insert(REF_BINDING, Value::StrArray(vec![branch.to_string()]));
-    if let Some(cid) = repo.collection_id() {
-        metadata.insert(COLLECTION_BINDING, Value::Str(cid));
-    }
-}
-
-pub(crate) fn default_timestamp() -> Result<u64> {
-    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
-        return s
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH={s:?} is not a number of seconds"));
-    }
-    Ok(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("the system clock is before 1970")?
-        .as_secs())
 }

@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 
-use super::{Ctx, progress};
-use arbor::store::fsck::fsck;
+use super::Ctx;
+use arbor::store::fsck::{FsckOptions, fsck};
 
 #[derive(Args, Debug)]
 pub struct FsckArgs {
@@ -15,12 +15,9 @@ pub struct FsckArgs {
 
 pub fn run(ctx: &Ctx, a: FsckArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let pb = progress::bar(0, "verifying objects");
-    let report = fsck(&repo, &|done, total| {
-        pb.set_length(total);
-        pb.set_position(done);
-    })?;
-    pb.finish_and_clear();
+    let bars = ctx.progress(false);
+    let report = fsck(&repo, &FsckOptions::default(), bars, &ctx.interrupt)?;
+    bars.clear();
     for p in &report.problems {
         println!("error: {p}");
     }

@@ -13,11 +13,13 @@ mod stage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use arbor::store::{Repo, default_repo_path};
+use arbor::store::Repo;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -78,9 +80,19 @@ pub(crate) struct Ctx {
     repo_path: PathBuf,
     explicit_repo: bool,
     pub verbose: bool,
+    /// Set by SIGINT/SIGTERM; passed to long operations.
+    pub interrupt: Arc<AtomicBool>,
+    bars: OnceLock<progress::Bars>,
 }
 
 impl Ctx {
+    /// The progress reporter of this command (bars on a terminal, notes
+    /// with `-v`); `quiet` hides the bars.
+    pub fn progress(&self, quiet: bool) -> &progress::Bars {
+        self.bars
+            .get_or_init(|| progress::Bars::new(self.verbose, quiet))
+    }
+
     /// Opens the repository for reading.
     pub fn open(&self) -> Result<Repo> {
         Ok(Repo::open(&self.repo_path)?)
@@ -103,17 +115,33 @@ impl Ctx {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Deep trees recurse on rayon's threads; give them room.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .stack_size(16 << 20)
-        .build_global();
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let ctx = Ctx {
         explicit_repo: cli.repo.is_some(),
         repo_path: cli.repo.clone().unwrap_or_else(default_repo_path),
         verbose: cli.verbose,
+        interrupt: progress::interrupt_flag(),
+        bars: OnceLock::new(),
     };
-    match run(&ctx, cli.command) {
+    let result = run(&ctx, cli.command);
+    if let Some(bars) = ctx.bars.get() {
+        bars.clear();
+    }
+    match result {
         Ok(code) => code,
+        Err(_) if ctx.interrupt.load(Ordering::Relaxed) => {
+            let done = ctx.bars.get().map(|b| b.summary()).unwrap_or_default();
+            eprintln!(
+                "interrupted{}; what was completed is kept: run the command again to finish",
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({done})")
+                }
+            );
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {}", render_error(&e));
             ExitCode::FAILURE
@@ -159,4 +187,21 @@ pub(crate) fn stdout_result(r: std::io::Result<()>) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r.context("writing to standard output")?),
     }
+}
+
+/// The repository path used when none is given: `$ARBOR_REPO`, else
+/// `/var/lib/arbor/repo` for root, else `$XDG_DATA_HOME/arbor/repo`.
+pub fn default_repo_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ARBOR_REPO").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    if rustix::process::geteuid().is_root() {
+        return "/var/lib/arbor/repo".into();
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("arbor/repo")
 }

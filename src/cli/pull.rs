@@ -1,22 +1,16 @@
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::Ctx;
 use super::progress::format_bytes;
-use arbor::pull::http::HttpSource;
-use arbor::pull::local::LocalSource;
 use arbor::pull::{
-    Counters, DEFAULT_JOBS, GpgVerify, ObjectSource, PullOptions, RefDestination, SignVerify, pull,
+    DEFAULT_JOBS, Depth, OpenedSource, PullError, PullOptions, PullSource, PullTarget, SubPath,
+    Verification, pull_from,
 };
-use arbor::store::RemoteTls;
-use arbor::store::remotes::sign_key_basedirs;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -66,67 +60,17 @@ pub struct PullArgs {
     /// Print nothing but errors
     #[arg(short, long)]
     quiet: bool,
-}
-
-/// Opens a URL or path as an object source.
-pub fn open_source(
-    spec: &str,
-    timeout: Duration,
-    jobs: usize,
-    tls: &RemoteTls,
-) -> Result<Box<dyn ObjectSource>> {
-    if spec.starts_with("http://") || spec.starts_with("https://") {
-        return Ok(Box::new(HttpSource::new(spec, timeout, jobs, tls)?));
-    }
-    let path = spec.strip_prefix("file://").unwrap_or(spec);
-    let source = LocalSource::open(Path::new(path))
-        .with_context(|| format!("opening source repository {path}"))?;
-    Ok(Box::new(source))
+    /// Look for system-wide ed25519 keys (trusted.ed25519, trusted.ed25519.d/,
+    /// revoked.ed25519…) in DIR instead of /etc/ostree and /usr/share/ostree,
+    /// for remotes with sign-verify=true that name no keys (repeatable;
+    /// ostree's basedir)
+    #[arg(long, value_name = "DIR")]
+    sign_key_basedir: Vec<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     let repo = ctx.open_for_write()?;
-    let timeout = Duration::from_secs(a.timeout.max(1));
-    // A configured remote wins over a same-named directory: a bare name must
-    // never turn signature checks off (ostree's `pull` takes only remotes).
-    let is_location = a.source.contains("://") || a.source.contains('/');
-    let remote = if is_location {
-        None
-    } else {
-        match repo.remote(&a.source) {
-            Ok(r) => Some(r),
-            // Only a name with no remote section at all may be a path: a
-            // remote whose settings are broken is an error, never a
-            // directory pulled without its checks.
-            Err(_) if !repo.has_remote(&a.source) && Path::new(&a.source).exists() => None,
-            Err(e) => bail!(
-                "{:?} is not a configured remote, a URL or a repository path ({e})",
-                a.source
-            ),
-        }
-    };
-    let (source, destination, gpg, sign) = match remote {
-        Some(remote) => {
-            let gpg = GpgVerify::for_remote(&repo, &remote).with_context(|| {
-                format!("loading the trusted GPG keys of remote {:?}", remote.name)
-            })?;
-            let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())
-                .with_context(|| format!("loading the ed25519 keys of remote {:?}", remote.name))?;
-            (
-                open_source(&remote.url, timeout, a.jobs, &remote.tls)?,
-                RefDestination::Remote(remote.name),
-                gpg,
-                sign,
-            )
-        }
-        // Like ostree, URLs and paths are pulled without signature checks.
-        None => (
-            open_source(&a.source, timeout, a.jobs, &RemoteTls::default())?,
-            RefDestination::Heads,
-            None,
-            None,
-        ),
-    };
+    let source = PullSource::parse(&repo, &a.source)?;
     let base = match &a.base {
         Some(rev) => Some(
             repo.resolve_rev(rev)
@@ -134,67 +78,44 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         ),
         None => None,
     };
-    let subpaths = a
-        .subpath
-        .iter()
-        .map(|p| {
-            let comps =
-                arbor::store::tree::split_path(p).with_context(|| format!("--subpath {p}"))?;
-            Ok(format!("/{}", comps.join("/")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     let opts = PullOptions {
-        refs: a.refs,
-        destination,
+        targets: a
+            .refs
+            .iter()
+            .map(|r| r.parse::<PullTarget>())
+            .collect::<Result<_, _>>()?,
         base,
         localcache: a.localcache,
-        depth: a.depth,
-        subpaths,
+        depth: Depth::from_ostree(a.depth).context("--depth")?,
+        subpaths: a
+            .subpath
+            .iter()
+            .map(|p| SubPath::new(p).context("--subpath"))
+            .collect::<Result<_>>()?,
         mirror: a.mirror,
         commit_metadata_only: a.commit_metadata_only,
         jobs: a.jobs.max(1),
         network_retries: a.network_retries,
-        gpg,
-        sign,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        verification: Verification::AsConfigured,
+        sign_key_basedirs: (!a.sign_key_basedir.is_empty()).then_some(a.sign_key_basedir),
     };
-    let counters = Counters::default();
-    let pb = if !a.quiet && std::io::stderr().is_terminal() {
-        let pb = ProgressBar::new(0);
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} pulling [{bar:30}] {pos}/{len} objects {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        pb.enable_steady_tick(Duration::from_millis(200));
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
-    let started = std::time::Instant::now();
-    let tick = || {
-        let done = counters.metadata_fetched.load(Ordering::Relaxed)
-            + counters.content_fetched.load(Ordering::Relaxed)
-            + counters.from_cache.load(Ordering::Relaxed)
-            + counters.already_present.load(Ordering::Relaxed);
-        pb.set_length(counters.queued.load(Ordering::Relaxed));
-        pb.set_position(done);
-        let bytes = source.bytes_transferred();
-        let secs = started.elapsed().as_secs_f64().max(0.001);
-        pb.set_message(format!(
-            "{} ({}/s)",
-            format_bytes(bytes),
-            format_bytes((bytes as f64 / secs) as u64)
-        ));
-    };
-    let result = pull(&repo, source.as_ref(), &opts, &counters, &tick);
-    pb.finish_and_clear();
-    let rejected = counters.cache_rejected.load(Ordering::Relaxed);
-    if rejected > 0 {
+    let opened = OpenedSource::open(&repo, &source, &opts).with_context(|| match &source {
+        PullSource::Remote(name) => format!("opening remote {name:?}"),
+        _ => format!("opening {}", a.source),
+    })?;
+    let bars = ctx.progress(a.quiet);
+    let result = pull_from(&repo, &opened, &opts, bars, &ctx.interrupt);
+    bars.clear();
+    let outcome = result
+        .map_err(|e| with_hint(e, &base))
+        .with_context(|| format!("pulling from {}", opened.source.describe()))?;
+    if outcome.cache_rejected > 0 {
         eprintln!(
-            "warning: {rejected} corrupt objects in --localcache-repo were ignored and fetched from the source instead (run `arbor --repo CACHE fsck`)"
+            "warning: {} corrupt objects in --localcache-repo were ignored and fetched from the source instead (run `arbor --repo CACHE fsck`)",
+            outcome.cache_rejected
         );
     }
-    let outcome = result.with_context(|| format!("pulling from {}", source.describe()))?;
     if !a.quiet {
         for (name, c) in &outcome.refs {
             eprintln!("{name} -> {c}");
@@ -218,4 +139,21 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Adds what to do about an error, in terms of this command's flags.
+fn with_hint(e: PullError, base: &Option<arbor::ostree::Checksum>) -> anyhow::Error {
+    let hint = match &e {
+        PullError::NoSummary { .. } => Some(
+            "name the refs to pull (the server can publish a summary with `ostree summary -u`)",
+        ),
+        PullError::BasePartial(_) if base.is_some() => {
+            Some("pull that commit completely first, or drop --base")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(h) => anyhow::Error::new(e).context(h.to_string()),
+        None => anyhow::Error::new(e),
+    }
 }

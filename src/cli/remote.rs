@@ -6,11 +6,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use super::pull::open_source;
 use arbor::pull::gpg::{self, MAX_KEYRING_SIZE};
-use arbor::pull::{GpgVerify, SignVerify};
+use arbor::pull::{OpenedSource, PullOptions, PullSource};
 use arbor::store::Repo;
-use arbor::store::remotes::{AddRemote, SignVerifySpec, sign_key_basedirs};
+use arbor::store::remotes::{AddRemote, SignVerifySpec};
 
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
@@ -76,6 +75,10 @@ enum RemoteCommand {
     Refs {
         /// Remote name
         name: String,
+        /// Where system-wide ed25519 keys are looked for (see `pull
+        /// --sign-key-basedir`)
+        #[arg(long, value_name = "DIR")]
+        sign_key_basedir: Vec<PathBuf>,
     },
 }
 
@@ -140,20 +143,18 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             let mut repo = ctx.open()?;
             repo.delete_remote(&name)?;
         }
-        RemoteCommand::Refs { name } => {
+        RemoteCommand::Refs {
+            name,
+            sign_key_basedir,
+        } => {
             let repo = ctx.open()?;
-            let remote = repo.remote(&name)?;
-            let gpg = GpgVerify::for_remote(&repo, &remote)?;
-            let sign = SignVerify::for_remote(&remote, &sign_key_basedirs())?;
-            let source = open_source(
-                &remote.url,
-                std::time::Duration::from_secs(30),
-                2,
-                &remote.tls,
-            )?;
-            for (r, c) in
-                arbor::pull::list_source_refs(source.as_ref(), 5, gpg.as_ref(), sign.as_ref())?
-            {
+            let opts = PullOptions {
+                jobs: 2,
+                sign_key_basedirs: (!sign_key_basedir.is_empty()).then_some(sign_key_basedir),
+                ..PullOptions::default()
+            };
+            let source = OpenedSource::open(&repo, &PullSource::Remote(name.clone()), &opts)?;
+            for (r, c) in source.list_refs(opts.network_retries)? {
                 println!("{name}:{r}\t{c}");
             }
         }

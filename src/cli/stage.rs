@@ -4,33 +4,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 
 use super::Ctx;
-use arbor::ostree::Metadata;
-use arbor::stage::mount::{Backend, BackendChoice};
-use arbor::stage::{StageBackend, Stages};
-use arbor::store::commit::CommitInfo;
+use arbor::stage::{BackendChoice, CreateOptions, StageBackend, Stages};
+use arbor::store::commit::CommitOptions;
 
 #[derive(Args, Debug)]
 pub struct StageArgs {
     #[command(subcommand)]
     command: StageCommand,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
-    /// overlay, then fuse-overlayfs, then unionfs, then copy: the first that works
-    Auto,
-    /// Kernel overlayfs (root only)
-    Overlay,
-    /// fuse-overlayfs
-    FuseOverlayfs,
-    /// unionfs-fuse in copy-on-write mode
-    Unionfs,
-    /// A reflinked (else copied) checkout of the merged tree: no union
-    /// filesystem, works anywhere
-    Copy,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,8 +36,8 @@ enum StageCommand {
         revs: Vec<String>,
         /// How the root is made writable; `auto` says on stderr which one
         /// it used and why the others were skipped
-        #[arg(long, value_enum, default_value_t = BackendArg::Auto)]
-        backend: BackendArg,
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
         /// Put the stage's root/, upper/ and work/ in DIR (empty or
         /// missing) instead of inside the repository; the writable layer
         /// must be on a filesystem overlayfs accepts as upper
@@ -139,17 +122,17 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
                         .with_context(|| format!("resolving {rev}"))?,
                 );
             }
-            let choice = match backend {
-                BackendArg::Auto => Some(BackendChoice::Auto),
-                BackendArg::Overlay => Some(BackendChoice::Only(Backend::Overlay)),
-                BackendArg::FuseOverlayfs => Some(BackendChoice::Only(Backend::FuseOverlayfs)),
-                BackendArg::Unionfs => Some(BackendChoice::Only(Backend::Unionfs)),
-                BackendArg::Copy => None,
-            };
             let stages = Stages::open(&repo)?;
+            let opts = CreateOptions {
+                layers: commits.clone(),
+                backend,
+                workdir,
+            };
+            let bars = ctx.progress(false);
             let created = stages
-                .create(&name, &commits, choice, workdir.as_deref())
+                .create(&name, &opts, bars, &ctx.interrupt)
                 .with_context(|| format!("creating stage {name}"))?;
+            bars.clear();
             let plural = |n: usize, word: &str| {
                 if n == 1 {
                     format!("1 {word}")
@@ -251,26 +234,19 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             body,
             timestamp,
         } => {
-            let (ref_name, branch_name) = super::commit::local_branch(&branch)?;
+            let branch = super::commit::local_branch(&branch)?;
             let repo = ctx.open_for_write()?;
-            let parent = repo.read_ref(&ref_name)?;
-            let mut metadata = Metadata::new();
-            super::commit::bind_to_branch(&repo, &mut metadata, &branch_name);
-            let timestamp = timestamp.map_or_else(super::commit::default_timestamp, Ok)?;
+            let mut opts = CommitOptions::new(branch);
+            opts.subject = subject;
+            opts.body = body;
+            opts.timestamp = timestamp;
             let stages = Stages::open(&repo)?;
+            let bars = ctx.progress(false);
             let checksum = stages
-                .commit(
-                    &name,
-                    ref_name,
-                    CommitInfo {
-                        metadata,
-                        parent,
-                        subject,
-                        body,
-                        timestamp,
-                    },
-                )
-                .with_context(|| format!("committing stage {name}"))?;
+                .commit(&name, &opts, bars, &ctx.interrupt)
+                .with_context(|| format!("committing stage {name}"))?
+                .commit;
+            bars.clear();
             println!("{checksum}");
         }
     }

@@ -20,13 +20,14 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::source::{FetchError, ObjectSource, io_error_is_transient};
-use super::{PullError, PullOptions};
+use super::{Depth, PullError, PullOptions, RemoteVerify};
 use crate::ostree::{
     Checksum, Commit, DirMeta, DirTree, FormatError, MAX_METADATA_SIZE, ObjectName, ObjectType,
 };
+use crate::progress::{Event, Phase, Progress};
 use crate::store::{Repo, StoreError, Transaction};
 
 /// Content objects queued before workers stop scanning dirtrees.
@@ -37,7 +38,7 @@ enum Task {
     /// `optional`: a parent reached through `--depth`; absent is fine.
     Commit {
         checksum: Checksum,
-        depth: i64,
+        depth: Depth,
         optional: bool,
     },
     DirTree {
@@ -63,9 +64,9 @@ struct Queue {
     failed: Option<PullError>,
 }
 
-/// Counters the caller can show while the pull runs.
+/// What the pull has done so far.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub metadata_fetched: AtomicU64,
     pub content_fetched: AtomicU64,
     pub from_cache: AtomicU64,
@@ -81,7 +82,11 @@ pub(super) struct Engine<'a, 'r> {
     pub source: &'a dyn ObjectSource,
     pub caches: &'a [Repo],
     pub opts: &'a PullOptions,
-    pub counters: &'a Counters,
+    /// The signature checks to run (from the remote's configuration).
+    pub verifiers: &'a [RemoteVerify],
+    pub counters: Counters,
+    progress: &'a dyn Progress,
+    interrupt: &'a AtomicBool,
     /// Dirtrees reachable from `--base`: their whole subtree is present.
     pub base_trees: HashSet<Checksum>,
     queue: Mutex<Queue>,
@@ -90,18 +95,25 @@ pub(super) struct Engine<'a, 'r> {
     content_in_flight: Mutex<HashSet<ObjectName>>,
     /// Commits fetched or completed by this pull (markers to clear).
     pub commits: Mutex<Vec<Checksum>>,
-    stop: AtomicBool,
+    /// Set once `interrupt` is seen (by a worker, or by [`Self::watch`]),
+    /// shared with the readers of objects in flight.
+    stop: Arc<AtomicBool>,
+    /// Set when the workers are done, to end [`Self::watch`].
+    finished: AtomicBool,
 }
 
 impl<'a, 'r> Engine<'a, 'r> {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         repo: &'r Repo,
         txn: &'a Transaction<'r>,
         source: &'a dyn ObjectSource,
         caches: &'a [Repo],
         opts: &'a PullOptions,
-        counters: &'a Counters,
+        verifiers: &'a [RemoteVerify],
         base_trees: HashSet<Checksum>,
+        progress: &'a dyn Progress,
+        interrupt: &'a AtomicBool,
     ) -> Self {
         Engine {
             repo,
@@ -109,14 +121,18 @@ impl<'a, 'r> Engine<'a, 'r> {
             source,
             caches,
             opts,
-            counters,
+            verifiers,
+            counters: Counters::default(),
+            progress,
+            interrupt,
             base_trees,
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             requested: Mutex::new(HashSet::new()),
             content_in_flight: Mutex::new(HashSet::new()),
             commits: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
+            stop: Arc::new(AtomicBool::new(false)),
+            finished: AtomicBool::new(false),
         }
     }
 
@@ -155,7 +171,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         self.wake.notify_one();
     }
 
-    pub fn add_commit(&self, checksum: Checksum, depth: i64) {
+    pub fn add_commit(&self, checksum: Checksum, depth: Depth) {
         self.push(Task::Commit {
             checksum,
             depth,
@@ -164,11 +180,17 @@ impl<'a, 'r> Engine<'a, 'r> {
     }
 
     /// Runs the workers until every task is done or one fails.
-    pub fn run(&self, jobs: usize, tick: &(dyn Fn() + Sync)) -> Result<(), PullError> {
+    pub fn run(&self, jobs: usize) -> Result<(), PullError> {
         std::thread::scope(|s| {
-            for _ in 0..jobs.max(1) {
-                s.spawn(|| self.worker(tick));
+            let watcher = s.spawn(|| self.watch());
+            let workers: Vec<_> = (0..jobs.max(1))
+                .map(|_| s.spawn(|| self.worker()))
+                .collect();
+            for w in workers {
+                let _ = w.join();
             }
+            self.finished.store(true, Ordering::Relaxed);
+            watcher.thread().unpark();
         });
         match self.lock().failed.take() {
             Some(e) => Err(e),
@@ -179,6 +201,12 @@ impl<'a, 'r> Engine<'a, 'r> {
     fn next_task(&self) -> Option<Task> {
         let mut q = self.lock();
         loop {
+            if self.interrupt.load(Ordering::Relaxed) {
+                self.stop.store(true, Ordering::Relaxed);
+                q.failed.get_or_insert(PullError::Interrupted);
+                self.wake.notify_all();
+                return None;
+            }
             if q.failed.is_some() || self.stop.load(Ordering::Relaxed) {
                 return None;
             }
@@ -201,7 +229,42 @@ impl<'a, 'r> Engine<'a, 'r> {
         }
     }
 
-    fn worker(&self, tick: &(dyn Fn() + Sync)) {
+    /// Watches the interrupt flag while the workers run, so that workers
+    /// waiting for work and readers of objects in flight stop promptly.
+    fn watch(&self) {
+        while !self.finished.load(Ordering::Relaxed) {
+            if self.interrupt.load(Ordering::Relaxed) {
+                self.stop.store(true, Ordering::Relaxed);
+                self.lock().failed.get_or_insert(PullError::Interrupted);
+                self.wake.notify_all();
+                return;
+            }
+            std::thread::park_timeout(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Objects dealt with so far (fetched, taken from a cache or found
+    /// present) and queued.
+    pub fn done_and_queued(&self) -> (u64, u64) {
+        let c = &self.counters;
+        let done = c.metadata_fetched.load(Ordering::Relaxed)
+            + c.content_fetched.load(Ordering::Relaxed)
+            + c.from_cache.load(Ordering::Relaxed)
+            + c.already_present.load(Ordering::Relaxed);
+        (done, c.queued.load(Ordering::Relaxed))
+    }
+
+    fn tick(&self) {
+        let (done, queued) = self.done_and_queued();
+        self.progress.report(Event::Advance {
+            phase: Phase::Fetch,
+            done,
+            total: Some(queued),
+            bytes: self.source.bytes_transferred(),
+        });
+    }
+
+    fn worker(&self) {
         while let Some(task) = self.next_task() {
             let r = self.process(task);
             let mut q = self.lock();
@@ -219,7 +282,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             if finished {
                 self.wake.notify_all();
             }
-            tick();
+            self.tick();
         }
     }
 
@@ -257,7 +320,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         }
     }
 
-    fn commit(&self, checksum: Checksum, depth: i64, optional: bool) -> Result<(), PullError> {
+    fn commit(&self, checksum: Checksum, depth: Depth, optional: bool) -> Result<(), PullError> {
         let name = ObjectName::new(checksum, ObjectType::Commit);
         let present = self.txn.has_object(&name)?;
         let partial = present && self.repo.is_commit_partial(&checksum)?;
@@ -295,12 +358,12 @@ impl<'a, 'r> Engine<'a, 'r> {
                 path: "/".into(),
             });
         }
-        if depth != 0
+        if let Some(depth) = depth.parent()
             && let Some(parent) = commit.parent
         {
             self.push(Task::Commit {
                 checksum: parent,
-                depth: if depth > 0 { depth - 1 } else { depth },
+                depth,
                 optional: true,
             });
         }
@@ -308,7 +371,7 @@ impl<'a, 'r> Engine<'a, 'r> {
     }
 
     fn verifying(&self) -> bool {
-        self.opts.verifiers().any(|v| v.commits)
+        self.verifiers.iter().any(|v| v.commits)
     }
 
     /// Checks the signatures of a commit's bytes against its detached
@@ -319,7 +382,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         data: &[u8],
         commitmeta: Option<&[u8]>,
     ) -> Result<(), PullError> {
-        for v in self.opts.verifiers().filter(|v| v.commits) {
+        for v in self.verifiers.iter().filter(|v| v.commits) {
             v.keys
                 .verify(data, commitmeta)
                 .map_err(|source| PullError::CommitSignature {
@@ -538,6 +601,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         self.opts
             .subpaths
             .iter()
+            .map(|s| s.as_str())
             .any(|s| s == "/" || path == s || under(path, s) || (is_dir && under(s, path)))
     }
 
@@ -606,13 +670,18 @@ impl<'a, 'r> Engine<'a, 'r> {
             }
         }
         self.retrying(|| {
-            let stream = self
+            let mut stream = self
                 .source
                 .fetch_content(&checksum)
                 .map_err(PullError::Fetch)?;
-            self.txn
-                .write_content_object(stream, Some(checksum))
-                .map_err(|e| self.located(&name, e))
+            // A big object stops between reads once interrupted.
+            stream.reader = Box::new(Interruptible {
+                inner: stream.reader,
+                flag: self.stop.clone(),
+            });
+            let r = self.txn.write_content_object(stream, Some(checksum));
+            crate::progress::check(self.interrupt)?;
+            r.map_err(|e| self.located(&name, e))
         })?;
         self.counters
             .content_fetched
@@ -649,6 +718,22 @@ impl<'a, 'r> Engine<'a, 'r> {
             }),
             other => PullError::Store(other),
         }
+    }
+}
+
+/// A reader that fails once the pull is stopping. (Not
+/// `ErrorKind::Interrupted`: `read_exact` and `io::copy` retry those.)
+struct Interruptible {
+    inner: Box<dyn std::io::Read + Send>,
+    flag: Arc<AtomicBool>,
+}
+
+impl std::io::Read for Interruptible {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.flag.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("interrupted"));
+        }
+        self.inner.read(buf)
     }
 }
 

@@ -33,7 +33,7 @@ impl<R: Read> Read for Counting<R> {
 impl LocalSource {
     pub fn open(path: &Path) -> Result<LocalSource, StoreError> {
         Ok(LocalSource {
-            repo: Repo::open(path)?,
+            repo: Repo::open_read_only(path)?,
             read: Arc::new(AtomicU64::new(0)),
         })
     }

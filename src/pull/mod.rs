@@ -37,25 +37,27 @@ pub mod engine;
 pub mod gpg;
 pub mod http;
 pub mod local;
+mod options;
 pub mod source;
 pub mod verify;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-pub use engine::Counters;
+pub use options::{
+    DEFAULT_JOBS, Depth, PullOptions, PullSource, PullTarget, SubPath, Verification,
+};
 pub use source::{FetchError, ObjectSource};
 pub use verify::{RemoteVerify, SignatureError, Verifier};
 
-use crate::ostree::checksum::is_checksum_hex;
-use crate::ostree::names::validate_ref_name;
 use crate::ostree::{Checksum, FormatError, ObjectName, Summary};
-use crate::store::{RefName, Remote, Repo, StoreError, Transaction};
+use crate::progress::{Event, Phase, Progress};
+use crate::store::{RefName, Remote, RemoteTls, Repo, StoreError, Transaction};
 
 #[derive(Debug, Error)]
 pub enum PullError {
@@ -109,8 +111,52 @@ pub enum PullError {
     RefNotFound { name: String, source_desc: String },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A pull source that is neither a remote, a URL nor a repository.
+    #[error("{spec:?}: {reason}")]
+    BadSource { spec: String, reason: String },
+    /// A ref or commit to pull that does not parse.
+    #[error("{spec:?}: {reason}")]
+    BadTarget { spec: String, reason: String },
+    #[error("depth {0}: use -1 (all history) or a count of parents")]
+    BadDepth(i64),
+    #[error("subpath {path:?}: {reason}")]
+    BadSubpath { path: String, reason: String },
+    /// `base` names a commit whose tree is not complete here.
+    #[error("base commit {0} is partial in this repository, so its objects are not known present")]
+    BasePartial(Checksum),
+    /// The source has no summary and cannot list its refs.
+    #[error("{source_desc} has no summary file, so its refs cannot be listed")]
+    NoSummary { source_desc: String },
+    #[error("{source_desc} has no refs to pull")]
+    NoRefs { source_desc: String },
+    #[error("the summary of {source_desc} is invalid: {source}")]
+    BadSummary {
+        source_desc: String,
+        #[source]
+        source: FormatError,
+    },
+    /// A remote's signapi settings cannot be used.
+    #[error("remote {remote:?}: {reason}")]
+    SignConfig { remote: String, reason: String },
+    /// A local source or cache repository could not be opened.
+    #[error("opening repository {path}: {source}", path = .path.display())]
+    OpenSource {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    /// The interrupt flag was set. Objects already verified are kept (a
+    /// re-run fetches only the rest); no ref moved.
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::progress::Interrupted> for PullError {
+    fn from(_: crate::progress::Interrupted) -> Self {
+        PullError::Interrupted
+    }
 }
 
 impl From<FormatError> for PullError {
@@ -127,36 +173,11 @@ impl PullError {
 
 /// Where the pulled refs are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RefDestination {
+enum RefDestination {
     /// `refs/remotes/REMOTE/REF` (a configured remote).
     Remote(String),
-    /// `refs/heads/REF` (URL and path sources, and `--mirror`).
+    /// `refs/heads/REF` (URL and path sources, and `mirror`).
     Heads,
-}
-
-#[derive(Clone, Debug)]
-pub struct PullOptions {
-    /// Refs (`REF`), commits (64 hex) or both (`REF@COMMIT`); empty means
-    /// every ref the source lists.
-    pub refs: Vec<String>,
-    pub destination: RefDestination,
-    /// Objects reachable from this local commit are known present.
-    pub base: Option<Checksum>,
-    pub localcache: Vec<PathBuf>,
-    /// History depth: 0 = just the commit, -1 = everything.
-    pub depth: i64,
-    /// Absolute paths inside the tree; empty = everything.
-    pub subpaths: Vec<String>,
-    pub mirror: bool,
-    pub commit_metadata_only: bool,
-    pub jobs: usize,
-    pub network_retries: u32,
-    /// Signature checks (configured remotes with `gpg-verify` or
-    /// `gpg-verify-summary`); `None` checks nothing.
-    pub gpg: Option<GpgVerify>,
-    /// Ed25519 checks (configured remotes with `sign-verify` or
-    /// `sign-verify-summary`); `None` checks nothing.
-    pub sign: Option<SignVerify>,
 }
 
 /// A remote's GPG settings (`gpg-verify`, `gpg-verify-summary`) and
@@ -169,32 +190,6 @@ pub struct GpgVerify(pub RemoteVerify);
 /// ed25519 keys (an [`ed25519::TrustedKeys`]), for one pull.
 #[derive(Clone, Debug)]
 pub struct SignVerify(pub RemoteVerify);
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        PullOptions {
-            refs: Vec::new(),
-            destination: RefDestination::Heads,
-            base: None,
-            localcache: Vec::new(),
-            depth: 0,
-            subpaths: Vec::new(),
-            mirror: false,
-            commit_metadata_only: false,
-            jobs: DEFAULT_JOBS,
-            network_retries: 5,
-            gpg: None,
-            sign: None,
-        }
-    }
-}
-
-impl PullOptions {
-    /// The signature checks configured (see [`verify::verifiers`]).
-    pub(crate) fn verifiers(&self) -> impl Iterator<Item = &RemoteVerify> {
-        verify::verifiers(self.gpg.as_ref(), self.sign.as_ref())
-    }
-}
 
 impl GpgVerify {
     /// The checks `remote` asks for, with its trusted keys loaded (see
@@ -255,14 +250,20 @@ impl SignVerify {
                     match t.as_str() {
                         "ed25519" => {}
                         "spki" | "dummy" => {
-                            return Err(PullError::Other(format!(
-                                "remote {name:?}: signature type {t:?} in sign-verify is not supported (arbor verifies ed25519 only)"
-                            )));
+                            return Err(PullError::SignConfig {
+                                remote: name.clone(),
+                                reason: format!(
+                                    "signature type {t:?} in sign-verify is not supported (arbor verifies ed25519 only)"
+                                ),
+                            });
                         }
                         _ => {
-                            return Err(PullError::Other(format!(
-                                "remote {name:?}: unknown signature type {t:?} in sign-verify (ostree: \"Requested signature type is not implemented\"); use sign-verify=ed25519 or sign-verify=true"
-                            )));
+                            return Err(PullError::SignConfig {
+                                remote: name.clone(),
+                                reason: format!(
+                                    "unknown signature type {t:?} in sign-verify (ostree: \"Requested signature type is not implemented\"); use sign-verify=ed25519 or sign-verify=true"
+                                ),
+                            });
                         }
                     }
                 }
@@ -273,9 +274,10 @@ impl SignVerify {
         let mut keys = ed25519::TrustedKeys::new();
         if file.is_none() && inline.is_none() {
             if required {
-                return Err(PullError::Other(format!(
-                    "remote {name:?}: no keys found for required signapi type ed25519; set verification-ed25519-key=BASE64 or verification-ed25519-file=PATH in its config"
-                )));
+                return Err(PullError::SignConfig {
+                    remote: name.clone(),
+                    reason: "no keys found for required signapi type ed25519; set verification-ed25519-key=BASE64 or verification-ed25519-file=PATH in its config".into(),
+                });
             }
             let mut loaded = false;
             for path in system_sign_key_files(basedirs, "ed25519", false) {
@@ -304,10 +306,11 @@ impl SignVerify {
         }
         if let Some(file) = file {
             let path = std::path::Path::new(file);
-            let failed = |reason: String| {
-                PullError::Other(format!(
-                    "remote {name:?}: failed loading ed25519 keys from verification-ed25519-file {file:?}: {reason}"
-                ))
+            let failed = |reason: String| PullError::SignConfig {
+                remote: name.clone(),
+                reason: format!(
+                    "failed loading ed25519 keys from verification-ed25519-file {file:?}: {reason}"
+                ),
             };
             let data = read_sign_key_file(path, ed25519::MAX_KEY_FILE_SIZE)
                 .map_err(|e| failed(e.to_string()))?
@@ -320,10 +323,9 @@ impl SignVerify {
             }
         }
         if let Some(inline) = inline {
-            let k = ed25519::PublicKey::from_base64(inline).map_err(|e| {
-                PullError::Other(format!(
-                    "remote {name:?}: failed loading the ed25519 key in verification-ed25519-key: {e}"
-                ))
+            let k = ed25519::PublicKey::from_base64(inline).map_err(|e| PullError::SignConfig {
+                remote: name.clone(),
+                reason: format!("failed loading the ed25519 key in verification-ed25519-key: {e}"),
             })?;
             keys.add(k);
         }
@@ -337,9 +339,6 @@ impl SignVerify {
     }
 }
 
-/// Requests in flight by default (see BENCHMARKS.md for the measurement).
-pub const DEFAULT_JOBS: usize = 16;
-
 /// What was pulled.
 #[derive(Debug, Default)]
 pub struct PullOutcome {
@@ -349,6 +348,9 @@ pub struct PullOutcome {
     pub content_fetched: u64,
     pub from_cache: u64,
     pub already_present: u64,
+    /// Corrupt objects in `localcache` repositories, fetched from the
+    /// source instead.
+    pub cache_rejected: u64,
     pub bytes_transferred: u64,
     pub elapsed: Duration,
 }
@@ -360,49 +362,180 @@ struct Target {
     commit: Checksum,
 }
 
-/// Pulls into `repo` from `source`. `tick` is called after every object
-/// (for progress); read `counters` from it.
+/// A source opened for a pull, with the checks it calls for.
+pub struct OpenedSource {
+    pub source: Box<dyn ObjectSource>,
+    destination: RefDestination,
+    /// The signature checks the source's configuration asks for (none for
+    /// URLs and paths, or with [`Verification::Disabled`]).
+    pub verifiers: Vec<RemoteVerify>,
+}
+
+impl OpenedSource {
+    /// Opens `source`: for a remote, its URL with its TLS settings, and its
+    /// trusted keys unless `opts.verification` disables checks; local
+    /// repositories are opened read-only.
+    pub fn open(repo: &Repo, source: &PullSource, opts: &PullOptions) -> Result<Self, PullError> {
+        let connections = opts.jobs.max(1);
+        match source {
+            PullSource::Remote(name) => {
+                let remote = repo.remote(name)?;
+                let verifiers = match opts.verification {
+                    Verification::Disabled => Vec::new(),
+                    Verification::AsConfigured => {
+                        let basedirs = opts.sign_key_basedirs.clone().unwrap_or_else(|| {
+                            crate::store::remotes::SIGN_KEY_BASEDIRS
+                                .iter()
+                                .map(PathBuf::from)
+                                .collect()
+                        });
+                        let gpg = GpgVerify::for_remote(repo, &remote)?;
+                        let sign = SignVerify::for_remote(&remote, &basedirs)?;
+                        verify::verifiers(gpg.as_ref(), sign.as_ref())
+                            .cloned()
+                            .collect()
+                    }
+                };
+                Ok(OpenedSource {
+                    source: open_location(&remote.url, opts.timeout, connections, &remote.tls)?,
+                    destination: RefDestination::Remote(remote.name),
+                    verifiers,
+                })
+            }
+            PullSource::Url(url) => Ok(OpenedSource {
+                source: open_location(url, opts.timeout, connections, &RemoteTls::default())?,
+                destination: RefDestination::Heads,
+                verifiers: Vec::new(),
+            }),
+            PullSource::Path(path) => Ok(OpenedSource {
+                source: Box::new(local::LocalSource::open(path).map_err(|source| {
+                    PullError::OpenSource {
+                        path: path.clone(),
+                        source,
+                    }
+                })?),
+                destination: RefDestination::Heads,
+                verifiers: Vec::new(),
+            }),
+        }
+    }
+
+    /// The refs the source offers (from its summary, verified as
+    /// configured; else by listing, for local repositories).
+    pub fn list_refs(&self, retries: u32) -> Result<Vec<(String, Checksum)>, PullError> {
+        list_source_refs(self.source.as_ref(), retries, &self.verifiers)
+    }
+}
+
+/// An `http(s)://` or `file://` URL, or a path, as an object source.
+fn open_location(
+    spec: &str,
+    timeout: Duration,
+    connections: usize,
+    tls: &RemoteTls,
+) -> Result<Box<dyn ObjectSource>, PullError> {
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        return Ok(Box::new(
+            http::HttpSource::new(spec, timeout, connections, tls).map_err(PullError::Fetch)?,
+        ));
+    }
+    let path = std::path::Path::new(spec.strip_prefix("file://").unwrap_or(spec));
+    Ok(Box::new(local::LocalSource::open(path).map_err(
+        |source| PullError::OpenSource {
+            path: path.to_path_buf(),
+            source,
+        },
+    )?))
+}
+
+/// Pulls `opts.targets` (or every ref) from `source` into `repo`.
+///
+/// Everything is fetched inside one transaction and verified before it
+/// becomes visible; refs move only when every object is in place. A
+/// configured remote's signature checks run unless `opts.verification`
+/// turns them off.
+///
+/// Progress: [`Phase::Fetch`] in objects (the total grows as trees are
+/// discovered) and bytes received. When `interrupt` is set the pull stops
+/// within about a second with [`PullError::Interrupted`]: objects already
+/// verified are kept, so running it again fetches only the rest.
 pub fn pull(
     repo: &Repo,
-    source: &dyn ObjectSource,
+    source: &PullSource,
     opts: &PullOptions,
-    counters: &Counters,
-    tick: &(dyn Fn() + Sync),
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PullOutcome, PullError> {
+    let opened = OpenedSource::open(repo, source, opts)?;
+    pull_from(repo, &opened, opts, progress, interrupt)
+}
+
+/// [`pull`] from a source already opened.
+pub fn pull_from(
+    repo: &Repo,
+    source: &OpenedSource,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
 ) -> Result<PullOutcome, PullError> {
     let start = Instant::now();
+    let verifiers = &source.verifiers[..];
+    let source_ref = source.source.as_ref();
     let caches = opts
         .localcache
         .iter()
-        .map(|p| Repo::open(p))
+        .map(|p| {
+            Repo::open_read_only(p).map_err(|source| PullError::OpenSource {
+                path: p.clone(),
+                source,
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let (targets, summary_bytes) = resolve_targets(source, opts)?;
+    let (targets, summary_bytes) = resolve_targets(source_ref, opts, verifiers)?;
+    crate::progress::check(interrupt)?;
     let base_trees = match opts.base {
         Some(b) => reachable_trees(repo, &b)?,
         None => HashSet::new(),
     };
 
     let txn = Transaction::begin(repo)?;
-    let engine = engine::Engine::new(repo, &txn, source, &caches, opts, counters, base_trees);
+    progress.report(Event::Start {
+        phase: Phase::Fetch,
+        total: None,
+    });
+    let engine = engine::Engine::new(
+        repo, &txn, source_ref, &caches, opts, verifiers, base_trees, progress, interrupt,
+    );
     for t in &targets {
         engine.add_commit(t.commit, opts.depth);
     }
-    if let Err(e) = engine.run(opts.jobs, tick) {
+    let counts = |engine: &engine::Engine<'_, '_>, outcome: &mut PullOutcome| {
+        let c = &engine.counters;
+        outcome.metadata_fetched = c.metadata_fetched.load(Ordering::Relaxed);
+        outcome.content_fetched = c.content_fetched.load(Ordering::Relaxed);
+        outcome.from_cache = c.from_cache.load(Ordering::Relaxed);
+        outcome.already_present = c.already_present.load(Ordering::Relaxed);
+        outcome.cache_rejected = c.cache_rejected.load(Ordering::Relaxed);
+    };
+    let mut outcome = PullOutcome::default();
+    if let Err(e) = engine.run(opts.jobs) {
         drop(engine);
         // Keep what was verified so a retry fetches only the rest; the
         // refs do not move and the commits stay marked partial. Failing
         // to keep them must not hide why the pull failed.
         if let Err(keep) = txn.publish_objects_only() {
-            eprintln!("warning: the objects fetched before the failure were not kept: {keep}");
+            let note = format!("the objects fetched before the failure were not kept: {keep}");
+            progress.report(Event::Note(&note));
         }
         return Err(e);
     }
+    counts(&engine, &mut outcome);
     let commits = std::mem::take(&mut *engine.commits.lock().unwrap_or_else(|p| p.into_inner()));
     drop(engine);
 
-    let mut outcome = PullOutcome::default();
     for t in &targets {
         if let Some(r) = &t.ref_name {
-            let name = match &opts.destination {
+            let name = match &source.destination {
                 RefDestination::Remote(remote) if !opts.mirror => {
                     RefName::Remote(remote.clone(), r.clone())
                 }
@@ -419,16 +552,15 @@ pub fn pull(
         }
     }
     if opts.mirror
-        && opts.refs.is_empty()
+        && opts.targets.is_empty()
         && let Some(bytes) = summary_bytes
     {
         crate::store::repo::write_summary(repo, &bytes)?;
     }
-    outcome.metadata_fetched = counters.metadata_fetched.load(Ordering::Relaxed);
-    outcome.content_fetched = counters.content_fetched.load(Ordering::Relaxed);
-    outcome.from_cache = counters.from_cache.load(Ordering::Relaxed);
-    outcome.already_present = counters.already_present.load(Ordering::Relaxed);
-    outcome.bytes_transferred = source.bytes_transferred();
+    progress.report(Event::Finish {
+        phase: Phase::Fetch,
+    });
+    outcome.bytes_transferred = source_ref.bytes_transferred();
     outcome.elapsed = start.elapsed();
     Ok(outcome)
 }
@@ -464,10 +596,9 @@ pub(crate) fn retrying<T>(
 pub fn fetch_summary(
     source: &dyn ObjectSource,
     retries: u32,
-    gpg: Option<&GpgVerify>,
-    sign: Option<&SignVerify>,
+    verifiers: &[RemoteVerify],
 ) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
-    let required: Vec<&RemoteVerify> = verify::verifiers(gpg, sign).filter(|v| v.summary).collect();
+    let required: Vec<&RemoteVerify> = verifiers.iter().filter(|v| v.summary).collect();
     let sig = if required.is_empty() {
         None
     } else {
@@ -500,8 +631,10 @@ pub fn fetch_summary(
     let Some(bytes) = fetched else {
         return Ok(None);
     };
-    let summary = Summary::parse(&bytes)
-        .map_err(|e| PullError::Other(format!("{}summary is invalid: {e}", source.describe())))?;
+    let summary = Summary::parse(&bytes).map_err(|e| PullError::BadSummary {
+        source_desc: source.describe(),
+        source: e,
+    })?;
     Ok(Some((summary, bytes)))
 }
 
@@ -509,10 +642,9 @@ pub fn fetch_summary(
 pub fn list_source_refs(
     source: &dyn ObjectSource,
     retries: u32,
-    gpg: Option<&GpgVerify>,
-    sign: Option<&SignVerify>,
+    verifiers: &[RemoteVerify],
 ) -> Result<Vec<(String, Checksum)>, PullError> {
-    if let Some((summary, _)) = fetch_summary(source, retries, gpg, sign)? {
+    if let Some((summary, _)) = fetch_summary(source, retries, verifiers)? {
         return Ok(summary
             .refs
             .into_iter()
@@ -521,50 +653,41 @@ pub fn list_source_refs(
     }
     match source.list_refs().map_err(PullError::Fetch)? {
         Some(refs) => Ok(refs),
-        None => Err(PullError::Other(format!(
-            "{} has no summary file, so its refs cannot be listed; name the refs to pull (the server can publish one with `ostree summary -u`)",
-            source.describe()
-        ))),
+        None => Err(PullError::NoSummary {
+            source_desc: source.describe(),
+        }),
     }
 }
 
 fn resolve_targets(
     source: &dyn ObjectSource,
     opts: &PullOptions,
+    verifiers: &[RemoteVerify],
 ) -> Result<(Vec<Target>, Option<Vec<u8>>), PullError> {
     // A signed summary is always fetched and checked, as ostree 2022.7
     // does whenever the remote has no indexed deltas.
-    let needs_summary = opts.refs.is_empty()
-        || opts.verifiers().any(|v| v.summary)
-        || opts
-            .refs
-            .iter()
-            .any(|r| !r.contains('@') && !is_checksum_hex(r));
+    let needs_summary = opts.targets.is_empty()
+        || verifiers.iter().any(|v| v.summary)
+        || opts.targets.iter().any(|t| matches!(t, PullTarget::Ref(_)));
     let summary = if needs_summary {
-        fetch_summary(
-            source,
-            opts.network_retries,
-            opts.gpg.as_ref(),
-            opts.sign.as_ref(),
-        )?
+        fetch_summary(source, opts.network_retries, verifiers)?
     } else {
         None
     };
     let summary_bytes = summary.as_ref().map(|(_, b)| b.clone());
-    if opts.refs.is_empty() {
+    if opts.targets.is_empty() {
         let refs = match &summary {
             Some((s, _)) => s
                 .refs
                 .iter()
                 .map(|r| (r.name.clone(), r.checksum))
                 .collect(),
-            None => list_source_refs(source, opts.network_retries, None, None)?,
+            None => list_source_refs(source, opts.network_retries, &[])?,
         };
         if refs.is_empty() {
-            return Err(PullError::Other(format!(
-                "{} has no refs to pull",
-                source.describe()
-            )));
+            return Err(PullError::NoRefs {
+                source_desc: source.describe(),
+            });
         }
         let targets = refs
             .into_iter()
@@ -576,41 +699,37 @@ fn resolve_targets(
         return Ok((targets, summary_bytes));
     }
     let mut targets = Vec::new();
-    for spec in &opts.refs {
-        if is_checksum_hex(spec) {
-            targets.push(Target {
+    for t in &opts.targets {
+        match t {
+            PullTarget::Commit(c) => targets.push(Target {
                 ref_name: None,
-                commit: Checksum::from_hex(spec)?,
-            });
-            continue;
+                commit: *c,
+            }),
+            PullTarget::RefAt { name, commit } => targets.push(Target {
+                ref_name: Some(name.clone()),
+                commit: *commit,
+            }),
+            PullTarget::Ref(name) => {
+                let from_summary = summary
+                    .as_ref()
+                    .and_then(|(s, _)| s.find(name))
+                    .map(|r| r.checksum);
+                let commit = match from_summary {
+                    Some(c) => c,
+                    None => retrying(opts.network_retries, || {
+                        source.fetch_ref(name).map_err(PullError::Fetch)
+                    })?
+                    .ok_or_else(|| PullError::RefNotFound {
+                        name: name.clone(),
+                        source_desc: source.describe(),
+                    })?,
+                };
+                targets.push(Target {
+                    ref_name: Some(name.clone()),
+                    commit,
+                });
+            }
         }
-        if let Some((name, commit)) = spec.split_once('@') {
-            validate_ref_name(name)?;
-            targets.push(Target {
-                ref_name: Some(name.to_string()),
-                commit: Checksum::from_hex(commit)?,
-            });
-            continue;
-        }
-        validate_ref_name(spec)?;
-        let from_summary = summary
-            .as_ref()
-            .and_then(|(s, _)| s.find(spec))
-            .map(|r| r.checksum);
-        let commit = match from_summary {
-            Some(c) => c,
-            None => retrying(opts.network_retries, || {
-                source.fetch_ref(spec).map_err(PullError::Fetch)
-            })?
-            .ok_or_else(|| PullError::RefNotFound {
-                name: spec.clone(),
-                source_desc: source.describe(),
-            })?,
-        };
-        targets.push(Target {
-            ref_name: Some(spec.clone()),
-            commit,
-        });
     }
     Ok((targets, summary_bytes))
 }
@@ -618,9 +737,7 @@ fn resolve_targets(
 /// Every dirtree reachable from a complete local commit.
 fn reachable_trees(repo: &Repo, base: &Checksum) -> Result<HashSet<Checksum>, PullError> {
     if repo.is_commit_partial(base)? {
-        return Err(PullError::Other(format!(
-            "--base {base}: that commit is partial here, so its objects are not known present"
-        )));
+        return Err(PullError::BasePartial(*base));
     }
     let commit = repo.load_commit(base)?;
     let mut seen = HashSet::new();

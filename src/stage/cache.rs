@@ -19,14 +19,16 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use rustix::fs::{Mode, OFlags};
 
+use super::StageError;
 use super::merge::{LayerWhiteouts, Merger};
-use super::{StageError, crash_point};
 use crate::checkout::{CheckoutOptions, LinkMode, checkout};
 use crate::fs::{ensure_dir, remove_tree};
 use crate::ostree::Checksum;
+use crate::progress::{Event, Phase, Progress};
 use crate::store::{LockMode, Repo};
 
 pub const CACHE_DIR: &str = "checkouts";
@@ -56,7 +58,12 @@ impl<'r> Cache<'r> {
     /// Makes sure every commit of `commits` has an entry, building the
     /// missing ones; returns the entries in the same order, and how many
     /// were built.
-    pub fn ensure(&self, commits: &[Checksum]) -> Result<(Vec<Entry>, usize), StageError> {
+    pub fn ensure(
+        &self,
+        commits: &[Checksum],
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<(Vec<Entry>, usize), StageError> {
         let mut entries: Vec<Option<Entry>> = commits.iter().map(|c| self.lookup(c)).collect();
         if entries.iter().all(Option::is_some) {
             return Ok((entries.into_iter().flatten().collect(), 0));
@@ -74,14 +81,29 @@ impl<'r> Cache<'r> {
         missing.dedup();
         let mut held = Vec::new();
         let mut built = Vec::new();
-        for c in &missing {
+        let total = Some(missing.len() as u64);
+        progress.report(Event::Start {
+            phase: Phase::StageCreate,
+            total,
+        });
+        for (i, c) in missing.iter().enumerate() {
+            crate::progress::check(interrupt)?;
             held.push(self.lock_entry(c)?);
             // Someone else may have finished it while we waited.
             if self.lookup(c).is_none() {
-                self.build(c)?;
+                self.build(c, progress, interrupt)?;
                 built.push(*c);
             }
+            progress.report(Event::Advance {
+                phase: Phase::StageCreate,
+                done: i as u64 + 1,
+                total,
+                bytes: 0,
+            });
         }
+        progress.report(Event::Finish {
+            phase: Phase::StageCreate,
+        });
         if !built.is_empty() {
             rustix::fs::syncfs(&self.dir)
                 .map_err(|e| StageError::io(&self.path, "syncing", e.into()))?;
@@ -214,7 +236,12 @@ impl<'r> Cache<'r> {
 
     /// Checks `c` out into `C.tmp` and writes its sidecar (caller holds
     /// `C.lock`).
-    fn build(&self, c: &Checksum) -> Result<(), StageError> {
+    fn build(
+        &self,
+        c: &Checksum,
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<(), StageError> {
         let tmp = format!("{c}.tmp");
         let tmp_path = self.path.join(&tmp);
         remove_tree(self.dir.as_fd(), &tmp)
@@ -224,8 +251,8 @@ impl<'r> Cache<'r> {
         opts.whiteouts = true;
         opts.link = LinkMode::Auto;
         opts.user_mode = !rustix::process::geteuid().is_root();
-        checkout(self.repo, &tmp_path, &opts, &|_| {})?;
-        crash_point("stage-create:cache");
+        checkout(self.repo, &tmp_path, &opts, progress, interrupt)?;
+        crate::failpoint::crash("stage-create:cache");
         let sidecar = format!("{c}.wh");
         crate::store::repo::write_file_atomic(
             self.dir.as_fd(),

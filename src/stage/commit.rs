@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType};
@@ -30,6 +31,7 @@ use super::merge::{MergedDir, Merger, Node, write_dirtree};
 use super::record::{Record, StageBackend};
 use crate::fs::list_dir_typed;
 use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
+use crate::progress::{Phase, Progress};
 use crate::stage::mount::{Backend, Deletion, is_marker, list_deletions};
 use crate::store::Transaction;
 use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter, entry_name};
@@ -38,23 +40,27 @@ use crate::store::repo::open_dir;
 /// Writes the stage's current tree in `txn`; returns its (dirtree,
 /// dirmeta) and those of the layers' merged tree (the base), which is
 /// computed and written unless `known_base` gives it.
+/// The last value is the number of files and symlinks read.
 #[allow(clippy::type_complexity)]
-pub fn write_stage_tree(
-    txn: &Transaction<'_>,
+pub fn write_stage_tree<'t>(
+    txn: &'t Transaction<'_>,
     record: &Record,
     known_base: Option<(Checksum, Checksum)>,
     known_files: HashMap<(u64, u64), KnownFile>,
-) -> Result<(Checksum, Checksum, Option<(Checksum, Checksum)>), StageError> {
+    progress: &'t dyn Progress,
+    interrupt: &'t AtomicBool,
+) -> Result<(Checksum, Checksum, Option<(Checksum, Checksum)>, u64), StageError> {
     let repo = txn.repo();
     let writer = TreeWriter::new(txn, TreeOptions::for_mode(repo.mode(), None, None))
-        .with_known_files(known_files);
+        .with_known_files(known_files)
+        .watched(progress, interrupt, Phase::StageCommit);
     let root_path = record.root();
     let root = open_dir(rustix::fs::CWD, &root_path)?;
     let backend = match record.backend {
         Some(StageBackend::Union(b)) => b,
         _ => {
             let (t, m) = writer.write_dir(root, root_path, 0)?;
-            return Ok((t, m, None));
+            return Ok((t, m, None, writer.files_written()));
         }
     };
     let upper_path = record.upper();
@@ -100,7 +106,7 @@ pub fn write_stage_tree(
         upper_path,
     };
     let (t, m) = walk.dir(Some(upper.as_fd()), root, PathBuf::new(), Some(base), 0)?;
-    Ok((t, m, Some((bt, bm))))
+    Ok((t, m, Some((bt, bm)), walk.writer.files_written()))
 }
 
 #[derive(Default)]

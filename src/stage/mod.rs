@@ -51,6 +51,7 @@ pub mod record;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use rustix::fs::{Mode, OFlags};
 use thiserror::Error;
@@ -58,8 +59,10 @@ use thiserror::Error;
 use crate::checkout::{CheckoutError, CheckoutOptions, LinkMode};
 use crate::fs::{ensure_dir, remove_tree};
 use crate::ostree::Checksum;
+use crate::progress::{Phase, Progress};
+use crate::store::commit::{CommitOptions, CommitOutcome};
 use crate::store::{Repo, StoreError, Transaction};
-use mount::{BackendChoice, Layer, MountError, is_mount_point, mounts_under, unmount_path};
+use mount::{Layer, MountError, is_mount_point, mounts_under, unmount_path};
 pub use record::{Record, StageBackend};
 
 /// arbor's directory inside the store's `extensions/`.
@@ -115,8 +118,21 @@ pub enum StageError {
     Checkout(#[from] CheckoutError),
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error("a stage needs at least one commit")]
+    NoLayers,
+    #[error("a stage commit records the owners its root shows; it takes no owner override")]
+    OwnerOverride,
+    /// The interrupt flag was set.
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::progress::Interrupted> for StageError {
+    fn from(_: crate::progress::Interrupted) -> Self {
+        StageError::Interrupted
+    }
 }
 
 impl StageError {
@@ -126,15 +142,6 @@ impl StageError {
             op,
             source,
         }
-    }
-}
-
-/// Kills the process here when `ARBOR_CRASH_AT` names `point`: how the
-/// crash tests stop a command at an exact step.
-pub(crate) fn crash_point(point: &str) {
-    if std::env::var_os("ARBOR_CRASH_AT").is_some_and(|v| v == point) {
-        let _ =
-            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
@@ -178,9 +185,40 @@ pub struct StageInfo {
     pub upper_bytes: u64,
 }
 
+/// How a stage's root is made writable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum BackendChoice {
+    /// Kernel overlayfs, then fuse-overlayfs, then unionfs-fuse, then a
+    /// copy: the first that works (why the others were skipped is in the
+    /// outcome).
+    #[default]
+    Auto,
+    /// Kernel overlayfs (root only).
+    Overlay,
+    /// fuse-overlayfs.
+    FuseOverlayfs,
+    /// unionfs-fuse in copy-on-write mode.
+    Unionfs,
+    /// A reflinked (else copied) checkout of the merged tree: no union
+    /// filesystem, works anywhere.
+    Copy,
+}
+
+/// What `stage create` makes.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// Commits to stack, bottom first (at least one).
+    pub layers: Vec<Checksum>,
+    pub backend: BackendChoice,
+    /// Where `root/`, `upper/` and `work/` go (an empty or missing
+    /// directory) instead of inside the repository.
+    pub workdir: Option<PathBuf>,
+}
+
 /// How `stage create` went.
 #[derive(Debug)]
-pub struct Created {
+pub struct CreateOutcome {
     pub root: PathBuf,
     pub backend: StageBackend,
     /// Backends tried first and why they were not used.
@@ -420,19 +458,24 @@ impl<'r> Stages<'r> {
         }
     }
 
-    /// Creates stage `name` over `layers` (bottom first).
+    /// Creates stage `name` over `opts.layers` (bottom first).
+    ///
+    /// Progress: [`Phase::StageCreate`] in layers checked out into the
+    /// cache (each checkout reports its own [`Phase::Checkout`]). An
+    /// interrupt stops it with [`StageError::Interrupted`] and removes the
+    /// half-made stage; cache entries already built are kept.
     pub fn create(
         &self,
         name: &str,
-        layers: &[Checksum],
-        choice: Option<BackendChoice>,
-        workdir: Option<&Path>,
-    ) -> Result<Created, StageError> {
+        opts: &CreateOptions,
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<CreateOutcome, StageError> {
         validate_name(name)?;
+        let layers = &opts.layers[..];
+        let workdir = opts.workdir.as_deref();
         if layers.is_empty() {
-            return Err(StageError::Other(
-                "a stage needs at least one commit".into(),
-            ));
+            return Err(StageError::NoLayers);
         }
         // Shared: `stage gc` (exclusive) must not remove a cache entry
         // between our finding it and our record naming it.
@@ -483,7 +526,9 @@ impl<'r> Stages<'r> {
         rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o700))
             .map_err(|e| StageError::io(&dir, "creating", e.into()))?;
         self.write_record(name, &record)?;
-        match self.populate(name, &mut record, choice) {
+        match crate::workers::deep(|| {
+            self.populate(name, &mut record, opts.backend, progress, interrupt)
+        }) {
             Ok(created) => {
                 drop(lock);
                 Ok(created)
@@ -514,22 +559,31 @@ impl<'r> Stages<'r> {
         &self,
         name: &str,
         record: &mut Record,
-        choice: Option<BackendChoice>,
-    ) -> Result<Created, StageError> {
+        choice: BackendChoice,
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<CreateOutcome, StageError> {
         let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
-        let (entries, cached) = cache.ensure(&record.layers)?;
+        let (entries, cached) = cache.ensure(&record.layers, progress, interrupt)?;
+        crate::progress::check(interrupt)?;
         for d in [record.root(), record.upper(), record.work()] {
             std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, "creating", e))?;
         }
         let mut skipped = Vec::new();
+        let only = match choice {
+            BackendChoice::Overlay => Some(mount::Backend::Overlay),
+            BackendChoice::FuseOverlayfs => Some(mount::Backend::FuseOverlayfs),
+            BackendChoice::Unionfs => Some(mount::Backend::Unionfs),
+            BackendChoice::Auto | BackendChoice::Copy => None,
+        };
         let backend = match choice {
-            None => StageBackend::Copy,
-            Some(BackendChoice::Only(b)) => {
+            BackendChoice::Copy => StageBackend::Copy,
+            _ if let Some(b) = only => {
                 self.mount(record, &entries, b)?;
                 StageBackend::Union(b)
             }
             // The first union that mounts; else the copy.
-            Some(BackendChoice::Auto) => {
+            _ => {
                 let mut chosen = StageBackend::Copy;
                 for b in mount::Backend::ALL {
                     match self.mount(record, &entries, b) {
@@ -544,13 +598,13 @@ impl<'r> Stages<'r> {
             }
         };
         if backend == StageBackend::Copy {
-            self.copy_root(name, record)?;
+            self.copy_root(name, record, progress, interrupt)?;
         }
-        crash_point("stage-create:mounted");
+        crate::failpoint::crash("stage-create:mounted");
         record.backend = Some(backend);
         record.ready = true;
         self.write_record(name, record)?;
-        Ok(Created {
+        Ok(CreateOutcome {
             root: record.root(),
             backend,
             skipped,
@@ -634,14 +688,20 @@ impl<'r> Stages<'r> {
             &record.upper(),
             &work,
             &record.root(),
-            BackendChoice::Only(backend),
+            mount::UnionChoice::Only(backend),
         )?;
         guard.keep();
         Ok(())
     }
 
     /// The copy backend: the merged tree checked out by reflink or copy.
-    fn copy_root(&self, name: &str, record: &Record) -> Result<(), StageError> {
+    fn copy_root(
+        &self,
+        name: &str,
+        record: &Record,
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<(), StageError> {
         let txn = Transaction::begin(self.repo)?;
         let merger = merge::Merger::new(self.repo);
         let root = merger.root(&record.layers)?;
@@ -652,7 +712,15 @@ impl<'r> Stages<'r> {
         opts.link = LinkMode::Reflink;
         opts.overwrite = crate::checkout::Overwrite::Union;
         opts.user_mode = !rustix::process::geteuid().is_root();
-        crate::checkout::checkout_tree(self.repo, &record.root(), tree, meta, &opts, &|_| {})?;
+        crate::checkout::checkout_tree(
+            self.repo,
+            &record.root(),
+            tree,
+            meta,
+            &opts,
+            progress,
+            interrupt,
+        )?;
         // An exact image of the objects: index it so commits skip hashing
         // what did not change (see `copy_index`).
         if !opts.user_mode && self.repo.mode() != crate::store::RepoMode::BareUserOnly {
@@ -744,13 +812,27 @@ impl<'r> Stages<'r> {
             .map_err(|e| StageError::io(&root, "waiting for a command in", e))
     }
 
-    /// Commits the stage's root to `branch`.
+    /// Commits the stage's root to `opts.branch`, by the rules of
+    /// [`crate::store::commit::commit`] (parent, timestamp, ref binding);
+    /// the owners recorded are those the root shows, so `opts.owner_uid`
+    /// and `opts.owner_gid` must be `None`.
+    ///
+    /// Progress: [`Phase::StageCommit`] in files read (only what changed
+    /// in the writable layer is read). An interrupt stops it with
+    /// [`StageError::Interrupted`]: the branch does not move, objects
+    /// already written are kept.
     pub fn commit(
         &self,
         name: &str,
-        branch: crate::store::RefName,
-        info: crate::store::commit::CommitInfo,
-    ) -> Result<Checksum, StageError> {
+        opts: &CommitOptions,
+        progress: &dyn Progress,
+        interrupt: &AtomicBool,
+    ) -> Result<CommitOutcome, StageError> {
+        if opts.owner_uid.is_some() || opts.owner_gid.is_some() {
+            return Err(StageError::OwnerOverride);
+        }
+        let info = crate::store::commit::commit_info(self.repo, opts)?;
+        let parent = info.parent;
         let (record, _lock) = self.use_stage(name)?;
         let base_file = self.stage_dir(name).join(BASE_FILE);
         let known_base = std::fs::read_to_string(&base_file)
@@ -774,11 +856,25 @@ impl<'r> Stages<'r> {
             _ => Default::default(),
         };
         let txn = Transaction::begin(self.repo)?;
-        let (tree, meta, base) = commit::write_stage_tree(&txn, &record, known_base, known_files)?;
+        progress.report(crate::progress::Event::Start {
+            phase: Phase::StageCommit,
+            total: None,
+        });
+        let written = crate::workers::deep(|| {
+            commit::write_stage_tree(&txn, &record, known_base, known_files, progress, interrupt)
+        });
+        let (tree, meta, base, files) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // Keep what was written, so a re-run does not write it again.
+                let _ = txn.publish_objects_only();
+                return Err(e);
+            }
+        };
         let checksum = crate::store::commit::write_commit(&txn, tree, meta, info)?;
-        txn.set_ref(branch, Some(checksum));
-        crash_point("stage-commit:objects");
-        txn.commit()?;
+        txn.set_ref(opts.branch.clone(), Some(checksum));
+        crate::failpoint::crash("stage-commit:objects");
+        let stats = txn.commit()?;
         // The layers' merged tree never changes: remember it (its objects
         // are published now) so the next commit reads only what changed.
         if let Some((t, m)) = base
@@ -793,7 +889,16 @@ impl<'r> Stages<'r> {
                 0o644,
             )?;
         }
-        Ok(checksum)
+        progress.report(crate::progress::Event::Finish {
+            phase: Phase::StageCommit,
+        });
+        Ok(CommitOutcome {
+            commit: checksum,
+            parent,
+            files,
+            objects_written: stats.objects_written,
+            content_bytes_written: stats.content_bytes_written,
+        })
     }
 
     /// Unmounts and removes a stage, whatever its state.
@@ -833,7 +938,7 @@ impl<'r> Stages<'r> {
         for top in &tops {
             unmount_all_under(top)?;
         }
-        crash_point("stage-destroy:unmounted");
+        crate::failpoint::crash("stage-destroy:unmounted");
         if let Some(w) = &workdir
             && *w != dir
         {

@@ -8,7 +8,7 @@
 //!
 //! # Backends
 //! [`Backend`] lists the union filesystems, in the order
-//! [`BackendChoice::Auto`] tries them:
+//! [`UnionChoice::Auto`] tries them:
 //! 1. **Kernel overlayfs** (root only). Mounted with the new mount API:
 //!    `fsopen("overlay")`, one `fsconfig(lowerdir+)` per layer (Linux ≥
 //!    6.8), falling back to one `lowerdir=` string (layers joined by `:`,
@@ -107,7 +107,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Every backend, in the order [`BackendChoice::Auto`] tries them.
+    /// Every backend, in the order [`UnionChoice::Auto`] tries them.
     pub const ALL: [Backend; 3] = [Backend::Overlay, Backend::FuseOverlayfs, Backend::Unionfs];
 
     /// The name used on the command line and in messages.
@@ -137,7 +137,7 @@ impl fmt::Display for Backend {
 
 /// Which backend [`mount_union`] uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BackendChoice {
+pub enum UnionChoice {
     /// Try every backend in [`Backend::ALL`] order.
     #[default]
     Auto,
@@ -399,7 +399,7 @@ pub fn mount_union(
     upper: &Path,
     work: &Path,
     target: &Path,
-    choice: BackendChoice,
+    choice: UnionChoice,
 ) -> Result<MountGuard, MountError> {
     let layers: Vec<Layer> = lowers
         .iter()
@@ -427,7 +427,7 @@ pub fn mount_layers(
     upper: &Path,
     work: &Path,
     target: &Path,
-    choice: BackendChoice,
+    choice: UnionChoice,
 ) -> Result<MountGuard, MountError> {
     let lowers: Vec<PathBuf> = layers.iter().map(|l| l.path.clone()).collect();
     let check: Vec<bool> = layers.iter().map(|l| !l.checked).collect();
@@ -438,7 +438,7 @@ pub fn mount_layers(
         });
     }
     match choice {
-        BackendChoice::Only(b) => {
+        UnionChoice::Only(b) => {
             mount_with(b, lowers, &check, upper, work, target)?;
             Ok(MountGuard {
                 target: target.to_path_buf(),
@@ -447,7 +447,7 @@ pub fn mount_layers(
                 mounted: true,
             })
         }
-        BackendChoice::Auto => {
+        UnionChoice::Auto => {
             let mut skipped = Vec::new();
             for b in Backend::ALL {
                 match mount_with(b, lowers, &check, upper, work, target) {

@@ -11,23 +11,191 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::error::{IoContext, Result, StoreError};
+use super::refs::RefName;
+use super::repo::Repo;
 use super::repo::{RepoMode, open_dir};
 use super::transaction::Transaction;
 use crate::fs as sys;
 use crate::fs::list_dir_typed;
+use crate::ostree::commit::{COLLECTION_BINDING, REF_BINDING};
 use crate::ostree::names::validate_file_name;
 use crate::ostree::{
-    Checksum, Commit, DirMeta, DirTree, FileHeader, Metadata, ObjectType, TreeDir, TreeFile,
+    Checksum, Commit, DirMeta, DirTree, FileHeader, Metadata, ObjectType, TreeDir, TreeFile, Value,
     Xattrs, mode,
 };
+use crate::progress::{Event, Phase, Progress};
 
 /// Deepest directory nesting accepted (libostree's recursion limit).
 pub const MAX_DEPTH: usize = 256;
+
+/// Files between two progress reports of a tree walk.
+const PROGRESS_EVERY: u64 = 64;
+
+/// The parent of a new commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Parent {
+    /// The branch's current commit, if it has one (as `ostree commit`).
+    #[default]
+    BranchHead,
+    /// No parent: a commit without history.
+    None,
+    /// This commit.
+    Commit(Checksum),
+}
+
+/// What `arbor commit` records, and where.
+#[derive(Clone, Debug)]
+pub struct CommitOptions {
+    /// The local branch moved to the new commit.
+    pub branch: RefName,
+    pub subject: String,
+    pub body: String,
+    pub parent: Parent,
+    /// Seconds since the epoch; `None`: `$SOURCE_DATE_EPOCH` when set (the
+    /// reproducible-builds convention), else now.
+    pub timestamp: Option<u64>,
+    /// Recorded owner of every file and directory, instead of the real one.
+    pub owner_uid: Option<u32>,
+    pub owner_gid: Option<u32>,
+    /// User metadata, in order; the ref binding is added after it.
+    pub metadata: Metadata,
+    /// Bind the commit to its branch (`ostree.ref-binding`, and the
+    /// repository's collection), as `ostree commit` does by default.
+    pub bind_to_branch: bool,
+}
+
+impl CommitOptions {
+    pub fn new(branch: RefName) -> Self {
+        CommitOptions {
+            branch,
+            subject: String::new(),
+            body: String::new(),
+            parent: Parent::BranchHead,
+            timestamp: None,
+            owner_uid: None,
+            owner_gid: None,
+            metadata: Metadata::new(),
+            bind_to_branch: true,
+        }
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub commit: Checksum,
+    pub parent: Option<Checksum>,
+    /// Files and symlinks read.
+    pub files: u64,
+    /// Objects new to the repository, and the bytes of new content.
+    pub objects_written: u64,
+    pub content_bytes_written: u64,
+}
+
+/// Commits the tree below `dir` to `opts.branch`, as `ostree commit -b`
+/// does: the same checksums for the same tree and options.
+///
+/// Progress: [`Phase::Commit`] in files (total unknown). An interrupt stops
+/// the walk with [`StoreError::Interrupted`]; objects already written are
+/// kept (a re-run does not write them again) and the branch does not move.
+pub fn commit(
+    repo: &Repo,
+    dir: &Path,
+    opts: &CommitOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<CommitOutcome> {
+    let info = commit_info(repo, opts)?;
+    let parent = info.parent;
+    let txn = Transaction::begin(repo)?;
+    progress.report(Event::Start {
+        phase: Phase::Commit,
+        total: None,
+    });
+    let tree_opts = TreeOptions::for_mode(repo.mode(), opts.owner_uid, opts.owner_gid);
+    let writer = TreeWriter::new(&txn, tree_opts).watched(progress, interrupt, Phase::Commit);
+    let written = crate::workers::deep(|| {
+        let fd = open_dir(rustix::fs::CWD, dir)?;
+        writer.dir(fd, dir.to_path_buf(), 0)
+    });
+    let (tree, meta) = match written {
+        Ok(t) => t,
+        Err(e) => {
+            // Keep what was written, so a re-run does not write it again.
+            let _ = txn.publish_objects_only();
+            return Err(e);
+        }
+    };
+    let files = writer.files_written();
+    drop(writer);
+    let checksum = write_commit(&txn, tree, meta, info)?;
+    txn.set_ref(opts.branch.clone(), Some(checksum));
+    let stats = txn.commit()?;
+    progress.report(Event::Finish {
+        phase: Phase::Commit,
+    });
+    Ok(CommitOutcome {
+        commit: checksum,
+        parent,
+        files,
+        objects_written: stats.objects_written,
+        content_bytes_written: stats.content_bytes_written,
+    })
+}
+
+/// The commit fields `opts` asks for, by `ostree commit`'s rules: the
+/// parent (the branch head by default), the timestamp, user metadata then
+/// the ref binding. `opts.branch` must be a local branch.
+pub fn commit_info(repo: &Repo, opts: &CommitOptions) -> Result<CommitInfo> {
+    let RefName::Head(branch) = &opts.branch else {
+        return Err(StoreError::BadRev {
+            rev: opts.branch.to_string(),
+            reason: "commits go to local branches, not remote refs".into(),
+        });
+    };
+    let parent = match opts.parent {
+        Parent::BranchHead => repo.read_ref(&opts.branch)?,
+        Parent::None => None,
+        Parent::Commit(c) => Some(c),
+    };
+    let mut metadata = opts.metadata.clone();
+    if opts.bind_to_branch {
+        metadata.insert(REF_BINDING, Value::StrArray(vec![branch.clone()]));
+        if let Some(cid) = repo.collection_id() {
+            metadata.insert(COLLECTION_BINDING, Value::Str(cid));
+        }
+    }
+    Ok(CommitInfo {
+        metadata,
+        parent,
+        subject: opts.subject.clone(),
+        body: opts.body.clone(),
+        timestamp: match opts.timestamp {
+            Some(t) => t,
+            None => default_timestamp()?,
+        },
+    })
+}
+
+/// `$SOURCE_DATE_EPOCH` when set, else the current time.
+pub fn default_timestamp() -> Result<u64> {
+    if let Ok(s) = std::env::var("SOURCE_DATE_EPOCH") {
+        return s.trim().parse().map_err(|_| StoreError::BadRev {
+            rev: format!("SOURCE_DATE_EPOCH={s:?}"),
+            reason: "not a number of seconds since the epoch".into(),
+        });
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0))
+}
 
 /// How file metadata is recorded.
 #[derive(Clone, Debug, Default)]
@@ -68,6 +236,9 @@ pub struct CommitInfo {
 pub struct TreeWriter<'t, 'r> {
     txn: &'t Transaction<'r>,
     opts: TreeOptions,
+    /// Where files written are counted, and the flag that stops the walk.
+    watch: Option<Watch<'t>>,
+    files_done: AtomicU64,
     /// (dev, ino) → checksum of files with several links.
     devino: Mutex<HashMap<(u64, u64), Checksum>>,
     /// (dev, ino) → a file known to be a store object as long as its size
@@ -122,14 +293,62 @@ pub fn write_commit(
         .checksum)
 }
 
+/// A progress reporter and interrupt flag watching a [`TreeWriter`].
+struct Watch<'a> {
+    progress: &'a dyn Progress,
+    interrupt: &'a AtomicBool,
+    phase: Phase,
+}
+
 impl<'t, 'r> TreeWriter<'t, 'r> {
     pub fn new(txn: &'t Transaction<'r>, opts: TreeOptions) -> Self {
         TreeWriter {
             txn,
             opts,
+            watch: None,
+            files_done: AtomicU64::new(0),
             devino: Mutex::new(HashMap::new()),
             known: HashMap::new(),
         }
+    }
+
+    /// Reports files written as `phase` (every [`PROGRESS_EVERY`] files)
+    /// and stops with [`StoreError::Interrupted`] once `interrupt` is set.
+    pub fn watched(
+        mut self,
+        progress: &'t dyn Progress,
+        interrupt: &'t AtomicBool,
+        phase: Phase,
+    ) -> Self {
+        self.watch = Some(Watch {
+            progress,
+            interrupt,
+            phase,
+        });
+        self
+    }
+
+    /// Files (and symlinks) written so far.
+    pub fn files_written(&self) -> u64 {
+        self.files_done.load(Ordering::Relaxed)
+    }
+
+    /// Counts one file, reports progress now and then, and checks the
+    /// interrupt flag.
+    fn file_done(&self) -> Result<()> {
+        let done = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Some(w) = &self.watch {
+            crate::progress::check(w.interrupt)?;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                w.progress.report(Event::Advance {
+                    phase: w.phase,
+                    done,
+                    total: None,
+                    bytes: 0,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Files to take as the given objects without reading them while their
@@ -297,6 +516,9 @@ impl<'t, 'r> TreeWriter<'t, 'r> {
         };
         let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).at(&path)?;
         let ftype = FileType::from_raw_mode(st.st_mode);
+        if ftype != FileType::Directory {
+            self.file_done()?;
+        }
         let (uid, gid) = self.owner(st.st_uid, st.st_gid);
         match ftype {
             FileType::Symlink => {

@@ -48,8 +48,20 @@ pub enum StoreError {
     BadRev { rev: String, reason: String },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
+    /// A write to a repository opened read-only.
+    #[error("{0}: opened read-only, refusing to write")]
+    ReadOnly(PathBuf),
+    /// The operation's interrupt flag was set (see [`crate::progress`]).
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<crate::progress::Interrupted> for StoreError {
+    fn from(_: crate::progress::Interrupted) -> Self {
+        StoreError::Interrupted
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

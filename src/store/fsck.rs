@@ -3,13 +3,14 @@
 //! commit must have its whole tree present.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
 use super::error::{Result, StoreError};
 use super::repo::Repo;
 use crate::ostree::{Checksum, Commit, DirMeta, DirTree, Metadata, ObjectName, ObjectType};
+use crate::progress::{Event, Phase, Progress};
 
 /// One thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +26,12 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What fsck checks.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct FsckOptions {}
+
+/// What fsck found.
 #[derive(Debug, Default)]
 pub struct FsckReport {
     pub objects_checked: u64,
@@ -33,25 +40,47 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
 }
 
-/// Progress callback: (objects verified so far, total objects).
-pub type FsckProgress<'a> = &'a (dyn Fn(u64, u64) + Sync);
-
-pub fn fsck(repo: &Repo, progress: FsckProgress<'_>) -> Result<FsckReport> {
+/// Verifies `repo`: re-hashes every object, checks every ref and the tree
+/// of every complete commit. Problems found are reported, not returned as
+/// errors; an error means fsck itself could not run.
+///
+/// Progress: [`Phase::Fsck`] in objects. An interrupt stops it with
+/// [`StoreError::Interrupted`] (fsck changes nothing).
+pub fn fsck(
+    repo: &Repo,
+    _opts: &FsckOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<FsckReport> {
     let objects = repo.list_objects()?;
     let present: HashSet<ObjectName> = objects.iter().copied().collect();
     let total = objects.len() as u64;
     let done = AtomicU64::new(0);
+    progress.report(Event::Start {
+        phase: Phase::Fsck,
+        total: Some(total),
+    });
     let mut problems: Vec<Problem> = objects
         .par_iter()
         .filter_map(|name| {
+            if interrupt.load(Ordering::Relaxed) {
+                return None;
+            }
             let r = verify_object(repo, name);
-            progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+            progress.report(Event::Advance {
+                phase: Phase::Fsck,
+                done: done.fetch_add(1, Ordering::Relaxed) + 1,
+                total: Some(total),
+                bytes: 0,
+            });
             r.err().map(|e| Problem {
                 object: Some(*name),
                 message: e.to_string(),
             })
         })
         .collect();
+    crate::progress::check(interrupt)?;
+    progress.report(Event::Finish { phase: Phase::Fsck });
     problems.sort_by_key(|p| p.object);
     let corrupt: HashSet<ObjectName> = problems.iter().filter_map(|p| p.object).collect();
 

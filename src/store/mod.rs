@@ -45,6 +45,6 @@ pub use lock::LockMode;
 pub use objects::{ContentObject, ExactReader};
 pub use refs::RefName;
 pub use remotes::{Remote, RemoteTls};
-pub use repo::{Repo, RepoMode, default_repo_path};
+pub use repo::{Repo, RepoMode};
 pub use transaction::Transaction;
 pub use tree::TreeNode;

@@ -172,19 +172,6 @@ pub fn system_sign_key_files(basedirs: &[PathBuf], sign_type: &str, revoked: boo
 /// The default base directories for system-wide signapi keys.
 pub const SIGN_KEY_BASEDIRS: [&str; 2] = ["/etc/ostree", "/usr/share/ostree"];
 
-/// Environment variable replacing [`SIGN_KEY_BASEDIRS`] with one directory
-/// (arbor's own, the equivalent of ostree's `basedir` load option; ostree
-/// itself has no such variable).
-pub const SIGN_KEY_BASEDIR_ENV: &str = "ARBOR_SIGN_KEY_BASEDIR";
-
-/// [`SIGN_KEY_BASEDIRS`], or the directory in [`SIGN_KEY_BASEDIR_ENV`].
-pub fn sign_key_basedirs() -> Vec<PathBuf> {
-    match std::env::var_os(SIGN_KEY_BASEDIR_ENV) {
-        Some(d) if !d.is_empty() => vec![PathBuf::from(d)],
-        _ => SIGN_KEY_BASEDIRS.iter().map(PathBuf::from).collect(),
-    }
-}
-
 /// Reads a key file, which must be a regular file (symlinks followed, as
 /// `g_file_test (G_FILE_TEST_IS_REGULAR)` does); `Ok(None)` if it does not
 /// exist; at most `limit + 1` bytes are read so the caller can refuse

@@ -10,7 +10,6 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 use super::error::{IoContext, Result, StoreError};
 use super::keyfile::KeyFile;
 use super::lock::{LockMode, RepoLock};
-use super::transaction;
 
 /// How a repository stores content objects (`core.mode` in `config`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -71,23 +70,6 @@ impl std::fmt::Display for RepoMode {
     }
 }
 
-/// The repository path used when none is given: `$ARBOR_REPO`, else
-/// `/var/lib/arbor/repo` for root, else `$XDG_DATA_HOME/arbor/repo`.
-pub fn default_repo_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("ARBOR_REPO").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    if rustix::process::geteuid().is_root() {
-        return "/var/lib/arbor/repo".into();
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("arbor/repo")
-}
-
 /// An open repository.
 pub struct Repo {
     path: PathBuf,
@@ -95,6 +77,11 @@ pub struct Repo {
     objects: OwnedFd,
     mode: RepoMode,
     config: KeyFile,
+    /// Opened with [`Repo::open_read_only`]: no transaction may begin.
+    read_only: bool,
+    /// Dead transactions' leftovers have been dealt with (see
+    /// [`super::transaction::clean_stale`]); done once, by the first transaction.
+    pub(crate) recovered: std::sync::atomic::AtomicBool,
 }
 
 const INIT_DIRS: [&str; 9] = [
@@ -133,8 +120,22 @@ impl Repo {
         Repo::open(path)
     }
 
-    /// Opens an existing repository and cleans up after dead writers.
+    /// Opens an existing repository. Opening writes nothing: what dead
+    /// writers left in `tmp/` is recovered when this process first begins
+    /// a transaction (see [`super::transaction`]).
     pub fn open(path: &Path) -> Result<Repo> {
+        Repo::open_with(path, false)
+    }
+
+    /// Opens an existing repository that this process will only read (a
+    /// pull source, a `--localcache-repo`): beginning a transaction in it
+    /// fails with [`StoreError::ReadOnly`], and nothing in it is ever
+    /// written, not even recovery of dead writers' leftovers.
+    pub fn open_read_only(path: &Path) -> Result<Repo> {
+        Repo::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, read_only: bool) -> Result<Repo> {
         let dir = match open_dir(rustix::fs::CWD, path) {
             Ok(d) => d,
             Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
@@ -167,15 +168,20 @@ impl Repo {
         let mode_name = config.get("core", "mode").unwrap_or_else(|| "bare".into());
         let mode = RepoMode::parse(&mode_name)
             .ok_or_else(|| bad(format!("unsupported mode {mode_name:?}")))?;
-        let repo = Repo {
+        Ok(Repo {
             path: path.to_path_buf(),
             dir,
             objects,
             mode,
             config,
-        };
-        transaction::clean_stale(&repo)?;
-        Ok(repo)
+            read_only,
+            recovered: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Whether this handle was opened with [`Repo::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Opens `path`, creating it with the default mode if it does not exist.

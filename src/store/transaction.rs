@@ -85,7 +85,16 @@ pub struct Transaction<'r> {
 }
 
 impl<'r> Transaction<'r> {
+    /// Begins a transaction under the repository's shared lock. The first
+    /// transaction of a [`Repo`] handle first recovers what dead writers
+    /// left in `tmp/` (see [`clean_stale`]).
     pub fn begin(repo: &'r Repo) -> Result<Transaction<'r>> {
+        if repo.is_read_only() {
+            return Err(StoreError::ReadOnly(repo.path().to_path_buf()));
+        }
+        if !repo.recovered.swap(true, Ordering::Relaxed) {
+            clean_stale(repo)?;
+        }
         let lock = repo.lock(LockMode::Shared)?;
         let tmp = open_dir(repo.dir(), "tmp")?;
         let tmp_path = repo.path().join("tmp");

@@ -1,0 +1,17 @@
+//! Crash points for the crash tests: named steps where a test makes the
+//! process kill itself (`SIGKILL`, no clean-up), to check what each step
+//! leaves behind. Compiled in only with the `failpoints` cargo feature
+//! (the `fail` crate; the binary then reads `FAILPOINTS=NAME=return`);
+//! in a normal build [`crash`] is empty and nothing reads the environment.
+
+/// Kills the process at `name` when the tests armed that point.
+#[inline]
+pub(crate) fn crash(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name, |_| {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    });
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
