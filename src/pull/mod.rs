@@ -217,7 +217,7 @@ impl SignVerify {
     /// loads them (`_signapi_load_public_keys` in
     /// `ostree-repo-pull-verify.c`, `ostree_sign_ed25519_load_pk`); `None`
     /// when it asks for none. `basedirs`: where system-wide keys are
-    /// looked for ([`crate::store::remotes::sign_key_basedirs`]).
+    /// looked for (see [`PullOptions::sign_key_basedirs`]).
     ///
     /// * `sign-verify` / `sign-verify-summary` = `true`: keys from the
     ///   remote config if it names any, else system-wide ones; none at
