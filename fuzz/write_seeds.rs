@@ -126,4 +126,38 @@ fn main() {
     filez.extend_from_slice(&[0xcb, 0x48, 0xcd, 0xc9, 0xc9, 0xe7, 0x02, 0x00]);
     write("archive_header", "file", &filez);
     write("archive_header", "symlink", &link.archive_prefix(0));
+
+    // Static deltas: the real ones of tests/fixtures/deltas, and a small
+    // payload exercising every opcode.
+    let deltas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/deltas");
+    for d in ["from-to", "swapped", "scratch", "inline", "nobsdiff"] {
+        let dir = deltas.join(d);
+        write("delta_superblock", d, &fs::read(dir.join("superblock")).expect("fixture"));
+        if let Ok(p) = fs::read(dir.join("0")) {
+            write("delta_part", &format!("{d}-xz"), &p[1..]);
+        }
+    }
+    use arbor::ostree::delta::{FileMode, Op, PartPayload, opcodes::encode_ops};
+    let ops = encode_ops(&[
+        Op::SpliceMeta { len: 4, offset: 0 },
+        Op::SpliceContent { mode: 0, xattr: 0, len: 2, offset: 4 },
+        Op::SetReadSource { offset: 0 },
+        Op::Open { mode: 0, xattr: 0, size: 3 },
+        Op::Write { len: 1, offset: 0 },
+        Op::UnsetReadSource,
+        Op::Write { len: 2, offset: 6 },
+        Op::Close,
+        Op::SetReadSource { offset: 0 },
+        Op::Open { mode: 0, xattr: 0, size: 2 },
+        Op::Bspatch { offset: 8, len: 24 },
+        Op::Close,
+    ]);
+    let blob = vec![7u8; 40];
+    let payload = PartPayload {
+        modes: vec![FileMode { uid: 0, gid: 0, mode: 0o100644 }],
+        xattrs: vec![Xattrs::new()],
+        blob: &blob,
+        ops: &ops,
+    };
+    write("delta_part", "every-op", &payload.serialize());
 }

@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod commit;
 pub mod content;
+pub mod delta;
 pub mod dirmeta;
 pub mod dirtree;
 pub mod error;

@@ -130,7 +130,8 @@ pub fn check(typestr: &str, data: &[u8]) -> Result<()> {
     check_value(&ty, data, 0)
 }
 
-fn offset_size(len: usize) -> usize {
+/// Framing-offset width GVariant uses inside a container of `len` bytes.
+pub(crate) fn offset_size(len: usize) -> usize {
     match len {
         0 => 0,
         1..=0xff => 1,
@@ -141,7 +142,7 @@ fn offset_size(len: usize) -> usize {
 }
 
 /// The width a normal-form encoder picks for `body` bytes plus `n` offsets.
-fn minimal_width(body: usize, n: usize) -> usize {
+pub(crate) fn minimal_width(body: usize, n: usize) -> usize {
     for w in [1usize, 2, 4, 8] {
         let total = body + n * w;
         if w == 8 || total < (1usize << (8 * w)) {

@@ -1,0 +1,332 @@
+//! Delta part files: a compression byte, then the (compressed) payload
+//! `(a(uuu)aa(ayay)ayay)`.
+//!
+//! ```text
+//! byte 0      0 = none, 'x' = xz (preset 8, CRC64 as libostree writes it)
+//! a(uuu)      mode table: uid, gid, full mode, big-endian
+//! aa(ayay)    xattr table: one xattr list per entry
+//! ay          data blob: spliced object bytes, bsdiff patches, checksums
+//! ay          opcode stream (see [`super::opcodes`])
+//! ```
+//! A payload can be gigabytes, so besides parsing one held in memory
+//! ([`PartPayload`]) the layout can be read from the payload's last bytes
+//! alone ([`PayloadLayout`]), leaving the blob on disk.
+
+use std::ops::Range;
+
+use gvariant::aligned_bytes::AsAligned;
+use gvariant::{Marker, Structure, gv};
+
+use super::super::error::FormatError;
+use super::super::gv::{aligned, check_normal_form};
+use super::super::xattrs::Xattrs;
+use super::error::{DeltaError, Result};
+use super::frame::{self, Member};
+
+/// Most bytes of mode and xattr tables read into memory for one part.
+/// Tables are deduplicated per part; real ones are kilobytes.
+pub const MAX_TABLES_SIZE: u64 = 16 << 20;
+
+const MEMBERS: [Member; 4] = [
+    Member::var(4),
+    Member::var(1),
+    Member::var(1),
+    Member::var(1),
+];
+const MODE_ENTRY_LEN: usize = 12;
+
+/// How a part file's payload is stored.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+}
+
+impl Compression {
+    pub fn from_byte(b: u8) -> Result<Self> {
+        match b {
+            0 => Ok(Compression::None),
+            b'x' => Ok(Compression::Xz),
+            other => Err(DeltaError::Compression(other)),
+        }
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            Compression::None => 0,
+            Compression::Xz => b'x',
+        }
+    }
+}
+
+/// One mode-table entry (host values).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FileMode {
+    pub uid: u32,
+    pub gid: u32,
+    /// Full mode, file type bits included.
+    pub mode: u32,
+}
+
+/// Where the four members of a payload of known length lie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadLayout {
+    pub modes: Range<u64>,
+    pub xattrs: Range<u64>,
+    pub blob: Range<u64>,
+    pub ops: Range<u64>,
+}
+
+impl PayloadLayout {
+    /// How many trailing bytes of a `len`-byte payload [`from_tail`] needs.
+    ///
+    /// [`from_tail`]: Self::from_tail
+    pub fn tail_len(len: u64) -> Result<usize> {
+        Ok(frame::tail_len(&MEMBERS, to_usize(len)?))
+    }
+
+    /// The layout, from the payload's last [`tail_len`](Self::tail_len)
+    /// bytes. The members need no padding, so the framing is fully checked.
+    pub fn from_tail(len: u64, tail: &[u8]) -> Result<Self> {
+        const WHAT: &str = "delta part payload";
+        let (r, padding) = frame::split_from_tail(WHAT, &MEMBERS, to_usize(len)?, tail)?;
+        if !padding.is_empty() {
+            // Impossible: only the first member is aligned, at offset 0.
+            return Err(FormatError::NotNormalForm { what: WHAT }.into());
+        }
+        let r64 = |i: usize| r[i].start as u64..r[i].end as u64;
+        let layout = PayloadLayout {
+            modes: r64(0),
+            xattrs: r64(1),
+            blob: r64(2),
+            ops: r64(3),
+        };
+        let tables = layout.xattrs.end;
+        if tables > MAX_TABLES_SIZE {
+            return Err(FormatError::TooLarge {
+                what: "delta part mode and xattr tables",
+                size: tables,
+                max: MAX_TABLES_SIZE,
+            }
+            .into());
+        }
+        Ok(layout)
+    }
+}
+
+fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| {
+        DeltaError::Format(FormatError::TooLarge {
+            what: "delta part payload",
+            size: v,
+            max: usize::MAX as u64,
+        })
+    })
+}
+
+/// Parses the `a(uuu)` mode table.
+pub fn parse_modes(data: &[u8]) -> Result<Vec<FileMode>> {
+    if !data.len().is_multiple_of(MODE_ENTRY_LEN) {
+        return Err(FormatError::NotNormalForm {
+            what: "delta part mode table",
+        }
+        .into());
+    }
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    Ok(data
+        .chunks_exact(MODE_ENTRY_LEN)
+        .map(|e| FileMode {
+            uid: be(&e[0..4]),
+            gid: be(&e[4..8]),
+            mode: be(&e[8..12]),
+        })
+        .collect())
+}
+
+pub fn serialize_modes(modes: &[FileMode]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(modes.len() * MODE_ENTRY_LEN);
+    for m in modes {
+        out.extend_from_slice(&m.uid.to_be_bytes());
+        out.extend_from_slice(&m.gid.to_be_bytes());
+        out.extend_from_slice(&m.mode.to_be_bytes());
+    }
+    out
+}
+
+/// Parses the `aa(ayay)` xattr table (names NUL-terminated on the wire).
+pub fn parse_xattr_table(data: &[u8]) -> Result<Vec<Xattrs>> {
+    let buf = aligned(data);
+    let mut out = Vec::new();
+    for list in gv!("aa(ayay)").cast(buf.as_aligned()) {
+        out.push(Xattrs::from_wire(list.iter().map(|e| e.to_tuple()))?);
+    }
+    check_normal_form("delta part xattr table", data, &serialize_xattr_table(&out))?;
+    Ok(out)
+}
+
+pub fn serialize_xattr_table(table: &[Xattrs]) -> Vec<u8> {
+    let names: Vec<Vec<Vec<u8>>> = table.iter().map(|x| x.wire_names()).collect();
+    let lists: Vec<Vec<(&[u8], &[u8])>> = table
+        .iter()
+        .zip(&names)
+        .map(|(x, n)| {
+            n.iter()
+                .zip(x.iter())
+                .map(|(n, x)| (n.as_slice(), x.value.as_slice()))
+                .collect()
+        })
+        .collect();
+    gv!("aa(ayay)").serialize_to_vec(&lists)
+}
+
+/// A payload held in memory (inline parts, small parts, tests, writers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartPayload<'a> {
+    pub modes: Vec<FileMode>,
+    pub xattrs: Vec<Xattrs>,
+    pub blob: &'a [u8],
+    pub ops: &'a [u8],
+}
+
+impl<'a> PartPayload<'a> {
+    pub fn parse(data: &'a [u8]) -> Result<Self> {
+        let t = PayloadLayout::tail_len(data.len() as u64)?;
+        if t > data.len() {
+            return Err(FormatError::Truncated {
+                what: "delta part payload",
+            }
+            .into());
+        }
+        let l = PayloadLayout::from_tail(data.len() as u64, &data[data.len() - t..])?;
+        let at = |r: &Range<u64>| &data[r.start as usize..r.end as usize];
+        Ok(PartPayload {
+            modes: parse_modes(at(&l.modes))?,
+            xattrs: parse_xattr_table(at(&l.xattrs))?,
+            blob: at(&l.blob),
+            ops: at(&l.ops),
+        })
+    }
+
+    pub fn serialize(&self) -> Vec<u8> {
+        let modes = serialize_modes(&self.modes);
+        let xattrs = serialize_xattr_table(&self.xattrs);
+        frame::join(&[
+            (MEMBERS[0], &modes),
+            (MEMBERS[1], &xattrs),
+            (MEMBERS[2], self.blob),
+            (MEMBERS[3], self.ops),
+        ])
+    }
+}
+
+/// The xz preset and check libostree compresses parts with.
+pub const XZ_PRESET: u32 = 8;
+
+/// A part file for `payload`: the compression byte, then the payload as
+/// is or xz-compressed the way libostree does (preset 8, CRC64).
+pub fn encode_part_file(payload: &[u8], compression: Compression) -> Vec<u8> {
+    let mut out = vec![compression.byte()];
+    match compression {
+        Compression::None => out.extend_from_slice(payload),
+        Compression::Xz => {
+            let mut stream =
+                liblzma::stream::Stream::new_easy_encoder(XZ_PRESET, liblzma::stream::Check::Crc64)
+                    .expect("preset 8 is a valid xz preset");
+            let mut input = payload;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let before_in = stream.total_in();
+                let before_out = stream.total_out();
+                let action = if input.is_empty() {
+                    liblzma::stream::Action::Finish
+                } else {
+                    liblzma::stream::Action::Run
+                };
+                let status = stream
+                    .process(input, &mut buf, action)
+                    .expect("xz encoding of memory cannot fail");
+                let used = (stream.total_in() - before_in) as usize;
+                input = &input[used..];
+                let made = (stream.total_out() - before_out) as usize;
+                out.extend_from_slice(&buf[..made]);
+                if status == liblzma::stream::Status::StreamEnd {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::xattrs::Xattr;
+    use super::*;
+
+    #[test]
+    fn payload_round_trip() {
+        let x = Xattrs::from_unsorted(vec![Xattr {
+            name: b"user.a".to_vec(),
+            value: b"1".to_vec(),
+        }])
+        .unwrap();
+        let p = PartPayload {
+            modes: vec![
+                FileMode {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o100644,
+                },
+                FileMode {
+                    uid: 1000,
+                    gid: 1000,
+                    mode: 0o120777,
+                },
+            ],
+            xattrs: vec![Xattrs::new(), x],
+            blob: b"hello world",
+            ops: b"S\x00\x00\x05\x00",
+        };
+        let bytes = p.serialize();
+        assert_eq!(PartPayload::parse(&bytes).unwrap(), p);
+        // The layout from the tail alone agrees.
+        let t = PayloadLayout::tail_len(bytes.len() as u64).unwrap();
+        let l = PayloadLayout::from_tail(bytes.len() as u64, &bytes[bytes.len() - t..]).unwrap();
+        assert_eq!(
+            &bytes[l.blob.start as usize..l.blob.end as usize],
+            b"hello world"
+        );
+        // Truncations never panic (some may frame a smaller valid payload).
+        for cut in 1..bytes.len() {
+            let _ = PartPayload::parse(&bytes[..bytes.len() - cut]);
+        }
+        // Empty payload: all four members empty is "(a(uuu)aa(ayay)ayay)" of 3 zero offsets.
+        let empty = PartPayload {
+            modes: vec![],
+            xattrs: vec![],
+            blob: b"",
+            ops: b"",
+        };
+        assert_eq!(empty.serialize(), vec![0, 0, 0]);
+        assert_eq!(PartPayload::parse(&[0, 0, 0]).unwrap(), empty);
+    }
+
+    #[test]
+    fn part_file_encoding() {
+        let payload = b"payload payload payload".to_vec();
+        assert_eq!(
+            encode_part_file(&payload, Compression::None),
+            [&[0u8][..], &payload].concat()
+        );
+        let xz = encode_part_file(&payload, Compression::Xz);
+        assert_eq!(xz[0], b'x');
+        assert_eq!(&xz[1..7], &[0xfd, b'7', b'z', b'X', b'Z', 0]);
+        assert!(Compression::from_byte(b'z').is_err());
+    }
+
+    #[test]
+    fn rejects_bad_tables() {
+        assert!(parse_modes(&[0; 11]).is_err());
+        assert!(parse_xattr_table(&[0xff; 5]).is_err());
+    }
+}
