@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::Ctx;
 use arbor::ostree::Value;
+use arbor::stage::integrate::{INTEGRATION_KEY, IntegrationCommand, to_value};
 use arbor::store::commit::{CommitOptions, Parent, commit};
 use arbor::store::{RefName, Repo};
 
@@ -42,6 +43,12 @@ pub struct CommitArgs {
     /// Do not bind the commit to the branch (no ostree.ref-binding)
     #[arg(long)]
     no_bindings: bool,
+    /// Carry an integration command (repeatable): `arbor stage integrate`
+    /// runs it as `sh -e -c CMD` in the build environment of every stage
+    /// holding this commit, the commands of all layers ordered by NAME
+    /// (e.g. 00-ldconfig). Stored in the `arbor.integration` metadata
+    #[arg(long, value_name = "NAME=CMD")]
+    integration: Vec<String>,
 }
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
@@ -57,6 +64,22 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
             bail!("--add-metadata-string {kv:?}: the key is empty");
         }
         opts.metadata.insert(k, Value::Str(v.to_string()));
+    }
+    if !a.integration.is_empty() {
+        let mut commands = Vec::new();
+        for spec in &a.integration {
+            let Some((name, script)) = spec.split_once('=') else {
+                bail!("--integration {spec:?}: expected NAME=CMD");
+            };
+            commands.push(
+                IntegrationCommand::shell(name, script)
+                    .with_context(|| format!("--integration {spec:?}"))?,
+            );
+        }
+        opts.metadata.insert(
+            INTEGRATION_KEY,
+            to_value(&commands).context("--integration")?,
+        );
     }
     opts.bind_to_branch = !a.no_bindings;
     opts.subject = a.subject;

@@ -408,6 +408,10 @@ fn format_metadata(s: &mut String, title: &str, md: &Metadata) {
             Value::U64(x) => x.to_string(),
             Value::Bytes(b) => format!("0x{}", hex::encode(b)),
             Value::ByteArrays(a) => format!("[{} byte arrays]", a.len()),
+            Value::NamedStrArrays(a) => {
+                let items: Vec<String> = a.iter().map(|(n, l)| format!("{n:?}: {l:?}")).collect();
+                format!("{{{}}}", items.join(", "))
+            }
             Value::Other { typestr, data } => format!("<{} bytes of type {typestr}>", data.len()),
         };
         let _ = writeln!(s, "  {k}: {shown}");

@@ -9,6 +9,7 @@ mod inspect;
 mod progress;
 mod pull;
 mod remote;
+mod sandbox;
 mod stage;
 
 use std::path::PathBuf;

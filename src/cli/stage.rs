@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
+use super::sandbox::{SandboxArgs, catch_terminal_signals, exit_code, notes};
 use arbor::stage::{BackendChoice, CreateOptions, StageBackend, Stages};
 use arbor::store::commit::CommitOptions;
 
@@ -43,6 +44,13 @@ enum StageCommand {
         /// must be on a filesystem overlayfs accepts as upper
         #[arg(long, value_name = "DIR")]
         workdir: Option<PathBuf>,
+        /// Run the layers' integration commands right after mounting, as
+        /// `arbor stage integrate` does (their output goes to stderr, so
+        /// stdout stays the root's path); a failure keeps the stage
+        #[arg(long)]
+        integrate: bool,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Print the path of a stage's root
     Path {
@@ -70,16 +78,46 @@ enum StageCommand {
     /// rebuilt when a stage needs them again)
     Gc,
     /// Run a command in a stage's root; its exit code is passed through
+    #[command(
+        long_about = "Run a command in a stage's root; its exit code is passed through.\n\n\
+        Without --sandbox the command runs on the host with the root as its working directory. \
+        With --sandbox (or --chroot) it runs in the stage's build environment (needs root): the \
+        root as `/`, in private mount, PID, IPC, UTS and (unless --network host) network \
+        namespaces, with a fresh /proc, a minimal /dev (null, zero, full, random, urandom, tty, \
+        pts, ptmx, shm), /sys read-only, /tmp and /run as tmpfs, and a clean environment. None of \
+        these mounts, nor what is written into them, reaches `stage commit`; what the commits \
+        hold at those paths is hidden, not changed. Output streams live, Ctrl-C reaches the \
+        command, and whatever it leaves running is ended with it. bubblewrap (`bwrap`) sets it up \
+        when installed, else arbor does the same itself."
+    )]
     Exec {
         /// Name of the stage
         name: String,
-        /// Chroot into the root (needs root) instead of only changing the
-        /// working directory to it
-        #[arg(long)]
-        chroot: bool,
+        /// Run in the stage's build environment (see above)
+        #[arg(long, visible_alias = "chroot")]
+        sandbox: bool,
+        #[command(flatten)]
+        sandbox_args: SandboxArgs,
         /// The command and its arguments (after `--`)
         #[arg(required = true, last = true)]
         command: Vec<String>,
+    },
+    /// Run the integration commands of a stage's layers in its build
+    /// environment
+    #[command(
+        long_about = "Run the integration commands of a stage's layers in its build environment \
+        (see `stage exec --sandbox`).\n\n\
+        Commits carry them in their `arbor.integration` metadata (`arbor commit --integration \
+        NAME=CMD`). The commands of all layers run ordered by NAME (bytewise; equal names in \
+        layer order, bottom first), one after the other, each announced on stderr; the first \
+        failure stops the run and names the command and the commit (and the refs pointing to \
+        it)."
+    )]
+    Integrate {
+        /// Name of the stage
+        name: String,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
     /// Commit a stage's root to a branch and print the commit checksum
     #[command(
@@ -113,7 +151,13 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             revs,
             backend,
             workdir,
+            integrate,
+            sandbox,
         } => {
+            if sandbox.given() && !integrate {
+                bail!("build-environment options need --integrate");
+            }
+            let sandbox_opts = sandbox.options()?;
             let repo = ctx.open_for_write()?;
             let mut commits = Vec::new();
             for rev in &revs {
@@ -155,6 +199,20 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             );
             for s in &created.skipped {
                 eprintln!("  skipped {s}");
+            }
+            if integrate {
+                let interrupt = catch_terminal_signals()?;
+                let mut opts = sandbox_opts;
+                opts.stdout = arbor::stage::sandbox::StdoutTo::Stderr;
+                let done = stages
+                    .integrate(&name, &opts, &notes(true), &interrupt)
+                    .with_context(|| {
+                        format!(
+                            "integrating stage {name} (it is kept: run `arbor stage integrate \
+                             {name}` again, or `arbor stage destroy {name}`)"
+                        )
+                    })?;
+                eprintln!("stage {name}: {} integration commands run", done.ran.len());
             }
             println!("{}", created.root.display());
         }
@@ -209,23 +267,39 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
         }
         StageCommand::Exec {
             name,
-            chroot,
+            sandbox,
+            sandbox_args,
             command,
         } => {
+            if sandbox_args.given() && !sandbox {
+                bail!("build-environment options need --sandbox (or --chroot)");
+            }
             let repo = ctx.open()?;
             let stages = Stages::open(&repo)?;
-            let mut cmd = std::process::Command::new(&command[0]);
-            cmd.args(&command[1..]);
-            let status = stages
-                .exec(&name, cmd, chroot)
-                .with_context(|| format!("running {:?} in stage {name}", command[0]))?;
-            use std::os::unix::process::ExitStatusExt;
-            let code = match (status.code(), status.signal()) {
-                (Some(c), _) => c,
-                (None, Some(sig)) => 128 + sig,
-                _ => 1,
+            let _signals = catch_terminal_signals()?;
+            let what = || format!("running {:?} in stage {name}", command[0]);
+            let status = if sandbox {
+                let opts = sandbox_args.options()?;
+                let env = stages
+                    .sandbox(&name, &opts, &notes(ctx.verbose))
+                    .with_context(what)?;
+                let argv: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
+                env.run(&argv).with_context(what)?
+            } else {
+                let mut cmd = std::process::Command::new(&command[0]);
+                cmd.args(&command[1..]);
+                stages.exec(&name, cmd).with_context(what)?
             };
-            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            return Ok(ExitCode::from(exit_code(status)));
+        }
+        StageCommand::Integrate { name, sandbox } => {
+            let repo = ctx.open()?;
+            let stages = Stages::open(&repo)?;
+            let interrupt = catch_terminal_signals()?;
+            let done = stages
+                .integrate(&name, &sandbox.options()?, &notes(true), &interrupt)
+                .with_context(|| format!("integrating stage {name}"))?;
+            eprintln!("stage {name}: {} integration commands run", done.ran.len());
         }
         StageCommand::Commit {
             name,

@@ -15,8 +15,23 @@ use crate::ostree::{Xattr, Xattrs};
 /// process, so closing some other descriptor of the file keeps them.
 /// Returns `Ok(false)` when `wait` is false and the lock is held elsewhere.
 pub fn ofd_lock(fd: BorrowedFd<'_>, exclusive: bool, wait: bool) -> io::Result<bool> {
+    ofd_lock_range(fd, 0, 0, exclusive, wait)
+}
+
+/// [`ofd_lock`] on `len` bytes from `start` (`len` 0: to the end of the
+/// file), so one file can carry several independent locks. Taking a lock
+/// on a range this descriptor already locks converts it (shared to
+/// exclusive and back); a conversion refused with `wait` false leaves the
+/// old lock in place.
+pub fn ofd_lock_range(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    len: u32,
+    exclusive: bool,
+    wait: bool,
+) -> io::Result<bool> {
     // SAFETY: `flock` is plain data; zeroed is a valid value, and we set
-    // every field the kernel reads for a whole-file lock.
+    // every field the kernel reads for a range lock.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = if exclusive {
         libc::F_WRLCK
@@ -24,6 +39,8 @@ pub fn ofd_lock(fd: BorrowedFd<'_>, exclusive: bool, wait: bool) -> io::Result<b
         libc::F_RDLCK
     } as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start.into();
+    fl.l_len = len.into();
     let cmd = if wait {
         libc::F_OFD_SETLKW
     } else {

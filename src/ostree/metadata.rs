@@ -27,6 +27,9 @@ pub enum Value {
     Bytes(Vec<u8>),
     /// `aay`
     ByteArrays(Vec<Vec<u8>>),
+    /// `a(sas)`: named string lists, e.g. arbor's integration commands
+    /// (name, argv).
+    NamedStrArrays(Vec<(String, Vec<String>)>),
     /// Any other type: its type string and serialized bytes.
     Other { typestr: String, data: Vec<u8> },
 }
@@ -40,6 +43,7 @@ impl Value {
             Value::U64(_) => "t",
             Value::Bytes(_) => "ay",
             Value::ByteArrays(_) => "aay",
+            Value::NamedStrArrays(_) => "a(sas)",
             Value::Other { typestr, .. } => typestr,
         }
     }
@@ -62,6 +66,11 @@ impl SerializeTo<gvariant::Variant> for &Value {
             Value::U64(v) => VariantWrap(gv!("t"), *v).serialize(f),
             Value::Bytes(v) => VariantWrap(gv!("ay"), v).serialize(f),
             Value::ByteArrays(v) => VariantWrap(gv!("aay"), v).serialize(f),
+            Value::NamedStrArrays(v) => {
+                let items: Vec<(&str, &Vec<String>)> =
+                    v.iter().map(|(n, l)| (n.as_str(), l)).collect();
+                VariantWrap(gv!("a(sas)"), &items).serialize(f)
+            }
             Value::Other { typestr, data } => {
                 f.write_all(data)?;
                 f.write_all(b"\0")?;
@@ -153,6 +162,18 @@ fn decode_value(v: &gvariant::Variant) -> Result<Value> {
                 .map(|a| a.iter().map(|x| x.to_vec()).collect())
                 .unwrap_or_default(),
         ),
+        b"a(sas)" => Value::NamedStrArrays(
+            v.get(gv!("a(sas)"))
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            let (name, list) = e.to_tuple();
+                            (str_of(name), list.iter().map(str_of).collect())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ),
         _ => {
             // Kept as raw bytes, so check them here: re-serializing cannot.
             let typestr = std::str::from_utf8(ty)
@@ -208,6 +229,53 @@ mod tests {
         md.insert("t", Value::U64(7));
         let b = md.serialize();
         assert_eq!(Metadata::parse(&b).unwrap(), md);
+    }
+
+    #[test]
+    fn named_str_arrays_round_trip() {
+        let mut md = Metadata::new();
+        let cmds = vec![
+            (
+                "00-ldconfig".to_string(),
+                vec!["sh".into(), "-c".into(), "ldconfig".into()],
+            ),
+            ("10-empty".to_string(), vec![]),
+        ];
+        md.insert("arbor.integration", Value::NamedStrArrays(cmds));
+        md.insert("after", Value::Str("x".into()));
+        let b = md.serialize();
+        assert_eq!(Metadata::parse(&b).unwrap(), md);
+        assert_eq!(md.get("arbor.integration").unwrap().typestr(), "a(sas)");
+        // An empty array is the type's normal form too.
+        let mut empty = Metadata::new();
+        empty.insert("arbor.integration", Value::NamedStrArrays(vec![]));
+        assert_eq!(Metadata::parse(&empty.serialize()).unwrap(), empty);
+    }
+
+    #[test]
+    fn named_str_arrays_not_in_normal_form_are_refused() {
+        let mut md = Metadata::new();
+        md.insert(
+            "k",
+            Value::NamedStrArrays(vec![("name".into(), vec!["a".into(), "bc".into()])]),
+        );
+        let good = md.serialize();
+        // Every single-byte change either fails to parse or, if it parses,
+        // must re-serialize to exactly its input (never silently repaired).
+        for i in 0..good.len() {
+            for delta in [1u8, 0x80] {
+                let mut bad = good.clone();
+                bad[i] = bad[i].wrapping_add(delta);
+                if let Ok(m) = Metadata::parse(&bad) {
+                    assert_eq!(m.serialize(), bad, "byte {i} changed by {delta}");
+                }
+            }
+        }
+        // A string without its terminating NUL inside the structure.
+        let pos = good.windows(3).position(|w| w == b"bc\0").unwrap();
+        let mut bad = good.clone();
+        bad[pos + 2] = b'd';
+        assert!(Metadata::parse(&bad).is_err());
     }
 
     #[test]

@@ -44,10 +44,12 @@
 mod cache;
 pub mod commit;
 mod copy_index;
+pub mod integrate;
 mod masks;
 pub mod merge;
 pub mod mount;
 pub mod record;
+pub mod sandbox;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -125,6 +127,8 @@ pub enum StageError {
     /// The interrupt flag was set.
     #[error("interrupted")]
     Interrupted,
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
     #[error("{0}")]
     Other(String),
 }
@@ -779,31 +783,17 @@ impl<'r> Stages<'r> {
         Ok((record, lock))
     }
 
-    /// Runs `cmd` in the stage (its root as working directory, or chrooted
-    /// into it) and returns its exit status.
+    /// Runs `cmd` with the stage's root as its working directory (on the
+    /// host otherwise) and returns its exit status. For a command rooted
+    /// in the stage, see [`Stages::sandbox`].
     pub fn exec(
         &self,
         name: &str,
         mut cmd: std::process::Command,
-        chroot: bool,
     ) -> Result<std::process::ExitStatus, StageError> {
         let (record, _lock) = self.use_stage(name)?;
         let root = record.root();
-        if chroot {
-            use std::os::unix::process::CommandExt;
-            let root_c = root.clone();
-            // SAFETY: only async-signal-safe calls (chroot, chdir) between
-            // fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    rustix::process::chroot(&root_c)?;
-                    rustix::process::chdir("/")?;
-                    Ok(())
-                });
-            }
-        } else {
-            cmd.current_dir(&root);
-        }
+        cmd.current_dir(&root);
         let mut child = cmd
             .spawn()
             .map_err(|e| StageError::io(&root, "running a command in", e))?;
@@ -834,6 +824,9 @@ impl<'r> Stages<'r> {
         let info = crate::store::commit::commit_info(self.repo, opts)?;
         let parent = info.parent;
         let (record, _lock) = self.use_stage(name)?;
+        // No sandbox may run meanwhile, and none may have left mount points.
+        let _quiet =
+            sandbox::mountpoints::quiesce(&self.dir, &self.stage_dir(name), name, &record.root())?;
         let base_file = self.stage_dir(name).join(BASE_FILE);
         let known_base = std::fs::read_to_string(&base_file)
             .ok()

@@ -1,0 +1,146 @@
+//! The sandbox through bubblewrap.
+//!
+//! ```text
+//! bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts [--unshare-net]
+//!       --bind ROOT / --proc /proc --ro-bind /proc/sys /proc/sys
+//!       --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger
+//!       --dev /dev --perms 1777 --tmpfs /dev/shm
+//!       --ro-bind /sys /sys --perms 1777 --tmpfs /tmp --tmpfs /run
+//!       [--bind|--ro-bind SRC DST]... --chdir / --json-status-fd N -- CMD...
+//! ```
+//! with the environment cleared to the options' (bubblewrap passes its
+//! own on and adds `PWD`). `--die-with-parent` puts `PR_SET_PDEATHSIG` on
+//! each of bubblewrap's processes, so the sandbox ends with the caller;
+//! with `--unshare-pid` its pid 1 ends the namespace, and everything the
+//! command left, once the command exits.
+//!
+//! bubblewrap exits with the command's status (128+N for a signal); a set-
+//! up failure also exits with 1, after printing why. The JSON status
+//! stream tells them apart: bubblewrap writes `"exit-code"` there only
+//! when the command was started.
+//!
+//! # Ctrl-C
+//! The terminal's SIGINT reaches bubblewrap's outer process as well as the
+//! command. That process does not catch it and dies, and
+//! `--die-with-parent` then kills the sandbox: the command gets SIGINT but
+//! is killed right after, so a command that handles it has no time to
+//! clean up (the built-in sandbox keeps its outer process alive and lets
+//! the command finish). The caller sees bubblewrap killed by SIGINT.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use super::{Layout, Network, SandboxError, SandboxOptions, StdoutTo};
+
+pub(super) fn run(
+    bwrap: &Path,
+    root: &Path,
+    opts: &SandboxOptions,
+    layout: &Layout,
+    argv: &[OsString],
+) -> Result<ExitStatus, SandboxError> {
+    let mut cmd = Command::new(bwrap);
+    cmd.env_clear();
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.args([
+        "--die-with-parent",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+    ]);
+    if opts.network == Network::None {
+        cmd.arg("--unshare-net");
+    }
+    cmd.arg("--bind").arg(root).arg("/");
+    // bubblewrap run as root leaves /proc/sys writable (its check runs
+    // without capabilities); cover it as the built-in sandbox does.
+    cmd.args(["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]);
+    cmd.args([
+        "--ro-bind-try",
+        "/proc/sysrq-trigger",
+        "/proc/sysrq-trigger",
+    ]);
+    cmd.args(["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]);
+    cmd.args(["--ro-bind", "/sys", "/sys"]);
+    cmd.args(["--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]);
+    for (b, _, _) in &layout.binds {
+        cmd.arg(if b.read_only { "--ro-bind" } else { "--bind" })
+            .arg(&b.source)
+            .arg(&b.dest);
+    }
+    let (status_r, status_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
+            SandboxError::Spawn {
+                program: bwrap.to_path_buf(),
+                source: e.into(),
+            }
+        })?;
+    let status_fd = status_w.as_raw_fd();
+    cmd.args(["--chdir", "/", "--json-status-fd"])
+        .arg(status_fd.to_string())
+        .arg("--")
+        .args(argv);
+    if opts.stdout == StdoutTo::Stderr {
+        let err = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| SandboxError::Spawn {
+                program: bwrap.to_path_buf(),
+                source,
+            })?;
+        cmd.stdout(Stdio::from(err));
+    }
+    // SAFETY: only fcntl on a descriptor number, no allocation, between
+    // fork and exec: bubblewrap must inherit the status pipe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = rustix::fd::BorrowedFd::borrow_raw(status_fd);
+            rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
+        program: bwrap.to_path_buf(),
+        source,
+    })?;
+    drop(status_w);
+    // Read to the end while bubblewrap runs (it writes a line at the
+    // start and one at the end; the pipe never fills).
+    let mut report = Vec::new();
+    let read = std::fs::File::from(status_r)
+        .take(64 * 1024)
+        .read_to_end(&mut report);
+    let status = child.wait().map_err(|source| SandboxError::Spawn {
+        program: bwrap.to_path_buf(),
+        source,
+    })?;
+    // Killed by a signal (the terminal's Ctrl-C reaches bubblewrap too):
+    // the command's fate is that signal, wherever it was.
+    if status.code().is_some() && read.is_ok() && !has_exit_code(&report) {
+        return Err(SandboxError::BwrapSetup { status });
+    }
+    Ok(status)
+}
+
+/// Whether bubblewrap's JSON status lines include `"exit-code"` (written
+/// only once the command was started).
+fn has_exit_code(report: &[u8]) -> bool {
+    report.windows(11).any(|w| w == b"\"exit-code\"")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exit_code_line() {
+        assert!(super::has_exit_code(
+            b"{ \"child-pid\": 12 }\n{ \"exit-code\": 0 }\n"
+        ));
+        assert!(!super::has_exit_code(b"{ \"child-pid\": 12 }\n"));
+    }
+}

@@ -1,0 +1,572 @@
+//! The build environment of a stage: a command run with the stage's root
+//! as `/`, in its own mount, PID, IPC and UTS namespaces (and network
+//! namespace unless the host's network is asked for).
+//!
+//! # What the command sees
+//! * `/`: the stage's root, writable; what the command writes there is
+//!   what `stage commit` commits.
+//! * `/proc`: a proc mount of the sandbox's own PID namespace (the
+//!   sandbox's init is pid 1, the command pid 2), with `/proc/sys`,
+//!   `/proc/sysrq-trigger`, `/proc/irq` and `/proc/bus` read-only.
+//! * `/dev`: a tmpfs holding `null`, `zero`, `full`, `random`, `urandom`
+//!   and `tty` (bind mounts of the host's nodes), a private `devpts`
+//!   instance at `/dev/pts` with `/dev/ptmx` pointing into it, a tmpfs at
+//!   `/dev/shm`, and the `fd`, `stdin`, `stdout`, `stderr` and `core`
+//!   symlinks.
+//! * `/sys`: the host's, read-only; `/tmp` (mode 1777) and `/run`: empty
+//!   tmpfs.
+//! * [`Bind`]s: host files or directories, writable or read-only.
+//! * Network: a namespace with only `lo`, up ([`Network::None`], the
+//!   default), or the host's ([`Network::Host`]).
+//! * Environment: only what [`SandboxOptions::env`] holds (by default
+//!   `PATH`, `HOME=/root`, `LANG=C.UTF-8`), plus `PWD`; the working
+//!   directory is `/`.
+//! * The caller's uid and capabilities (root: this is a build
+//!   environment that must be able to chown, not a security boundary
+//!   against the build's own commands).
+//!
+//! # Nothing of it reaches the commit
+//! Every mount above exists only in the sandbox's private mount namespace
+//! (the whole tree is made private before anything is mounted), so what
+//! the command writes into `/proc`, `/dev`, `/sys`, `/tmp` or `/run` lands
+//! in those mounts, never in the stage, and whatever the commits hold at
+//! those paths is hidden from the command but left untouched. A mount
+//! needs an existing directory (or file) to cover; where the stage has
+//! none, one is created in the root before the command starts, listed
+//! first in the stage's `mountpoints` file, and removed again once no
+//! sandbox uses the stage ([`mountpoints`]): `stage commit` refuses to
+//! run while a sandbox is up and removes what a killed one left, so a
+//! commit never holds them.
+//!
+//! # Tools
+//! [`SandboxTool::Bwrap`] runs bubblewrap (`bwrap`), the sandbox flatpak
+//! and osbuild use ([`bwrap`]); [`SandboxTool::Builtin`] does the same
+//! set-up with system calls ([`builtin`]); [`SandboxTool::Auto`] takes
+//! bubblewrap when it is in `PATH`. Both give the command the same view.
+//!
+//! # Processes and signals
+//! The command's stdin, stdout and stderr are the caller's (unless
+//! [`StdoutTo::Stderr`]), so output streams live and a terminal's Ctrl-C
+//! reaches it. The sandbox ends when the command exits: its PID
+//! namespace ends, and the kernel kills whatever the command left
+//! running, so nothing keeps the stage busy. If the caller dies (even by
+//! SIGKILL), the sandbox is killed with it (`PR_SET_PDEATHSIG`). The
+//! caller should catch SIGINT and SIGQUIT while a command runs (the
+//! `arbor` binary does): a caller killed by Ctrl-C takes the sandbox
+//! with it before the command has finished handling the signal.
+
+mod builtin;
+mod bwrap;
+pub(crate) mod mountpoints;
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitStatus;
+
+use thiserror::Error;
+
+use super::{StageError, StageLock, Stages};
+use crate::progress::{Event, Progress};
+
+/// `PATH` in the sandbox unless the caller sets another.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Which implementation sets the sandbox up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SandboxTool {
+    /// bubblewrap when `bwrap` is in `PATH`, else the built-in one
+    #[default]
+    Auto,
+    /// bubblewrap (`bwrap`) or an error
+    Bwrap,
+    /// arbor's own namespaces and mounts
+    Builtin,
+}
+
+/// The sandbox's network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Network {
+    /// A network namespace of its own with only loopback, up
+    #[default]
+    None,
+    /// The host's network
+    Host,
+}
+
+/// Where the command's standard output goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StdoutTo {
+    /// The caller's standard output.
+    #[default]
+    Inherit,
+    /// The caller's standard error (keeps the caller's stdout for its own
+    /// results).
+    Stderr,
+}
+
+/// A host path mounted into the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// Host path (a directory or a file).
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub dest: PathBuf,
+    pub read_only: bool,
+}
+
+/// How a command runs in the sandbox.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SandboxOptions {
+    pub tool: SandboxTool,
+    pub network: Network,
+    /// Mounted after `/proc`, `/dev`, `/sys`, `/tmp` and `/run`, shallower
+    /// destinations first, so a bind may go inside `/tmp` or inside
+    /// another bind.
+    pub binds: Vec<Bind>,
+    /// The command's whole environment (`PWD` is added).
+    pub env: Vec<(OsString, OsString)>,
+    pub stdout: StdoutTo,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            tool: SandboxTool::Auto,
+            network: Network::None,
+            binds: Vec::new(),
+            env: vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("HOME".into(), "/root".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+            ],
+            stdout: StdoutTo::Inherit,
+        }
+    }
+}
+
+impl SandboxOptions {
+    /// Sets `key` (replacing its value if present, else appending).
+    pub fn set_env(&mut self, key: impl Into<OsString>, value: impl Into<OsString>) {
+        let (key, value) = (key.into(), value.into());
+        match self.env.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.env.push((key, value)),
+        }
+    }
+
+    /// The environment the command gets: [`Self::env`] plus `PWD=/`.
+    fn full_env(&self) -> Vec<(OsString, OsString)> {
+        let mut env: Vec<(OsString, OsString)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| k != "PWD")
+            .cloned()
+            .collect();
+        env.push(("PWD".into(), "/".into()));
+        env
+    }
+
+    /// The `PATH` the command is looked up in.
+    fn path_var(&self) -> OsString {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| DEFAULT_PATH.into())
+    }
+}
+
+/// The implementation that ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// bubblewrap, at this path.
+    Bwrap(PathBuf),
+    /// arbor's own.
+    Builtin,
+}
+
+impl std::fmt::Display for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tool::Bwrap(p) => write!(f, "bubblewrap ({})", p.display()),
+            Tool::Builtin => f.write_str("built-in (unshare and mount system calls)"),
+        }
+    }
+}
+
+/// Errors of setting a sandbox up or starting a command in it.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    #[error("the build environment needs root (effective uid 0)")]
+    NotRoot,
+    #[error(
+        "bubblewrap (`bwrap`) is not in PATH; install it (Debian package bubblewrap) or use the built-in sandbox"
+    )]
+    BwrapMissing,
+    #[error("bind destination {dest}: {reason}")]
+    BadDestination { dest: PathBuf, reason: &'static str },
+    #[error("bind source {path}: {source}")]
+    BindSource {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("environment variable {name:?}: {reason}")]
+    BadEnv {
+        name: OsString,
+        reason: &'static str,
+    },
+    #[error("the command is empty")]
+    NoCommand,
+    #[error("argument {arg:?} contains a NUL byte")]
+    NulInArgument { arg: OsString },
+    #[error("mount point {path} in the stage: {reason}")]
+    MountPoint { path: PathBuf, reason: &'static str },
+    #[error("{op} mount point {path} in the stage: {source}")]
+    MountPointIo {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("setting up the sandbox: {step}: {source}")]
+    Setup {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("cannot run {program:?} in the stage: {source}")]
+    Exec {
+        program: OsString,
+        source: std::io::Error,
+    },
+    #[error("starting {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bubblewrap failed before the command started ({status}); its message is above")]
+    BwrapSetup { status: ExitStatus },
+}
+
+/// Where each sandbox mount goes, checked: the fixed file systems, then
+/// the binds, shallowest first.
+struct Layout {
+    /// Binds sorted by depth, with their destinations as relative paths.
+    binds: Vec<(Bind, PathBuf, mountpoints::Kind)>,
+}
+
+/// The fixed mounts, relative to the root.
+const FIXED: [&str; 5] = ["proc", "dev", "sys", "tmp", "run"];
+
+impl Layout {
+    fn new(opts: &SandboxOptions) -> Result<Layout, SandboxError> {
+        let mut binds = Vec::new();
+        for b in &opts.binds {
+            let rel = relative_dest(&b.dest)?;
+            let bad = |reason| SandboxError::BadDestination {
+                dest: b.dest.clone(),
+                reason,
+            };
+            let first = rel.components().next().map(|c| c.as_os_str());
+            if first == Some(OsStr::new("proc")) || first == Some(OsStr::new("sys")) {
+                return Err(bad("cannot bind inside /proc or /sys"));
+            }
+            if rel == Path::new("dev") {
+                return Err(bad("cannot replace /dev (bind into it instead)"));
+            }
+            let md = std::fs::metadata(&b.source).map_err(|source| SandboxError::BindSource {
+                path: b.source.clone(),
+                source,
+            })?;
+            let kind = if md.is_dir() {
+                mountpoints::Kind::Dir
+            } else {
+                mountpoints::Kind::File
+            };
+            let source =
+                std::path::absolute(&b.source).map_err(|source| SandboxError::BindSource {
+                    path: b.source.clone(),
+                    source,
+                })?;
+            binds.push((
+                Bind {
+                    source,
+                    dest: Path::new("/").join(&rel),
+                    read_only: b.read_only,
+                },
+                rel,
+                kind,
+            ));
+        }
+        binds.sort_by_key(|(_, rel, _)| rel.components().count());
+        Ok(Layout { binds })
+    }
+
+    /// The mount that `rel` lies in (or is), other than the stage's root:
+    /// one of the fixed ones or an earlier bind. Mount points there are
+    /// made inside the sandbox, not in the stage.
+    fn covering(&self, index: usize, rel: &Path) -> Option<PathBuf> {
+        FIXED
+            .iter()
+            .map(PathBuf::from)
+            .chain(self.binds[..index].iter().map(|(_, r, _)| r.clone()))
+            .filter(|m| rel.starts_with(m))
+            .max_by_key(|m| m.components().count())
+    }
+
+    /// Mount points the stage itself must hold.
+    fn needed_in_stage(&self) -> Vec<(PathBuf, mountpoints::Kind)> {
+        let mut out: Vec<(PathBuf, mountpoints::Kind)> = FIXED
+            .iter()
+            .map(|f| (PathBuf::from(f), mountpoints::Kind::Dir))
+            .collect();
+        for (i, (_, rel, kind)) in self.binds.iter().enumerate() {
+            if self.covering(i, rel).is_none() {
+                out.push((rel.clone(), *kind));
+            }
+        }
+        out
+    }
+}
+
+/// `dest` as a path relative to the root: absolute, only normal
+/// components, not the root itself, no newline (the mount point record is
+/// one path a line).
+fn relative_dest(dest: &Path) -> Result<PathBuf, SandboxError> {
+    let bad = |reason| SandboxError::BadDestination {
+        dest: dest.to_path_buf(),
+        reason,
+    };
+    if !dest.is_absolute() {
+        return Err(bad("must be an absolute path"));
+    }
+    if dest.as_os_str().as_bytes().contains(&b'\n') {
+        return Err(bad("must not contain a newline"));
+    }
+    let mut rel = PathBuf::new();
+    for c in dest.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(n) => rel.push(n),
+            _ => return Err(bad("must not contain `.` or `..`")),
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        return Err(bad("cannot replace the root"));
+    }
+    Ok(rel)
+}
+
+fn check_env(env: &[(OsString, OsString)]) -> Result<(), SandboxError> {
+    for (k, v) in env {
+        let reason = if k.is_empty() {
+            Some("the name is empty")
+        } else if k.as_bytes().contains(&b'=') {
+            Some("the name contains '='")
+        } else if k.as_bytes().contains(&0) || v.as_bytes().contains(&0) {
+            Some("contains a NUL byte")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(SandboxError::BadEnv {
+                name: k.clone(),
+                reason,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn find_in_path(binary: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(binary))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A stage held ready for sandboxed commands: the stage is in use (a
+/// `destroy` is refused) and its missing mount points exist until this
+/// is dropped.
+pub struct Sandbox<'s, 'r> {
+    stages: &'s Stages<'r>,
+    name: String,
+    root: PathBuf,
+    opts: SandboxOptions,
+    layout: Layout,
+    tool: Tool,
+    mounts: mountpoints::Registration,
+    _lock: StageLock,
+}
+
+impl<'r> Stages<'r> {
+    /// Prepares stage `name` for [`Sandbox::run`]: remounts it if needed,
+    /// checks the options, picks the tool (said in an [`Event::Note`]) and
+    /// makes the mount points the stage lacks.
+    pub fn sandbox<'s>(
+        &'s self,
+        name: &str,
+        opts: &SandboxOptions,
+        progress: &dyn Progress,
+    ) -> Result<Sandbox<'s, 'r>, StageError> {
+        if !rustix::process::geteuid().is_root() {
+            return Err(SandboxError::NotRoot.into());
+        }
+        check_env(&opts.env)?;
+        let layout = Layout::new(opts)?;
+        let tool = match opts.tool {
+            SandboxTool::Builtin => Tool::Builtin,
+            SandboxTool::Bwrap => {
+                Tool::Bwrap(find_in_path("bwrap").ok_or(SandboxError::BwrapMissing)?)
+            }
+            SandboxTool::Auto => find_in_path("bwrap").map_or(Tool::Builtin, Tool::Bwrap),
+        };
+        let (record, lock) = self.use_stage(name)?;
+        let root = record.root();
+        let mounts = mountpoints::Registration::begin(
+            &self.dir,
+            &self.stage_dir(name),
+            name,
+            &root,
+            &layout.needed_in_stage(),
+        )?;
+        progress.report(Event::Note(&format!("sandbox: {tool}")));
+        Ok(Sandbox {
+            stages: self,
+            name: name.to_string(),
+            root,
+            opts: opts.clone(),
+            layout,
+            tool,
+            mounts,
+            _lock: lock,
+        })
+    }
+}
+
+impl Sandbox<'_, '_> {
+    /// The implementation in use.
+    pub fn tool(&self) -> &Tool {
+        &self.tool
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The store the stage belongs to.
+    pub fn repo(&self) -> &crate::store::Repo {
+        self.stages.repo
+    }
+
+    /// Runs `argv` (looked up in the sandbox's `PATH` when it has no `/`)
+    /// and returns its exit status once it and everything it started have
+    /// ended. With bubblewrap, a command killed by signal N is reported as
+    /// exited with 128+N (bubblewrap's own convention).
+    pub fn run(&self, argv: &[OsString]) -> Result<ExitStatus, SandboxError> {
+        if argv.is_empty() || argv[0].is_empty() {
+            return Err(SandboxError::NoCommand);
+        }
+        if let Some(arg) = argv.iter().find(|a| a.as_bytes().contains(&0)) {
+            return Err(SandboxError::NulInArgument { arg: arg.clone() });
+        }
+        match &self.tool {
+            Tool::Bwrap(path) => bwrap::run(path, &self.root, &self.opts, &self.layout, argv),
+            Tool::Builtin => builtin::run(&self.root, &self.opts, &self.layout, argv),
+        }
+    }
+}
+
+impl Drop for Sandbox<'_, '_> {
+    fn drop(&mut self) {
+        self.mounts.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations() {
+        assert_eq!(relative_dest(Path::new("/a/b/")).unwrap(), Path::new("a/b"));
+        assert_eq!(
+            relative_dest(Path::new("//a//b")).unwrap(),
+            Path::new("a/b")
+        );
+        for bad in ["a/b", "/", "/a/../b", "/a/./b\n"] {
+            assert!(relative_dest(Path::new(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn binds_sorted_and_covered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = SandboxOptions::default();
+        for dest in ["/src/sub", "/tmp/cache", "/src", "/opt/x"] {
+            opts.binds.push(Bind {
+                source: dir.path().into(),
+                dest: dest.into(),
+                read_only: false,
+            });
+        }
+        let l = Layout::new(&opts).unwrap();
+        let order: Vec<&Path> = l.binds.iter().map(|(_, r, _)| r.as_path()).collect();
+        assert_eq!(
+            order,
+            ["src", "src/sub", "tmp/cache", "opt/x"].map(Path::new)
+        );
+        let needed: Vec<PathBuf> = l.needed_in_stage().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            needed,
+            ["proc", "dev", "sys", "tmp", "run", "src", "opt/x"].map(PathBuf::from)
+        );
+        for dest in ["/proc/x", "/sys", "/dev"] {
+            let mut o = SandboxOptions::default();
+            o.binds.push(Bind {
+                source: dir.path().into(),
+                dest: dest.into(),
+                read_only: true,
+            });
+            assert!(Layout::new(&o).is_err(), "{dest}");
+        }
+    }
+
+    #[test]
+    fn environment() {
+        let mut o = SandboxOptions::default();
+        o.set_env("LANG", "C");
+        o.set_env("PWD", "/elsewhere");
+        o.set_env("X", "1");
+        let env = o.full_env();
+        let shown: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                format!("PATH={DEFAULT_PATH}"),
+                "HOME=/root".into(),
+                "LANG=C".into(),
+                "X=1".into(),
+                "PWD=/".into()
+            ]
+        );
+        assert!(check_env(&[("A=B".into(), "1".into())]).is_err());
+        assert!(check_env(&[("".into(), "1".into())]).is_err());
+    }
+}
