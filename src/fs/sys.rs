@@ -1,5 +1,7 @@
 //! Small system-call wrappers beyond what rustix offers.
-//! All of the crate's `unsafe` is here.
+//! All of the crate's `unsafe` is here, but for the stage sandbox's
+//! fork-to-exec code (`stage::sandbox`), which must make raw system calls
+//! between fork and exec.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
