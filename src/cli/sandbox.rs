@@ -2,10 +2,8 @@
 //! integrate` and `stage create --integrate`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
 
 use arbor::progress::Event;
@@ -81,18 +79,6 @@ impl SandboxArgs {
         }
         Ok(opts)
     }
-}
-
-/// Keeps arbor alive on the terminal's SIGINT and SIGQUIT while a command
-/// runs: the command gets them too (same process group) and decides; arbor
-/// then reports its status. Returns the flag the signals set.
-pub fn catch_terminal_signals() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGQUIT] {
-        signal_hook::flag::register(sig, Arc::clone(&flag))
-            .context("installing a signal handler")?;
-    }
-    Ok(flag)
 }
 
 /// Prints the library's notes on stderr when `show` is set.

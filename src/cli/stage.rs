@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use super::sandbox::{SandboxArgs, catch_terminal_signals, exit_code, notes};
+use super::sandbox::{SandboxArgs, exit_code, notes};
+use arbor::progress::{Event, Progress};
 use arbor::stage::{BackendChoice, CreateOptions, StageBackend, Stages};
 use arbor::store::commit::CommitOptions;
 
@@ -167,16 +168,39 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
                 );
             }
             let stages = Stages::open(&repo)?;
+            let integrate = integrate.then(|| {
+                let mut env = sandbox_opts;
+                // stdout stays the root's path alone.
+                env.stdout = arbor::stage::sandbox::StdoutTo::Stderr;
+                env
+            });
             let opts = CreateOptions {
                 layers: commits.clone(),
                 backend,
                 workdir,
+                integrate,
             };
             let bars = ctx.progress(false);
-            let created = stages
-                .create(&name, &opts, bars, &ctx.interrupt)
-                .with_context(|| format!("creating stage {name}"))?;
+            // Integration commands are announced as they run (the notes
+            // `Stages::integrate` makes); other notes only with -v.
+            let progress = |e: Event<'_>| match e {
+                Event::Note(n) if n.starts_with("integration ") => {
+                    bars.clear();
+                    eprintln!("{n}");
+                }
+                e => bars.report(e),
+            };
+            let created = stages.create(&name, &opts, &progress, &ctx.interrupt);
             bars.clear();
+            let created = match created {
+                Err(e @ arbor::stage::StageError::Integrate { .. }) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "stage {name} is kept: fix the cause and run `arbor stage integrate \
+                         {name}`, or `arbor stage destroy {name}`"
+                    )));
+                }
+                r => r.with_context(|| format!("creating stage {name}"))?,
+            };
             let plural = |n: usize, word: &str| {
                 if n == 1 {
                     format!("1 {word}")
@@ -200,18 +224,7 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             for s in &created.skipped {
                 eprintln!("  skipped {s}");
             }
-            if integrate {
-                let interrupt = catch_terminal_signals()?;
-                let mut opts = sandbox_opts;
-                opts.stdout = arbor::stage::sandbox::StdoutTo::Stderr;
-                let done = stages
-                    .integrate(&name, &opts, &notes(true), &interrupt)
-                    .with_context(|| {
-                        format!(
-                            "integrating stage {name} (it is kept: run `arbor stage integrate \
-                             {name}` again, or `arbor stage destroy {name}`)"
-                        )
-                    })?;
+            if let Some(done) = &created.integrated {
                 eprintln!("stage {name}: {} integration commands run", done.ran.len());
             }
             println!("{}", created.root.display());
@@ -276,13 +289,16 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             }
             let repo = ctx.open()?;
             let stages = Stages::open(&repo)?;
-            let _signals = catch_terminal_signals()?;
             let what = || format!("running {:?} in stage {name}", command[0]);
             let status = if sandbox {
                 let opts = sandbox_args.options()?;
                 let env = stages
                     .sandbox(&name, &opts, &notes(ctx.verbose))
                     .with_context(what)?;
+                // Ctrl-C is the command's (an interactive shell's routine
+                // key): arbor only waits, and a dead arbor would end the
+                // sandbox.
+                arbor::stage::sandbox::ignore_terminal_signals();
                 let argv: Vec<std::ffi::OsString> = command.iter().map(Into::into).collect();
                 env.run(&argv).with_context(what)?
             } else {
@@ -295,9 +311,8 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
         StageCommand::Integrate { name, sandbox } => {
             let repo = ctx.open()?;
             let stages = Stages::open(&repo)?;
-            let interrupt = catch_terminal_signals()?;
             let done = stages
-                .integrate(&name, &sandbox.options()?, &notes(true), &interrupt)
+                .integrate(&name, &sandbox.options()?, &notes(true), &ctx.interrupt)
                 .with_context(|| format!("integrating stage {name}"))?;
             eprintln!("stage {name}: {} integration commands run", done.ran.len());
         }

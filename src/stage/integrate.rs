@@ -284,7 +284,8 @@ pub struct IntegrateOutcome {
 impl Stages<'_> {
     /// Runs the integration commands of stage `name`'s layers in its build
     /// environment, in order, stopping at the first failure. Each command
-    /// is announced by an [`Event::Note`] before it runs; `interrupt` is
+    /// is announced by an [`Event::Note`] before it runs (`integration
+    /// N/TOTAL: NAME of CHUNK: COMMAND`); `interrupt` is
     /// checked between commands (a running one gets the terminal's SIGINT
     /// itself).
     pub fn integrate(

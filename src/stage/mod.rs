@@ -127,6 +127,13 @@ pub enum StageError {
     /// The interrupt flag was set.
     #[error("interrupted")]
     Interrupted,
+    /// The stage was created, but its integration failed (the stage is
+    /// kept).
+    #[error("stage {name:?} was created, but its integration failed: {source}")]
+    Integrate {
+        name: String,
+        source: Box<integrate::IntegrateError>,
+    },
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
     #[error("{0}")]
@@ -218,6 +225,9 @@ pub struct CreateOptions {
     /// Where `root/`, `upper/` and `work/` go (an empty or missing
     /// directory) instead of inside the repository.
     pub workdir: Option<PathBuf>,
+    /// Run the layers' integration commands in this build environment
+    /// once the stage is ready ([`Stages::integrate`]).
+    pub integrate: Option<sandbox::SandboxOptions>,
 }
 
 /// How `stage create` went.
@@ -229,6 +239,8 @@ pub struct CreateOutcome {
     pub skipped: Vec<String>,
     /// Commits that had to be checked out into the cache.
     pub cached: usize,
+    /// What integration ran, when asked for.
+    pub integrated: Option<integrate::IntegrateOutcome>,
 }
 
 /// The stages of one store.
@@ -533,8 +545,17 @@ impl<'r> Stages<'r> {
         match crate::workers::deep(|| {
             self.populate(name, &mut record, opts.backend, progress, interrupt)
         }) {
-            Ok(created) => {
+            Ok(mut created) => {
                 drop(lock);
+                if let Some(env) = &opts.integrate {
+                    let done = self
+                        .integrate(name, env, progress, interrupt)
+                        .map_err(|e| StageError::Integrate {
+                            name: name.into(),
+                            source: Box::new(e),
+                        })?;
+                    created.integrated = Some(done);
+                }
                 Ok(created)
             }
             Err(e) => {
@@ -613,6 +634,7 @@ impl<'r> Stages<'r> {
             backend,
             skipped,
             cached,
+            integrated: None,
         })
     }
 

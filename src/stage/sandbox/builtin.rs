@@ -127,10 +127,6 @@ struct Plan {
     unshare: UnshareFlags,
     loopback: bool,
     stdout_to_stderr: bool,
-    /// Restore SIGINT/SIGQUIT to their default in the command (unless the
-    /// caller ignores them, which the command then inherits as usual).
-    default_int: bool,
-    default_quit: bool,
     candidates: Vec<CString>,
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
@@ -221,17 +217,6 @@ fn set_attrs(fd: &OwnedFd, attrs: u64) -> Result<(), Errno> {
     }
 }
 
-/// Whether the caller currently ignores `sig` (which the command should
-/// then inherit, as after any fork and exec).
-fn ignored(sig: libc::c_int) -> bool {
-    // SAFETY: querying only (null new action); `old` is written by the
-    // kernel and only read after a successful call.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
-    }
-}
-
 fn build_plan(
     root: &Path,
     opts: &SandboxOptions,
@@ -288,8 +273,6 @@ fn build_plan(
         unshare,
         loopback: opts.network == Network::None,
         stdout_to_stderr: opts.stdout == StdoutTo::Stderr,
-        default_int: !ignored(libc::SIGINT),
-        default_quit: !ignored(libc::SIGQUIT),
         candidates,
         _argv: args,
         argv_ptrs,
@@ -740,14 +723,12 @@ fn sandbox_command(plan: &Plan, report: BorrowedFd<'_>) -> ! {
     // SAFETY: signal dispositions and the mask, then dup2 and execve on
     // prepared, NUL-terminated arrays: all async-signal-safe.
     unsafe {
-        if plan.default_int {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
+        // The terminal's signals act on the command (A ignores them, and
+        // so may the caller: see `ignore_terminal_signals`); SIGPIPE as
+        // std::process::Command does (the Rust runtime ignores it).
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+            libc::signal(sig, libc::SIG_DFL);
         }
-        if plan.default_quit {
-            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-        }
-        // As std::process::Command: the Rust runtime ignores SIGPIPE.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());

@@ -96,12 +96,17 @@ pub(super) fn run(
             })?;
         cmd.stdout(Stdio::from(err));
     }
-    // SAFETY: only fcntl on a descriptor number, no allocation, between
-    // fork and exec: bubblewrap must inherit the status pipe.
+    // SAFETY: only fcntl and signal on plain numbers, no allocation,
+    // between fork and exec: bubblewrap must inherit the status pipe, and
+    // the command the terminal's signals at their default action
+    // (bubblewrap passes dispositions on; the caller may ignore them, see
+    // `ignore_terminal_signals`).
     unsafe {
         cmd.pre_exec(move || {
             let fd = rustix::fd::BorrowedFd::borrow_raw(status_fd);
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGQUIT, libc::SIG_DFL);
             Ok(())
         });
     }

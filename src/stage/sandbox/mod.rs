@@ -47,13 +47,17 @@
 //! # Processes and signals
 //! The command's stdin, stdout and stderr are the caller's (unless
 //! [`StdoutTo::Stderr`]), so output streams live and a terminal's Ctrl-C
-//! reaches it. The sandbox ends when the command exits: its PID
-//! namespace ends, and the kernel kills whatever the command left
-//! running, so nothing keeps the stage busy. If the caller dies (even by
-//! SIGKILL), the sandbox is killed with it (`PR_SET_PDEATHSIG`). The
-//! caller should catch SIGINT and SIGQUIT while a command runs (the
-//! `arbor` binary does): a caller killed by Ctrl-C takes the sandbox
-//! with it before the command has finished handling the signal.
+//! reaches it (the terminal signals the whole foreground process group);
+//! it starts with SIGINT and SIGQUIT at their default action. The sandbox
+//! ends when the command exits: its PID namespace ends, and the kernel
+//! kills whatever the command left running, so nothing keeps the stage
+//! busy. If the caller dies (even by SIGKILL), the sandbox is killed with
+//! it (`PR_SET_PDEATHSIG`), so a caller that Ctrl-C kills takes the
+//! command with it before it has finished handling the signal. A caller
+//! that runs an interactive command (a shell, where Ctrl-C is routine)
+//! should therefore ignore SIGINT and SIGQUIT itself while it waits:
+//! [`ignore_terminal_signals`] (the `arbor` binary does, for `stage
+//! exec`).
 
 mod builtin;
 mod bwrap;
@@ -384,6 +388,19 @@ fn check_env(env: &[(OsString, OsString)]) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+/// Makes this process ignore SIGINT and SIGQUIT from now on, so that a
+/// terminal's Ctrl-C or Ctrl-\\ acts on the sandboxed command only (which
+/// gets them at their default action whatever this process does). For
+/// programs whose remaining work is waiting for the command.
+pub fn ignore_terminal_signals() {
+    // SAFETY: setting a disposition to SIG_IGN has no precondition; it
+    // replaces any handler, which is what is asked for.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
 }
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {
