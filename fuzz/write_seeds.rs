@@ -45,6 +45,16 @@ fn main() {
     md.insert("ostree.sizes", Value::ByteArrays(vec![vec![1; 35], vec![]]));
     md.insert("ostree.composefs.digest.v0", Value::Bytes(vec![7; 32]));
     md.insert("t", Value::U64(5));
+    md.insert(
+        "arbor.integration",
+        Value::NamedStrArrays(vec![
+            (
+                "00-ldconfig".into(),
+                vec!["sh".into(), "-e".into(), "-c".into(), "ldconfig".into()],
+            ),
+            ("10-x".into(), vec![]),
+        ]),
+    );
     write("metadata", "empty", &Metadata::new().serialize());
     write("metadata", "reference", &md.serialize());
 
