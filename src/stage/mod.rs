@@ -20,6 +20,11 @@
 //! by creates, exclusive by gc) keeps it from removing one a create is
 //! about to name.
 //!
+//! Commands run in a stage's build environment ([`sandbox`]: the root as
+//! `/` with its own /proc, /dev, /tmp..., none of which reaches a commit);
+//! [`integrate`] runs there the integration commands the layers' commits
+//! carry.
+//!
 //! # On disk
 //! `extensions/arbor/stages/NAME/stage.conf` is the record ([`record`]);
 //! `root/`, `upper/`, `work/` and `masks/` live next to it, or in the

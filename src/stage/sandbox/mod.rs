@@ -424,7 +424,9 @@ pub struct Sandbox<'s, 'r> {
     opts: SandboxOptions,
     layout: Layout,
     tool: Tool,
-    mounts: mountpoints::Registration,
+    /// Dropped before the stage lock: the last sandbox out removes the
+    /// mount points while the stage is still held.
+    _mounts: mountpoints::Registration,
     _lock: StageLock,
 }
 
@@ -467,7 +469,7 @@ impl<'r> Stages<'r> {
             opts: opts.clone(),
             layout,
             tool,
-            mounts,
+            _mounts: mounts,
             _lock: lock,
         })
     }
@@ -504,12 +506,6 @@ impl Sandbox<'_, '_> {
             Tool::Bwrap(path) => bwrap::run(path, &self.root, &self.opts, &self.layout, argv),
             Tool::Builtin => builtin::run(&self.root, &self.opts, &self.layout, argv),
         }
-    }
-}
-
-impl Drop for Sandbox<'_, '_> {
-    fn drop(&mut self) {
-        self.mounts.finish();
     }
 }
 

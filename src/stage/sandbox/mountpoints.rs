@@ -130,9 +130,9 @@ impl Registration {
         Ok(reg)
     }
 
-    /// Ends the hold; the last sandbox out removes the listed entries
-    /// (best effort: a failure leaves them listed for the next one, or
-    /// for `stage commit`, which reports it).
+    /// Ends the hold (also on drop); the last sandbox out removes the
+    /// listed entries (best effort: a failure leaves them listed for the
+    /// next one, or for `stage commit`, which reports it).
     pub(crate) fn finish(&mut self) {
         if let Some(run) = self.lock.take()
             && lock(&run, RUN, true, false, &self.stage_dir_path).unwrap_or(false)
@@ -204,6 +204,13 @@ impl Registration {
                 e.into(),
             )),
         }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // A `begin` that failed half-way, or a sandbox that is done.
+        self.finish();
     }
 }
 
