@@ -32,6 +32,7 @@
 //! commits and summaries, and their errors, are handled alike whatever the
 //! kind.
 
+pub mod delta;
 pub mod ed25519;
 pub mod engine;
 pub mod gpg;

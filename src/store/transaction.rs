@@ -194,6 +194,20 @@ impl<'r> Transaction<'r> {
         })
     }
 
+    /// An anonymous read-write file in the staging directory for data a
+    /// writer needs on disk for a while (a static-delta part and its
+    /// decompressed payload): on the store's filesystem, never visible
+    /// under a name, gone when closed and with the transaction.
+    pub fn scratch_file(&self) -> Result<File> {
+        let t = self.tmpfile(0o600)?;
+        if let Some(name) = t.name.keep() {
+            // No O_TMPFILE here: the open descriptor is all that is needed.
+            rustix::fs::unlinkat(&self.staging, name.as_str(), AtFlags::empty())
+                .at(self.staging_path().join(&name))?;
+        }
+        Ok(t.file)
+    }
+
     /// Creates the staging subdirectory `XX` once per transaction.
     fn ensure_staging_subdir(&self, name: &ObjectName) -> Result<()> {
         let dir = name.loose_dir();

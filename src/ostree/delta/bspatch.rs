@@ -151,13 +151,7 @@ pub fn apply_in_memory(old: &[u8], patch: &[u8], new_size: u64) -> Result<Vec<u8
     let mut p = Patcher::new(old.len() as u64, new_size);
     let mut out = Vec::new();
     let mut rest = patch;
-    let short = || {
-        DeltaError::Bspatch(BspatchError::PastNewEnd {
-            new_pos: 0,
-            length: 0,
-            new_size,
-        })
-    };
+    let short = || DeltaError::Bspatch(BspatchError::Truncated);
     while !p.is_done() {
         let (ctrl, r) = rest.split_first_chunk::<CONTROL_LEN>().ok_or_else(short)?;
         let s = p.next(Control::parse(ctrl)?)?;

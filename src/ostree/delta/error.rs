@@ -119,6 +119,8 @@ pub enum BspatchError {
     OldOutOfBounds { start: i64, end: i64, old_size: u64 },
     #[error("seek moves the old position out of range")]
     SeekOverflow,
+    #[error("the patch ends before the new file is complete")]
+    Truncated,
 }
 
 pub type Result<T, E = DeltaError> = std::result::Result<T, E>;

@@ -1,0 +1,161 @@
+//! Errors of fetching and applying static deltas. Every one names the
+//! delta, and the part when one is at fault.
+
+use thiserror::Error;
+
+use crate::ostree::delta::DeltaName;
+use crate::ostree::{Checksum, FormatError, ObjectName};
+use crate::pull::FetchError;
+use crate::store::StoreError;
+
+/// A delta could not be used or applied: which delta, which part (when
+/// one is at fault), and what happened.
+#[derive(Debug)]
+pub struct DeltaPullError {
+    pub delta: DeltaName,
+    pub part: Option<usize>,
+    pub kind: Box<DeltaFailure>,
+}
+
+impl DeltaPullError {
+    pub fn new(delta: DeltaName, kind: DeltaFailure) -> Self {
+        DeltaPullError {
+            delta,
+            part: None,
+            kind: Box::new(kind),
+        }
+    }
+
+    pub fn part(delta: DeltaName, part: usize, e: PartError) -> Self {
+        DeltaPullError {
+            delta,
+            part: Some(part),
+            kind: Box::new(DeltaFailure::Part(e)),
+        }
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            *self.kind,
+            DeltaFailure::Interrupted | DeltaFailure::Part(PartError::Interrupted)
+        )
+    }
+}
+
+impl std::fmt::Display for DeltaPullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "static delta {}", self.delta)?;
+        if let Some(p) = self.part {
+            write!(f, " part {p}")?;
+        }
+        write!(f, ": {}", self.kind)
+    }
+}
+
+impl std::error::Error for DeltaPullError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.kind)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum DeltaFailure {
+    #[error("fetching the superblock failed: {0}")]
+    SuperblockFetch(#[source] FetchError),
+    #[error("the superblock is invalid: {0}")]
+    Superblock(#[source] crate::ostree::delta::DeltaError),
+    #[error(
+        "the superblock's SHA-256 is {actual}, but the {listed_in} lists {expected} (a corrupt or substituted delta)"
+    )]
+    SuperblockChecksum {
+        listed_in: &'static str,
+        expected: Checksum,
+        actual: Checksum,
+    },
+    #[error("the superblock is that of delta {found}")]
+    WrongDelta { found: DeltaName },
+    #[error("the commit in the superblock hashes to {actual}, not to the delta's target commit")]
+    WrongCommit { actual: Checksum },
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("the superblock's signatures: {0}")]
+    SuperblockSignature(#[source] crate::pull::SignatureError),
+    #[error("{0}")]
+    Part(#[source] PartError),
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// What went wrong in one part.
+#[derive(Debug, Error)]
+pub enum PartError {
+    #[error("fetching the part failed: {0}")]
+    Fetch(#[source] FetchError),
+    #[error("the part file is {actual} bytes, but its header says {expected}")]
+    Size { expected: u64, actual: u64 },
+    #[error("the part file's SHA-256 is {actual}, but its header says {expected}")]
+    Checksum {
+        expected: Checksum,
+        actual: Checksum,
+    },
+    #[error("{0}")]
+    Format(#[from] crate::ostree::delta::DeltaError),
+    #[error("xz decompression failed: {0}")]
+    Decompress(#[source] liblzma::stream::Error),
+    #[error(
+        "the xz payload inflates past its declared {declared} bytes (refused as a decompression bomb)"
+    )]
+    Inflates { declared: u64 },
+    #[error("the xz payload ends after {actual} of its declared {declared} bytes")]
+    ShortPayload { declared: u64, actual: u64 },
+    #[error(
+        "it produced object {object} with checksum {actual} (corrupt or hostile delta; nothing of it was kept)"
+    )]
+    ObjectChecksum {
+        object: ObjectName,
+        actual: Checksum,
+    },
+    #[error("it produced an invalid object {object}: {source}")]
+    InvalidObject {
+        object: ObjectName,
+        #[source]
+        source: FormatError,
+    },
+    #[error("read source {0} is not in the store")]
+    ReadSourceMissing(Checksum),
+    #[error("it reads {len} bytes at {offset} of read source {checksum}, which has {size}")]
+    ReadSourceRange {
+        checksum: Checksum,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    #[error("reading the part data: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl From<StoreError> for PartError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ChecksumMismatch { object, actual } => {
+                PartError::ObjectChecksum { object, actual }
+            }
+            StoreError::CorruptObject { object, source } => {
+                PartError::InvalidObject { object, source }
+            }
+            other => PartError::Store(other),
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Applying static deltas (§8.5) into the store.
+//!
+//! A delta is trusted only as far as it is checked: the superblock's
+//! commit must hash to the commit asked for, and every part is checked
+//! against its header (size, SHA-256) before anything of it is applied;
+//! each object it produces is verified against its name by the store's
+//! transaction before it becomes visible ([`apply`]); a compressed part is
+//! held to the exact size its xz stream declares ([`payload`]). Parts are
+//! applied by up to two workers at once (the machine's cores), each
+//! fetching its next part while the other applies: with `jobs` = 2 a part
+//! is always downloading while another is applied.
+//!
+//! Memory stays bounded whatever the delta's size: parts and large
+//! payloads live in scratch files in the transaction's staging directory
+//! and are read by range; objects are streamed into the store; the one
+//! large allocation, an xz decoder's dictionary (32 MiB for what libostree
+//! writes, touched only as far as the output goes), is shared out by a
+//! [`MemoryBudget`] so that two big parts are not inflated at once.
+//!
+//! Interrupted or failed, a delta leaves the store consistent: objects are
+//! only ever published complete and verified (the caller decides whether
+//! the transaction's verified objects are kept, see `pull`), the commit
+//! stays marked partial until its whole tree is present, and a re-run
+//! skips every part whose objects are all present.
+
+pub mod apply;
+pub mod error;
+pub(crate) mod payload;
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
+
+pub use apply::PartStats;
+pub use error::{DeltaFailure, DeltaPullError, PartError};
+use payload::{PartData, PartFile};
+
+use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
+use crate::ostree::delta::{DeltaName, PartHeader, SignedSuperblock, Superblock, superblock};
+use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::store::{Repo, StoreError, Transaction};
+
+/// Bytes of xz dictionaries (and in-memory payloads) in use at once.
+/// One part is always allowed, however large its dictionary.
+pub const DECOMPRESSION_BUDGET: u64 = 40 << 20;
+
+/// Shares [`DECOMPRESSION_BUDGET`] among the workers.
+pub struct MemoryBudget {
+    used: Mutex<u64>,
+    freed: Condvar,
+    limit: u64,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: u64) -> Self {
+        MemoryBudget {
+            used: Mutex::new(0),
+            freed: Condvar::new(),
+            limit,
+        }
+    }
+
+    /// Waits until `n` bytes fit (or nothing else is in use).
+    pub fn acquire(&self, n: u64) -> BudgetGuard<'_> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && *used + n > self.limit {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += n;
+        BudgetGuard { budget: self, n }
+    }
+}
+
+pub struct BudgetGuard<'b> {
+    budget: &'b MemoryBudget,
+    n: u64,
+}
+
+impl Drop for BudgetGuard<'_> {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used -= self.n;
+        drop(used);
+        self.budget.freed.notify_all();
+    }
+}
+
+/// What applying a delta's parts did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PartsOutcome {
+    pub parts_applied: usize,
+    /// Parts whose objects were all present already (not fetched).
+    pub parts_skipped: usize,
+    pub objects_written: u64,
+    pub objects_present: u64,
+    /// Bytes of part files fetched or read.
+    pub part_bytes: u64,
+}
+
+/// Where a worker gets a part file that is not inline.
+pub(crate) type FetchPart<'f> =
+    dyn Fn(usize, &PartHeader) -> Result<PartFile<'static>, PartError> + Sync + 'f;
+
+/// Whether every object a part creates is present already.
+fn have_all(txn: &Transaction<'_>, h: &PartHeader) -> Result<bool, StoreError> {
+    for o in &h.objects {
+        if !txn.has_object(o)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Applies every part of `sb` into `txn` with up to `jobs` workers.
+/// `fetch` gets part files that are not inline (checked by the caller or
+/// by [`payload::receive_part`]).
+pub(crate) fn apply_parts(
+    txn: &Transaction<'_>,
+    sb: &Superblock,
+    fetch: &FetchPart<'_>,
+    jobs: usize,
+    interrupt: &AtomicBool,
+) -> Result<PartsOutcome, DeltaPullError> {
+    let name = sb.name();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let budget = MemoryBudget::new(DECOMPRESSION_BUDGET);
+    let outcome = Mutex::new(PartsOutcome::default());
+    let first_error: Mutex<Option<DeltaPullError>> = Mutex::new(None);
+    let workers = jobs.clamp(1, 2).min(sb.parts.len().max(1));
+    let worker = || {
+        loop {
+            if failed.load(Ordering::Relaxed) {
+                return;
+            }
+            if interrupt.load(Ordering::Relaxed) {
+                let e = DeltaPullError::new(name, DeltaFailure::Interrupted);
+                record(&first_error, &failed, e);
+                return;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(h) = sb.parts.get(i) else { return };
+            match apply_one(txn, sb, i, h, fetch, &budget, interrupt) {
+                Ok(None) => lock(&outcome).parts_skipped += 1,
+                Ok(Some((stats, bytes))) => {
+                    let mut o = lock(&outcome);
+                    o.parts_applied += 1;
+                    o.objects_written += stats.written;
+                    o.objects_present += stats.present;
+                    o.part_bytes += bytes;
+                }
+                Err(PartError::Interrupted) => {
+                    let e = DeltaPullError::new(name, DeltaFailure::Interrupted);
+                    record(&first_error, &failed, e);
+                    return;
+                }
+                Err(e) => {
+                    record(&first_error, &failed, DeltaPullError::part(name, i, e));
+                    return;
+                }
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(worker);
+        }
+        worker();
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(outcome.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn record(slot: &Mutex<Option<DeltaPullError>>, failed: &AtomicBool, e: DeltaPullError) {
+    let mut s = lock(slot);
+    if s.is_none() {
+        *s = Some(e);
+    }
+    failed.store(true, Ordering::Relaxed);
+}
+
+/// One part: skipped when all its objects are present (`None`), else
+/// fetched (unless inline), opened and executed.
+fn apply_one(
+    txn: &Transaction<'_>,
+    sb: &Superblock,
+    i: usize,
+    h: &PartHeader,
+    fetch: &FetchPart<'_>,
+    budget: &MemoryBudget,
+    interrupt: &AtomicBool,
+) -> Result<Option<(PartStats, u64)>, PartError> {
+    if have_all(txn, h)? {
+        return Ok(None);
+    }
+    // Inline parts are not checksummed by libostree (the superblock that
+    // carries them is); their objects are verified all the same.
+    let (file, bytes) = match sb.inline_part(i) {
+        Some(b) => (PartFile::Memory(b), 0),
+        None => (fetch(i, h)?, h.size),
+    };
+    let data: PartData = payload::open_payload(txn, file, budget, interrupt)?;
+    let stats = apply::execute_part(txn, &h.objects, &data, interrupt)?;
+    Ok(Some((stats, bytes)))
+}
+
+/// Reads a superblock file, unwrapping a signed one. Returns the inner
+/// superblock's bytes and, if it was signed, the wrapper.
+pub fn split_signed(
+    data: &[u8],
+) -> Result<(&[u8], Option<SignedSuperblock<'_>>), crate::ostree::delta::DeltaError> {
+    if superblock::is_signed(data) {
+        let s = SignedSuperblock::parse(data)?;
+        Ok((s.superblock, Some(s)))
+    } else {
+        Ok((data, None))
+    }
+}
+
+/// Checks a parsed superblock is the delta `name` and carries its commit.
+pub fn check_superblock(name: DeltaName, sb: &Superblock) -> Result<(), DeltaPullError> {
+    let fail = |kind| Err(DeltaPullError::new(name, kind));
+    if sb.name() != name {
+        return fail(DeltaFailure::WrongDelta { found: sb.name() });
+    }
+    let actual = sb.commit.checksum();
+    if actual != name.to {
+        return fail(DeltaFailure::WrongCommit { actual });
+    }
+    // libostree refuses these too ("Found metadata object as fallback").
+    if sb
+        .fallbacks
+        .iter()
+        .any(|f| f.object.objtype != ObjectType::File)
+    {
+        return fail(DeltaFailure::Unsupported(
+            "a fallback object is not a content object",
+        ));
+    }
+    Ok(())
+}
+
+/// What [`apply_offline`] did.
+#[derive(Debug, Clone)]
+pub struct OfflineOutcome {
+    pub delta: DeltaName,
+    pub parts: PartsOutcome,
+    /// The commit's whole tree is present (it is no longer partial).
+    pub complete: bool,
+}
+
+/// Applies a delta from a directory holding its `superblock` and parts,
+/// as `ostree static-delta apply-offline` does: the delta's FROM commit
+/// must be in the store; deltas with fallback objects need a pull.
+/// No ref is written.
+pub fn apply_offline(
+    repo: &Repo,
+    dir: &Path,
+    jobs: usize,
+    interrupt: &AtomicBool,
+) -> Result<OfflineOutcome, DeltaPullError> {
+    let sb_path = dir.join("superblock");
+    // The name is only known once parsed; errors before that use a
+    // placeholder naming nothing.
+    let unknown = DeltaName::scratch(Checksum::from_array([0; 32]));
+    let read_err = |delta, path: &Path, source| {
+        DeltaPullError::new(
+            delta,
+            DeltaFailure::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+        )
+    };
+    let mut bytes = Vec::new();
+    File::open(&sb_path)
+        .and_then(|f| {
+            f.take(MAX_SUPERBLOCK_SIZE as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| read_err(unknown, &sb_path, e))?;
+    let parsed = split_signed(&bytes).and_then(|(inner, _)| Superblock::parse(inner));
+    let sb = parsed.map_err(|e| DeltaPullError::new(unknown, DeltaFailure::Superblock(e)))?;
+    let name = sb.name();
+    check_superblock(name, &sb)?;
+    if !sb.fallbacks.is_empty() {
+        return Err(DeltaPullError::new(
+            name,
+            DeltaFailure::Unsupported("it has fallback objects, which only a pull can fetch"),
+        ));
+    }
+    let store_err = |e| DeltaPullError::new(name, DeltaFailure::Store(e));
+    if let Some(from) = name.from
+        && !repo
+            .has_object(&ObjectName::new(from, ObjectType::Commit))
+            .map_err(store_err)?
+    {
+        return Err(DeltaPullError::new(
+            name,
+            DeltaFailure::Unsupported("its FROM commit is not in the store"),
+        ));
+    }
+    let txn = Transaction::begin(repo).map_err(store_err)?;
+    write_commit(&txn, &sb).map_err(store_err)?;
+    let fetch = |i: usize, h: &PartHeader| -> Result<PartFile<'static>, PartError> {
+        let path = dir.join(i.to_string());
+        let file = File::open(&path).map_err(PartError::Io)?;
+        payload::receive_part(&txn, file, h, interrupt)
+    };
+    let parts = match apply_parts(&txn, &sb, &fetch, jobs, interrupt) {
+        Ok(p) => p,
+        Err(e) => {
+            // Verified objects are kept, so a re-run does less.
+            let _ = txn.publish_objects_only();
+            return Err(e);
+        }
+    };
+    let complete = tree_complete(&txn, &sb.commit).map_err(store_err)?;
+    txn.commit().map_err(store_err)?;
+    if complete {
+        repo.clear_commit_partial(&name.to).map_err(store_err)?;
+    }
+    Ok(OfflineOutcome {
+        delta: name,
+        parts,
+        complete,
+    })
+}
+
+/// Writes the target commit and its detached metadata (from the
+/// superblock) unless present, marking it partial first.
+pub(crate) fn write_commit(txn: &Transaction<'_>, sb: &Superblock) -> Result<bool, StoreError> {
+    let name = ObjectName::new(sb.to, ObjectType::Commit);
+    if txn.has_object(&name)? {
+        return Ok(false);
+    }
+    txn.repo().mark_commit_partial(&sb.to)?;
+    if let Some(meta) = sb.commitmeta() {
+        txn.write_commitmeta(sb.to, meta)?;
+    }
+    txn.write_metadata(ObjectType::Commit, &sb.commit.serialize(), Some(sb.to))?;
+    Ok(true)
+}
+
+/// Whether every object of `commit`'s tree is present (in the store or
+/// staged by `txn`).
+pub(crate) fn tree_complete(
+    txn: &Transaction<'_>,
+    commit: &crate::ostree::Commit,
+) -> Result<bool, StoreError> {
+    let mut stack = vec![(commit.root_tree, commit.root_meta)];
+    let mut seen = std::collections::HashSet::new();
+    while let Some((tree, meta)) = stack.pop() {
+        if !seen.insert(tree) {
+            continue;
+        }
+        let tname = ObjectName::new(tree, ObjectType::DirTree);
+        if !txn.has_object(&ObjectName::new(meta, ObjectType::DirMeta))?
+            || !txn.has_object(&tname)?
+        {
+            return Ok(false);
+        }
+        let data = match txn.repo().load_metadata(&tname) {
+            Ok(d) => d,
+            Err(StoreError::MissingObject(_)) => txn.load_staged(&tname)?,
+            Err(e) => return Err(e),
+        };
+        let dt =
+            crate::ostree::DirTree::parse(&data).map_err(|source| StoreError::CorruptObject {
+                object: tname,
+                source,
+            })?;
+        for f in &dt.files {
+            if !txn.has_object(&ObjectName::new(f.checksum, ObjectType::File))? {
+                return Ok(false);
+            }
+        }
+        stack.extend(dt.dirs.iter().map(|d| (d.tree, d.meta)));
+    }
+    Ok(true)
+}

@@ -1,0 +1,370 @@
+//! From a part file to its payload: size and checksum checked first, then
+//! the payload decompressed to exactly the size the xz stream declares
+//! (see [`crate::ostree::delta::xz`]), into memory when small, else into
+//! a scratch file in the transaction's staging directory. The payload is
+//! then read by range (`pread`), so memory stays bounded whatever its size.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use super::error::PartError;
+use crate::ostree::Checksum;
+use crate::ostree::delta::{Compression, PartHeader, xz};
+use crate::store::Transaction;
+
+/// Payloads up to this size are decompressed into memory.
+pub(crate) const MEMORY_PAYLOAD_MAX: u64 = 4 << 20;
+/// liblzma's decoder memory limit, as libostree sets it (ostree 2026's
+/// RHEL-189208 fix). Preset 8, which libostree writes, needs 33 MiB.
+pub(crate) const XZ_MEMLIMIT: u64 = 100 << 20;
+const IO_BUF: usize = 128 * 1024;
+
+/// A part file: in memory (inline parts, small parts) or in a scratch file.
+pub(crate) enum PartFile<'a> {
+    Memory(&'a [u8]),
+    File { file: File, len: u64 },
+}
+
+impl PartFile<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            PartFile::Memory(b) => b.len() as u64,
+            PartFile::File { len, .. } => *len,
+        }
+    }
+
+    fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        match self {
+            PartFile::Memory(b) => {
+                let s = usize::try_from(off)
+                    .ok()
+                    .and_then(|o| b.get(o..o + buf.len()));
+                buf.copy_from_slice(s.ok_or_else(|| eof("part file"))?);
+                Ok(())
+            }
+            PartFile::File { file, .. } => file.read_exact_at(buf, off),
+        }
+    }
+}
+
+fn eof(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("{what} ends early"),
+    )
+}
+
+/// A part's payload, `(a(uuu)aa(ayay)ayay)`.
+pub(crate) enum PartData {
+    Memory(Vec<u8>),
+    /// `len` bytes of `file` from `start`.
+    File {
+        file: File,
+        start: u64,
+        len: u64,
+    },
+}
+
+impl PartData {
+    pub fn len(&self) -> u64 {
+        match self {
+            PartData::Memory(b) => b.len() as u64,
+            PartData::File { len, .. } => *len,
+        }
+    }
+
+    /// Fills `buf` from payload offset `off`; the range must lie inside.
+    pub fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = off.checked_add(buf.len() as u64);
+        if end.is_none_or(|e| e > self.len()) {
+            return Err(eof("delta part payload"));
+        }
+        match self {
+            PartData::Memory(b) => {
+                let o = off as usize;
+                buf.copy_from_slice(&b[o..o + buf.len()]);
+                Ok(())
+            }
+            PartData::File { file, start, .. } => file.read_exact_at(buf, start + off),
+        }
+    }
+
+    /// The bytes of `r` (bounded by the caller).
+    pub fn read_range(&self, r: &Range<u64>) -> std::io::Result<Vec<u8>> {
+        let mut v = vec![0u8; (r.end - r.start) as usize];
+        self.read_exact_at(r.start, &mut v)?;
+        Ok(v)
+    }
+
+    /// A reader of the bytes of `r`.
+    pub fn reader(&self, r: Range<u64>) -> RangeReader<'_> {
+        RangeReader {
+            data: self,
+            pos: r.start,
+            end: r.end,
+        }
+    }
+}
+
+/// Reads a range of a payload.
+pub(crate) struct RangeReader<'a> {
+    data: &'a PartData,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (buf.len() as u64).min(self.end - self.pos) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.data.read_exact_at(self.pos, &mut buf[..n])?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Copies a part file from `src` into a scratch file, hashing it on the
+/// way: it must be exactly `header.size` bytes with checksum
+/// `header.checksum`. Stops reading at one byte past the size.
+pub(crate) fn receive_part(
+    txn: &Transaction<'_>,
+    mut src: impl Read,
+    header: &PartHeader,
+    interrupt: &AtomicBool,
+) -> Result<PartFile<'static>, PartError> {
+    let mut file = txn.scratch_file()?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; IO_BUF];
+    let mut total: u64 = 0;
+    loop {
+        if interrupt.load(Ordering::Relaxed) {
+            return Err(PartError::Interrupted);
+        }
+        // One byte more than expected is enough to know it is too long.
+        let want = (header.size + 1 - total.min(header.size + 1)).min(IO_BUF as u64) as usize;
+        if want == 0 {
+            break;
+        }
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(PartError::Fetch(crate::pull::FetchError::Transient {
+                    location: "delta part".into(),
+                    message: e.to_string(),
+                }));
+            }
+        };
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).map_err(PartError::Io)?;
+        total += n as u64;
+    }
+    if total != header.size {
+        return Err(PartError::Size {
+            expected: header.size,
+            actual: total,
+        });
+    }
+    let actual = Checksum::from_hasher(hasher);
+    if actual != header.checksum {
+        return Err(PartError::Checksum {
+            expected: header.checksum,
+            actual,
+        });
+    }
+    Ok(PartFile::File { file, len: total })
+}
+
+/// What an xz part declares: its decompressed size (read from the end of
+/// the stream, which starts at byte 1 of the part file).
+pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
+    let total = part.len();
+    let stream_len = total.saturating_sub(1);
+    if stream_len < (xz::HEADER_LEN + xz::FOOTER_LEN) as u64 {
+        return Err(crate::ostree::delta::DeltaError::Xz("stream too short").into());
+    }
+    let mut header = [0u8; xz::HEADER_LEN];
+    part.read_exact_at(1, &mut header).map_err(PartError::Io)?;
+    let flags = xz::parse_header(&header)?;
+    let mut footer = [0u8; xz::FOOTER_LEN];
+    part.read_exact_at(total - xz::FOOTER_LEN as u64, &mut footer)
+        .map_err(PartError::Io)?;
+    let index_len = xz::parse_footer(&footer, flags)?;
+    let index_start = (total - xz::FOOTER_LEN as u64)
+        .checked_sub(index_len)
+        .filter(|s| *s > xz::HEADER_LEN as u64)
+        .ok_or(crate::ostree::delta::DeltaError::Xz(
+            "index larger than the stream",
+        ))?;
+    let mut index = vec![0u8; index_len as usize];
+    part.read_exact_at(index_start, &mut index)
+        .map_err(PartError::Io)?;
+    let totals = xz::parse_index(&index)?;
+    xz::check_stream_len(stream_len, index_len, &totals)?;
+    Ok(totals.uncompressed)
+}
+
+/// The payload of a part file whose size and checksum were checked (or
+/// an inline part). Payloads over [`MEMORY_PAYLOAD_MAX`] go to a scratch
+/// file.
+pub(crate) fn open_payload(
+    txn: &Transaction<'_>,
+    part: PartFile<'_>,
+    budget: &super::MemoryBudget,
+    interrupt: &AtomicBool,
+) -> Result<PartData, PartError> {
+    let mut first = [0u8; 1];
+    part.read_exact_at(0, &mut first).map_err(PartError::Io)?;
+    match Compression::from_byte(first[0])? {
+        Compression::None => Ok(match part {
+            PartFile::Memory(b) => PartData::Memory(b[1..].to_vec()),
+            PartFile::File { file, len } => PartData::File {
+                file,
+                start: 1,
+                len: len - 1,
+            },
+        }),
+        Compression::Xz => {
+            let declared = declared_size(&part)?;
+            // The decoder's dictionary is touched as far as the output
+            // goes, up to its size (32 MiB for libostree's preset 8).
+            let _charge = budget.acquire(declared.min(XZ_MEMLIMIT) + (1 << 20));
+            let stream_len = part.len() - 1;
+            let input: Box<dyn Read + '_> = match &part {
+                PartFile::Memory(b) => Box::new(&b[1..]),
+                PartFile::File { file, .. } => {
+                    let mut f = file;
+                    f.seek(SeekFrom::Start(1)).map_err(PartError::Io)?;
+                    Box::new(BufReader::with_capacity(IO_BUF, f))
+                }
+            };
+            if declared <= MEMORY_PAYLOAD_MAX {
+                let mut out = Vec::with_capacity(declared as usize);
+                decompress(input, stream_len, declared, &mut out, interrupt)?;
+                Ok(PartData::Memory(out))
+            } else {
+                let file = txn.scratch_file()?;
+                let mut w = std::io::BufWriter::with_capacity(IO_BUF, &file);
+                decompress(input, stream_len, declared, &mut w, interrupt)?;
+                w.flush().map_err(PartError::Io)?;
+                drop(w);
+                Ok(PartData::File {
+                    file,
+                    start: 0,
+                    len: declared,
+                })
+            }
+        }
+    }
+}
+
+/// Decompresses one xz stream of `stream_len` bytes into `out`: exactly
+/// `declared` bytes, refusing the first byte past it.
+fn decompress(
+    mut input: impl Read,
+    stream_len: u64,
+    declared: u64,
+    out: &mut impl Write,
+    interrupt: &AtomicBool,
+) -> Result<(), PartError> {
+    use liblzma::stream::{Action, Status, Stream};
+    let mut s = Stream::new_stream_decoder(XZ_MEMLIMIT, 0).map_err(PartError::Decompress)?;
+    let mut inbuf = vec![0u8; IO_BUF];
+    let mut outbuf = vec![0u8; IO_BUF];
+    let (mut in_pos, mut in_len) = (0usize, 0usize);
+    let mut eof = false;
+    loop {
+        if interrupt.load(Ordering::Relaxed) {
+            return Err(PartError::Interrupted);
+        }
+        if in_pos == in_len && !eof {
+            in_len = loop {
+                match input.read(&mut inbuf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(PartError::Io(e)),
+                }
+            };
+            in_pos = 0;
+            eof = in_len == 0;
+        }
+        // Room for at most one byte past the declared size.
+        let room = (declared - s.total_out().min(declared) + 1).min(IO_BUF as u64) as usize;
+        let (before_in, before_out) = (s.total_in(), s.total_out());
+        let action = if eof { Action::Finish } else { Action::Run };
+        let status = s
+            .process(&inbuf[in_pos..in_len], &mut outbuf[..room], action)
+            .map_err(PartError::Decompress)?;
+        in_pos += (s.total_in() - before_in) as usize;
+        let made = (s.total_out() - before_out) as usize;
+        if s.total_out() > declared {
+            return Err(PartError::Inflates { declared });
+        }
+        out.write_all(&outbuf[..made]).map_err(PartError::Io)?;
+        if status == Status::StreamEnd {
+            break;
+        }
+        if eof && made == 0 && s.total_in() == before_in {
+            return Err(PartError::ShortPayload {
+                declared,
+                actual: s.total_out(),
+            });
+        }
+    }
+    if s.total_out() != declared {
+        return Err(PartError::ShortPayload {
+            declared,
+            actual: s.total_out(),
+        });
+    }
+    if s.total_in() != stream_len {
+        return Err(
+            crate::ostree::delta::DeltaError::Xz("data after the end of the stream").into(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ostree::delta::part::encode_part_file;
+
+    fn run(part: &[u8], declared_override: Option<u64>) -> Result<Vec<u8>, PartError> {
+        let declared = declared_override.unwrap_or_else(|| xz::declared_size(&part[1..]).unwrap());
+        let mut out = Vec::new();
+        decompress(
+            &part[1..],
+            part.len() as u64 - 1,
+            declared,
+            &mut out,
+            &AtomicBool::new(false),
+        )
+        .map(|()| out)
+    }
+
+    #[test]
+    fn exact_size_and_bombs() {
+        let payload = vec![0u8; 1 << 20];
+        let part = encode_part_file(&payload, Compression::Xz);
+        assert_eq!(run(&part, None).unwrap(), payload);
+        // A stream inflating past what is expected stops at once.
+        assert!(matches!(
+            run(&part, Some(1000)),
+            Err(PartError::Inflates { declared: 1000 })
+        ));
+        assert!(matches!(
+            run(&part, Some(2 << 20)),
+            Err(PartError::ShortPayload { .. })
+        ));
+        assert!(run(&part[..part.len() - 10], Some(1 << 20)).is_err());
+    }
+}
