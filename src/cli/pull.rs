@@ -8,8 +8,8 @@ use clap::Args;
 use super::Ctx;
 use super::progress::format_bytes;
 use arbor::pull::{
-    DEFAULT_JOBS, Depth, OpenedSource, PullError, PullOptions, PullSource, PullTarget, SubPath,
-    Verification, pull_from,
+    DEFAULT_JOBS, Depth, OpenedSource, PullError, PullOptions, PullSource, PullTarget,
+    StaticDeltas, SubPath, Verification, pull_from,
 };
 
 #[derive(Args, Debug)]
@@ -47,6 +47,13 @@ pub struct PullArgs {
     /// Fetch only the commit objects (and their detached metadata)
     #[arg(long)]
     commit_metadata_only: bool,
+    /// Never use the source's static deltas: fetch objects one by one
+    #[arg(long, conflicts_with = "require_static_deltas")]
+    disable_static_deltas: bool,
+    /// Fail unless every wanted commit comes through a static delta (also
+    /// from local repositories, which otherwise import objects directly)
+    #[arg(long)]
+    require_static_deltas: bool,
     /// Requests in flight at once
     #[arg(long, default_value_t = DEFAULT_JOBS, value_name = "N")]
     jobs: usize,
@@ -98,6 +105,13 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         network_retries: a.network_retries,
         timeout: Duration::from_secs(a.timeout.max(1)),
         verification: Verification::AsConfigured,
+        static_deltas: if a.disable_static_deltas {
+            StaticDeltas::Disabled
+        } else if a.require_static_deltas {
+            StaticDeltas::Required
+        } else {
+            StaticDeltas::Auto
+        },
         sign_key_basedirs: (!a.sign_key_basedir.is_empty()).then_some(a.sign_key_basedir),
     };
     let opened = OpenedSource::open(&repo, &source, &opts).with_context(|| match &source {
@@ -119,6 +133,23 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     if !a.quiet {
         for (name, c) in &outcome.refs {
             eprintln!("{name} -> {c}");
+        }
+        for d in &outcome.deltas {
+            eprintln!(
+                "static delta {}: {} parts applied ({}), {} objects written{}",
+                d.delta,
+                d.parts.parts_applied,
+                format_bytes(d.parts.part_bytes),
+                d.parts.objects_written,
+                if d.parts.parts_skipped + d.parts_left_to_objects > 0 {
+                    format!(
+                        ", {} parts not needed",
+                        d.parts.parts_skipped + d.parts_left_to_objects
+                    )
+                } else {
+                    String::new()
+                }
+            );
         }
         println!(
             "{} metadata, {} content objects fetched{}{}; {} transferred in {:.1} s",
@@ -149,6 +180,12 @@ fn with_hint(e: PullError, base: &Option<arbor::ostree::Checksum>) -> anyhow::Er
         ),
         PullError::BasePartial(_) if base.is_some() => {
             Some("pull that commit completely first, or drop --base")
+        }
+        PullError::Delta(d) if !d.keeps_objects() => Some(
+            "the source publishes a corrupt static delta: tell its maintainers; --disable-static-deltas fetches objects instead",
+        ),
+        PullError::DeltaRequired { .. } => {
+            Some("drop --require-static-deltas to fetch objects instead")
         }
         _ => None,
     };

@@ -329,7 +329,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                 .already_present
                 .fetch_add(1, Ordering::Relaxed);
             self.refresh_present_commit(checksum)?;
-            self.repo.load_commit(&checksum)?
+            self.load_staged_or_stored_commit(&name)?
         } else {
             let commitmeta = self.fetch_commitmeta(checksum)?;
             let Some(fetched) = self.fetch_verified(&name, optional, Commit::parse)? else {
@@ -573,6 +573,23 @@ impl<'a, 'r> Engine<'a, 'r> {
             }
         }
         Ok(())
+    }
+
+    /// A commit already written: from the repository, or from this
+    /// transaction's staging (a static delta wrote it).
+    fn load_staged_or_stored_commit(&self, name: &ObjectName) -> Result<Commit, PullError> {
+        match self.repo.load_commit(&name.checksum) {
+            Ok(c) => Ok(c),
+            Err(StoreError::MissingObject(_)) => {
+                let data = self.txn.load_staged(name)?;
+                Commit::parse(&data).map_err(|source| PullError::Corrupt {
+                    object: *name,
+                    location: "staging".into(),
+                    source,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A dirtree already written: from the repository, or from this

@@ -330,6 +330,22 @@ impl ObjectSource for HttpSource {
         })
     }
 
+    fn fetch_file(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        self.get_bytes(rel, max)
+    }
+
+    fn open_file(&self, rel: &str) -> Result<Option<Box<dyn Read + Send>>, FetchError> {
+        match self.get(rel) {
+            Ok(resp) => Ok(Some(Box::new(self.counting(resp)))),
+            Err(FetchError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn file_location(&self, rel: &str) -> String {
+        self.url(rel)
+    }
+
     fn bytes_transferred(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
     }

@@ -144,6 +144,54 @@ impl ObjectSource for LocalSource {
         })
     }
 
+    fn fetch_file(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
+        let Some(r) = self.open_file(rel)? else {
+            return Ok(None);
+        };
+        let mut body = Vec::new();
+        r.take(max + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| FetchError::Fatal {
+                location: self.file_location(rel),
+                message: e.to_string(),
+            })?;
+        if body.len() as u64 > max {
+            return Err(FetchError::Fatal {
+                location: self.file_location(rel),
+                message: format!("more than the limit of {max} bytes"),
+            });
+        }
+        Ok(Some(body))
+    }
+
+    fn open_file(&self, rel: &str) -> Result<Option<Box<dyn Read + Send>>, FetchError> {
+        // Relative paths come from the pull (delta and index names), never
+        // from the source; opened without following a final symlink.
+        let fd = match rustix::fs::openat(
+            self.repo.dir(),
+            rel,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
+            Err(e) => {
+                return Err(FetchError::Fatal {
+                    location: self.file_location(rel),
+                    message: std::io::Error::from(e).to_string(),
+                });
+            }
+        };
+        Ok(Some(Box::new(Counting {
+            inner: std::fs::File::from(fd),
+            read: self.read.clone(),
+        })))
+    }
+
+    fn file_location(&self, rel: &str) -> String {
+        self.repo.path().join(rel).display().to_string()
+    }
+
     fn bytes_transferred(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub use options::{
-    DEFAULT_JOBS, Depth, PullOptions, PullSource, PullTarget, SubPath, Verification,
+    DEFAULT_JOBS, Depth, PullOptions, PullSource, PullTarget, StaticDeltas, SubPath, Verification,
 };
 pub use source::{FetchError, ObjectSource};
 pub use verify::{RemoteVerify, SignatureError, Verifier};
@@ -145,6 +145,24 @@ pub enum PullError {
         path: PathBuf,
         #[source]
         source: StoreError,
+    },
+    /// A static delta could not be used or applied (it names the delta and
+    /// the part at fault).
+    #[error("{0}")]
+    Delta(#[from] delta::DeltaPullError),
+    /// `StaticDeltas::Required`, and the source has no delta to `to`.
+    #[error("static deltas required, but {source_desc} has none to {to}{}", .from.map(|f| format!(" (the ref is at {f} here)")).unwrap_or_default())]
+    DeltaRequired {
+        from: Option<Checksum>,
+        to: Checksum,
+        source_desc: String,
+    },
+    /// A summary's or delta index's list of deltas is malformed.
+    #[error("the static deltas listed in the {listed_in} are invalid: {source}")]
+    BadDeltaList {
+        listed_in: String,
+        #[source]
+        source: crate::ostree::delta::DeltaError,
     },
     /// The interrupt flag was set. Objects already verified are kept (a
     /// re-run fetches only the rest); no ref moved.
@@ -352,6 +370,9 @@ pub struct PullOutcome {
     /// Corrupt objects in `localcache` repositories, fetched from the
     /// source instead.
     pub cache_rejected: u64,
+    /// Static deltas applied (each counts its parts and objects; the
+    /// object counts above are those of the object walk).
+    pub deltas: Vec<delta::DeltaUse>,
     pub bytes_transferred: u64,
     pub elapsed: Duration,
 }
@@ -492,7 +513,7 @@ pub fn pull_from(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let (targets, summary_bytes) = resolve_targets(source_ref, opts, verifiers)?;
+    let (targets, summary) = resolve_targets(source_ref, opts, verifiers)?;
     crate::progress::check(interrupt)?;
     let base_trees = match opts.base {
         Some(b) => reachable_trees(repo, &b)?,
@@ -500,6 +521,37 @@ pub fn pull_from(
     };
 
     let txn = Transaction::begin(repo)?;
+    let ref_name = |r: &str| match &source.destination {
+        RefDestination::Remote(remote) if !opts.mirror => RefName::Remote(remote.clone(), r.into()),
+        _ => RefName::Head(r.into()),
+    };
+    let mut outcome = PullOutcome::default();
+    if use_deltas(opts, source_ref) {
+        let dp = delta::pull::DeltaPull {
+            repo,
+            txn: &txn,
+            source: source_ref,
+            opts,
+            verifiers,
+            summary: summary.as_ref().map(|(s, _)| s),
+            progress,
+            interrupt,
+        };
+        for t in &targets {
+            let local = match &t.ref_name {
+                Some(r) => repo.read_ref(&ref_name(r))?,
+                None => None,
+            };
+            match dp.pull_commit(t.commit, local) {
+                Ok(Some(used)) => outcome.deltas.push(used),
+                Ok(None) => {}
+                Err(e) => {
+                    abandon(repo, txn, &e, t.commit, progress);
+                    return Err(e);
+                }
+            }
+        }
+    }
     progress.report(Event::Start {
         phase: Phase::Fetch,
         total: None,
@@ -518,7 +570,6 @@ pub fn pull_from(
         outcome.already_present = c.already_present.load(Ordering::Relaxed);
         outcome.cache_rejected = c.cache_rejected.load(Ordering::Relaxed);
     };
-    let mut outcome = PullOutcome::default();
     if let Err(e) = engine.run(opts.jobs) {
         drop(engine);
         // Keep what was verified so a retry fetches only the rest; the
@@ -536,12 +587,7 @@ pub fn pull_from(
 
     for t in &targets {
         if let Some(r) = &t.ref_name {
-            let name = match &source.destination {
-                RefDestination::Remote(remote) if !opts.mirror => {
-                    RefName::Remote(remote.clone(), r.clone())
-                }
-                _ => RefName::Head(r.clone()),
-            };
+            let name = ref_name(r);
             txn.set_ref(name.clone(), Some(t.commit));
             outcome.refs.push((name, t.commit));
         }
@@ -554,7 +600,7 @@ pub fn pull_from(
     }
     if opts.mirror
         && opts.targets.is_empty()
-        && let Some(bytes) = summary_bytes
+        && let Some((_, bytes)) = summary
     {
         crate::store::repo::write_summary(repo, &bytes)?;
     }
@@ -564,6 +610,51 @@ pub fn pull_from(
     outcome.bytes_transferred = source_ref.bytes_transferred();
     outcome.elapsed = start.elapsed();
     Ok(outcome)
+}
+
+/// Whether the pull looks for static deltas: unless disabled, for whole
+/// trees; from local repositories only when required (objects are
+/// imported from them directly, as ostree does).
+fn use_deltas(opts: &PullOptions, source: &dyn ObjectSource) -> bool {
+    match opts.static_deltas {
+        StaticDeltas::Disabled => false,
+        StaticDeltas::Required => true,
+        StaticDeltas::Auto => {
+            source.local_repo().is_none() && !opts.commit_metadata_only && opts.subpaths.is_empty()
+        }
+    }
+}
+
+/// After a delta failed: what it verified is kept when the failure was the
+/// network's, the machine's or an interrupt (a re-run does less); when the
+/// delta proved corrupt or hostile nothing of it becomes visible, and the
+/// partial marker of a commit that was never published goes too.
+fn abandon(
+    repo: &Repo,
+    txn: Transaction<'_>,
+    e: &PullError,
+    commit: Checksum,
+    progress: &dyn Progress,
+) {
+    let keep = match e {
+        PullError::Delta(d) => d.keeps_objects(),
+        PullError::Fetch(_) | PullError::Interrupted | PullError::Store(_) => true,
+        _ => false,
+    };
+    if keep {
+        if let Err(k) = txn.publish_objects_only() {
+            let note = format!("the objects fetched before the failure were not kept: {k}");
+            progress.report(Event::Note(&note));
+        }
+    } else {
+        drop(txn);
+    }
+    if !repo
+        .has_object(&ObjectName::new(commit, crate::ostree::ObjectType::Commit))
+        .unwrap_or(true)
+    {
+        let _ = repo.clear_commit_partial(&commit);
+    }
 }
 
 /// Runs `f` again after transient failures, up to `retries` times, with
@@ -660,11 +751,14 @@ pub fn list_source_refs(
     }
 }
 
+/// The targets, and the source's summary when it was fetched.
+type Resolved = (Vec<Target>, Option<(Summary, Vec<u8>)>);
+
 fn resolve_targets(
     source: &dyn ObjectSource,
     opts: &PullOptions,
     verifiers: &[RemoteVerify],
-) -> Result<(Vec<Target>, Option<Vec<u8>>), PullError> {
+) -> Result<Resolved, PullError> {
     // A signed summary is always fetched and checked, as ostree 2022.7
     // does whenever the remote has no indexed deltas.
     let needs_summary = opts.targets.is_empty()
@@ -675,7 +769,6 @@ fn resolve_targets(
     } else {
         None
     };
-    let summary_bytes = summary.as_ref().map(|(_, b)| b.clone());
     if opts.targets.is_empty() {
         let refs = match &summary {
             Some((s, _)) => s
@@ -697,7 +790,7 @@ fn resolve_targets(
                 commit,
             })
             .collect();
-        return Ok((targets, summary_bytes));
+        return Ok((targets, summary));
     }
     let mut targets = Vec::new();
     for t in &opts.targets {
@@ -732,7 +825,7 @@ fn resolve_targets(
             }
         }
     }
-    Ok((targets, summary_bytes))
+    Ok((targets, summary))
 }
 
 /// Every dirtree reachable from a complete local commit.

@@ -198,6 +198,23 @@ pub enum Verification {
     Disabled,
 }
 
+/// Whether a pull uses the source's static deltas (ostree's
+/// `--disable-static-deltas` and `--require-static-deltas`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StaticDeltas {
+    /// Use a delta when the source publishes one for the wanted commit
+    /// (from a commit present here, else from scratch) and it transfers
+    /// less than fetching the missing objects one by one. Local sources
+    /// are imported object by object instead, as ostree does.
+    #[default]
+    Auto,
+    /// Never: fetch objects.
+    Disabled,
+    /// Always, also from local sources: fail when the source has no
+    /// delta for a wanted commit.
+    Required,
+}
+
 /// Requests in flight by default (see BENCHMARKS.md for the measurement).
 pub const DEFAULT_JOBS: usize = 16;
 
@@ -228,6 +245,7 @@ pub struct PullOptions {
     /// A transfer that receives nothing for this long fails (transiently).
     pub timeout: Duration,
     pub verification: Verification,
+    pub static_deltas: StaticDeltas,
     /// Where system-wide signapi keys are looked for (`trusted.ed25519`,
     /// `trusted.ed25519.d/`, `revoked.ed25519…`) when a remote with
     /// `sign-verify=true` names no keys of its own; `None`:
@@ -249,6 +267,7 @@ impl Default for PullOptions {
             network_retries: 5,
             timeout: Duration::from_secs(30),
             verification: Verification::AsConfigured,
+            static_deltas: StaticDeltas::Auto,
             sign_key_basedirs: None,
         }
     }

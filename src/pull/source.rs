@@ -2,6 +2,8 @@
 //! HTTP(S) servers and local repositories in any mode — through
 //! [`ObjectSource`], and verifies everything it receives itself.
 
+use std::io::Read;
+
 use thiserror::Error;
 
 use crate::ostree::{Checksum, ObjectName};
@@ -62,6 +64,14 @@ pub trait ObjectSource: Send + Sync {
     /// [`ContentObject`] is too, so sources return it (the engine writes
     /// both kinds through the same verifying transaction).
     fn fetch_content(&self, checksum: &Checksum) -> Result<ContentObject, FetchError>;
+    /// A file of the repository by relative path (`delta-indexes/…`,
+    /// `deltas/…/superblock`), at most `max` bytes; `None` when absent.
+    fn fetch_file(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError>;
+    /// A file of the repository as a stream (a static-delta part), `None`
+    /// when absent. The caller bounds and checks what it reads.
+    fn open_file(&self, rel: &str) -> Result<Option<Box<dyn Read + Send>>, FetchError>;
+    /// Where a repository file is read from, for messages.
+    fn file_location(&self, rel: &str) -> String;
     /// Bytes received so far (for progress and the final summary).
     fn bytes_transferred(&self) -> u64 {
         0

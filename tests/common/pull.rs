@@ -60,12 +60,16 @@ pub enum Kind {
     DirTree,
     DirMeta,
     File,
+    /// Static-delta superblocks, parts and delta indexes.
+    Delta,
     Other,
 }
 
 pub fn kind_of(path: &str) -> Kind {
     let base = path.rsplit('/').next().unwrap_or("");
-    if path.contains("/refs/") {
+    if path.contains("/deltas/") || path.contains("/delta-indexes/") {
+        Kind::Delta
+    } else if path.contains("/refs/") {
         Kind::Ref
     } else if base == "summary" {
         Kind::Summary
@@ -98,6 +102,8 @@ pub struct Counts {
     pub dirtree: usize,
     pub dirmeta: usize,
     pub filez: usize,
+    /// Delta superblocks, parts and indexes (discovery requests included).
+    pub deltas: usize,
     pub other: usize,
 }
 
@@ -113,6 +119,7 @@ impl Counts {
                 Kind::DirTree => c.dirtree += 1,
                 Kind::DirMeta => c.dirmeta += 1,
                 Kind::File => c.filez += 1,
+                Kind::Delta => c.deltas += 1,
                 Kind::SummarySig | Kind::Config | Kind::Other => c.other += 1,
             }
         }

@@ -34,6 +34,28 @@ impl DeltaPullError {
         }
     }
 
+    /// Whether the objects verified before this failure may be kept (the
+    /// network or the machine failed, or the pull was interrupted), rather
+    /// than the delta shown hostile or corrupt, in which case nothing of it
+    /// is kept.
+    pub fn keeps_objects(&self) -> bool {
+        match &*self.kind {
+            DeltaFailure::SuperblockFetch(_)
+            | DeltaFailure::Store(_)
+            | DeltaFailure::Read { .. }
+            | DeltaFailure::NoSpace { .. }
+            | DeltaFailure::Interrupted => true,
+            DeltaFailure::Part(p) => matches!(
+                p,
+                PartError::Fetch(_)
+                    | PartError::Store(_)
+                    | PartError::Io(_)
+                    | PartError::Interrupted
+            ),
+            _ => false,
+        }
+    }
+
     pub fn is_interrupted(&self) -> bool {
         matches!(
             *self.kind,
@@ -84,6 +106,15 @@ pub enum DeltaFailure {
     Part(#[source] PartError),
     #[error("{0}")]
     Store(#[source] StoreError),
+    #[error(
+        "its objects need {needed} bytes, but the filesystem of {path} has {available} free",
+        path = .path.display()
+    )]
+    NoSpace {
+        needed: u64,
+        available: u64,
+        path: std::path::PathBuf,
+    },
     #[error("reading {path}: {source}")]
     Read {
         path: std::path::PathBuf,

@@ -26,6 +26,7 @@
 pub mod apply;
 pub mod error;
 pub(crate) mod payload;
+pub(crate) mod pull;
 
 use std::fs::File;
 use std::io::Read;
@@ -36,6 +37,7 @@ use std::sync::{Condvar, Mutex};
 pub use apply::PartStats;
 pub use error::{DeltaFailure, DeltaPullError, PartError};
 use payload::{PartData, PartFile};
+pub use pull::DeltaUse;
 
 use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
 use crate::ostree::delta::{DeltaName, PartHeader, SignedSuperblock, Superblock, superblock};
@@ -116,12 +118,16 @@ fn have_all(txn: &Transaction<'_>, h: &PartHeader) -> Result<bool, StoreError> {
 /// Applies every part of `sb` into `txn` with up to `jobs` workers.
 /// `fetch` gets part files that are not inline (checked by the caller or
 /// by [`payload::receive_part`]).
+/// Parts with `skip[i]` set are left out; `on_part` sees the running
+/// totals after each part.
 pub(crate) fn apply_parts(
     txn: &Transaction<'_>,
     sb: &Superblock,
     fetch: &FetchPart<'_>,
+    skip: &[bool],
     jobs: usize,
     interrupt: &AtomicBool,
+    on_part: &(dyn Fn(&PartsOutcome) + Sync),
 ) -> Result<PartsOutcome, DeltaPullError> {
     let name = sb.name();
     let next = AtomicUsize::new(0);
@@ -142,14 +148,22 @@ pub(crate) fn apply_parts(
             }
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(h) = sb.parts.get(i) else { return };
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             match apply_one(txn, sb, i, h, fetch, &budget, interrupt) {
-                Ok(None) => lock(&outcome).parts_skipped += 1,
+                Ok(None) => {
+                    let mut o = lock(&outcome);
+                    o.parts_skipped += 1;
+                    on_part(&o);
+                }
                 Ok(Some((stats, bytes))) => {
                     let mut o = lock(&outcome);
                     o.parts_applied += 1;
                     o.objects_written += stats.written;
                     o.objects_present += stats.present;
                     o.part_bytes += bytes;
+                    on_part(&o);
                 }
                 Err(PartError::Interrupted) => {
                     let e = DeltaPullError::new(name, DeltaFailure::Interrupted);
@@ -313,9 +327,10 @@ pub fn apply_offline(
     let fetch = |i: usize, h: &PartHeader| -> Result<PartFile<'static>, PartError> {
         let path = dir.join(i.to_string());
         let file = File::open(&path).map_err(PartError::Io)?;
-        payload::receive_part(&txn, file, h, interrupt)
+        payload::receive_part(&txn, file, h, &path.display().to_string(), interrupt)
     };
-    let parts = match apply_parts(&txn, &sb, &fetch, jobs, interrupt) {
+    let skip = vec![false; sb.parts.len()];
+    let parts = match apply_parts(&txn, &sb, &fetch, &skip, jobs, interrupt, &|_| {}) {
         Ok(p) => p,
         Err(e) => {
             // Verified objects are kept, so a re-run does less.

@@ -137,6 +137,7 @@ pub(crate) fn receive_part(
     txn: &Transaction<'_>,
     mut src: impl Read,
     header: &PartHeader,
+    location: &str,
     interrupt: &AtomicBool,
 ) -> Result<PartFile<'static>, PartError> {
     let mut file = txn.scratch_file()?;
@@ -157,10 +158,14 @@ pub(crate) fn receive_part(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(PartError::Fetch(crate::pull::FetchError::Transient {
-                    location: "delta part".into(),
-                    message: e.to_string(),
-                }));
+                let (location, message) = (location.to_string(), e.to_string());
+                return Err(PartError::Fetch(
+                    if crate::pull::source::io_error_is_transient(&e) {
+                        crate::pull::FetchError::Transient { location, message }
+                    } else {
+                        crate::pull::FetchError::Fatal { location, message }
+                    },
+                ));
             }
         };
         hasher.update(&buf[..n]);

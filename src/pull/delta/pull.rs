@@ -1,0 +1,479 @@
+//! Using a source's static deltas in a pull (§9.2).
+//!
+//! Discovery, per wanted commit TO not already complete here:
+//! * the summary's `ostree.static-deltas`; when that offers no delta from a
+//!   commit present here and the summary says `ostree.summary.indexed-deltas`
+//!   (every summary ostree ≥ 2020.8 writes), `delta-indexes/…/TO.index`;
+//! * without a summary, the index, and failing that the superblocks
+//!   themselves, probed as libostree does: from the ref's current commit,
+//!   then from scratch.
+//!
+//! Choice: a delta from a complete commit present here (the ref's current
+//! commit first, else the newest), else a from-scratch delta. Then, part by
+//! part, whichever transfers fewer bytes: a part whose objects are nearly
+//! all present already (a `--localcache-repo`, an older commit) is left
+//! out and its few missing objects are fetched one by one by the object
+//! walk that completes every pull. Each decision is reported as a
+//! [`Event::Note`] (what `arbor pull -v` prints).
+//!
+//! Trust: the superblock must hash to the digest the summary or index
+//! lists (a listed digest is mandatory when the remote verifies its
+//! summary); a signed superblock's signatures are checked with the
+//! remote's ed25519 keys when it verifies with them; the commit it carries
+//! must hash to TO, and its signatures (against the detached metadata the
+//! superblock carries) are checked before anything is written or any part
+//! fetched.
+
+use std::sync::atomic::AtomicBool;
+
+use super::error::{DeltaFailure, DeltaPullError, PartError};
+use super::payload::{PartFile, receive_part};
+use super::{PartsOutcome, apply_parts, check_superblock, split_signed, write_commit};
+use crate::ostree::delta::index::INDEXED_DELTAS_KEY;
+use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
+use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName, PartHeader, Superblock};
+use crate::ostree::{Checksum, ObjectName, ObjectType, Summary, Value};
+use crate::progress::{Event, Phase, Progress};
+use crate::pull::source::{FetchError, ObjectSource};
+use crate::pull::{PullError, PullOptions, RemoteVerify, StaticDeltas};
+use crate::store::{Repo, Transaction};
+
+/// Request overhead counted per object when comparing a part with
+/// fetching its missing objects one by one (request and response headers).
+pub const OBJECT_REQUEST_OVERHEAD: u64 = 600;
+
+/// A delta a pull used.
+#[derive(Debug, Clone)]
+pub struct DeltaUse {
+    pub delta: DeltaName,
+    pub parts: PartsOutcome,
+    /// Parts left out because fetching their missing objects was cheaper.
+    pub parts_left_to_objects: usize,
+    /// Fallback objects (fetched one by one by the object walk).
+    pub fallbacks: usize,
+}
+
+/// Where a delta's expected superblock digest came from.
+#[derive(Clone, Copy)]
+enum Listed {
+    Summary(Checksum),
+    Index(Checksum),
+    /// Found by probing: nothing to check it against.
+    Probed,
+}
+
+pub(crate) struct DeltaPull<'a, 'r> {
+    pub repo: &'r Repo,
+    pub txn: &'a Transaction<'r>,
+    pub source: &'a dyn ObjectSource,
+    pub opts: &'a PullOptions,
+    pub verifiers: &'a [RemoteVerify],
+    pub summary: Option<&'a Summary>,
+    pub progress: &'a dyn Progress,
+    pub interrupt: &'a AtomicBool,
+}
+
+impl DeltaPull<'_, '_> {
+    fn note(&self, text: String) {
+        self.progress.report(Event::Note(&text));
+    }
+
+    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, FetchError>) -> Result<T, FetchError> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(e) if e.is_transient() && attempt < self.opts.network_retries => {
+                    attempt += 1;
+                    std::thread::sleep(
+                        std::time::Duration::from_millis(100u64 << attempt.min(6))
+                            .min(std::time::Duration::from_secs(5)),
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A complete (not partial) commit present here.
+    fn complete_here(&self, c: &Checksum) -> Result<bool, PullError> {
+        Ok(self
+            .repo
+            .has_object(&ObjectName::new(*c, ObjectType::Commit))?
+            && !self.repo.is_commit_partial(c)?)
+    }
+
+    /// Brings commit `to` in through a static delta when the source has a
+    /// usable one. `local`: the commit the pulled ref points at here.
+    /// `Ok(None)`: no delta was used; the object walk fetches everything.
+    pub fn pull_commit(
+        &self,
+        to: Checksum,
+        local: Option<Checksum>,
+    ) -> Result<Option<DeltaUse>, PullError> {
+        let required = self.opts.static_deltas == StaticDeltas::Required;
+        if self.complete_here(&to)? {
+            return Ok(None);
+        }
+        let Some((name, listed, bytes)) = self.find(to, local)? else {
+            if required {
+                return Err(PullError::DeltaRequired {
+                    from: local,
+                    to,
+                    source_desc: self.source.describe(),
+                });
+            }
+            self.note(format!(
+                "no static delta to {to} at {}: fetching objects",
+                self.source.describe()
+            ));
+            return Ok(None);
+        };
+        self.apply(name, listed, &bytes).map(Some)
+    }
+
+    /// The deltas the summary lists (empty without one).
+    fn summary_deltas(&self) -> Result<DeltaList, PullError> {
+        match self.summary {
+            Some(s) => DeltaList::from_metadata(&s.metadata).map_err(|e| PullError::BadDeltaList {
+                listed_in: format!("summary of {}", self.source.describe()),
+                source: e,
+            }),
+            None => Ok(DeltaList::default()),
+        }
+    }
+
+    fn index_deltas(&self, to: Checksum) -> Result<Option<DeltaList>, PullError> {
+        let rel = DeltaName::index_path(&to);
+        let Some(bytes) = self
+            .retrying(|| self.source.fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64))
+            .map_err(PullError::Fetch)?
+        else {
+            return Ok(None);
+        };
+        let idx = DeltaIndex::parse(&bytes).map_err(|e| PullError::BadDeltaList {
+            listed_in: self.source.file_location(&rel),
+            source: e,
+        })?;
+        Ok(Some(idx.deltas))
+    }
+
+    /// The best listed delta to `to`: from a complete commit here (the
+    /// ref's first, else the newest), else from scratch.
+    fn choose(
+        &self,
+        list: &DeltaList,
+        to: Checksum,
+        local: Option<Checksum>,
+    ) -> Result<Option<DeltaName>, PullError> {
+        let mut best: Option<(u64, DeltaName)> = None;
+        let mut scratch = None;
+        for name in list.ending_at(&to) {
+            match name.from {
+                None => scratch = Some(*name),
+                Some(f) if self.complete_here(&f)? => {
+                    let ts = if Some(f) == local {
+                        u64::MAX
+                    } else {
+                        self.repo.load_commit(&f)?.timestamp
+                    };
+                    if best.is_none_or(|(t, _)| ts > t) {
+                        best = Some((ts, *name));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(best.map(|(_, n)| n).or(scratch))
+    }
+
+    /// Finds a delta to `to` and fetches its superblock.
+    fn find(
+        &self,
+        to: Checksum,
+        local: Option<Checksum>,
+    ) -> Result<Option<(DeltaName, Listed, Vec<u8>)>, PullError> {
+        let from_summary = self.summary_deltas()?;
+        let mut chosen = self
+            .choose(&from_summary, to, local)?
+            .map(|n| (n, Listed::Summary(from_summary.digest(&n).expect("listed"))));
+        let indexed = match self.summary {
+            Some(s) => matches!(s.metadata.get(INDEXED_DELTAS_KEY), Some(Value::Bool(true))),
+            None => true,
+        };
+        // The index may list more deltas than the summary (ostree lets a
+        // summary leave them out); it is worth a request unless the summary
+        // already offers one from a commit here.
+        if indexed && chosen.is_none_or(|(n, _)| n.from.is_none()) {
+            match self.index_deltas(to)? {
+                Some(list) => {
+                    if let Some(n) = self.choose(&list, to, local)?
+                        && (chosen.is_none() || n.from.is_some())
+                    {
+                        chosen = Some((n, Listed::Index(list.digest(&n).expect("listed"))));
+                    }
+                }
+                None if self.summary.is_none() => {
+                    // libostree's legacy probe, for servers without a
+                    // summary or indexes: from the ref's commit, then from
+                    // scratch.
+                    let mut probes = Vec::new();
+                    if let Some(l) = local
+                        && l != to
+                        && self.complete_here(&l)?
+                    {
+                        probes.push(DeltaName::new(Some(l), to));
+                    }
+                    probes.push(DeltaName::scratch(to));
+                    for p in probes {
+                        if let Some(bytes) = self.fetch_superblock(p)? {
+                            return Ok(Some((p, Listed::Probed, bytes)));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let Some((name, listed)) = chosen else {
+            return Ok(None);
+        };
+        match self.fetch_superblock(name)? {
+            Some(bytes) => Ok(Some((name, listed, bytes))),
+            None => Err(DeltaPullError::new(
+                name,
+                DeltaFailure::SuperblockFetch(FetchError::NotFound {
+                    location: self.source.file_location(&name.superblock_path()),
+                }),
+            )
+            .into()),
+        }
+    }
+
+    fn fetch_superblock(&self, name: DeltaName) -> Result<Option<Vec<u8>>, PullError> {
+        let rel = name.superblock_path();
+        self.retrying(|| self.source.fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64))
+            .map_err(|e| DeltaPullError::new(name, DeltaFailure::SuperblockFetch(e)).into())
+    }
+
+    /// Checks the superblock and applies the delta.
+    fn apply(&self, name: DeltaName, listed: Listed, bytes: &[u8]) -> Result<DeltaUse, PullError> {
+        let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
+        let actual = Checksum::digest(bytes);
+        let expected = match listed {
+            Listed::Summary(d) => Some((d, "summary")),
+            Listed::Index(d) => Some((d, "delta index")),
+            Listed::Probed => None,
+        };
+        match expected {
+            Some((expected, listed_in)) if expected != actual => {
+                return Err(fail(DeltaFailure::SuperblockChecksum {
+                    listed_in,
+                    expected,
+                    actual,
+                }));
+            }
+            None if self.verifiers.iter().any(|v| v.summary) => {
+                return Err(fail(DeltaFailure::Unsupported(
+                    "the remote verifies its summary, but no summary or delta index lists this delta's checksum",
+                )));
+            }
+            _ => {}
+        }
+        let (inner, signed) = split_signed(bytes).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
+        if let Some(signed) = &signed {
+            let sigs = signed.signatures.serialize();
+            for v in self.verifiers.iter().filter(|v| v.keys.name() == "ed25519") {
+                v.keys
+                    .verify(inner, Some(&sigs))
+                    .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
+            }
+        }
+        let sb = Superblock::parse(inner).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
+        check_superblock(name, &sb)?;
+        self.verify_commit(&sb)?;
+        crate::progress::check(self.interrupt)?;
+
+        // Part by part: the delta, or the missing objects one by one.
+        let mut skip = vec![false; sb.parts.len()];
+        let mut left_to_objects = 0;
+        let mut needed_usize: u64 = 0;
+        for (i, h) in sb.parts.iter().enumerate() {
+            let missing = self.missing(h)?;
+            let n = h.objects.len() as u64;
+            if missing == 0 || sb.inline_part(i).is_some() || missing == n {
+                needed_usize = needed_usize.saturating_add(if missing == 0 { 0 } else { h.usize });
+                continue;
+            }
+            let loose = h.size.saturating_mul(missing) / n.max(1)
+                + missing.saturating_mul(OBJECT_REQUEST_OVERHEAD);
+            if loose < h.size {
+                skip[i] = true;
+                left_to_objects += 1;
+                self.note(format!(
+                    "static delta {name} part {i}: {missing} of its {n} objects are missing here; fetching them one by one (about {loose} bytes) rather than the {}-byte part",
+                    h.size
+                ));
+            } else {
+                needed_usize = needed_usize.saturating_add(h.usize);
+            }
+        }
+        for f in &sb.fallbacks {
+            if !self.txn.has_object(&f.object)? {
+                needed_usize = needed_usize.saturating_add(f.usize);
+            }
+        }
+        self.check_space(name, needed_usize)?;
+        let to_apply = skip.iter().filter(|s| !**s).count();
+        self.note(format!(
+            "using static delta {name} ({}): {to_apply} of {} parts to apply{}",
+            match name.from {
+                Some(f) => format!("from {f}, present here"),
+                None => "from scratch".into(),
+            },
+            sb.parts.len(),
+            if sb.fallbacks.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} fallback objects fetched separately",
+                    sb.fallbacks.len()
+                )
+            }
+        ));
+
+        write_commit(self.txn, &sb).map_err(|e| fail(DeltaFailure::Store(e)))?;
+        self.progress.report(Event::Start {
+            phase: Phase::ApplyDelta,
+            total: Some(to_apply as u64),
+        });
+        let fetch = |i: usize, h: &PartHeader| self.fetch_part(name, i, h);
+        let on_part = |o: &PartsOutcome| {
+            self.progress.report(Event::Advance {
+                phase: Phase::ApplyDelta,
+                done: (o.parts_applied + o.parts_skipped) as u64,
+                total: Some(to_apply as u64),
+                bytes: self.source.bytes_transferred(),
+            })
+        };
+        let parts = apply_parts(
+            self.txn,
+            &sb,
+            &fetch,
+            &skip,
+            self.opts.jobs,
+            self.interrupt,
+            &on_part,
+        )?;
+        self.progress.report(Event::Finish {
+            phase: Phase::ApplyDelta,
+        });
+        Ok(DeltaUse {
+            delta: name,
+            parts,
+            parts_left_to_objects: left_to_objects,
+            fallbacks: sb.fallbacks.len(),
+        })
+    }
+
+    fn missing(&self, h: &PartHeader) -> Result<u64, PullError> {
+        let mut n = 0;
+        for o in &h.objects {
+            if !self.txn.has_object(o)? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// libostree's free-space check: the objects a delta creates must fit.
+    fn check_space(&self, name: DeltaName, needed: u64) -> Result<(), PullError> {
+        let Ok(st) = rustix::fs::fstatvfs(self.repo.dir()) else {
+            return Ok(());
+        };
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        if needed > available {
+            return Err(DeltaPullError::new(
+                name,
+                DeltaFailure::NoSpace {
+                    needed,
+                    available,
+                    path: self.repo.path().to_path_buf(),
+                },
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// The target commit's signatures, checked before anything is written:
+    /// against the detached metadata the superblock carries, else the
+    /// source's `.commitmeta` (signatures added after the delta was made).
+    fn verify_commit(&self, sb: &Superblock) -> Result<(), PullError> {
+        let verifying: Vec<&RemoteVerify> = self.verifiers.iter().filter(|v| v.commits).collect();
+        if verifying.is_empty()
+            || self
+                .txn
+                .has_object(&ObjectName::new(sb.to, ObjectType::Commit))?
+        {
+            return Ok(());
+        }
+        let data = sb.commit.serialize();
+        let fetched;
+        let meta = match sb.commitmeta() {
+            Some(m) => Some(m),
+            None => {
+                let n = ObjectName::new(sb.to, ObjectType::CommitMeta);
+                fetched = self
+                    .retrying(|| {
+                        self.source
+                            .fetch_metadata(&n, crate::ostree::MAX_METADATA_SIZE as u64)
+                    })
+                    .map_err(PullError::Fetch)?;
+                fetched.as_deref()
+            }
+        };
+        for v in verifying {
+            v.keys
+                .verify(&data, meta)
+                .map_err(|source| PullError::CommitSignature {
+                    commit: sb.to,
+                    remote: v.remote.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Fetches part `i` into a scratch file, checked against its header;
+    /// network failures are retried like any request.
+    fn fetch_part(
+        &self,
+        name: DeltaName,
+        i: usize,
+        h: &PartHeader,
+    ) -> Result<PartFile<'static>, PartError> {
+        let rel = name.part_path(i);
+        let location = self.source.file_location(&rel);
+        let mut attempt = 0;
+        loop {
+            let r = match self.source.open_file(&rel) {
+                Ok(Some(stream)) => receive_part(self.txn, stream, h, &location, self.interrupt),
+                Ok(None) => Err(PartError::Fetch(FetchError::NotFound {
+                    location: location.clone(),
+                })),
+                Err(e) => Err(PartError::Fetch(e)),
+            };
+            match r {
+                Err(PartError::Fetch(e))
+                    if e.is_transient() && attempt < self.opts.network_retries =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(
+                        std::time::Duration::from_millis(100u64 << attempt.min(6))
+                            .min(std::time::Duration::from_secs(5)),
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+}
