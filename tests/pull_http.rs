@@ -116,14 +116,17 @@ fn refs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 /// The requests of a fresh pull of exactly one commit, with the ref
-/// resolved from the summary: the summary once, the commitmeta once (404:
-/// there is none), every object of the commit once, nothing else.
+/// resolved from the summary: the summary once, its delta index once (404:
+/// the server has no delta; ostree's summaries always say
+/// `ostree.summary.indexed-deltas`), the commitmeta once (404: there is
+/// none), every object of the commit once, nothing else.
 #[track_caller]
 fn assert_fresh_pull_requests(reqs: &[Request], source: &std::path::Path, commit: &str) {
     let c = Counts::of(reqs);
     assert_eq!(c.summary, 1, "summary requests: {reqs:#?}");
     assert_eq!(c.refs, 0, "refs/ requests (the summary has the ref)");
     assert_eq!(c.commitmeta, 1, "commitmeta requests");
+    assert_eq!(c.deltas, 1, "delta index requests: {reqs:#?}");
     assert_eq!(c.other, 0, "unexpected requests: {reqs:#?}");
     assert_no_duplicate_requests(reqs);
     assert_set_eq(
@@ -131,16 +134,18 @@ fn assert_fresh_pull_requests(reqs: &[Request], source: &std::path::Path, commit
         &commit_objects(source, commit),
         "objects requested",
     );
-    // Order (as libostree): summary, commitmeta, commit, then the tree.
+    // Order (as libostree): summary, delta index, commitmeta, commit, then
+    // the tree.
     let kinds: Vec<Kind> = reqs.iter().map(|r| kind_of(&r.path)).collect();
     assert_eq!(
-        kinds[..3],
-        [Kind::Summary, Kind::CommitMeta, Kind::Commit],
+        kinds[..4],
+        [Kind::Summary, Kind::Delta, Kind::CommitMeta, Kind::Commit],
         "first requests: {:#?}",
-        &reqs[..3]
+        &reqs[..4]
     );
+    assert!(reqs[1].path.contains("/delta-indexes/"), "{:#?}", reqs[1]);
     for r in reqs {
-        let expected = if kind_of(&r.path) == Kind::CommitMeta {
+        let expected = if matches!(kind_of(&r.path), Kind::CommitMeta | Kind::Delta) {
             404
         } else {
             200

@@ -182,7 +182,7 @@ fn with_hint(e: PullError, base: &Option<arbor::ostree::Checksum>) -> anyhow::Er
             Some("pull that commit completely first, or drop --base")
         }
         PullError::Delta(d) if !d.keeps_objects() => Some(
-            "the source publishes a corrupt static delta: tell its maintainers; --disable-static-deltas fetches objects instead",
+            "corrupt static delta at the source (--disable-static-deltas fetches objects instead)",
         ),
         PullError::DeltaRequired { .. } => {
             Some("drop --require-static-deltas to fetch objects instead")

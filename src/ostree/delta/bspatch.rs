@@ -134,7 +134,8 @@ impl Patcher {
             }));
         }
         let stretch = Stretch {
-            old_start: self.old_pos.max(0) as u64,
+            // Only meaningful when something is read from the old file.
+            old_start: if c.diff > 0 { self.old_pos as u64 } else { 0 },
             diff: c.diff,
             extra: c.extra,
         };
@@ -231,6 +232,29 @@ mod tests {
             ),
         ]);
         assert!(apply_in_memory(old, &bad, 2).is_err());
+        // A seek far past the end, then no diff bytes: nothing is read
+        // there, so it is fine (a fuzz finding: the stretch pointed there).
+        let far = patch_of(&[
+            (
+                Control {
+                    diff: 0,
+                    extra: 1,
+                    seek: 1 << 35,
+                },
+                b"",
+                b"x",
+            ),
+            (
+                Control {
+                    diff: 0,
+                    extra: 1,
+                    seek: 0,
+                },
+                b"",
+                b"y",
+            ),
+        ]);
+        assert_eq!(apply_in_memory(old, &far, 2).unwrap(), b"xy");
         // Negative lengths.
         let mut neg = Vec::new();
         offtout(-1, &mut neg);
