@@ -373,3 +373,98 @@ fn flatpak_deltas() {
 }
 
 use arbor::ostree::Checksum;
+
+/// Signed superblocks (`OSTSGNDT`) and commit signatures carried in the
+/// superblock, for a remote that verifies with ed25519: a superblock
+/// signed by a trusted key is used; one signed by another key, or carrying
+/// a commit signed by another key, is refused before any part is fetched.
+#[test]
+fn signed_superblocks_and_commit_signatures() {
+    use arbor::ostree::delta::SignedSuperblock;
+    use arbor::ostree::{Metadata, Value};
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    let s = delta_source();
+    let root = s.base.join("signed-www");
+    std::fs::create_dir_all(&root).unwrap();
+    let trusted = SigningKey::from_bytes(&[7; 32]);
+    let other = SigningKey::from_bytes(&[9; 32]);
+    let sigs = |k: &SigningKey, data: &[u8]| {
+        let mut md = Metadata::new();
+        md.insert(
+            "ostree.sign.ed25519",
+            Value::ByteArrays(vec![k.sign(data).to_bytes().to_vec()]),
+        );
+        md
+    };
+    let name = DeltaName::scratch(s.c2());
+    // `commit_key` signs C2 (its detached metadata is then carried in the
+    // superblock); `sb_key` signs the superblock.
+    let make = |dir: &str, commit_key: &SigningKey, sb_key: &SigningKey| {
+        let repo = serve_copy(&root, dir, &[], false);
+        let commit = std::fs::read(object_path(&repo, &s.c2, "commit")).unwrap();
+        std::fs::write(
+            object_path(&repo, &s.c2, "commitmeta"),
+            sigs(commit_key, &commit).serialize(),
+        )
+        .unwrap();
+        generate_in_repo(&repo, &["--empty", "--to", &s.c2]);
+        let p = repo.join(name.superblock_path());
+        let inner = std::fs::read(&p).unwrap();
+        let signed = SignedSuperblock {
+            superblock: &inner,
+            signatures: sigs(sb_key, &inner),
+        };
+        std::fs::write(&p, signed.serialize()).unwrap();
+        ostree_summary_update(&repo);
+        dir.to_string()
+    };
+    let good = make("good", &trusted, &trusted);
+    let bad_sb = make("badsb", &trusted, &other);
+    let bad_commit = make("badcommit", &other, &trusted);
+    let nginx = Nginx::start(&root);
+    let key = base64::engine::general_purpose::STANDARD.encode(trusted.verifying_key().to_bytes());
+    let verify = format!("--sign-verify=ed25519=inline:{key}");
+    let store_for = |served: &str| {
+        let (t, store) = new_store(Mode::Archive);
+        add_remote(
+            &store,
+            "origin",
+            &nginx.url(served),
+            &["--no-gpg-verify", &verify],
+        );
+        (t, store)
+    };
+
+    let (_t, store) = store_for(&good);
+    pull_ok(&store, &["origin", "main"]);
+    let reqs = nginx.requests_under(&good);
+    let sb = arbor::ostree::delta::Superblock::parse(
+        SignedSuperblock::parse(
+            &std::fs::read(root.join(&good).join(name.superblock_path())).unwrap(),
+        )
+        .unwrap()
+        .superblock,
+    )
+    .unwrap();
+    assert!(sb.commitmeta().is_some());
+    assert_delta_fetched(&reqs, &sb, &no_objects());
+    assert_pulled(&store, &s.repo, &c2(), false);
+
+    for (served, needles) in [
+        (&bad_sb, vec!["static delta", "signature"]),
+        (&bad_commit, vec!["commit", &s.c2[..], "ed25519"]),
+    ] {
+        let (_t, store) = store_for(served);
+        let r = pull(&store, &["origin", "main"]).assert_clean_failure();
+        assert_mentions(&r, &needles);
+        let reqs = nginx.requests_under(served);
+        assert!(
+            !reqs.iter().any(|q| q.path.contains(&name.part_path(0))),
+            "no part fetched: {reqs:#?}"
+        );
+        assert_eq!(read_ref(&store, "remotes/origin/main"), None);
+        assert!(!object_path(&store, &s.c2, "commit").exists());
+    }
+}

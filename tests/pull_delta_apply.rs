@@ -11,6 +11,8 @@
 //! with xattrs, odd owners and modes (the edge tree).
 
 mod common;
+#[path = "common/delta.rs"]
+mod delta_support;
 #[path = "common/pull.rs"]
 mod pull_support;
 
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use arbor::store::Repo;
 use common::*;
+use delta_support::*;
 use pull_support::*;
 
 pub struct Source {
@@ -29,95 +32,42 @@ pub struct Source {
     pub deltas: PathBuf,
 }
 
-/// Adds the bsdiff and rollsum candidates to a copy of the edge tree.
-fn build_c1(dir: &Path) {
-    copy_tree(&pull_edge_tree().path, dir);
-    make_dir(&dir.join("lib"), 0o755);
-    make_dir(&dir.join("data"), 0o755);
-    write_file(
-        &dir.join("lib/libbar.so.1"),
-        &pseudo_random_bytes(30_000, 11),
-        0o755,
-    );
-    write_file(
-        &dir.join("data/blob.bin"),
-        &pseudo_random_bytes(60_000, 12),
-        0o644,
-    );
-}
-
-fn evolve(dir: &Path) {
-    let mut lib = std::fs::read(dir.join("lib/libbar.so.1")).unwrap();
-    lib[100..110].copy_from_slice(b"0123456789");
-    std::fs::remove_file(dir.join("lib/libbar.so.1")).unwrap();
-    write_file(&dir.join("lib/libbar.so.2"), &lib, 0o755);
-    let mut blob = std::fs::read(dir.join("data/blob.bin")).unwrap();
-    let n = blob.len();
-    blob[n - 500..n - 490].copy_from_slice(b"abcdefghij");
-    write_file(&dir.join("data/blob.bin"), &blob, 0o644);
-    write_file(&dir.join("file_0644.txt"), b"hello again\n", 0o644);
-    write_file(&dir.join("brand-new.txt"), b"new in C2\n", 0o600);
-    std::os::unix::fs::symlink("brand-new.txt", dir.join("new-link")).unwrap();
-    std::fs::remove_file(dir.join("exec_0755")).unwrap();
-}
-
-/// `ostree static-delta generate ARGS --filename=DELTAS/NAME/superblock`.
-pub fn generate(repo: &Path, deltas: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let dir = deltas.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut a: Vec<String> = vec!["static-delta".into(), "generate".into()];
-    a.extend(args.iter().map(|s| s.to_string()));
-    a.push(format!("--filename={}", dir.join("superblock").display()));
-    ostree_repo_ok(repo, &a);
-    dir
-}
-
+/// The delta source, with deltas written beside it (not into it).
 fn source() -> &'static Source {
     static S: OnceLock<Source> = OnceLock::new();
     S.get_or_init(|| {
-        let base = scratch_dir("delta-apply-src");
-        let repo = base.join("repo");
-        ostree_init(&repo, Mode::Archive);
-        let tree = base.join("tree");
-        build_c1(&tree);
-        let c1 = ostree_commit(&repo, &tree, "main", &CommitOpts::new("c1", "", TS));
-        evolve(&tree);
-        let c2 = ostree_commit(
-            &repo,
-            &tree,
-            "main",
-            &CommitOpts::new("c2", "", TS + 10).parent(&c1),
-        );
-        let deltas = base.join("deltas");
-        let ft = ["--from", &c1, "--to", &c2, "--min-fallback-size=0"];
-        generate(&repo, &deltas, "from-to", &ft);
-        generate(
-            &repo,
+        let d = delta_source();
+        let (repo, c1, c2) = (&d.repo, &d.c1, &d.c2);
+        let deltas = d.base.join("offline-deltas");
+        let ft = ["--from", c1, "--to", c2, "--min-fallback-size=0"];
+        generate_to_dir(repo, &deltas, "from-to", &ft);
+        generate_to_dir(
+            repo,
             &deltas,
             "nobsdiff",
             &[&ft[..], &["--disable-bsdiff"]].concat(),
         );
-        generate(
-            &repo,
+        generate_to_dir(
+            repo,
             &deltas,
             "swapped",
             &[&ft[..], &["--swap-endianness"]].concat(),
         );
-        let sc = ["--empty", "--to", &c2, "--min-fallback-size=0"];
+        let sc = ["--empty", "--to", c2, "--min-fallback-size=0"];
+        generate_to_dir(repo, &deltas, "scratch", &sc);
+        generate_to_dir(repo, &deltas, "inline", &[&sc[..], &["--inline"]].concat());
         // 1 MB parts: the 1 MiB big.bin gets a part of its own, so there
         // are several, applied by two workers.
-        generate(
-            &repo,
+        generate_to_dir(
+            repo,
             &deltas,
             "chunked",
             &[&sc[..], &["--max-chunk-size=1"]].concat(),
         );
-        generate(&repo, &deltas, "scratch", &sc);
-        generate(&repo, &deltas, "inline", &[&sc[..], &["--inline"]].concat());
         Source {
-            repo,
-            c1,
-            c2,
+            repo: repo.clone(),
+            c1: c1.clone(),
+            c2: c2.clone(),
             deltas,
         }
     })
@@ -128,7 +78,8 @@ fn apply(store: &Path, delta: &str) -> arbor::pull::delta::OfflineOutcome {
     arbor::pull::delta::apply_offline(
         &repo,
         &source().deltas.join(delta),
-        2,
+        &arbor::pull::delta::OfflineOptions::default(),
+        &arbor::progress::NoProgress,
         &AtomicBool::new(false),
     )
     .unwrap_or_else(|e| panic!("applying {delta}: {e}"))

@@ -546,6 +546,10 @@ pub fn pull_from(
                 Ok(Some(used)) => outcome.deltas.push(used),
                 Ok(None) => {}
                 Err(e) => {
+                    let e = match e {
+                        PullError::Delta(d) if d.is_interrupted() => PullError::Interrupted,
+                        e => e,
+                    };
                     abandon(repo, txn, &e, t.commit, progress);
                     return Err(e);
                 }

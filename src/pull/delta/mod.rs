@@ -42,6 +42,7 @@ pub use pull::DeltaUse;
 use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
 use crate::ostree::delta::{DeltaName, PartHeader, SignedSuperblock, Superblock, superblock};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::progress::{Event, Phase, Progress};
 use crate::store::{Repo, StoreError, Transaction};
 
 /// Bytes of xz dictionaries (and in-memory payloads) in use at once.
@@ -262,6 +263,19 @@ pub fn check_superblock(name: DeltaName, sb: &Superblock) -> Result<(), DeltaPul
     Ok(())
 }
 
+/// How [`apply_offline`] works.
+#[derive(Clone, Debug)]
+pub struct OfflineOptions {
+    /// Parts applied at once (at most 2 are used: the machine's cores).
+    pub jobs: usize,
+}
+
+impl Default for OfflineOptions {
+    fn default() -> Self {
+        OfflineOptions { jobs: 2 }
+    }
+}
+
 /// What [`apply_offline`] did.
 #[derive(Debug, Clone)]
 pub struct OfflineOutcome {
@@ -275,10 +289,14 @@ pub struct OfflineOutcome {
 /// as `ostree static-delta apply-offline` does: the delta's FROM commit
 /// must be in the store; deltas with fallback objects need a pull.
 /// No ref is written.
+///
+/// Progress: [`Phase::ApplyDelta`] in parts. When `interrupt` is set it
+/// stops between operations; the objects verified so far are kept.
 pub fn apply_offline(
     repo: &Repo,
     dir: &Path,
-    jobs: usize,
+    opts: &OfflineOptions,
+    progress: &dyn Progress,
     interrupt: &AtomicBool,
 ) -> Result<OfflineOutcome, DeltaPullError> {
     let sb_path = dir.join("superblock");
@@ -330,7 +348,24 @@ pub fn apply_offline(
         payload::receive_part(&txn, file, h, &path.display().to_string(), interrupt)
     };
     let skip = vec![false; sb.parts.len()];
-    let parts = match apply_parts(&txn, &sb, &fetch, &skip, jobs, interrupt, &|_| {}) {
+    let total = Some(sb.parts.len() as u64);
+    progress.report(Event::Start {
+        phase: Phase::ApplyDelta,
+        total,
+    });
+    let on_part = |o: &PartsOutcome| {
+        progress.report(Event::Advance {
+            phase: Phase::ApplyDelta,
+            done: (o.parts_applied + o.parts_skipped) as u64,
+            total,
+            bytes: o.part_bytes,
+        })
+    };
+    let applied = apply_parts(&txn, &sb, &fetch, &skip, opts.jobs, interrupt, &on_part);
+    progress.report(Event::Finish {
+        phase: Phase::ApplyDelta,
+    });
+    let parts = match applied {
         Ok(p) => p,
         Err(e) => {
             // Verified objects are kept, so a re-run does less.

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Static-delta benchmark: arbor vs ostree applying the same deltas, served
+# by nginx on 127.0.0.1 (loopback: this measures applying, not the network).
+#
+# Uses bench/pull.sh's data (a debootstrap --variant=minbase tree and a
+# modified second version, committed to an archive repository and cached in
+# BENCH_DIR); this script first runs `bench/pull.sh 0`-style preparation if
+# that repository is missing. A copy of it (hardlinked objects) gets two
+# deltas made by `ostree static-delta generate`: from scratch to commit 1,
+# and commit 1 → commit 2, plus `ostree summary -u` (which writes the delta
+# indexes). Then, in the same run, into an empty bare store on a freshly
+# made ext4 each time:
+#   cold:   pull commit 1 (both tools use the scratch delta)
+#   update: pull commit 2 on top (both use the 1 → 2 delta)
+# Medians of RUNS runs, peak RSS; `ostree fsck` after every pull, and the
+# arbor log is checked to have used the delta. Prints a Markdown table for
+# BENCHMARKS.md.
+#
+# Usage: bench/delta.sh [RUNS]     (default 5; needs root)
+# Env:   BENCH_DIR (default /var/tmp/arbor-bench), SUITE, MIRROR (as pull.sh)
+set -euo pipefail
+runs=${1:-5}
+cd "$(dirname "$0")/.."
+top=$PWD
+work=${BENCH_DIR:-/var/tmp/arbor-bench}
+suite=${SUITE:-bookworm}
+mirror=${MIRROR:-http://deb.debian.org/debian}
+mkdir -p "$work"
+
+need=()
+for pair in ostree:ostree nginx:nginx debootstrap:debootstrap; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet
+arbor=${CARGO_TARGET_DIR:-$top/target}/release/arbor
+
+# --- data (as bench/pull.sh makes it) --------------------------------------
+# Other benchmarks share BENCH_DIR: prepare the data under a lock.
+exec 9>"$work/.data.lock"
+flock 9
+if [ ! -e "$work/tree1/.complete" ]; then
+  rm -rf "$work/tree1"
+  debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
+  touch "$work/tree1/.complete"
+fi
+find "$work/tree1/dev" -mindepth 1 -delete 2>/dev/null || true
+if [ ! -e "$work/srv/repo/summary" ]; then
+  rm -rf "$work/srv" "$work/tree2"
+  mkdir -p "$work/srv"
+  ostree --repo="$work/srv/repo" init --mode=archive
+  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree1" -s one --timestamp=@1700000000 >/dev/null
+  cp -a "$work/tree1" "$work/tree2"
+  find "$work/tree2/usr/share/doc" -type f -name 'copyright' | awk 'NR % 4 == 0' | while read -r f; do echo "# updated" >>"$f"; done
+  mkdir -p "$work/tree2/opt/new" && for i in $(seq 200); do head -c 4096 /dev/urandom >"$work/tree2/opt/new/f$i"; done
+  find "$work/tree2/usr/share/locale" -mindepth 1 -maxdepth 1 -type d | awk 'NR % 3 == 0' | xargs -r rm -rf
+  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree2" -s two --timestamp=@1700000100 >/dev/null
+  ostree --repo="$work/srv/repo" summary -u
+fi
+c2=$(ostree --repo="$work/srv/repo" rev-parse main)
+c1=$(ostree --repo="$work/srv/repo" rev-parse main^)
+
+# --- the deltas --------------------------------------------------------------
+drepo=$work/srv-delta/repo
+if [ ! -e "$drepo/.complete-$c1-$c2" ]; then
+  rm -rf "$work/srv-delta"
+  mkdir -p "$work/srv-delta"
+  cp -al "$work/srv/repo" "$drepo"
+  rm -f "$drepo/summary"
+  ostree --repo="$drepo" static-delta generate --empty --to="$c1" >"$work/delta-gen.log" 2>&1
+  ostree --repo="$drepo" static-delta generate --from="$c1" --to="$c2" >>"$work/delta-gen.log" 2>&1
+  ostree --repo="$drepo" summary -u
+  touch "$drepo/.complete-$c1-$c2"
+fi
+flock -u 9
+files=$(find "$work/tree1" -type f | wc -l)
+
+# --- server ------------------------------------------------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/nginx-delta.conf" <<CONF
+worker_processes 2;
+pid $work/nginx-delta.pid;
+error_log $work/nginx-delta-error.log;
+events { worker_connections 1024; }
+http {
+  access_log $work/nginx-delta-access.log;
+  sendfile on;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$port; root $work/srv-delta; }
+}
+CONF
+rm -f "$work/nginx-delta-access.log"
+nginx -c "$work/nginx-delta.conf"
+url=http://127.0.0.1:$port/repo
+
+img=$work/fs.img
+mnt=$work/mnt
+mkdir -p "$mnt"
+fresh_fs() {
+  umount "$mnt" 2>/dev/null || true
+  truncate -s 8G "$img"
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$img"
+  mount -o loop "$img" "$mnt"
+}
+trap 'umount "$mnt" 2>/dev/null || true; kill "$(cat "$work/nginx-delta.pid")" 2>/dev/null || true' EXIT
+measure() { # name, then the command; appends "seconds rss_kb" to $work/NAME.times
+  local name=$1; shift
+  sync
+  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err"; exit 1; }
+  cat "$work/time.out" >>"$work/$name.times"
+}
+# Both tools must have fetched the delta's parts and no content object.
+check_used_delta() { # what
+  if grep -q '\.filez ' "$work/nginx-delta-access.log"; then
+    echo "$1: fetched loose objects instead of the delta:" >&2
+    grep '\.filez ' "$work/nginx-delta-access.log" | head -3 >&2
+    exit 1
+  fi
+  grep -q '/deltas/.*/superblock 200' "$work/nginx-delta-access.log" || { echo "$1: no superblock fetched" >&2; exit 1; }
+  : >"$work/nginx-delta-access.log"
+  kill -USR1 "$(cat "$work/nginx-delta.pid")"
+}
+dst=$mnt/dst
+rm -f "$work"/delta-*.times
+for _ in $(seq "$runs"); do
+  fresh_fs; ostree --repo="$dst" init --mode=bare
+  ostree --repo="$dst" remote add --no-gpg-verify origin "$url"
+  : >"$work/nginx-delta-access.log"; kill -USR1 "$(cat "$work/nginx-delta.pid")"
+  measure delta-ostree-cold ostree --repo="$dst" pull origin "main@$c1"
+  check_used_delta "ostree cold"
+  ostree --repo="$dst" fsck -q >/dev/null
+  measure delta-ostree-update ostree --repo="$dst" pull origin "main@$c2"
+  check_used_delta "ostree update"
+  ostree --repo="$dst" fsck -q >/dev/null
+
+  fresh_fs; "$arbor" --repo "$dst" init --mode bare
+  "$arbor" --repo "$dst" remote add origin "$url" --no-sign-verify >/dev/null
+  measure delta-arbor-cold "$arbor" --repo "$dst" pull origin "main@$c1"
+  check_used_delta "arbor cold"
+  ostree --repo="$dst" fsck -q >/dev/null
+  measure delta-arbor-update "$arbor" --repo "$dst" pull origin "main@$c2"
+  check_used_delta "arbor update"
+  ostree --repo="$dst" fsck -q >/dev/null
+done
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+col() { cut -d' ' -f"$1" <"$work/$2.times" | median; }
+echo "Tree: debootstrap --variant=minbase $suite, $files files; deltas by ostree static-delta generate (defaults)"
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); stores on a fresh loop-mounted ext4 per run; nginx on loopback; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
+echo
+echo "| delta pull into a bare store | median wall (s) | peak RSS (MiB) | vs ostree |"
+echo "|---|---|---|---|"
+for kind in cold update; do
+  o=$(col 1 "delta-ostree-$kind"); a=$(col 1 "delta-arbor-$kind")
+  orss=$(col 2 "delta-ostree-$kind"); arss=$(col 2 "delta-arbor-$kind")
+  label=$([ "$kind" = cold ] && echo "scratch delta to commit 1" || echo "delta commit 1 → 2")
+  echo "| ostree pull ($label) | $o | $((orss / 1024)) | 1.00 |"
+  echo "| arbor pull ($label) | $a | $((arss / 1024)) | $(awk -v a="$a" -v o="$o" 'BEGIN {printf "%.2f", a / o}') |"
+done
