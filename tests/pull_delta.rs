@@ -292,6 +292,44 @@ fn present_objects_make_loose_fetches_cheaper() {
     assert_pulled(&store, &s.repo, &c2(), false);
 }
 
+/// Objects in a `--localcache-repo` cost no transfer either: with C1 in a
+/// cache and only a scratch delta to C2 on the server, the part is left
+/// out, the cache supplies C1's objects and the few others are fetched.
+#[test]
+fn local_cache_objects_count_as_present() {
+    let s = delta_source();
+    let (_tc, cache) = new_store(Mode::Archive);
+    pull_ok(&cache, &[&s.repo.display().to_string(), &format!("main@{}", c1())]);
+    let served = alias("cache", "scratch-only");
+    let (_t, store) = new_store(Mode::Bare);
+    origin(&store, &served);
+    let r = pull_ok(
+        &store,
+        &[
+            "-v",
+            "--localcache-repo",
+            &cache.display().to_string(),
+            "origin",
+            "main",
+        ],
+    );
+    let reqs = requests_of(&served);
+    assert_mentions(&r, &["nor a local cache", "fetching them one by one"]);
+    let name = DeltaName::scratch(s.c2());
+    assert!(
+        !reqs.iter().any(|q| q.path.ends_with(&name.part_path(0))),
+        "the part was not fetched: {reqs:#?}"
+    );
+    let c1_objects = commit_objects(&s.repo, &c1());
+    let missing: BTreeSet<String> = commit_objects(&s.repo, &c2())
+        .difference(&c1_objects)
+        .filter(|o| !o.ends_with(".commit"))
+        .cloned()
+        .collect();
+    assert_set_eq(&requested_set(&reqs), &missing, "objects fetched");
+    assert_pulled(&store, &s.repo, &c2(), false);
+}
+
 /// A flatpak-built repository: `flatpak build-export` of a plain directory
 /// (no runtime needed), then `build-update-repo --generate-static-deltas`.
 #[test]

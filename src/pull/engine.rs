@@ -404,7 +404,8 @@ impl<'a, 'r> Engine<'a, 'r> {
         let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
         let stored = match self.repo.load_metadata(&meta_name) {
             Ok(m) => Some(m),
-            Err(StoreError::MissingObject(_)) => None,
+            // Staged by this pull (a static delta carried it).
+            Err(StoreError::MissingObject(_)) => self.txn.load_staged(&meta_name).ok(),
             Err(e) => return Err(e.into()),
         };
         if self.verifying() {

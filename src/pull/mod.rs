@@ -534,6 +534,7 @@ pub fn pull_from(
             opts,
             verifiers,
             summary: summary.as_ref().map(|(s, _)| s),
+            caches: &caches,
             progress,
             interrupt,
         };

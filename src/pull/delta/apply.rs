@@ -13,7 +13,7 @@
 //! sources (`r`) are content objects already in the store, in any mode:
 //! uncompressed object files are read in place (`pread`); an `archive`
 //! store's `.filez` is inflated once into a scratch file for random access.
-//! bsdiff patches are applied by streaming [`bspatch::Patcher`] stretches.
+//! bsdiff patches are applied by streaming [`Patcher`] stretches.
 
 use std::fs::File;
 use std::io::{Read, Write};

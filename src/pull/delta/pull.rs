@@ -69,6 +69,8 @@ pub(crate) struct DeltaPull<'a, 'r> {
     pub opts: &'a PullOptions,
     pub verifiers: &'a [RemoteVerify],
     pub summary: Option<&'a Summary>,
+    /// `--localcache-repo`s: their objects cost no transfer.
+    pub caches: &'a [Repo],
     pub progress: &'a dyn Progress,
     pub interrupt: &'a AtomicBool,
 }
@@ -297,10 +299,15 @@ impl DeltaPull<'_, '_> {
         let mut left_to_objects = 0;
         let mut needed_usize: u64 = 0;
         for (i, h) in sb.parts.iter().enumerate() {
+            if super::have_all(self.txn, h)? {
+                continue;
+            }
             let missing = self.missing(h)?;
             let n = h.objects.len() as u64;
-            if missing == 0 || sb.inline_part(i).is_some() || missing == n {
-                needed_usize = needed_usize.saturating_add(if missing == 0 { 0 } else { h.usize });
+            // Inline parts cost nothing more; a part whose objects are all
+            // missing is the cheapest way to get them.
+            if sb.inline_part(i).is_some() || missing == n {
+                needed_usize = needed_usize.saturating_add(h.usize);
                 continue;
             }
             let loose = h.size.saturating_mul(missing) / n.max(1)
@@ -309,7 +316,7 @@ impl DeltaPull<'_, '_> {
                 skip[i] = true;
                 left_to_objects += 1;
                 self.note(format!(
-                    "static delta {name} part {i}: {missing} of its {n} objects are missing here; fetching them one by one (about {loose} bytes) rather than the {}-byte part",
+                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching them one by one (about {loose} bytes) rather than the {}-byte part",
                     h.size
                 ));
             } else {
@@ -374,10 +381,14 @@ impl DeltaPull<'_, '_> {
         })
     }
 
+    /// Objects of a part that would have to be transferred: in neither
+    /// the store nor a local cache.
     fn missing(&self, h: &PartHeader) -> Result<u64, PullError> {
         let mut n = 0;
         for o in &h.objects {
-            if !self.txn.has_object(o)? {
+            if !self.txn.has_object(o)?
+                && !self.caches.iter().any(|c| c.has_object(o).unwrap_or(false))
+            {
                 n += 1;
             }
         }
