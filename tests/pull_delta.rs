@@ -299,7 +299,10 @@ fn present_objects_make_loose_fetches_cheaper() {
 fn local_cache_objects_count_as_present() {
     let s = delta_source();
     let (_tc, cache) = new_store(Mode::Archive);
-    pull_ok(&cache, &[&s.repo.display().to_string(), &format!("main@{}", c1())]);
+    pull_ok(
+        &cache,
+        &[&s.repo.display().to_string(), &format!("main@{}", c1())],
+    );
     let served = alias("cache", "scratch-only");
     let (_t, store) = new_store(Mode::Bare);
     origin(&store, &served);
