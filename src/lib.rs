@@ -3,7 +3,8 @@
 //!
 //! Layout: [`ostree`] is pure format code (no I/O); [`store`] is the local
 //! repository; [`pull`] fetches from other repositories; [`checkout`]
-//! materialises trees; [`stage`] layers writable roots over checkouts
+//! materialises trees; [`publish`] writes what a server publishes
+//! (summaries, static deltas, signatures); [`stage`] layers writable roots over checkouts
 //! (union mounts or copies) and commits them back; [`fs`] holds the
 //! directory-descriptor helpers all of them use. The command line is the
 //! `arbor` binary's own code (`src/cli`, behind the default `cli` feature),
@@ -26,6 +27,7 @@ mod failpoint;
 pub mod fs;
 pub mod ostree;
 pub mod progress;
+pub mod publish;
 pub mod pull;
 pub mod stage;
 pub mod store;

@@ -16,6 +16,7 @@ pub mod names;
 pub mod normal_form;
 pub mod object;
 pub mod summary;
+pub mod variant_text;
 pub mod xattrs;
 
 pub use checksum::Checksum;
