@@ -49,10 +49,15 @@ pub struct CommitArgs {
     /// (e.g. 00-ldconfig). Stored in the `arbor.integration` metadata
     #[arg(long, value_name = "NAME=CMD")]
     integration: Vec<String>,
+    /// Sign the new commit (ed25519 --sign, GPG --gpg-sign / --gpg-key-file)
+    #[command(flatten)]
+    signing: super::sign::SigningArgs,
 }
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     let branch = local_branch(&a.branch)?;
+    // Keys are read first: a bad key must not leave an unsigned commit.
+    let keys = a.signing.keys()?;
     let repo = ctx.open_for_write()?;
     let mut opts = CommitOptions::new(branch);
     opts.parent = parent(&repo, a.parent.as_deref())?;
@@ -91,6 +96,9 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     let outcome = commit(&repo, &a.dir, &opts, bars, &ctx.interrupt)
         .with_context(|| format!("committing {}", a.dir.display()))?;
     bars.clear();
+    if !keys.is_empty() {
+        arbor::publish::sign_commit(&repo, &outcome.commit, &keys)?;
+    }
     if ctx.verbose {
         eprintln!(
             "{} files read, {} new objects, {} bytes of new content",

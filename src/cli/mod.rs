@@ -10,7 +10,10 @@ mod progress;
 mod pull;
 mod remote;
 mod sandbox;
+mod sign;
 mod stage;
+mod static_delta;
+mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,6 +77,14 @@ enum Command {
     Pull(pull::PullArgs),
     /// Writable roots over stacked commits (overlayfs, FUSE unions or a copy), committed back
     Stage(stage::StageArgs),
+    /// Write the summary (and summary.sig) that clients read, or print it
+    Summary(summary::SummaryArgs),
+    /// Generate, list, show and delete static deltas
+    StaticDelta(static_delta::StaticDeltaArgs),
+    /// Sign a commit with ed25519 keys (ostree.sign.ed25519)
+    Sign(sign::SignArgs),
+    /// GPG-sign a commit (ostree.gpgsigs), through gpg or an exported key file
+    GpgSign(sign::GpgSignArgs),
 }
 
 /// Global options every command sees.
@@ -165,6 +176,10 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Remote(a) => remote::run(ctx, a),
         Command::Pull(a) => pull::run(ctx, a),
         Command::Stage(a) => stage::run(ctx, a),
+        Command::Summary(a) => summary::run(ctx, a),
+        Command::StaticDelta(a) => static_delta::run(ctx, a),
+        Command::Sign(a) => sign::sign(ctx, a),
+        Command::GpgSign(a) => sign::gpg_sign(ctx, a),
     }
 }
 

@@ -19,7 +19,7 @@ pub struct SummaryArgs {
     #[arg(short = 'u', long, conflicts_with = "view")]
     update: bool,
     /// Print the repository's summary
-    #[arg(short = 'v', long)]
+    #[arg(long)]
     view: bool,
     /// Add KEY=VALUE to the summary metadata (repeatable); VALUE is GVariant
     /// text, e.g. -m title="'My repo'" or -m n='uint32 7'

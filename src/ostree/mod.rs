@@ -9,6 +9,7 @@ pub mod delta;
 pub mod dirmeta;
 pub mod dirtree;
 pub mod error;
+pub mod glib_order;
 mod gv;
 pub mod metadata;
 pub mod mode;

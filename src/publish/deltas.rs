@@ -12,6 +12,7 @@ use crate::fs::{list_dir_typed, open_dir, remove_tree};
 use crate::ostree::delta::name::{MB64_LEN, from_mb64};
 use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
 use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName};
+use crate::ostree::glib_order::dict_order;
 use crate::ostree::{Checksum, MAX_METADATA_SIZE};
 use crate::store::Repo;
 
@@ -164,6 +165,11 @@ pub fn reindex(repo: &Repo, deltas: &DeltaList, fsync: bool) -> Result<ReindexOu
     for (to, mut list) in by_to.iter().map(|(t, l)| (*t, l.clone())) {
         // libostree sorts FROM hex names with g_strcmp0: scratch (NULL) first.
         list.sort_by_key(|(n, _)| n.from.map(|f| f.to_hex()));
+        // Inserted in that order into a GVariantDict: GLib's hash order.
+        let list = dict_order(list.into_iter().map(|e| (e.0.to_string(), e)).collect())
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
         let bytes = DeltaIndex::new(DeltaList(list)).serialize();
         let rel = DeltaName::index_path(&to);
         let (dir, file) = rel.rsplit_once('/').expect("index paths have a directory");

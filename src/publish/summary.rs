@@ -31,6 +31,8 @@ use rustix::fs::{AtFlags, Mode};
 use thiserror::Error;
 
 use crate::ostree::delta::index::{INDEXED_DELTAS_KEY, STATIC_DELTAS_KEY};
+use crate::ostree::delta::DeltaList;
+use crate::ostree::glib_order::dict_order;
 use crate::ostree::{Metadata, Summary, SummaryRef, Value};
 use crate::progress::{self, Event, Progress};
 use crate::store::{LockMode, RefName, Repo, StoreError};
@@ -103,7 +105,7 @@ impl From<progress::Interrupted> for SummaryError {
 pub fn build_summary(
     repo: &Repo,
     opts: &SummaryOptions,
-    deltas: &crate::ostree::delta::DeltaList,
+    deltas: &DeltaList,
 ) -> Result<Summary, SummaryError> {
     let mut refs = Vec::new();
     for (name, checksum) in repo.list_refs()? {
@@ -133,7 +135,7 @@ pub fn build_summary(
             name: n.clone(),
             commit_size: bytes.len() as u64,
             checksum,
-            metadata: md,
+            metadata: glib_dict(md),
         });
     }
     refs.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
@@ -145,7 +147,9 @@ pub fn build_summary(
         Ok(Some(true))
     );
     if !no_deltas && !deltas.0.is_empty() {
-        md.insert(STATIC_DELTAS_KEY, deltas.to_value());
+        let ordered = dict_order(deltas.0.iter().map(|(n, d)| (n.to_string(), (*n, *d))).collect());
+        let list = DeltaList(ordered.into_iter().map(|(_, e)| e).collect());
+        md.insert(STATIC_DELTAS_KEY, list.to_value());
     }
     let now = match opts.timestamp {
         Some(t) => t,
@@ -167,7 +171,15 @@ pub fn build_summary(
     if let Some(cid) = repo.collection_id() {
         md.insert(COLLECTION_ID_KEY, Value::Str(cid));
     }
-    Ok(Summary { refs, metadata: md })
+    Ok(Summary {
+        refs,
+        metadata: glib_dict(md),
+    })
+}
+
+/// `md` in the order ostree's `GVariantDict` would write it.
+fn glib_dict(md: Metadata) -> Metadata {
+    Metadata(dict_order(md.0))
 }
 
 /// Regenerates `summary` (and `summary.sig` when `opts.keys` sign it) and

@@ -1,0 +1,335 @@
+//! `arbor static-delta generate | list | show | delete`.
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use arbor::ostree::delta::part::PartPayload;
+use arbor::ostree::delta::superblock::{SignedSuperblock, is_signed};
+use arbor::ostree::delta::{Compression, DeltaName, Op, Superblock};
+use arbor::ostree::ObjectName;
+use arbor::publish::deltas::{delete_delta, list_deltas, read_superblock};
+use arbor::publish::{DeltaFrom, DeltaOptions, SigningKey, generate_delta};
+
+#[derive(Args, Debug)]
+pub struct StaticDeltaArgs {
+    #[command(subcommand)]
+    command: DeltaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum DeltaCommand {
+    /// Generate a static delta from FROM (default: TO's parent) or from
+    /// nothing (--empty) to TO; then run `arbor summary -u` to publish it
+    Generate(GenerateArgs),
+    /// List the repository's static deltas
+    List,
+    /// Describe a static delta: its commits, parts and fallbacks
+    Show {
+        /// FROM-TO or TO (as `static-delta list` prints)
+        name: String,
+    },
+    /// Delete a static delta
+    Delete {
+        /// FROM-TO or TO (as `static-delta list` prints)
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct GenerateArgs {
+    /// Target commit (ref, checksum or unique prefix)
+    #[arg(long, value_name = "REV")]
+    to: String,
+    /// Source commit [default: TO's parent]
+    #[arg(long, value_name = "REV", conflicts_with = "empty")]
+    from: Option<String>,
+    /// Delta from nothing: the whole tree of TO
+    #[arg(long)]
+    empty: bool,
+    /// Put the parts inside the superblock (one file, no part files)
+    #[arg(long)]
+    inline: bool,
+    /// Never use bsdiff for modified files (rollsum is still tried)
+    #[arg(long)]
+    disable_bsdiff: bool,
+    /// Close a part once it holds about this many megabytes (10⁶ bytes)
+    #[arg(long, value_name = "MB", default_value_t = 32)]
+    max_chunk_size: u64,
+    /// New files larger than this many megabytes are left out of the parts
+    /// and fetched as ordinary objects; 0: never
+    #[arg(long, value_name = "MB", default_value_t = 4)]
+    min_fallback_size: u64,
+    /// Try bsdiff only when the old and new file together are at most this
+    /// many megabytes
+    #[arg(long, value_name = "MB", default_value_t = 128)]
+    max_bsdiff_size: u64,
+    /// Sign the superblock with this secret key (repeatable). Signed
+    /// superblocks are for `static-delta apply-offline`: `ostree pull` does
+    /// not read them
+    #[arg(long = "sign", value_name = "KEY")]
+    sign: Vec<String>,
+    /// Signature type of --sign keys
+    #[arg(long, value_name = "TYPE", default_value = "ed25519")]
+    sign_type: String,
+    /// Also read ed25519 secret keys from FILE, one base64 key per line
+    #[arg(long, value_name = "FILE")]
+    keys_file: Option<std::path::PathBuf>,
+    /// Worker threads for bsdiff and compression [default: one per CPU]
+    #[arg(short, long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Allow a FROM that is not an ancestor of TO
+    #[arg(long)]
+    allow_unrelated: bool,
+    /// Do nothing when the delta already exists
+    #[arg(short = 'n', long)]
+    if_not_exists: bool,
+}
+
+const MB: u64 = 1_000_000;
+
+pub fn run(ctx: &Ctx, a: StaticDeltaArgs) -> Result<ExitCode> {
+    match a.command {
+        DeltaCommand::Generate(g) => generate(ctx, g),
+        DeltaCommand::List => {
+            let repo = ctx.open()?;
+            let mut out = String::new();
+            for d in list_deltas(&repo)? {
+                out.push_str(&d.to_string());
+                out.push('\n');
+            }
+            if out.is_empty() && ctx.verbose {
+                eprintln!("(no static deltas)");
+            }
+            super::stdout_result(std::io::stdout().lock().write_all(out.as_bytes()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        DeltaCommand::Show { name } => show(ctx, &name),
+        DeltaCommand::Delete { name } => {
+            let repo = ctx.open()?;
+            let d = DeltaName::parse(&name)?;
+            if !delete_delta(&repo, &d)? {
+                bail!("no static delta {name} in {} (see `arbor static-delta list`)", repo.path().display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitCode> {
+    if a.jobs == Some(0) {
+        bail!("--jobs must be at least 1");
+    }
+    let mut keys = Vec::new();
+    for (i, k) in a.sign.iter().enumerate() {
+        keys.push(
+            SigningKey::from_sign_arg(k, &a.sign_type)
+                .with_context(|| format!("--sign key #{}", i + 1))?,
+        );
+    }
+    if let Some(f) = &a.keys_file {
+        keys.extend(SigningKey::ed25519_keys_file(f)?);
+    }
+    let repo = ctx.open()?;
+    if !repo.mode().is_archive() {
+        eprintln!(
+            "warning: {} is a {} repository: `ostree pull` cannot fetch its fallback objects or \
+             anything else over HTTP; publish an archive repository",
+            repo.path().display(),
+            repo.mode()
+        );
+    }
+    let to = repo
+        .resolve_rev(&a.to)
+        .with_context(|| format!("--to {}", a.to))?;
+    let mut opts = DeltaOptions::new(to);
+    opts.from = match (&a.from, a.empty) {
+        (_, true) => DeltaFrom::Empty,
+        (Some(f), false) => DeltaFrom::Commit(
+            repo.resolve_rev(f)
+                .with_context(|| format!("--from {f}"))?,
+        ),
+        (None, false) => DeltaFrom::Parent,
+    };
+    opts.inline = a.inline;
+    opts.bsdiff = !a.disable_bsdiff;
+    let mb = |v: u64, flag: &str| {
+        v.checked_mul(MB)
+            .with_context(|| format!("--{flag} {v}: too large"))
+    };
+    opts.max_chunk_size = mb(a.max_chunk_size, "max-chunk-size")?;
+    opts.min_fallback_size = mb(a.min_fallback_size, "min-fallback-size")?;
+    opts.max_bsdiff_size = mb(a.max_bsdiff_size, "max-bsdiff-size")?;
+    opts.keys = keys;
+    opts.jobs = a.jobs;
+    opts.allow_unrelated = a.allow_unrelated;
+    opts.if_not_exists = a.if_not_exists;
+    let bars = ctx.progress(false);
+    let out = generate_delta(&repo, &opts, bars, &ctx.interrupt).map_err(|e| {
+        let hint = match &e {
+            arbor::publish::DeltaError::Unrelated { .. } => " (pass --allow-unrelated)",
+            _ => "",
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
+    bars.clear();
+    let name = out.name.expect("generate names its delta");
+    if out.skipped {
+        if ctx.verbose {
+            eprintln!("{name}: exists, not regenerated");
+        }
+    } else if ctx.verbose {
+        eprintln!(
+            "{name}: {} part{}, {} objects, {} bytes ({} uncompressed); {} fallback{} ({} bytes); \
+             rollsum {} file{} ({} bytes matched), bsdiff {}",
+            out.parts,
+            if out.parts == 1 { "" } else { "s" },
+            out.objects,
+            out.size,
+            out.usize,
+            out.fallbacks,
+            if out.fallbacks == 1 { "" } else { "s" },
+            out.fallback_size,
+            out.rollsum,
+            if out.rollsum == 1 { "" } else { "s" },
+            out.rollsum_bytes,
+            out.bsdiff
+        );
+    }
+    println!("{name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let d = DeltaName::parse(name)?;
+    let raw = read_superblock(&repo, &d)
+        .with_context(|| format!("static delta {name} (see `arbor static-delta list`)"))?;
+    let signed = is_signed(&raw);
+    let inner: &[u8] = if signed {
+        SignedSuperblock::parse(&raw)?.superblock
+    } else {
+        &raw
+    };
+    let sb = Superblock::parse(inner).with_context(|| format!("parsing the superblock of {name}"))?;
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    writeln!(o, "Delta: {name}")?;
+    writeln!(o, "Signed: {}", if signed { "yes" } else { "no" })?;
+    match &sb.from {
+        Some(f) => writeln!(o, "From: {f}")?,
+        None => writeln!(o, "From <scratch>")?,
+    }
+    writeln!(o, "To: {}", sb.to)?;
+    writeln!(
+        o,
+        "Endianness: {}{}",
+        match sb.endianness {
+            arbor::ostree::delta::superblock::Endianness::Little => "little",
+            arbor::ostree::delta::superblock::Endianness::Big => "big",
+        },
+        if sb.endianness_guessed { " (heuristic)" } else { "" }
+    )?;
+    writeln!(o, "Timestamp: {}", sb.timestamp)?;
+    writeln!(o, "Number of parents: {}", sb.recurse.len() / 64)?;
+    writeln!(o, "Number of fallback entries: {}", sb.fallbacks.len())?;
+    let (mut fs, mut fu) = (0u64, 0u64);
+    for f in &sb.fallbacks {
+        writeln!(o, "  {}", f.object.checksum)?;
+        fs += f.size;
+        fu += f.usize;
+    }
+    writeln!(o, "Total Fallback Size: {fs}")?;
+    writeln!(o, "Total Fallback Uncompressed Size: {fu}")?;
+    writeln!(o, "Number of parts: {}", sb.parts.len())?;
+    let (mut ts, mut tu) = (0u64, 0u64);
+    for (i, p) in sb.parts.iter().enumerate() {
+        writeln!(
+            o,
+            "PartMeta{i}: nobjects={} size={} usize={}",
+            p.objects.len(),
+            p.size,
+            p.usize
+        )?;
+        ts += p.size;
+        tu += p.usize;
+        let file = match sb.inline_part(i) {
+            Some(b) => Some(b.to_vec()),
+            None => std::fs::read(repo.path().join(d.part_path(i))).ok(),
+        };
+        match file.as_deref().map(|f| decode_part(f, p.size, &p.objects)) {
+            Some(Ok(line)) => o.push_str(&line.replace("{i}", &i.to_string())),
+            Some(Err(e)) => writeln!(o, "PartPayload{i}: unreadable: {e:#}")?,
+            None => writeln!(o, "PartPayload{i}: part file missing")?,
+        }
+    }
+    writeln!(o, "Total Part Size: {ts}")?;
+    writeln!(o, "Total Part Uncompressed Size: {tu}")?;
+    writeln!(o, "Total Size: {}", ts + fs)?;
+    writeln!(o, "Total Uncompressed Size: {}", tu + fu)?;
+    super::stdout_result(std::io::stdout().lock().write_all(o.as_bytes()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Payload statistics of a part file, bounded by what its xz index declares.
+fn decode_part(file: &[u8], size: u64, objects: &[ObjectName]) -> Result<String> {
+    if file.len() as u64 != size {
+        bail!("{} bytes, the header says {size}", file.len());
+    }
+    let (&c, rest) = file.split_first().context("empty part")?;
+    let payload = match Compression::from_byte(c)? {
+        Compression::None => rest.to_vec(),
+        Compression::Xz => {
+            let declared = arbor::ostree::delta::xz::declared_size(rest)?;
+            if declared > 1 << 32 {
+                bail!("declares {declared} bytes decompressed");
+            }
+            let mut out = Vec::with_capacity(declared as usize);
+            liblzma::read::XzDecoder::new(rest)
+                .take(declared + 1)
+                .read_to_end(&mut out)?;
+            if out.len() as u64 != declared {
+                bail!("decompresses to {} bytes, its index says {declared}", out.len());
+            }
+            out
+        }
+    };
+    let p = PartPayload::parse(&payload)?;
+    let mut counts = [0usize; 7];
+    let (mut at, mut obj) = (0usize, 0usize);
+    while at < p.ops.len() {
+        // What `S` carries depends on the object it creates.
+        let next_is_meta = objects.get(obj).is_some_and(|o| o.objtype.is_meta());
+        let (op, n) = Op::decode(&p.ops[at..], next_is_meta)
+            .map_err(|e| anyhow::anyhow!("opcode at {at}: {e}"))?;
+        at += n;
+        let k = match op {
+            Op::SpliceMeta { .. } | Op::SpliceContent { .. } => {
+                obj += 1;
+                0
+            }
+            Op::Open { .. } => 1,
+            Op::Write { .. } => 2,
+            Op::SetReadSource { .. } => 3,
+            Op::UnsetReadSource => 4,
+            Op::Close => {
+                obj += 1;
+                5
+            }
+            Op::Bspatch { .. } => 6,
+        };
+        counts[k] += 1;
+    }
+    Ok(format!(
+        "PartPayload{{i}}: nmodes={} nxattrs={} blobsize={} opsize={}\n\
+         PartPayloadOps{{i}}: openspliceclose={} open={} write={} setread={} unsetread={} close={} bspatch={}\n",
+        p.modes.len(),
+        p.xattrs.len(),
+        p.blob.len(),
+        p.ops.len(),
+        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]
+    ))
+}
