@@ -50,7 +50,10 @@ impl SigningArgs {
             keys.push(SigningKey::gpg(id, self.gpg_homedir.as_deref()));
         }
         for f in &self.gpg_key_file {
-            keys.push(SigningKey::pgp_key_file(f).with_context(|| format!("--gpg-key-file {}", f.display()))?);
+            keys.push(
+                SigningKey::pgp_key_file(f)
+                    .with_context(|| format!("--gpg-key-file {}", f.display()))?,
+            );
         }
         for (i, k) in self.sign.iter().enumerate() {
             keys.push(
@@ -97,7 +100,10 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<ExitCode> {
     }
     if let Some(f) = &a.keys_file {
         if a.sign_type != "ed25519" {
-            bail!("--keys-file holds ed25519 keys; --sign-type {} is not supported", a.sign_type);
+            bail!(
+                "--keys-file holds ed25519 keys; --sign-type {} is not supported",
+                a.sign_type
+            );
         }
         keys.extend(SigningKey::ed25519_keys_file(f)?);
     }

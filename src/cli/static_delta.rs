@@ -7,10 +7,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
+use arbor::ostree::ObjectName;
 use arbor::ostree::delta::part::PartPayload;
 use arbor::ostree::delta::superblock::{SignedSuperblock, is_signed};
 use arbor::ostree::delta::{Compression, DeltaName, Op, Superblock};
-use arbor::ostree::ObjectName;
 use arbor::publish::deltas::{delete_delta, list_deltas, read_superblock};
 use arbor::publish::{DeltaFrom, DeltaOptions, SigningKey, generate_delta};
 
@@ -112,7 +112,10 @@ pub fn run(ctx: &Ctx, a: StaticDeltaArgs) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let d = DeltaName::parse(&name)?;
             if !delete_delta(&repo, &d)? {
-                bail!("no static delta {name} in {} (see `arbor static-delta list`)", repo.path().display());
+                bail!(
+                    "no static delta {name} in {} (see `arbor static-delta list`)",
+                    repo.path().display()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -148,10 +151,9 @@ fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitCode> {
     let mut opts = DeltaOptions::new(to);
     opts.from = match (&a.from, a.empty) {
         (_, true) => DeltaFrom::Empty,
-        (Some(f), false) => DeltaFrom::Commit(
-            repo.resolve_rev(f)
-                .with_context(|| format!("--from {f}"))?,
-        ),
+        (Some(f), false) => {
+            DeltaFrom::Commit(repo.resolve_rev(f).with_context(|| format!("--from {f}"))?)
+        }
         (None, false) => DeltaFrom::Parent,
     };
     opts.inline = a.inline;
@@ -214,7 +216,8 @@ fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     } else {
         &raw
     };
-    let sb = Superblock::parse(inner).with_context(|| format!("parsing the superblock of {name}"))?;
+    let sb =
+        Superblock::parse(inner).with_context(|| format!("parsing the superblock of {name}"))?;
     use std::fmt::Write as _;
     let mut o = String::new();
     writeln!(o, "Delta: {name}")?;
@@ -231,7 +234,11 @@ fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
             arbor::ostree::delta::superblock::Endianness::Little => "little",
             arbor::ostree::delta::superblock::Endianness::Big => "big",
         },
-        if sb.endianness_guessed { " (heuristic)" } else { "" }
+        if sb.endianness_guessed {
+            " (heuristic)"
+        } else {
+            ""
+        }
     )?;
     writeln!(o, "Timestamp: {}", sb.timestamp)?;
     writeln!(o, "Number of parents: {}", sb.recurse.len() / 64)?;
@@ -292,7 +299,10 @@ fn decode_part(file: &[u8], size: u64, objects: &[ObjectName]) -> Result<String>
                 .take(declared + 1)
                 .read_to_end(&mut out)?;
             if out.len() as u64 != declared {
-                bail!("decompresses to {} bytes, its index says {declared}", out.len());
+                bail!(
+                    "decompresses to {} bytes, its index says {declared}",
+                    out.len()
+                );
             }
             out
         }
@@ -330,6 +340,12 @@ fn decode_part(file: &[u8], size: u64, objects: &[ObjectName]) -> Result<String>
         p.xattrs.len(),
         p.blob.len(),
         p.ops.len(),
-        counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6]
+        counts[0],
+        counts[1],
+        counts[2],
+        counts[3],
+        counts[4],
+        counts[5],
+        counts[6]
     ))
 }

@@ -117,9 +117,7 @@ pub fn render(s: &Summary, out: &mut String) -> Result<()> {
     }
     for (k, v) in &s.metadata.0 {
         match (k.as_str(), v) {
-            ("ostree.summary.mode", Value::Str(m)) => {
-                writeln!(out, "Repository Mode ({k}): {m}")?
-            }
+            ("ostree.summary.mode", Value::Str(m)) => writeln!(out, "Repository Mode ({k}): {m}")?,
             ("ostree.summary.last-modified", _) => writeln!(
                 out,
                 "Last-Modified ({k}): {}",

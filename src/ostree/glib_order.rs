@@ -134,10 +134,7 @@ pub fn dict_order<V>(entries: Vec<(String, V)>) -> Vec<(String, V)> {
     let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
     let order = hash_order(&keys);
     let mut slots: Vec<Option<(String, V)>> = entries.into_iter().map(Some).collect();
-    order
-        .into_iter()
-        .filter_map(|i| slots[i].take())
-        .collect()
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 #[cfg(test)]
@@ -149,7 +146,9 @@ mod tests {
         assert_eq!(str_hash(""), 5381);
         assert_eq!(str_hash("a"), 5381 * 33 + 97);
         assert_eq!(str_hash("\u{e9}"), {
-            let h = 5381u32.wrapping_mul(33).wrapping_add(0xc3u8 as i8 as i32 as u32);
+            let h = 5381u32
+                .wrapping_mul(33)
+                .wrapping_add(0xc3u8 as i8 as i32 as u32);
             h.wrapping_mul(33).wrapping_add(0xa9u8 as i8 as i32 as u32)
         });
     }

@@ -23,7 +23,10 @@ fn bad(why: impl Into<String>) -> FormatError {
 
 /// Parses one value; `text` must hold nothing else.
 pub fn parse(text: &str) -> Result<Value> {
-    let mut p = Parser { s: text.as_bytes(), at: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        at: 0,
+    };
     let (ty, data) = p.value(None, 0)?;
     p.skip_ws();
     if p.at != p.s.len() {
@@ -158,11 +161,13 @@ impl Parser<'_> {
                         Some(t) => Err(bad(format!("a boolean where {t} was expected"))),
                     },
                     _ => {
-                        let t = want.unwrap_or(if w.contains('.') || w.contains('e') && !w.starts_with("0x") {
-                            "d"
-                        } else {
-                            "i"
-                        });
+                        let t = want.unwrap_or(
+                            if w.contains('.') || w.contains('e') && !w.starts_with("0x") {
+                                "d"
+                            } else {
+                                "i"
+                            },
+                        );
                         number(&w, t).map(|d| (t.to_string(), d))
                     }
                 }
@@ -363,7 +368,16 @@ mod tests {
 
     #[test]
     fn refuses_what_ostree_refuses() {
-        for t in ["bar", "'x", "[]", "byte 300", "uint32 -1", "'a' 'b'", "{1: 2}", ""] {
+        for t in [
+            "bar",
+            "'x",
+            "[]",
+            "byte 300",
+            "uint32 -1",
+            "'a' 'b'",
+            "{1: 2}",
+            "",
+        ] {
             assert!(parse(t).is_err(), "{t:?}");
         }
     }

@@ -75,13 +75,9 @@ pub(crate) fn write_tmp(
     // The umask may have taken bits off: published files are world-readable.
     let _ = rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o644));
     let mut f = std::fs::File::from(fd);
-    let r = f.write_all(data).and_then(|()| {
-        if fsync {
-            f.sync_data()
-        } else {
-            Ok(())
-        }
-    });
+    let r = f
+        .write_all(data)
+        .and_then(|()| if fsync { f.sync_data() } else { Ok(()) });
     if let Err(e) = r {
         let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
         return Err(PublishIo::new(path, e));

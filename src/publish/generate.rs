@@ -36,12 +36,12 @@ use rayon::prelude::*;
 use rustix::fs::{AtFlags, FileType};
 use thiserror::Error;
 
+use crate::ostree::delta::DeltaName;
 use crate::ostree::delta::part::{Compression, FileMode, PartPayload, XZ_PRESET};
+use crate::ostree::delta::superblock::PART_VERSION;
 use crate::ostree::delta::superblock::{
     ENDIANNESS_KEY, Endianness, Fallback, PartHeader, SignedSuperblock, Superblock,
 };
-use crate::ostree::delta::DeltaName;
-use crate::ostree::delta::superblock::PART_VERSION;
 use crate::ostree::{Checksum, Commit, Metadata, ObjectName, ObjectType, Value};
 use crate::progress::{self, Event, Phase, Progress};
 use crate::store::{Repo, StoreError};
@@ -459,10 +459,8 @@ fn plan_and_layout(
             if try_bsdiff {
                 progress::check(interrupt)?;
                 let mut patch = Vec::new();
-                bsdiff::diff(&old, &new, &mut patch).map_err(|source| DeltaError::Bsdiff {
-                    object: *t,
-                    source,
-                })?;
+                bsdiff::diff(&old, &new, &mut patch)
+                    .map_err(|source| DeltaError::Bsdiff { object: *t, source })?;
                 return Ok(Some((*t, Method::Bsdiff(*f, patch))));
             }
             Ok(None)
@@ -762,7 +760,10 @@ fn write_delta(
         source,
     })?;
     let mut metadata = Metadata::new();
-    metadata.insert(ENDIANNESS_KEY, Superblock::endianness_value(Endianness::NATIVE));
+    metadata.insert(
+        ENDIANNESS_KEY,
+        Superblock::endianness_value(Endianness::NATIVE),
+    );
     let mut out = DeltaOutcome {
         parts: n,
         fallbacks: planned.fallbacks.len(),

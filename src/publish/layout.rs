@@ -30,7 +30,11 @@ pub enum Segment {
     /// target), whole.
     Content(Checksum),
     /// `len` bytes at `start` of a regular file's data.
-    ContentRange { object: Checksum, start: u64, len: u64 },
+    ContentRange {
+        object: Checksum,
+        start: u64,
+        len: u64,
+    },
     /// Literal bytes: a raw checksum, a bsdiff patch.
     Bytes(Vec<u8>),
 }

@@ -252,8 +252,16 @@ mod tests {
     #[test]
     fn fuzzy_names() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(names_intersect(&s(&["libfoo.so.1"]), &s(&["libfoo.so.2"]), true));
-        assert!(!names_intersect(&s(&["libfoo.so.1"]), &s(&["libfoo.so.2"]), false));
+        assert!(names_intersect(
+            &s(&["libfoo.so.1"]),
+            &s(&["libfoo.so.2"]),
+            true
+        ));
+        assert!(!names_intersect(
+            &s(&["libfoo.so.1"]),
+            &s(&["libfoo.so.2"]),
+            false
+        ));
         assert!(!names_intersect(&s(&[".a"]), &s(&[".b"]), true));
         assert!(!names_intersect(&s(&["ab.x"]), &s(&["abc.x"]), true));
         assert!(names_intersect(&s(&["a", "b"]), &s(&["c", "b"]), false));

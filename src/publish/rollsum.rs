@@ -38,9 +38,9 @@ fn find_split(buf: &[u8]) -> usize {
     for (count, &ch) in buf.iter().enumerate() {
         let drop = window[wofs];
         s1 = s1.wrapping_add(u32::from(ch)).wrapping_sub(u32::from(drop));
-        s2 = s2.wrapping_add(s1).wrapping_sub(
-            (WINDOW as u32).wrapping_mul(u32::from(drop).wrapping_add(CHAR_OFFSET)),
-        );
+        s2 = s2
+            .wrapping_add(s1)
+            .wrapping_sub((WINDOW as u32).wrapping_mul(u32::from(drop).wrapping_add(CHAR_OFFSET)));
         window[wofs] = ch;
         wofs = (wofs + 1) % WINDOW;
         if s2 & (BLOB_SIZE - 1) == BLOB_SIZE - 1 {
@@ -125,7 +125,9 @@ pub fn compute(from: &[u8], to: &[u8]) -> Matches {
     let mut from_index: HashMap<(u32, usize), Vec<Chunk>> = HashMap::new();
     let mut from_crcs: HashMap<usize, u32> = HashMap::new();
     for c in chunks(from) {
-        let crc = *from_crcs.entry(c.len).or_insert_with(|| crc32(&from[..c.len]));
+        let crc = *from_crcs
+            .entry(c.len)
+            .or_insert_with(|| crc32(&from[..c.len]));
         from_index.entry((crc, c.len)).or_default().push(c);
     }
     let to_chunks = chunks(to);

@@ -422,8 +422,14 @@ mod tests {
         key.append_signature(b"data", &mut md, "x").unwrap();
         let mut trusted = TrustedKeys::new();
         trusted.add(PublicKey::from_base64(&pk).unwrap());
-        trusted.verify_with_metadata(b"data", Some(&md.serialize())).unwrap();
-        assert!(trusted.verify_with_metadata(b"other", Some(&md.serialize())).is_err());
+        trusted
+            .verify_with_metadata(b"data", Some(&md.serialize()))
+            .unwrap();
+        assert!(
+            trusted
+                .verify_with_metadata(b"other", Some(&md.serialize()))
+                .is_err()
+        );
         // Ed25519 is deterministic: a second signature by the same key is
         // refused as a repeat.
         assert!(matches!(

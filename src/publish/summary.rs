@@ -30,8 +30,8 @@ use std::sync::atomic::AtomicBool;
 use rustix::fs::{AtFlags, Mode};
 use thiserror::Error;
 
-use crate::ostree::delta::index::{INDEXED_DELTAS_KEY, STATIC_DELTAS_KEY};
 use crate::ostree::delta::DeltaList;
+use crate::ostree::delta::index::{INDEXED_DELTAS_KEY, STATIC_DELTAS_KEY};
 use crate::ostree::glib_order::dict_order;
 use crate::ostree::{Metadata, Summary, SummaryRef, Value};
 use crate::progress::{self, Event, Progress};
@@ -147,7 +147,13 @@ pub fn build_summary(
         Ok(Some(true))
     );
     if !no_deltas && !deltas.0.is_empty() {
-        let ordered = dict_order(deltas.0.iter().map(|(n, d)| (n.to_string(), (*n, *d))).collect());
+        let ordered = dict_order(
+            deltas
+                .0
+                .iter()
+                .map(|(n, d)| (n.to_string(), (*n, *d)))
+                .collect(),
+        );
         let list = DeltaList(ordered.into_iter().map(|(_, e)| e).collect());
         md.insert(STATIC_DELTAS_KEY, list.to_value());
     }
@@ -195,7 +201,10 @@ pub fn update_summary(
 ) -> Result<SummaryOutcome, SummaryError> {
     let _lock = repo.lock(LockMode::Shared)?;
     let fsync = repo.fsync_enabled();
-    if !matches!(repo.config().get_bool("core", "indexed-deltas"), Ok(Some(true))) {
+    if !matches!(
+        repo.config().get_bool("core", "indexed-deltas"),
+        Ok(Some(true))
+    ) {
         let mut config = repo.config().clone();
         config
             .set_bool("core", "indexed-deltas", true)
@@ -224,7 +233,12 @@ pub fn update_summary(
             _ => 0,
         })
         .sum();
-    publish(repo, &bytes, (!sigs.is_empty()).then(|| sigs.serialize()), fsync)?;
+    publish(
+        repo,
+        &bytes,
+        (!sigs.is_empty()).then(|| sigs.serialize()),
+        fsync,
+    )?;
     Ok(SummaryOutcome {
         size: bytes.len() as u64,
         deltas: deltas.0.len(),

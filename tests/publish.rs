@@ -1,0 +1,822 @@
+//! The publishing side: arbor writes summaries, delta indexes, static
+//! deltas and signatures that the real `ostree` reads, pulls over nginx
+//! (with `gpg-verify` and `gpg-verify-summary`) and verifies, and that
+//! arbor's own HTTP pull verifies (GPG and ed25519).
+//!
+//! Keys are made in the test with `gpg --batch`; ed25519 keys are fixed
+//! seeds (this Debian ostree is built without libsodium, so ed25519
+//! signatures are checked by arbor and by [`ed25519_verifies`]).
+
+mod common;
+#[path = "common/pull.rs"]
+mod pull_support;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use arbor::ostree::delta::superblock::{SignedSuperblock, is_signed};
+use arbor::ostree::delta::{DeltaName, Superblock};
+use arbor::ostree::{Checksum, Metadata, Summary, Value};
+use base64::Engine;
+use common::*;
+use pull_support::*;
+
+const TS: u64 = 1_700_000_000;
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// An ed25519 key pair from a fixed seed: (secret key as `ostree sign`
+/// takes it, public key as `sign-verify` takes it).
+fn ed25519_key(seed: u8) -> (String, String) {
+    let k = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+    (
+        b64(&k.to_keypair_bytes()),
+        b64(k.verifying_key().as_bytes()),
+    )
+}
+
+/// Whether `sigs` (an `a{sv}`) holds an ed25519 signature of `data` by the
+/// public key `pk` (base64): the check ostree makes, done independently.
+fn ed25519_verifies(sigs: &[u8], data: &[u8], pk: &str) -> bool {
+    use ed25519_dalek::Verifier;
+    let md = Metadata::parse(sigs).unwrap();
+    let Some(Value::ByteArrays(list)) = md.get("ostree.sign.ed25519") else {
+        return false;
+    };
+    let pk: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(pk)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&pk).unwrap();
+    list.iter().any(|s| {
+        <[u8; 64]>::try_from(s.as_slice()).is_ok_and(|s| {
+            key.verify(data, &ed25519_dalek::Signature::from_bytes(&s))
+                .is_ok()
+        })
+    })
+}
+
+fn gpg<I, S>(home: &Path, args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut c = Command::new("gpg");
+    c.env("GNUPGHOME", home)
+        .args(["--batch", "--quiet", "--pinentry-mode", "loopback"])
+        .args(["--passphrase", ""])
+        .args(args);
+    run(c)
+}
+
+/// A GnuPG home with one ed25519 signing key; returns (home, fingerprint,
+/// path of the armored public key).
+fn gpg_key(base: &Path) -> (PathBuf, String, PathBuf) {
+    let home = base.join("gnupg");
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let uid = "Publisher <pub@example.com>";
+    gpg(&home, ["--quick-gen-key", uid, "ed25519", "sign", "0"]).assert_ok();
+    let out = gpg(&home, ["--with-colons", "--list-keys", uid])
+        .assert_ok()
+        .stdout_str();
+    let fpr = out
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .unwrap()
+        .split(':')
+        .nth(9)
+        .unwrap()
+        .to_string();
+    let asc = base.join("pub.asc");
+    fs::write(
+        &asc,
+        gpg(&home, ["--armor", "--export", fpr.as_str()])
+            .assert_ok()
+            .stdout,
+    )
+    .unwrap();
+    (home, fpr, asc)
+}
+
+fn rev_parse(repo: &Path, rev: &str) -> String {
+    arbor_repo_ok(repo, ["rev-parse", rev])
+        .stdout_str()
+        .trim()
+        .to_string()
+}
+
+/// The tree of C1: the small tree, a 300 kB file (rollsum'd in C2), a
+/// 120 kB file (bsdiff'd in C2) and a 1.5 MB file (a fallback of the
+/// scratch delta with --min-fallback-size 1).
+fn build_tree(dir: &Path) {
+    build_small_tree(dir);
+    write_file(
+        &dir.join("big.bin"),
+        &pseudo_random_bytes(300_000, 1),
+        0o644,
+    );
+    write_file(&dir.join("lib.so"), &pseudo_random_bytes(120_000, 2), 0o644);
+    write_file(
+        &dir.join("huge.dat"),
+        &pseudo_random_bytes(1_500_000, 3),
+        0o644,
+    );
+}
+
+/// C2: `big.bin` changed late (rollsum: the prefix is intact), `lib.so`
+/// changed near its start (bsdiff), one new small file.
+fn evolve_tree(dir: &Path) {
+    let mut big = fs::read(dir.join("big.bin")).unwrap();
+    big[200_000..200_010].copy_from_slice(b"0123456789");
+    fs::write(dir.join("big.bin"), big).unwrap();
+    let mut lib = fs::read(dir.join("lib.so")).unwrap();
+    lib[100..110].copy_from_slice(b"abcdefghij");
+    lib.extend_from_slice(b"more");
+    fs::write(dir.join("lib.so"), lib).unwrap();
+    write_file(&dir.join("sub/new.txt"), b"new in C2\n", 0o644);
+}
+
+/// The objects carried in a delta's parts, and its fallbacks.
+fn delta_objects(repo: &Path, name: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let d = DeltaName::parse(name).unwrap();
+    let raw = fs::read(repo.join(d.superblock_path())).unwrap();
+    let sb = Superblock::parse(&raw).unwrap();
+    let parts = sb
+        .parts
+        .iter()
+        .flat_map(|p| p.objects.iter())
+        .map(|o| format!("{}.{}", o.checksum, o.objtype.name()))
+        .collect();
+    let fallbacks = sb
+        .fallbacks
+        .iter()
+        .map(|f| format!("{}.{}", f.object.checksum, f.object.objtype.name()))
+        .collect();
+    (parts, fallbacks)
+}
+
+/// `ostree summary -u` and `arbor summary -u` on the same repository (refs
+/// with and without a version, deltas made by ostree, `-m` metadata) write
+/// the same bytes, timestamps aside; the delta indexes are identical; the
+/// config gets core.indexed-deltas=true; `ostree summary --view` reads it.
+#[test]
+fn summary_matches_ostree_byte_for_byte() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    ostree_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_small_tree(&tree);
+    ostree_commit(
+        &repo,
+        &tree,
+        "main",
+        &CommitOpts::new("one", "", TS).meta("version", "1.0"),
+    );
+    write_file(&tree.join("x"), b"x", 0o644);
+    let c2 = ostree_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 1));
+    ostree_commit(&repo, &tree, "Zeta", &CommitOpts::new("z", "", TS + 2));
+    ostree_commit(
+        &repo,
+        &tree,
+        "alpha/beta",
+        &CommitOpts::new("ab", "", TS + 3),
+    );
+    ostree_repo_ok(&repo, ["static-delta", "generate", "main"]);
+    ostree_repo_ok(&repo, ["static-delta", "generate", "--empty", "main"]);
+    ostree_repo_ok(&repo, ["static-delta", "generate", "--empty", "Zeta"]);
+    let m = [
+        "-m",
+        "title='My repo'",
+        "-m",
+        "n=uint32 7",
+        "-m",
+        "ostree.summary.mode='x'",
+    ];
+    let mut args = vec!["summary", "-u"];
+    args.extend_from_slice(&m);
+    ostree_repo_ok(&repo, &args);
+    let theirs = fs::read(repo.join("summary")).unwrap();
+    let their_indexes = index_files(&repo);
+    fs::remove_dir_all(repo.join("delta-indexes")).unwrap();
+    ostree_repo_ok(&repo, ["config", "unset", "core.indexed-deltas"]);
+    arbor_repo_ok(&repo, &args);
+    let ours = fs::read(repo.join("summary")).unwrap();
+
+    let (a, b) = (
+        Summary::parse(&theirs).unwrap(),
+        Summary::parse(&ours).unwrap(),
+    );
+    assert_eq!(a.refs, b.refs);
+    assert_eq!(
+        a.refs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["Zeta", "alpha/beta", "main"]
+    );
+    assert_eq!(a.find("main").unwrap().checksum.to_hex(), c2);
+    // Same keys in the same order, same values except the time.
+    let keys = |s: &Summary| {
+        s.metadata
+            .0
+            .iter()
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&a), keys(&b));
+    let mut b2 = b.clone();
+    let lm = "ostree.summary.last-modified";
+    b2.metadata.insert(lm, a.metadata.get(lm).unwrap().clone());
+    assert_bytes_eq(
+        &b2.serialize(),
+        &theirs,
+        "summary with the same last-modified",
+    );
+    assert_eq!(
+        b.metadata.get("ostree.summary.mode"),
+        Some(&Value::Str("archive-z2".into()))
+    );
+    assert_eq!(index_files(&repo), their_indexes);
+    assert_eq!(their_indexes.len(), 2);
+    let config = fs::read_to_string(repo.join("config")).unwrap();
+    assert!(config.contains("indexed-deltas=true"), "{config}");
+    let view = ostree_repo_ok(&repo, ["summary", "--view"]).stdout_str();
+    assert!(
+        view.contains("* alpha/beta") && view.contains("title: 'My repo'"),
+        "{view}"
+    );
+    let ours_view = arbor_repo_ok(&repo, ["summary", "--view"]).stdout_str();
+    assert!(
+        ours_view.contains("Version (ostree.commit.version): 1.0") || ours_view.contains("* main")
+    );
+}
+
+fn index_files(repo: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for d in fs::read_dir(repo.join("delta-indexes")).unwrap().flatten() {
+        for f in fs::read_dir(d.path()).unwrap().flatten() {
+            out.push((
+                format!(
+                    "{}/{}",
+                    d.file_name().to_string_lossy(),
+                    f.file_name().to_string_lossy()
+                ),
+                fs::read(f.path()).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// ed25519-signed summaries: the signature covers the summary's exact
+/// bytes; an unsigned update removes the stale summary.sig; deleting a
+/// delta drops its index at the next update.
+#[test]
+fn summary_signature_and_stale_signature() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_small_tree(&tree);
+    arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(
+        &repo,
+        ["static-delta", "generate", "--empty", "--to", "main"],
+    );
+    let (sk, pk) = ed25519_key(1);
+    let (sk2, pk2) = ed25519_key(2);
+    arbor_repo_ok(&repo, ["summary", "-u", "--sign", &sk, "--sign", &sk2]);
+    let sig = fs::read(repo.join("summary.sig")).unwrap();
+    let summary = fs::read(repo.join("summary")).unwrap();
+    assert!(ed25519_verifies(&sig, &summary, &pk));
+    assert!(ed25519_verifies(&sig, &summary, &pk2));
+    assert!(!ed25519_verifies(&sig, b"other", &pk));
+    assert_eq!(
+        fs::metadata(repo.join("summary"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        fs::metadata(repo.join("summary.sig"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    );
+    let idx = DeltaName::index_path(&Checksum::from_hex(&rev_parse(&repo, "main")).unwrap());
+    assert!(repo.join(&idx).is_file());
+    let c = rev_parse(&repo, "main");
+    arbor_repo_ok(&repo, ["static-delta", "delete", &c]);
+    assert!(
+        arbor_repo_ok(&repo, ["static-delta", "list"])
+            .stdout_str()
+            .is_empty()
+    );
+    arbor_repo_ok(&repo, ["summary", "-u"]);
+    assert!(!repo.join("summary.sig").exists());
+    assert!(!repo.join(&idx).exists());
+    assert!(
+        !Summary::parse(&fs::read(repo.join("summary")).unwrap())
+            .unwrap()
+            .metadata
+            .0
+            .iter()
+            .any(|(k, _)| k == "ostree.static-deltas")
+    );
+    // Nothing of the temporary directory is left.
+    assert_eq!(
+        fs::read_dir(repo.join("tmp"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("summary"))
+            .count(),
+        0
+    );
+}
+
+/// The whole publishing flow with no other tool: commit signed (GPG through
+/// gpg, ed25519) into a bare store, `pull --mirror` into an archive
+/// repository, deltas, a signed summary. `ostree pull` with gpg-verify and
+/// gpg-verify-summary uses arbor's deltas (superblock and parts, no loose
+/// objects but fallbacks), from scratch and C1→C2, and `ostree fsck`
+/// passes; `ostree static-delta show` and `ostree summary --view` read
+/// arbor's files; arbor's own HTTP pull verifies both kinds of signature.
+#[test]
+fn publish_flow_ostree_pull_over_nginx() {
+    let base = scratch_dir("publish-flow");
+    let (home, fpr, asc) = gpg_key(&base);
+    let homedir = home.to_str().unwrap();
+    let (sk, pk) = ed25519_key(7);
+    let src = base.join("src");
+    arbor_init(&src, Mode::Bare);
+    let tree = base.join("tree");
+    build_tree(&tree);
+    let sign_args = |v: &mut Vec<String>| {
+        v.extend([
+            "--gpg-sign".into(),
+            fpr.clone(),
+            "--gpg-homedir".into(),
+            homedir.into(),
+        ]);
+        v.extend(["--sign".into(), sk.clone()]);
+    };
+    let commit = |subject: &str, ts: u64| {
+        let mut a: Vec<String> = CommitOpts::new(subject, "", ts)
+            .arbor_args(&tree, "main")
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        sign_args(&mut a);
+        expect_checksum_line(&arbor_repo_ok(&src, &a))
+    };
+    let c1 = commit("one", TS);
+    let meta = fs::read(object_path(&src, &c1, "commitmeta")).unwrap();
+    let commit_bytes = fs::read(object_path(&src, &c1, "commit")).unwrap();
+    assert!(ed25519_verifies(&meta, &commit_bytes, &pk));
+
+    let www = base.join("www");
+    let repo = www.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let publish = |extra: &[&str]| {
+        arbor_repo_ok(&repo, ["pull", "--mirror", src.to_str().unwrap(), "main"]);
+        let mut g = vec!["static-delta", "generate", "--to", "main"];
+        g.extend_from_slice(extra);
+        arbor_repo_ok(&repo, &g);
+        let mut s = vec!["summary".to_string(), "-u".into()];
+        sign_args(&mut s);
+        arbor_repo_ok(&repo, &s);
+    };
+    publish(&["--empty", "--min-fallback-size", "1"]);
+    assert_eq!(read_ref(&repo, "heads/main").as_deref(), Some(c1.as_str()));
+    let huge = file_checksum(&repo, "main", "/huge.dat");
+    let (_, fallbacks) = delta_objects(&repo, &c1);
+    assert_eq!(fallbacks, BTreeSet::from([format!("{huge}.file")]));
+
+    let nginx = Nginx::start(&www);
+    let client = base.join("client");
+    ostree_init(&client, Mode::BareUser);
+    ostree_repo_ok(
+        &client,
+        [
+            "remote",
+            "add",
+            "origin",
+            &nginx.url("repo"),
+            "--set=gpg-verify=true",
+            "--set=gpg-verify-summary=true",
+            &format!("--gpg-import={}", asc.display()),
+        ],
+    );
+    let mark = nginx.mark();
+    ostree_repo_ok(&client, ["pull", "origin", "main"]);
+    assert_eq!(rev_parse_ostree(&client, "origin:main"), c1);
+    let reqs = nginx.requests_since(mark);
+    assert_used_delta(
+        &reqs,
+        &DeltaName::parse(&c1).unwrap(),
+        &[format!("{huge}.file")],
+    );
+    assert_fsck_clean(&client);
+
+    // C2, from C1.
+    evolve_tree(&tree);
+    let c2 = commit("two", TS + 100);
+    publish(&[]);
+    let name = format!("{c1}-{c2}");
+    let show = ostree_repo_ok(&repo, ["static-delta", "show", &name]).stdout_str();
+    assert!(show.contains("bspatch=1"), "{show}");
+    assert!(show.contains("Number of fallback entries: 0"), "{show}");
+    let ours = arbor_repo_ok(&repo, ["static-delta", "show", &name]).stdout_str();
+    assert!(
+        ours.contains("bspatch=1") && !ours.contains(" write=0 "),
+        "{ours}"
+    );
+    ostree_repo_ok(&repo, ["static-delta", "show", &c1]);
+    let view = ostree_repo_ok(&repo, ["summary", "--view"]).stdout_str();
+    assert!(view.contains(&c2) && view.contains(&name), "{view}");
+    let mut listed: Vec<String> = arbor_repo_ok(&repo, ["static-delta", "list"])
+        .stdout_str()
+        .lines()
+        .map(String::from)
+        .collect();
+    listed.sort();
+    let mut expect = vec![c1.clone(), name.clone()];
+    expect.sort();
+    assert_eq!(listed, expect);
+
+    let mark = nginx.mark();
+    ostree_repo_ok(&client, ["pull", "origin", "main"]);
+    assert_eq!(rev_parse_ostree(&client, "origin:main"), c2);
+    assert_used_delta(
+        &nginx.requests_since(mark),
+        &DeltaName::parse(&name).unwrap(),
+        &[],
+    );
+    assert_fsck_clean(&client);
+    let out = base.join("co");
+    ostree_repo_ok(
+        &client,
+        ["checkout", "-U", "origin:main", out.to_str().unwrap()],
+    );
+    assert_eq!(
+        fs::read(out.join("big.bin")).unwrap(),
+        fs::read(tree.join("big.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read(out.join("lib.so")).unwrap(),
+        fs::read(tree.join("lib.so")).unwrap()
+    );
+
+    // The same objects as ostree's own delta, in parts and as fallbacks.
+    let copy = base.join("copy");
+    copy_tree(&repo, &copy);
+    ostree_repo_ok(&copy, ["static-delta", "generate", "--to", &c2]);
+    ostree_repo_ok(
+        &copy,
+        [
+            "static-delta",
+            "generate",
+            "--empty",
+            "--min-fallback-size=1",
+            "--to",
+            &c1,
+        ],
+    );
+    assert_eq!(delta_objects(&copy, &name), delta_objects(&repo, &name));
+    assert_eq!(delta_objects(&copy, &c1), delta_objects(&repo, &c1));
+
+    // arbor's own HTTP pull verifies GPG and ed25519 signatures, summary too.
+    let (_t, store) = new_store(Mode::BareUser);
+    add_remote(
+        &store,
+        "origin",
+        &nginx.url("repo"),
+        &[
+            "--gpg-import",
+            asc.to_str().unwrap(),
+            "--sign-verify",
+            &format!("ed25519=inline:{pk}"),
+            "--set",
+            "gpg-verify-summary=true",
+        ],
+    );
+    pull_ok(&store, &["origin", "main"]);
+    assert_eq!(
+        read_ref(&store, "remotes/origin/main").as_deref(),
+        Some(c2.as_str())
+    );
+    assert_fsck_clean(&store);
+    // Another ed25519 key is refused.
+    let (_, other_pk) = ed25519_key(9);
+    let (_t3, s3) = new_store(Mode::BareUser);
+    add_remote(
+        &s3,
+        "origin",
+        &nginx.url("repo"),
+        &[
+            "--no-gpg-verify",
+            "--sign-verify",
+            &format!("ed25519=inline:{other_pk}"),
+        ],
+    );
+    pull(&s3, &["origin", "main"]).assert_clean_failure();
+    assert_eq!(read_ref(&s3, "remotes/origin/main"), None);
+}
+
+fn rev_parse_ostree(repo: &Path, rev: &str) -> String {
+    ostree_repo_ok(repo, ["rev-parse", rev])
+        .stdout_str()
+        .trim()
+        .to_string()
+}
+
+/// `reqs` fetched `delta`'s superblock and its first part, and of objects
+/// only `fallbacks` (by `CHECKSUM.file`) and TO's detached metadata.
+#[track_caller]
+fn assert_used_delta(reqs: &[Request], delta: &DeltaName, fallbacks: &[String]) {
+    let dir = delta.dir();
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.ends_with(&format!("{dir}/superblock"))),
+        "no superblock request: {paths:#?}"
+    );
+    assert!(
+        paths.iter().any(|p| p.ends_with(&format!("{dir}/0"))),
+        "no part request: {paths:#?}"
+    );
+    // libostree also fetches the target's detached metadata again (the
+    // signatures may have changed since the delta was made): not tree
+    // content.
+    let commitmeta = format!("{}.commitmeta", delta.to);
+    let objects: BTreeSet<String> = reqs
+        .iter()
+        .filter_map(|r| object_key(&r.path))
+        .filter(|o| *o != commitmeta)
+        .collect();
+    let expected: BTreeSet<String> = fallbacks.iter().cloned().collect();
+    assert_eq!(
+        objects, expected,
+        "objects fetched besides the delta: {paths:#?}"
+    );
+    assert!(reqs.iter().all(|r| r.status == 200), "{reqs:#?}");
+}
+
+/// `arbor gpg-sign --gpg-key-file` signs with an exported secret key
+/// without GnuPG, and `gpg --verify` accepts the signature over the commit
+/// object; `arbor sign --keys-file` adds an ed25519 signature and refuses
+/// to sign twice with the same key.
+#[test]
+fn commit_signing_key_files() {
+    let base = scratch_dir("publish-keyfiles");
+    let (home, fpr, _) = gpg_key(&base);
+    let secret = base.join("secret.asc");
+    fs::write(
+        &secret,
+        gpg(&home, ["--armor", "--export-secret-keys", fpr.as_str()])
+            .assert_ok()
+            .stdout,
+    )
+    .unwrap();
+    let repo = base.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = base.join("tree");
+    build_small_tree(&tree);
+    let c = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(
+        &repo,
+        [
+            "gpg-sign",
+            "main",
+            "--gpg-key-file",
+            secret.to_str().unwrap(),
+        ],
+    );
+    let (sk, pk) = ed25519_key(3);
+    let keys = base.join("keys");
+    fs::write(&keys, format!("{sk}\n")).unwrap();
+    arbor_repo_ok(
+        &repo,
+        ["sign", "main", "--keys-file", keys.to_str().unwrap()],
+    );
+    let r = arbor_repo(&repo, ["sign", "main", &sk]).assert_clean_failure();
+    assert!(
+        r.stderr_str().contains("already signed"),
+        "{}",
+        r.describe()
+    );
+
+    let meta = fs::read(object_path(&repo, &c, "commitmeta")).unwrap();
+    let commit = fs::read(object_path(&repo, &c, "commit")).unwrap();
+    assert!(ed25519_verifies(&meta, &commit, &pk));
+    let md = Metadata::parse(&meta).unwrap();
+    let Some(Value::ByteArrays(sigs)) = md.get("ostree.gpgsigs") else {
+        panic!("no ostree.gpgsigs in {md:?}");
+    };
+    assert_eq!(sigs.len(), 1);
+    let sig_path = base.join("sig");
+    let data_path = base.join("data");
+    fs::write(&sig_path, &sigs[0]).unwrap();
+    fs::write(&data_path, &commit).unwrap();
+    gpg(
+        &home,
+        [
+            OsStr::new("--verify"),
+            sig_path.as_os_str(),
+            data_path.as_os_str(),
+        ],
+    )
+    .assert_ok();
+    // And a tampered commit does not verify.
+    let mut bad = commit.clone();
+    bad[0] ^= 1;
+    fs::write(&data_path, &bad).unwrap();
+    assert!(
+        !gpg(
+            &home,
+            [
+                OsStr::new("--verify"),
+                sig_path.as_os_str(),
+                data_path.as_os_str()
+            ]
+        )
+        .success()
+    );
+}
+
+/// Inline deltas (no part files) and signed superblocks, read by ostree;
+/// an inline delta applies offline with `ostree static-delta apply-offline`.
+#[test]
+fn inline_and_signed_deltas() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_tree(&tree);
+    let c = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(
+        &repo,
+        [
+            "static-delta",
+            "generate",
+            "--empty",
+            "--inline",
+            "--to",
+            "main",
+            "--min-fallback-size",
+            "0",
+        ],
+    );
+    let d = DeltaName::parse(&c).unwrap();
+    let files: Vec<String> = fs::read_dir(repo.join(d.dir()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["superblock"]);
+    // ostree's `show` reads part files only (inline parts are for pulls
+    // and apply-offline): arbor's reads both.
+    let show = arbor_repo_ok(&repo, ["static-delta", "show", &c]).stdout_str();
+    assert!(
+        show.contains("Number of parts: 1") && show.contains("PartPayload0: nmodes="),
+        "{show}"
+    );
+    let client = t.path().join("client");
+    ostree_init(&client, Mode::BareUser);
+    ostree_repo_ok(
+        &client,
+        [
+            "static-delta",
+            "apply-offline",
+            repo.join(d.superblock_path()).to_str().unwrap(),
+        ],
+    );
+    ostree_repo_ok(&client, ["fsck"]);
+    ostree_repo_ok(&client, ["show", &c]);
+
+    let (sk, pk) = ed25519_key(5);
+    arbor_repo_ok(
+        &repo,
+        [
+            "static-delta",
+            "generate",
+            "--empty",
+            "--to",
+            "main",
+            "--sign",
+            &sk,
+        ],
+    );
+    let raw = fs::read(repo.join(d.superblock_path())).unwrap();
+    assert!(is_signed(&raw));
+    let signed = SignedSuperblock::parse(&raw).unwrap();
+    assert!(ed25519_verifies(
+        &signed.signatures.serialize(),
+        signed.superblock,
+        &pk
+    ));
+    let show = ostree_repo_ok(&repo, ["static-delta", "show", &c]).stdout_str();
+    assert!(show.contains("Signed: yes"), "{show}");
+    // Regenerating without --inline replaced the inline delta whole.
+    assert!(repo.join(d.part_path(0)).is_file());
+}
+
+/// Broken or hostile requests get clear errors and change nothing.
+#[test]
+fn publishing_errors_are_clear() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_small_tree(&tree);
+    let a = arbor_commit(&repo, &tree, "a", &CommitOpts::new("a", "", TS));
+    write_file(&tree.join("x"), b"x", 0o644);
+    let b = arbor_commit(&repo, &tree, "b", &CommitOpts::new("b", "", TS + 1));
+    let fail = |args: &[&str], needles: &[&str]| {
+        let r = arbor_repo(&repo, args).assert_clean_failure();
+        for n in needles {
+            assert!(r.stderr_str().contains(n), "{n:?}\n{}", r.describe());
+        }
+    };
+    fail(
+        &["static-delta", "generate", "--from", "a", "--to", "b"],
+        &["not an ancestor", &a, "--allow-unrelated"],
+    );
+    fail(
+        &["static-delta", "generate", "--to", "b"],
+        &["no parent", "--empty"],
+    );
+    assert!(
+        !repo.join("deltas").exists()
+            || fs::read_dir(repo.join("deltas")).unwrap().next().is_none()
+    );
+    arbor_repo_ok(
+        &repo,
+        [
+            "static-delta",
+            "generate",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--allow-unrelated",
+        ],
+    );
+    fs::write(repo.join(format!("state/{b}.commitpartial")), b"").unwrap();
+    fail(
+        &["static-delta", "generate", "--empty", "--to", "b"],
+        &["partial", &b],
+    );
+    fs::remove_file(repo.join(format!("state/{b}.commitpartial"))).unwrap();
+    fail(
+        &["summary", "-u", "--sign", "bm90IGEga2V5"],
+        &["not an ed25519 secret key"],
+    );
+    fail(
+        &["summary", "-u", "--gpg-key-file", "/nonexistent/key"],
+        &["/nonexistent/key"],
+    );
+    let junk = t.path().join("junk.asc");
+    fs::write(
+        &junk,
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nAAAA\n-----END PGP PRIVATE KEY BLOCK-----\n",
+    )
+    .unwrap();
+    fail(
+        &["gpg-sign", "a", "--gpg-key-file", junk.to_str().unwrap()],
+        &["not an OpenPGP secret key"],
+    );
+    let empty_home = t.path().join("nogpg");
+    fs::create_dir_all(&empty_home).unwrap();
+    fail(
+        &[
+            "gpg-sign",
+            "a",
+            "DEADBEEFDEADBEEF",
+            "--gpg-homedir",
+            empty_home.to_str().unwrap(),
+        ],
+        &["gpg could not sign", "DEADBEEFDEADBEEF"],
+    );
+    assert!(!object_path(&repo, &a, "commitmeta").exists());
+    fail(&["static-delta", "delete", &b], &["no static delta"]);
+    fail(&["summary", "-u", "-m", "k=bare"], &["GVariant text"]);
+    assert!(!repo.join("summary").exists());
+
+    // A bare repository gets a summary, with a warning about HTTP.
+    let bare = t.path().join("bare");
+    arbor_init(&bare, Mode::Bare);
+    arbor_commit(&bare, &tree, "main", &CommitOpts::new("m", "", TS));
+    let r = arbor_repo_ok(&bare, ["summary", "-u"]);
+    assert!(
+        r.stderr_str()
+            .contains("cannot fetch its objects over HTTP"),
+        "{}",
+        r.describe()
+    );
+    assert!(bare.join("summary").is_file());
+}
