@@ -820,3 +820,57 @@ fn publishing_errors_are_clear() {
     );
     assert!(bare.join("summary").is_file());
 }
+
+/// A part big enough to be compressed as several xz blocks at once (one per
+/// core) is applied by ostree like any other.
+#[test]
+fn big_part_in_xz_blocks_applies() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    make_dir(&tree, 0o755);
+    // 20 MB that compress fast (repeated 1 kB of noise) but whose blocks
+    // still differ.
+    let unit = pseudo_random_bytes(1024, 11);
+    let mut big = Vec::with_capacity(20_000_000);
+    for i in 0..(20_000_000 / 1024) {
+        big.extend_from_slice(&unit);
+        big.extend_from_slice(&(i as u32).to_le_bytes());
+    }
+    write_file(&tree.join("big"), &big, 0o644);
+    write_file(&tree.join("small"), b"small\n", 0o644);
+    let c = arbor_commit(&repo, &tree, "main", &CommitOpts::new("big", "", TS));
+    arbor_repo_ok(
+        &repo,
+        [
+            "static-delta",
+            "generate",
+            "--empty",
+            "--to",
+            "main",
+            "--min-fallback-size",
+            "0",
+            "--jobs",
+            "2",
+        ],
+    );
+    let d = DeltaName::parse(&c).unwrap();
+    let sb = Superblock::parse(&fs::read(repo.join(d.superblock_path())).unwrap()).unwrap();
+    assert_eq!(sb.parts.len(), 1);
+    assert!(sb.parts[0].usize > 20_000_000);
+    let client = t.path().join("client");
+    ostree_init(&client, Mode::BareUser);
+    ostree_repo_ok(
+        &client,
+        [
+            "static-delta",
+            "apply-offline",
+            repo.join(d.superblock_path()).to_str().unwrap(),
+        ],
+    );
+    ostree_repo_ok(&client, ["fsck"]);
+    let out = t.path().join("co");
+    ostree_repo_ok(&client, ["checkout", "-U", &c, out.to_str().unwrap()]);
+    assert!(fs::read(out.join("big")).unwrap() == big);
+}

@@ -265,7 +265,8 @@ fn number(text: &str, ty: &str) -> Result<Vec<u8>> {
         Some(h) => u128::from_str_radix(h, 16).map_err(|_| err())?,
         None => digits.parse().map_err(|_| err())?,
     };
-    let v: i128 = if neg { -(mag as i128) } else { mag as i128 };
+    let mag = i128::try_from(mag).map_err(|_| err())?;
+    let v: i128 = if neg { -mag } else { mag };
     macro_rules! fit {
         ($t:ty) => {
             <$t>::try_from(v).map_err(|_| err())?.to_le_bytes().to_vec()
@@ -373,6 +374,7 @@ mod tests {
             "'x",
             "[]",
             "byte 300",
+            "-0xffffffffffffffffffffffffffffffff",
             "uint32 -1",
             "'a' 'b'",
             "{1: 2}",

@@ -616,23 +616,51 @@ fn fill_blob(repo: &Repo, p: &PartRecipe) -> Result<Vec<u8>, DeltaError> {
     Ok(blob)
 }
 
+/// Smallest xz block of a part compressed on several threads: smaller
+/// blocks lose too much of the dictionary.
+const MIN_XZ_BLOCK: u64 = 8 << 20;
+
 /// xz as libostree writes parts (preset 8, CRC64), with the dictionary no
-/// larger than the payload needs: the same compression, a fraction of the
-/// encoder's memory and setup time for small parts.
-fn xz_compress(part: usize, payload: &[u8]) -> Result<Vec<u8>, DeltaError> {
-    use liblzma::stream::{Action, Check, Filters, LzmaOptions, Status, Stream};
+/// larger than the payload (or block) needs: the same compression, a
+/// fraction of the encoder's memory and setup time for small parts. With
+/// `threads` > 1 the payload is cut into that many blocks (at least
+/// [`MIN_XZ_BLOCK`] each) compressed in parallel; readers (libostree,
+/// arbor) decode multi-block streams like any other.
+fn xz_compress(
+    part: usize,
+    payload: &[u8],
+    threads: usize,
+    interrupt: &AtomicBool,
+) -> Result<Vec<u8>, DeltaError> {
+    use liblzma::stream::{Action, Check, Filters, LzmaOptions, MtStreamBuilder, Status, Stream};
     let err = |reason: String| DeltaError::Compress { part, reason };
+    let len = payload.len() as u64;
+    let block = if threads > 1 {
+        len.div_ceil(threads as u64).max(MIN_XZ_BLOCK)
+    } else {
+        len
+    };
     let mut lz = LzmaOptions::new_preset(XZ_PRESET).map_err(|e| err(e.to_string()))?;
-    let preset_dict = 32u32 << 20;
-    let need = (payload.len() as u64)
-        .clamp(4096, u64::from(preset_dict))
-        .next_power_of_two()
-        .min(u64::from(preset_dict)) as u32;
-    lz.dict_size(need);
+    let preset_dict = 32u64 << 20;
+    lz.dict_size(
+        block
+            .clamp(4096, preset_dict)
+            .next_power_of_two()
+            .min(preset_dict) as u32,
+    );
     let mut filters = Filters::new();
     filters.lzma2(&lz);
-    let mut stream =
-        Stream::new_stream_encoder(&filters, Check::Crc64).map_err(|e| err(e.to_string()))?;
+    let mut stream = if block < len {
+        MtStreamBuilder::new()
+            .threads(threads.min(64) as u32)
+            .block_size(block)
+            .filters(filters)
+            .check(Check::Crc64)
+            .encoder()
+    } else {
+        Stream::new_stream_encoder(&filters, Check::Crc64)
+    }
+    .map_err(|e| err(e.to_string()))?;
     let mut out = Vec::with_capacity(payload.len() / 3 + 1024);
     out.push(Compression::Xz.byte());
     let mut input = payload;
@@ -640,14 +668,18 @@ fn xz_compress(part: usize, payload: &[u8]) -> Result<Vec<u8>, DeltaError> {
         if out.capacity() - out.len() < 64 * 1024 {
             out.reserve(1 << 20);
         }
+        // preset 8 compresses a few MB/s: feed 1 MiB at a time and check
+        // the interrupt flag between them.
+        progress::check(interrupt)?;
         let before = stream.total_in();
         let action = if input.is_empty() {
             Action::Finish
         } else {
             Action::Run
         };
+        let chunk = &input[..input.len().min(1 << 20)];
         let status = stream
-            .process_vec(input, &mut out, action)
+            .process_vec(chunk, &mut out, action)
             .map_err(|e| err(e.to_string()))?;
         input = &input[(stream.total_in() - before) as usize..];
         if status == Status::StreamEnd {
@@ -657,7 +689,13 @@ fn xz_compress(part: usize, payload: &[u8]) -> Result<Vec<u8>, DeltaError> {
     Ok(out)
 }
 
-fn build_part(repo: &Repo, i: usize, p: &PartRecipe) -> Result<BuiltPart, DeltaError> {
+fn build_part(
+    repo: &Repo,
+    i: usize,
+    p: &PartRecipe,
+    threads: usize,
+    interrupt: &AtomicBool,
+) -> Result<BuiltPart, DeltaError> {
     let blob = fill_blob(repo, p)?;
     let payload = PartPayload {
         modes: p.modes.clone(),
@@ -667,7 +705,7 @@ fn build_part(repo: &Repo, i: usize, p: &PartRecipe) -> Result<BuiltPart, DeltaE
     }
     .serialize();
     drop(blob);
-    let file = xz_compress(i, &payload)?;
+    let file = xz_compress(i, &payload, threads, interrupt)?;
     Ok(BuiltPart {
         header: PartHeader {
             version: PART_VERSION,
@@ -708,44 +746,49 @@ fn write_delta(
     });
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    // Biggest parts first, so the last ones to finish are small and every
-    // core stays busy.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|i| std::cmp::Reverse(planned.parts[*i].blob_len));
-    let built: Vec<(usize, PartHeader, Option<Vec<u8>>)> = order
+    let finish = |i: usize, part: BuiltPart| -> Result<_, DeltaError> {
+        let keep = if opts.inline {
+            Some(part.file)
+        } else {
+            let tmp = write_tmp(&dir, &dir_path, &i.to_string(), &part.file, fsync)?;
+            rustix::fs::renameat(&dir, tmp.as_str(), &dir, i.to_string().as_str())
+                .map_err(|e| PublishIo::new(dir_path.join(i.to_string()), e.into()))?;
+            None
+        };
+        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+        let b = bytes.fetch_add(part.header.size, Ordering::Relaxed) + part.header.size;
+        progress.report(Event::Advance {
+            phase: Phase::GenerateDelta,
+            done: d,
+            total: Some(n as u64),
+            bytes: b,
+        });
+        Ok((i, part.header, keep))
+    };
+    // Small parts are compressed one per core; big ones one at a time, each
+    // split into one xz block per core (liblzma's threaded encoder), so no
+    // core idles while the last big parts finish.
+    let threads = rayon::current_num_threads().max(1);
+    let (big, small): (Vec<usize>, Vec<usize>) =
+        (0..n).partition(|i| threads > 1 && planned.parts[*i].blob_len >= 2 * MIN_XZ_BLOCK);
+    let mut built: Vec<(usize, PartHeader, Option<Vec<u8>>)> = small
         .par_iter()
-        .map(|&i| -> Result<_, DeltaError> {
+        .map(|&i| {
             progress::check(interrupt)?;
-            let part = build_part(repo, i, &planned.parts[i])?;
-            let keep = if opts.inline {
-                Some(part.file)
-            } else {
-                let tmp = write_tmp(&dir, &dir_path, &i.to_string(), &part.file, fsync)?;
-                rustix::fs::renameat(&dir, tmp.as_str(), &dir, i.to_string().as_str())
-                    .map_err(|e| PublishIo::new(dir_path.join(i.to_string()), e.into()))?;
-                None
-            };
-            let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let b = bytes.fetch_add(part.header.size, Ordering::Relaxed) + part.header.size;
-            progress.report(Event::Advance {
-                phase: Phase::GenerateDelta,
-                done: d,
-                total: Some(n as u64),
-                bytes: b,
-            });
-            Ok((i, part.header, keep))
+            finish(i, build_part(repo, i, &planned.parts[i], 1, interrupt)?)
         })
         .collect::<Result<_, _>>()?;
+    for i in big {
+        progress::check(interrupt)?;
+        let part = build_part(repo, i, &planned.parts[i], threads, interrupt)?;
+        built.push(finish(i, part)?);
+    }
     progress::check(interrupt)?;
-    let mut built = built;
     built.sort_by_key(|(i, _, _)| *i);
     // Parts of an earlier, longer run of the same delta.
     let mut stale = n;
-    loop {
-        match rustix::fs::unlinkat(&dir, stale.to_string().as_str(), AtFlags::empty()) {
-            Ok(()) => stale += 1,
-            Err(_) => break,
-        }
+    while rustix::fs::unlinkat(&dir, stale.to_string().as_str(), AtFlags::empty()).is_ok() {
+        stale += 1;
     }
     if opts.inline {
         // Nothing else may be in the directory of an inline delta.
