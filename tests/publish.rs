@@ -415,6 +415,7 @@ fn publish_flow_ostree_pull_over_nginx() {
     assert_eq!(rev_parse_ostree(&client, "origin:main"), c1);
     let reqs = nginx.requests_since(mark);
     assert_used_delta(
+        &repo,
         &reqs,
         &DeltaName::parse(&c1).unwrap(),
         &[format!("{huge}.file")],
@@ -451,6 +452,7 @@ fn publish_flow_ostree_pull_over_nginx() {
     ostree_repo_ok(&client, ["pull", "origin", "main"]);
     assert_eq!(rev_parse_ostree(&client, "origin:main"), c2);
     assert_used_delta(
+        &repo,
         &nginx.requests_since(mark),
         &DeltaName::parse(&name).unwrap(),
         &[],
@@ -533,10 +535,16 @@ fn rev_parse_ostree(repo: &Path, rev: &str) -> String {
         .to_string()
 }
 
-/// `reqs` fetched `delta`'s superblock and its first part, and of objects
-/// only `fallbacks` (by `CHECKSUM.file`) and TO's detached metadata.
+/// `reqs` fetched `delta`'s superblock (from `repo`) and its parts, and of
+/// objects only `fallbacks` (by `CHECKSUM.file`) and TO's detached metadata
+/// — or objects the parts also carry: libostree fetches the detached
+/// metadata after writing the commit from the superblock and then scans the
+/// commit (`meta_fetch_on_complete` → `queue_scan_one_metadata_object`),
+/// racing the execution of the parts, so on a loaded machine it may fetch
+/// some of their objects a second time. That race is ostree's, whoever
+/// made the delta.
 #[track_caller]
-fn assert_used_delta(reqs: &[Request], delta: &DeltaName, fallbacks: &[String]) {
+fn assert_used_delta(repo: &Path, reqs: &[Request], delta: &DeltaName, fallbacks: &[String]) {
     let dir = delta.dir();
     let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
     assert!(
@@ -545,22 +553,24 @@ fn assert_used_delta(reqs: &[Request], delta: &DeltaName, fallbacks: &[String]) 
             .any(|p| p.ends_with(&format!("{dir}/superblock"))),
         "no superblock request: {paths:#?}"
     );
-    assert!(
-        paths.iter().any(|p| p.ends_with(&format!("{dir}/0"))),
-        "no part request: {paths:#?}"
-    );
-    // libostree also fetches the target's detached metadata again (the
-    // signatures may have changed since the delta was made): not tree
-    // content.
+    let (in_parts, _) = delta_objects(repo, &delta.to_string());
+    let sb = Superblock::parse(&fs::read(repo.join(delta.superblock_path())).unwrap()).unwrap();
+    for i in 0..sb.parts.len() {
+        assert!(
+            paths.iter().any(|p| p.ends_with(&format!("{dir}/{i}"))),
+            "part {i} not fetched: {paths:#?}"
+        );
+    }
     let commitmeta = format!("{}.commitmeta", delta.to);
-    let objects: BTreeSet<String> = reqs
+    let loose: BTreeSet<String> = reqs
         .iter()
         .filter_map(|r| object_key(&r.path))
         .filter(|o| *o != commitmeta)
         .collect();
+    let beyond: BTreeSet<String> = loose.difference(&in_parts).cloned().collect();
     let expected: BTreeSet<String> = fallbacks.iter().cloned().collect();
     assert_eq!(
-        objects, expected,
+        beyond, expected,
         "objects fetched besides the delta: {paths:#?}"
     );
     assert!(reqs.iter().all(|r| r.status == 200), "{reqs:#?}");
@@ -873,4 +883,132 @@ fn big_part_in_xz_blocks_applies() {
     let out = t.path().join("co");
     ostree_repo_ok(&client, ["checkout", "-U", &c, out.to_str().unwrap()]);
     assert!(fs::read(out.join("big")).unwrap() == big);
+}
+
+/// --max-chunk-size cuts parts without splitting objects, --disable-bsdiff
+/// sends the file rollsum cannot match whole, and ostree applies both
+/// deltas (C1 from scratch, then C1→C2) offline.
+#[test]
+fn chunked_parts_and_disabled_bsdiff_apply() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_tree(&tree);
+    let c1 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    evolve_tree(&tree);
+    let c2 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 1));
+    let generate = |args: &[&str]| {
+        let mut a = vec![
+            "static-delta",
+            "generate",
+            "--min-fallback-size",
+            "0",
+            "--max-chunk-size",
+            "1",
+        ];
+        a.extend_from_slice(args);
+        arbor_repo_ok(&repo, &a);
+    };
+    generate(&["--empty", "--to", &c1]);
+    generate(&["--to", &c2, "--disable-bsdiff"]);
+    let name = format!("{c1}-{c2}");
+    let sb = |n: &str| {
+        let d = DeltaName::parse(n).unwrap();
+        Superblock::parse(&fs::read(repo.join(d.superblock_path())).unwrap()).unwrap()
+    };
+    let scratch = sb(&c1);
+    // huge.dat (1.5 MB) alone in a part: objects are never split.
+    assert!(scratch.parts.len() >= 2, "{:?}", scratch.parts.len());
+    let huge = file_checksum(&repo, &c1, "/huge.dat");
+    assert!(
+        scratch
+            .parts
+            .iter()
+            .any(|p| p.objects.len() == 1 && p.objects[0].checksum.to_hex() == huge)
+    );
+    let show = arbor_repo_ok(&repo, ["static-delta", "show", &name]).stdout_str();
+    assert!(
+        show.contains("bspatch=0") && !show.contains(" write=0 "),
+        "{show}"
+    );
+    let client = t.path().join("client");
+    ostree_init(&client, Mode::BareUser);
+    for n in [c1.as_str(), name.as_str()] {
+        let d = DeltaName::parse(n).unwrap();
+        ostree_repo_ok(
+            &client,
+            [
+                "static-delta",
+                "apply-offline",
+                repo.join(d.superblock_path()).to_str().unwrap(),
+            ],
+        );
+    }
+    ostree_repo_ok(&client, ["fsck"]);
+    let out = t.path().join("co");
+    ostree_repo_ok(&client, ["checkout", "-U", &c2, out.to_str().unwrap()]);
+    assert_eq!(
+        fs::read(out.join("lib.so")).unwrap(),
+        fs::read(tree.join("lib.so")).unwrap()
+    );
+}
+
+/// An interrupted generation leaves the previous delta of the same name
+/// intact and nothing of the new one, in deltas/ or tmp/.
+#[test]
+fn interrupted_generation_keeps_the_old_delta() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = shared_tempdir();
+    let repo_path = t.path().join("repo");
+    arbor_init(&repo_path, Mode::Archive);
+    let tree = t.path().join("tree");
+    build_tree(&tree);
+    let c = arbor_commit(&repo_path, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(
+        &repo_path,
+        ["static-delta", "generate", "--empty", "--to", "main"],
+    );
+    let d = DeltaName::parse(&c).unwrap();
+    let before = fs::read(repo_path.join(d.superblock_path())).unwrap();
+    let part0 = fs::read(repo_path.join(d.part_path(0))).unwrap();
+
+    let repo = arbor::store::Repo::open(&repo_path).unwrap();
+    let mut opts = arbor::publish::DeltaOptions::new(Checksum::from_hex(&c).unwrap());
+    opts.from = arbor::publish::DeltaFrom::Empty;
+    opts.min_fallback_size = 0;
+    let stop = AtomicBool::new(false);
+    // Interrupted once the parts are being written.
+    let progress = |e: arbor::progress::Event<'_>| {
+        if let arbor::progress::Event::Start { .. } = e {
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let r = arbor::publish::generate_delta(&repo, &opts, &progress, &stop);
+    assert!(
+        matches!(r, Err(arbor::publish::DeltaError::Interrupted)),
+        "{r:?}"
+    );
+    assert_eq!(
+        fs::read(repo_path.join(d.superblock_path())).unwrap(),
+        before
+    );
+    assert_eq!(fs::read(repo_path.join(d.part_path(0))).unwrap(), part0);
+    let leftovers: Vec<_> = fs::read_dir(repo_path.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().contains("delta"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Not interrupted: the new delta replaces the old one whole.
+    let go = AtomicBool::new(false);
+    let out =
+        arbor::publish::generate_delta(&repo, &opts, &arbor::progress::NoProgress, &go).unwrap();
+    assert_eq!(out.fallbacks, 0);
+    assert_ne!(
+        fs::read(repo_path.join(d.superblock_path())).unwrap(),
+        before
+    );
+    ostree_repo_ok(&repo_path, ["static-delta", "show", &c]);
 }

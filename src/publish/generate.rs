@@ -18,10 +18,10 @@
 //!    parts, the target's detached metadata), the TO commit, part headers
 //!    and fallbacks, optionally wrapped and signed.
 //!
-//! Nothing half-written is left: an existing delta of the same name loses
-//! its superblock first (a superblock never names parts of another run),
-//! the new superblock is written last, and on failure or interruption the
-//! delta's directory is removed. Memory stays bounded: at most
+//! Nothing half-written is ever visible: the delta is built in a private
+//! directory under `tmp/` (superblock last) and moved into `deltas/` whole,
+//! exchanged with an older delta of the same name, which stays valid until
+//! then; on failure or interruption the private directory is removed. Memory stays bounded: at most
 //! [`DeltaOptions::jobs`] objects or parts are in memory at a time, and
 //! pair analysis shares a byte budget.
 //!
@@ -29,6 +29,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -230,17 +231,17 @@ pub fn generate_delta(
         .build()
         .map_err(|e| PublishIo::new(repo.path(), std::io::Error::other(e.to_string())))?;
 
-    let dir_rel = name.dir();
-    let touched = AtomicBool::new(false);
+    // Built in a private directory of tmp/, moved into place whole.
+    let build_rel = format!("tmp/{}", super::files::tmp_name("delta"));
     let result = pool.install(|| {
         let parts = plan_and_layout(repo, from, to, opts, progress, interrupt)?;
-        touched.store(true, Ordering::Relaxed);
-        write_delta(repo, &name, from, to, opts, parts, progress, interrupt)
+        write_delta(
+            repo, &name, &build_rel, from, to, opts, parts, progress, interrupt,
+        )
     });
-    if result.is_err() && touched.load(Ordering::Relaxed) {
-        // Whatever was written belongs to no superblock.
-        let _ = crate::fs::remove_tree(repo.dir(), &dir_rel);
-    }
+    // On success it holds the replaced delta, if any; on failure, whatever
+    // was written.
+    let _ = crate::fs::remove_tree(repo.dir(), &build_rel);
     result.map(|mut o| {
         o.name = Some(name);
         o
@@ -557,6 +558,50 @@ fn meta_size(repo: &Repo, name: &ObjectName) -> Result<u64, StoreError> {
     Ok(size)
 }
 
+/// Moves the finished delta from `build_rel` to its place: exchanged with
+/// an older delta of the same name (which then sits at `build_rel`, for the
+/// caller to remove), so readers see the old delta or the new one, whole.
+/// Where the filesystem cannot exchange, the old delta is removed first.
+fn install(repo: &Repo, name: &DeltaName, build_rel: &str, fsync: bool) -> Result<(), DeltaError> {
+    let final_rel = name.dir();
+    let (parent_rel, leaf) = final_rel
+        .rsplit_once('/')
+        .expect("delta dirs have components");
+    let parent = mkdir_p(repo, parent_rel)?;
+    let path = repo.path().join(&final_rel);
+    let exists = match rustix::fs::statat(&parent, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => true,
+        Err(rustix::io::Errno::NOENT) => false,
+        Err(e) => return Err(PublishIo::new(&path, e.into()).into()),
+    };
+    if exists {
+        match rustix::fs::renameat_with(
+            repo.dir(),
+            build_rel,
+            &parent,
+            leaf,
+            rustix::fs::RenameFlags::EXCHANGE,
+        ) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+                crate::fs::remove_tree(parent.as_fd(), leaf)
+                    .map_err(|e| PublishIo::new(&path, e))?;
+                rustix::fs::renameat(repo.dir(), build_rel, &parent, leaf)
+                    .map_err(|e| PublishIo::new(&path, e.into()))?;
+            }
+            Err(e) => return Err(PublishIo::new(&path, e.into()).into()),
+        }
+    } else {
+        rustix::fs::renameat(repo.dir(), build_rel, &parent, leaf)
+            .map_err(|e| PublishIo::new(&path, e.into()))?;
+    }
+    if fsync {
+        rustix::fs::fsync(&parent)
+            .map_err(|e| PublishIo::new(repo.path().join(parent_rel), e.into()))?;
+    }
+    Ok(())
+}
+
 /// A built part: its header and file bytes.
 struct BuiltPart {
     header: PartHeader,
@@ -722,6 +767,7 @@ fn build_part(
 fn write_delta(
     repo: &Repo,
     name: &DeltaName,
+    build_rel: &str,
     from: Option<Checksum>,
     to: Checksum,
     opts: &DeltaOptions,
@@ -730,15 +776,17 @@ fn write_delta(
     interrupt: &AtomicBool,
 ) -> Result<DeltaOutcome, DeltaError> {
     let fsync = repo.fsync_enabled();
-    let dir_rel = name.dir();
-    let dir_path = repo.path().join(&dir_rel);
-    let dir = mkdir_p(repo, &dir_rel)?;
-    // The old superblock goes first: from now on no superblock names
-    // parts being replaced.
-    match rustix::fs::unlinkat(&dir, "superblock", AtFlags::empty()) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-        Err(e) => return Err(PublishIo::new(dir_path.join("superblock"), e.into()).into()),
-    }
+    let dir_path = repo.path().join(build_rel);
+    rustix::fs::mkdirat(
+        repo.dir(),
+        build_rel,
+        rustix::fs::Mode::from_raw_mode(0o755),
+    )
+    .map_err(|e| PublishIo::new(&dir_path, e.into()))?;
+    // The umask may have taken bits off: served directories are readable.
+    let dir =
+        crate::fs::open_dir(repo.dir(), build_rel).map_err(|e| PublishIo::new(&dir_path, e))?;
+    let _ = rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(0o755));
     let n = planned.parts.len();
     progress.report(Event::Start {
         phase: Phase::GenerateDelta,
@@ -785,17 +833,6 @@ fn write_delta(
     }
     progress::check(interrupt)?;
     built.sort_by_key(|(i, _, _)| *i);
-    // Parts of an earlier, longer run of the same delta.
-    let mut stale = n;
-    while rustix::fs::unlinkat(&dir, stale.to_string().as_str(), AtFlags::empty()).is_ok() {
-        stale += 1;
-    }
-    if opts.inline {
-        // Nothing else may be in the directory of an inline delta.
-        for i in 0..n {
-            let _ = rustix::fs::unlinkat(&dir, i.to_string().as_str(), AtFlags::empty());
-        }
-    }
 
     let commit_bytes = repo.load_verified_metadata(&ObjectName::new(to, ObjectType::Commit))?;
     let commit = Commit::parse(&commit_bytes).map_err(|source| StoreError::CorruptObject {
@@ -876,6 +913,7 @@ fn write_delta(
     if fsync {
         rustix::fs::fsync(&dir).map_err(|e| PublishIo::new(&dir_path, e.into()))?;
     }
+    install(repo, name, build_rel, fsync)?;
     progress.report(Event::Finish {
         phase: Phase::GenerateDelta,
     });
