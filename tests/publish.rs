@@ -817,6 +817,17 @@ fn publishing_errors_are_clear() {
     fail(&["summary", "-u", "-m", "k=bare"], &["GVariant text"]);
     assert!(!repo.join("summary").exists());
 
+    // A corrupt object fails the delta, named, and leaves no delta.
+    let readme = file_checksum(&repo, &a, "/README");
+    let obj = object_path(&repo, &readme, "filez");
+    let len = fs::metadata(&obj).unwrap().len();
+    flip_byte(&obj, len - 2);
+    fail(
+        &["static-delta", "generate", "--empty", "--to", "a"],
+        &[&readme],
+    );
+    assert!(!repo.join(DeltaName::parse(&a).unwrap().dir()).exists());
+
     // A bare repository gets a summary, with a warning about HTTP.
     let bare = t.path().join("bare");
     arbor_init(&bare, Mode::Bare);

@@ -56,8 +56,13 @@ pub struct CommitArgs {
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     let branch = local_branch(&a.branch)?;
-    // Keys are read first: a bad key must not leave an unsigned commit.
+    // Keys are loaded and tried first: a key that cannot sign must not
+    // leave the branch on an unsigned commit.
     let keys = a.signing.keys()?;
+    for k in &keys {
+        k.sign(b"arbor: checking the signing key")
+            .with_context(|| format!("signing with {}", k.describe()))?;
+    }
     let repo = ctx.open_for_write()?;
     let mut opts = CommitOptions::new(branch);
     opts.parent = parent(&repo, a.parent.as_deref())?;
@@ -97,7 +102,12 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
         .with_context(|| format!("committing {}", a.dir.display()))?;
     bars.clear();
     if !keys.is_empty() {
-        arbor::publish::sign_commit(&repo, &outcome.commit, &keys)?;
+        arbor::publish::sign_commit(&repo, &outcome.commit, &keys).with_context(|| {
+            format!(
+                "{} was committed but not signed; sign it with `arbor sign` or `arbor gpg-sign`",
+                outcome.commit
+            )
+        })?;
     }
     if ctx.verbose {
         eprintln!(

@@ -221,3 +221,15 @@ pub fn default_repo_path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."));
     data.join("arbor/repo")
 }
+
+#[cfg(test)]
+mod tests {
+    /// Clap's own consistency checks (unique short flags, valid defaults)
+    /// over every subcommand; otherwise they fire only when the faulty
+    /// subcommand is run.
+    #[test]
+    fn cli_definition_is_valid() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

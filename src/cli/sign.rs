@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use super::Ctx;
-use arbor::publish::sign::base64_encode;
 use arbor::publish::{SigningKey, sign_commit};
 
 /// Keys that sign, as ostree spells them.
@@ -113,12 +112,9 @@ pub fn sign(ctx: &Ctx, a: SignArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let commit = repo.resolve_rev(&a.rev)?;
     sign_commit(&repo, &commit, &keys)?;
-    for k in &keys {
-        if let SigningKey::Ed25519(s) = k {
-            eprintln!(
-                "{commit}: signed by ed25519 key {}",
-                base64_encode(s.verifying_key().as_bytes())
-            );
+    if ctx.verbose {
+        for k in &keys {
+            eprintln!("{commit}: signed by {}", k.describe());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -43,7 +43,7 @@ use crate::ostree::delta::superblock::PART_VERSION;
 use crate::ostree::delta::superblock::{
     ENDIANNESS_KEY, Endianness, Fallback, PartHeader, SignedSuperblock, Superblock,
 };
-use crate::ostree::{Checksum, Commit, Metadata, ObjectName, ObjectType, Value};
+use crate::ostree::{Checksum, Commit, FileHeader, Metadata, ObjectName, ObjectType, Value};
 use crate::progress::{self, Event, Phase, Progress};
 use crate::store::{Repo, StoreError};
 
@@ -341,25 +341,38 @@ impl Drop for BudgetGuard<'_> {
 /// Bytes of memory that pair analysis may hold at once.
 const PAIR_BUDGET: u64 = 2 << 30;
 
-/// Reads a regular file's data whole.
+/// Reads a content object's data whole (a symlink's is empty) and checks
+/// it against its checksum: a corrupt object in the repository must fail
+/// here, naming it, not on every client that applies the delta.
 fn read_data(repo: &Repo, c: &Checksum) -> Result<Vec<u8>, StoreError> {
+    read_object(repo, c).map(|(_, data)| data)
+}
+
+/// [`read_data`], with the object's header.
+fn read_object(repo: &Repo, c: &Checksum) -> Result<(FileHeader, Vec<u8>), StoreError> {
     let obj = repo.open_content(c)?;
-    let mut data = Vec::with_capacity(obj.size.min(1 << 30) as usize);
     let name = ObjectName::new(*c, ObjectType::File);
+    let bad = |reason: String| StoreError::BadObject {
+        object: name,
+        reason,
+    };
+    let mut data = Vec::with_capacity(obj.size.min(1 << 30) as usize);
     obj.reader
         .take(obj.size)
         .read_to_end(&mut data)
-        .map_err(|e| StoreError::BadObject {
-            object: name,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| bad(e.to_string()))?;
     if data.len() as u64 != obj.size {
-        return Err(StoreError::BadObject {
+        return Err(bad(format!("{} bytes instead of {}", data.len(), obj.size)));
+    }
+    let actual = crate::store::objects::hash_content(&obj.header, &data[..])
+        .map_err(|e| bad(e.to_string()))?;
+    if actual != *c {
+        return Err(StoreError::ChecksumMismatch {
             object: name,
-            reason: format!("{} bytes instead of {}", data.len(), obj.size),
+            actual,
         });
     }
-    Ok(data)
+    Ok((obj.header, data))
 }
 
 fn content_meta(i: &ContentInfo) -> ContentMeta {
@@ -621,25 +634,11 @@ fn fill_blob(repo: &Repo, p: &PartRecipe) -> Result<Vec<u8>, DeltaError> {
                 blob.extend_from_slice(&data);
             }
             Segment::Content(c) => {
-                let obj = repo.open_content(c)?;
-                if obj.header.is_symlink() {
-                    blob.extend_from_slice(obj.header.symlink_target.as_bytes());
+                let (header, data) = read_object(repo, c)?;
+                if header.is_symlink() {
+                    blob.extend_from_slice(header.symlink_target.as_bytes());
                 } else {
-                    let before = blob.len();
-                    obj.reader
-                        .take(obj.size)
-                        .read_to_end(&mut blob)
-                        .map_err(|e| StoreError::BadObject {
-                            object: ObjectName::new(*c, ObjectType::File),
-                            reason: e.to_string(),
-                        })?;
-                    if (blob.len() - before) as u64 != obj.size {
-                        return Err(StoreError::BadObject {
-                            object: ObjectName::new(*c, ObjectType::File),
-                            reason: "shorter than its header says".into(),
-                        }
-                        .into());
-                    }
+                    blob.extend_from_slice(&data);
                 }
             }
             Segment::ContentRange { object, start, len } => {
