@@ -165,6 +165,13 @@ fn render_value(v: &Value) -> String {
         ),
         Value::Bytes(b) => format!("[{}]", hex(b)),
         Value::ByteArrays(a) => format!("{} byte arrays", a.len()),
+        Value::NamedStrArrays(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|(n, l)| format!("('{n}', {l:?})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Value::Other { typestr, data } => format!("<{typestr}> 0x{}", hex(data)),
     }
 }
