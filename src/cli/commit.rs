@@ -91,6 +91,11 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     let outcome = commit(&repo, &a.dir, &opts, bars, &ctx.interrupt)
         .with_context(|| format!("committing {}", a.dir.display()))?;
     bars.clear();
+    super::gc::after_write(
+        &repo,
+        outcome.content_bytes_written + outcome.objects_written * 4096,
+        false,
+    );
     if ctx.verbose {
         eprintln!(
             "{} files read, {} new objects, {} bytes of new content",

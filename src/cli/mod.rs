@@ -4,10 +4,13 @@
 mod checkout;
 mod commit;
 mod fsck;
+mod gc;
 mod init;
 mod inspect;
 mod progress;
+mod prune;
 mod pull;
+mod refs;
 mod remote;
 mod sandbox;
 mod stage;
@@ -52,8 +55,8 @@ enum Command {
     Init(init::InitArgs),
     /// Commit a directory tree to a branch and print the commit checksum
     Commit(commit::CommitArgs),
-    /// List refs (local heads, and remote refs as REMOTE:REF)
-    Refs,
+    /// List refs (local heads, and remote refs as REMOTE:REF); create or delete them
+    Refs(refs::RefsArgs),
     /// Print the commit checksum a revision names
     RevParse(inspect::RevParseArgs),
     /// Show a commit and its ancestors, newest first
@@ -74,6 +77,10 @@ enum Command {
     Pull(pull::PullArgs),
     /// Writable roots over stacked commits (overlayfs, FUSE unions or a copy), committed back
     Stage(stage::StageArgs),
+    /// Delete unreachable objects and old history (ostree prune's options)
+    Prune(prune::PruneArgs),
+    /// Keep the store under a size cap, evicting least recently used artifacts
+    Gc(gc::GcArgs),
 }
 
 /// Global options every command sees.
@@ -154,7 +161,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Commit(a) => commit::run(ctx, a),
-        Command::Refs => inspect::refs(ctx),
+        Command::Refs(a) => refs::run(ctx, a),
         Command::RevParse(a) => inspect::rev_parse(ctx, a),
         Command::Log(a) => inspect::log(ctx, a),
         Command::Ls(a) => inspect::ls(ctx, a),
@@ -165,6 +172,8 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Remote(a) => remote::run(ctx, a),
         Command::Pull(a) => pull::run(ctx, a),
         Command::Stage(a) => stage::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Gc(a) => gc::run(ctx, a),
     }
 }
 

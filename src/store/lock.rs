@@ -49,8 +49,40 @@ impl RepoLock {
     }
 
     pub(crate) fn acquire(repo: &Repo, mode: LockMode) -> Result<RepoLock> {
+        Self::wait_for(repo, Self::open(repo)?, mode)
+    }
+
+    /// The shared lock for a reader that relies on objects staying
+    /// (checkout, stage create), so no prune deletes them meanwhile. A
+    /// lock file this process may only read is locked through a read-only
+    /// descriptor (shared locks need no more); `None` when there is no
+    /// lock file it can open at all (someone else's read-only store).
+    pub(crate) fn acquire_for_reading(repo: &Repo) -> Result<Option<RepoLock>> {
+        let fd = match Self::open(repo) {
+            Ok(fd) => fd,
+            Err(StoreError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) =>
+            {
+                match rustix::fs::openat(
+                    repo.dir(),
+                    ".lock",
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(_) => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Self::wait_for(repo, fd, LockMode::Shared).map(Some)
+    }
+
+    fn wait_for(repo: &Repo, fd: OwnedFd, mode: LockMode) -> Result<RepoLock> {
         let path = repo.path().join(".lock");
-        let fd = Self::open(repo)?;
         let timeout = repo
             .config()
             .get_u64("core", "lock-timeout-secs")

@@ -31,14 +31,18 @@
 pub mod commit;
 pub mod error;
 pub mod fsck;
+pub mod gc;
 pub mod keyfile;
 pub mod lock;
 pub mod objects;
+pub mod prune;
 pub mod refs;
+pub mod refs_edit;
 pub mod remotes;
 pub mod repo;
 pub mod transaction;
 pub mod tree;
+pub mod used;
 
 pub use error::{Result, StoreError};
 pub use lock::LockMode;

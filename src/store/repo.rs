@@ -227,6 +227,12 @@ impl Repo {
         RepoLock::acquire(self, mode)
     }
 
+    /// The shared lock a reader holds while it relies on objects staying
+    /// (see [`RepoLock::acquire_for_reading`]).
+    pub fn lock_for_reading(&self) -> Result<Option<RepoLock>> {
+        RepoLock::acquire_for_reading(self)
+    }
+
     /// Replaces the config file atomically.
     pub fn write_config(&mut self, config: KeyFile) -> Result<()> {
         write_file_atomic(
