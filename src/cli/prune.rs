@@ -148,6 +148,9 @@ fn print_outcome(o: &PruneOutcome, verbose: bool, commit_only: bool) {
             );
         }
     }
+    if let Some(c) = &o.commit_deleted {
+        println!("Commit {c} deleted");
+    }
     println!(
         "Total {}objects: {}",
         if commit_only { "(commit only) " } else { "" },
@@ -217,6 +220,7 @@ pub(crate) fn outcome_json(o: &PruneOutcome) -> serde_json::Value {
     serde_json::json!({
         "dry_run": o.dry_run,
         "objects_total": o.objects_total,
+        "commit_deleted": o.commit_deleted.map(|c| c.to_string()),
         "deleted": o.deleted.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
         "bytes_freed": o.bytes_freed,
         "disk_bytes_freed": o.disk_bytes_freed,

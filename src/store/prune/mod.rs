@@ -9,7 +9,8 @@
 //! * with `refs_only`, every ref (`refs/heads`, `refs/remotes`,
 //!   `refs/mirrors`), each followed `depth` parents down;
 //! * with `keep_younger_than`, `retain_branch_depth` or `only_branches`,
-//!   local and remote refs, each with its own rule.
+//!   local and remote refs, each with its own rule (collection refs in
+//!   `refs/mirrors` keep their whole history: see [`RootRule::Selective`]).
 //!
 //! Whatever the mode, arbor's stages are roots too: their layers (commit
 //! and tree) and the merged trees their commits build on, so pruning never
@@ -126,6 +127,9 @@ pub struct PruneOutcome {
     pub dry_run: bool,
     /// Candidate objects found (commits only with `commit_only`).
     pub objects_total: u64,
+    /// The commit `delete_commit` named, once deleted (not in `deleted`,
+    /// which is what the prune after it found unreachable).
+    pub commit_deleted: Option<Checksum>,
     /// Objects deleted, commits first.
     pub deleted: Vec<ObjectName>,
     /// Their sizes summed, as `ostree prune` reports "freed".
@@ -267,7 +271,7 @@ fn delete_one_commit(repo: &Repo, c: Checksum, out: &mut PruneOutcome) -> Result
     let marked = repo.is_commit_partial(&c)?;
     extras::enable_tombstones(repo)?;
     if let Some(size) = extras::delete_object(repo, &name, true)? {
-        out.deleted.push(name);
+        out.commit_deleted = Some(c);
         out.bytes_freed += size.bytes;
         out.disk_bytes_freed += size.disk_bytes;
         out.tombstones_written += 1;

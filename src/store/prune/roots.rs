@@ -24,8 +24,10 @@ pub(super) enum RootRule {
     /// `--refs-only`: local, remote and collection (`refs/mirrors`) refs.
     Refs { depth: Depth },
     /// `--keep-younger-than`, `--retain-branch-depth`, `--only-branch`:
-    /// local and remote refs (not `refs/mirrors`, as libostree), each with
-    /// its own rule.
+    /// local and remote refs, each with its own rule. libostree forgets
+    /// `refs/mirrors` here and deletes what only a collection ref holds,
+    /// leaving that ref dangling (its own fsck then fails); arbor keeps
+    /// those refs' whole history instead, as for any ref not being pruned.
     Selective {
         depth: Depth,
         /// Per ref, as `arbor refs` prints it: an explicit depth.
@@ -88,8 +90,12 @@ impl RootRule {
                 only,
                 younger_than,
             } => {
-                let refs = all_refs(repo, false)?;
+                let refs = all_refs(repo, true)?;
                 for (name, c) in &refs {
+                    if name.starts_with('(') {
+                        reach.add_commit(*c, Depth::ALL)?;
+                        continue;
+                    }
                     let explicit = per_ref.get(name).copied().or_else(|| {
                         only.as_ref()
                             .filter(|o| !o.iter().any(|b| b == name))
