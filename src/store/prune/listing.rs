@@ -1,33 +1,33 @@
-//! Listing the store's loose objects, and noticing what appeared since.
+//! Listing the store's loose objects, and noticing commits that appear
+//! afterwards.
 //!
 //! Reachability is computed without the repository lock (see the module
 //! docs of [`super`]), so every deletion batch first asks "which commits
 //! appeared since the listing?". Re-listing all of `objects/` for that
-//! would cost as much as the listing itself each time; instead a
-//! [`Snapshot`] of the 256 `objects/XX` directories (inode and mtime),
-//! taken *before* the listing, shows which directories changed, and only
-//! those are listed again.
+//! would cost as much as the listing itself each time. Instead a
+//! [`Watch`] (inotify on `objects/` and its 256 subdirectories, set up
+//! *before* the listing) reports every object created or renamed into the
+//! store since: the event is queued by the very `linkat`/`renameat` that
+//! publishes an object, so once the writer has released its lock and the
+//! batch holds the exclusive one, every new commit is in the queue.
+//! Directory mtimes would not do: they come from a coarse clock, and an
+//! entry added within the same tick as a check leaves them unchanged.
 //!
-//! Directory mtimes come from a coarse clock (a timer tick; one or two
-//! seconds on some filesystems), so an entry added within the same tick
-//! as the snapshot may leave the mtime unchanged. A directory whose mtime
-//! was within [`HOT_WINDOW`] of the snapshot is therefore "hot": listed
-//! again at every check until a check sees it quiet for longer than that.
+//! Where inotify is unavailable (no watches left, a filesystem without
+//! it) or its queue overflowed (a big pull between two batches), the
+//! check lists every directory again: slower, never wrong.
 
-use std::os::fd::AsFd;
-use std::time::{Duration, SystemTime};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 
 use rayon::prelude::*;
-use rustix::fs::AtFlags;
+use rustix::fs::inotify;
 
 use super::reach::FastSet;
 use crate::fs::list_dir_typed;
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::store::Repo;
 use crate::store::error::{IoContext, Result};
-
-/// Longer than any filesystem's timestamp granularity (FAT's is 2 s).
-const HOT_WINDOW: Duration = Duration::from_secs(3);
 
 /// What `objects/` holds, sorted by kind.
 #[derive(Default)]
@@ -41,75 +41,133 @@ pub(super) struct Listing {
     pub commitmeta: Vec<Checksum>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    ino: u64,
-    mtime: (i64, i64),
-}
-
-/// The state of each `objects/XX` directory at one moment.
-pub(super) struct Snapshot {
-    taken: SystemTime,
-    dirs: Vec<Option<Stamp>>,
-}
-
 fn dir_name(i: usize) -> String {
     format!("{i:02x}")
 }
 
-fn stamp(repo: &Repo, i: usize) -> Result<Option<Stamp>> {
-    match rustix::fs::statat(repo.objects_dir(), dir_name(i).as_str(), AtFlags::empty()) {
-        Ok(st) => Ok(Some(Stamp {
-            ino: st.st_ino,
-            mtime: (st.st_mtime, st.st_mtime_nsec as i64),
-        })),
-        Err(rustix::io::Errno::NOENT) => Ok(None),
-        Err(e) => Err(e).at(repo.path().join("objects").join(dir_name(i))),
-    }
+/// Objects arriving in `objects/` (see the module docs).
+pub(super) struct Watch {
+    /// `None`: no inotify; every check lists everything.
+    fd: Option<OwnedFd>,
+    /// Watch descriptor of `objects/` itself.
+    top: i32,
+    /// Watch descriptor → index of `objects/XX`.
+    dirs: std::collections::HashMap<i32, usize>,
 }
 
-impl Snapshot {
-    pub fn take(repo: &Repo) -> Result<Snapshot> {
-        let taken = SystemTime::now();
-        let dirs = (0..256).map(|i| stamp(repo, i)).collect::<Result<_>>()?;
-        Ok(Snapshot { taken, dirs })
-    }
-
-    fn is_hot(&self, s: &Stamp) -> bool {
-        let mtime = SystemTime::UNIX_EPOCH
-            .checked_add(Duration::new(s.mtime.0.max(0) as u64, s.mtime.1 as u32))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        mtime + HOT_WINDOW > self.taken
-    }
-
-    /// Lists again every directory that changed (or may have: hot) since
-    /// the snapshot and returns the commits in them that `known` lacks,
-    /// adding them to it. The snapshot then describes the present. The
-    /// caller holds the exclusive lock, so nothing is being written.
-    pub fn new_commits(
-        &mut self,
-        repo: &Repo,
-        known: &mut FastSet<Checksum>,
-    ) -> Result<Vec<Checksum>> {
-        let now = SystemTime::now();
-        let mut found = Vec::new();
+impl Watch {
+    /// Starts watching; call before listing.
+    pub fn start(repo: &Repo) -> Watch {
+        let mut w = Watch {
+            fd: None,
+            top: -1,
+            dirs: std::collections::HashMap::new(),
+        };
+        let Ok(fd) = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+        else {
+            return w;
+        };
+        let flags = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::DONT_FOLLOW;
+        let objects = crate::fs::proc_path(repo.objects_dir(), ".");
+        let Ok(top) = inotify::add_watch(&fd, &objects, flags | inotify::WatchFlags::ONLYDIR) else {
+            return w;
+        };
+        w.top = top;
         for i in 0..256 {
-            let current = stamp(repo, i)?;
-            let changed = match (&self.dirs[i], &current) {
-                (None, None) => false,
-                (Some(old), Some(new)) => old != new || self.is_hot(old),
-                _ => true,
+            match inotify::add_watch(&fd, objects.join(dir_name(i)), flags) {
+                Ok(wd) => {
+                    w.dirs.insert(wd, i);
+                }
+                // Not there yet: its creation is seen on `objects/`.
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(_) => return w,
+            }
+        }
+        w.fd = Some(fd);
+        w
+    }
+
+    /// Returns the commits that appeared since the watch started (or the
+    /// last call) and that `known` lacks, adding them to it. The caller
+    /// holds the exclusive lock, so nothing is being written.
+    pub fn new_commits(&mut self, repo: &Repo, known: &mut FastSet<Checksum>) -> Result<Vec<Checksum>> {
+        let mut found = Vec::new();
+        let mut add = |name: ObjectName, found: &mut Vec<Checksum>| {
+            if name.objtype == ObjectType::Commit && known.insert(name.checksum) {
+                found.push(name.checksum);
+            }
+        };
+        let Some(fd) = self.fd.take() else {
+            for i in 0..256 {
+                list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
+            }
+            return Ok(found);
+        };
+        let mut buf = vec![MaybeUninit::uninit(); 64 * 1024];
+        let mut reader = inotify::Reader::new(&fd, &mut buf);
+        let mut new_dirs = Vec::new();
+        let mut overflow = false;
+        loop {
+            let ev = match reader.next() {
+                Ok(ev) => ev,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => {
+                    overflow = true;
+                    break;
+                }
             };
-            if changed && current.is_some() {
-                for name in list_one(repo, i)? {
-                    if name.objtype == ObjectType::Commit && known.insert(name.checksum) {
-                        found.push(name.checksum);
+            if ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW) {
+                overflow = true;
+                break;
+            }
+            let Some(name) = ev.file_name().and_then(|n| n.to_str().ok()) else {
+                continue;
+            };
+            if ev.wd() == self.top {
+                if let Some(i) = (name.len() == 2)
+                    .then(|| usize::from_str_radix(name, 16).ok())
+                    .flatten()
+                {
+                    new_dirs.push(i);
+                }
+            } else if let Some(&i) = self.dirs.get(&ev.wd())
+                && let Some((obj, _)) = ObjectName::from_loose(&dir_name(i), name)
+            {
+                add(obj, &mut found);
+            }
+        }
+        drop(reader);
+        if overflow {
+            // Lost events: look at everything, and from now on always.
+            for i in 0..256 {
+                list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
+            }
+            return Ok(found);
+        }
+        let flags = inotify::WatchFlags::CREATE
+            | inotify::WatchFlags::MOVED_TO
+            | inotify::WatchFlags::DONT_FOLLOW;
+        let objects = crate::fs::proc_path(repo.objects_dir(), ".");
+        for i in new_dirs {
+            // A directory moved in whole: watch it, then read what it
+            // brought (nothing writes meanwhile: the caller holds the lock).
+            match inotify::add_watch(&fd, objects.join(dir_name(i)), flags) {
+                Ok(wd) => {
+                    self.dirs.insert(wd, i);
+                }
+                Err(_) => {
+                    for j in 0..256 {
+                        list_one(repo, j)?.into_iter().for_each(|n| add(n, &mut found));
                     }
+                    return Ok(found);
                 }
             }
-            self.dirs[i] = current;
+            list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
         }
-        self.taken = now;
+        self.fd = Some(fd);
         Ok(found)
     }
 }
@@ -166,4 +224,65 @@ pub(super) fn list(repo: &Repo, commit_only: bool) -> Result<Listing> {
         }
     }
     Ok(listing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ostree::{DirMeta, DirTree};
+    use crate::store::{RepoMode, Transaction};
+
+    fn commit_bytes(seed: u8) -> Vec<u8> {
+        let tree = DirTree::default().serialize();
+        let meta = DirMeta {
+            uid: 0,
+            gid: 0,
+            mode: 0o40755,
+            xattrs: Default::default(),
+        }
+        .serialize();
+        crate::ostree::Commit {
+            metadata: Default::default(),
+            parent: None,
+            related: Vec::new(),
+            subject: format!("c{seed}"),
+            body: String::new(),
+            timestamp: u64::from(seed),
+            root_tree: Checksum::digest(&tree),
+            root_meta: Checksum::digest(&meta),
+        }
+        .serialize()
+    }
+
+    /// New commits are reported once, through inotify or, without it, by
+    /// listing everything; objects moved in as a whole new `XX/` too.
+    #[test]
+    fn watch_reports_new_commits() {
+        for with_inotify in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repo::init(&dir.path().join("r"), RepoMode::Archive).unwrap();
+            let mut watch = Watch::start(&repo);
+            if !with_inotify {
+                watch.fd = None;
+            }
+            let mut known = list(&repo, false).unwrap().commits;
+            assert!(watch.new_commits(&repo, &mut known).unwrap().is_empty());
+            let mut expected = Vec::new();
+            for seed in 0..3 {
+                let txn = Transaction::begin(&repo).unwrap();
+                let data = commit_bytes(seed);
+                expected.push(
+                    txn.write_metadata(ObjectType::Commit, &data, None)
+                        .unwrap()
+                        .checksum,
+                );
+                txn.commit().unwrap();
+            }
+            let mut found = watch.new_commits(&repo, &mut known).unwrap();
+            found.sort();
+            expected.sort();
+            assert_eq!(found, expected, "inotify: {with_inotify}");
+            assert!(watch.new_commits(&repo, &mut known).unwrap().is_empty());
+        }
+    }
 }

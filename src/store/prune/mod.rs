@@ -30,13 +30,13 @@
 //! stalls every pull and commit for its whole duration. arbor computes
 //! without the lock and deletes in batches, each under the exclusive lock
 //! for at most [`PruneOptions::batch_size`] objects or [`MAX_HOLD`]:
-//! 1. A [`Snapshot`] of the `objects/XX` directories is taken, then the
+//! 1. A [`Watch`] on the `objects/XX` directories is started, then the
 //!    store is listed and reachability computed, lock-free.
 //! 2. Each batch takes the exclusive lock, so no writer, and no reader that
 //!    relies on objects staying (checkout, stage create), is running, and
 //!    then re-checks before deleting anything: commits that appeared since
-//!    the snapshot (found through the directories that changed), every
-//!    ref, and every stage record become roots, and what they reach is
+//!    the listing (reported by the watch), every ref, and every stage
+//!    record become roots, and what they reach is
 //!    spared. A pull that found an object "already present" while prune
 //!    was computing, and then referenced it, has finished and published
 //!    its commit by then; that commit is one of the new ones.
@@ -64,7 +64,7 @@ use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Phase, Progress};
 use crate::store::{LockMode, Repo, StoreError};
 pub use date::parse_date;
-use listing::{Listing, Snapshot};
+use listing::{Listing, Watch};
 pub use reach::Depth;
 use reach::{FastSet, Reach};
 use roots::RootRule;
@@ -282,9 +282,9 @@ fn delete_one_commit(repo: &Repo, c: Checksum, out: &mut PruneOutcome) -> Result
     Ok(())
 }
 
-/// The listing, the snapshot taken before it and what is reachable.
+/// The listing, the watch started before it and what is reachable.
 struct Plan<'r> {
-    snapshot: Snapshot,
+    watch: Watch,
     listing: Listing,
     reach: Reach<'r>,
 }
@@ -295,7 +295,7 @@ fn plan<'r>(
     rule: &RootRule,
     interrupt: &AtomicBool,
 ) -> Result<Plan<'r>, PruneError> {
-    let snapshot = Snapshot::take(repo)?;
+    let watch = Watch::start(repo);
     let listing = listing::list(repo, opts.commit_only)?;
     let mut reach = Reach::new(repo, opts.commit_only);
     if let Some(depth) = rule.all_commits_depth() {
@@ -307,7 +307,7 @@ fn plan<'r>(
     roots::add_stage_roots(repo, &mut reach)?;
     reach.finish(interrupt)?;
     Ok(Plan {
-        snapshot,
+        watch,
         listing,
         reach,
     })
@@ -408,7 +408,7 @@ impl Sweep<'_, '_> {
     fn recheck(&mut self, interrupt: &AtomicBool) -> Result<(), PruneError> {
         let plan = &mut self.plan;
         let new = plan
-            .snapshot
+            .watch
             .new_commits(self.repo, &mut plan.listing.commits)?;
         let depth = self.rule.all_commits_depth().unwrap_or(Depth::TIP);
         for c in new {
