@@ -91,7 +91,10 @@ fn commit_reusing_doomed_objects_is_spared() {
             .map(|s| s.as_str().unwrap())
             .collect();
         // g1 and g2 still go; nothing of the new commit's tree does.
-        assert!(deleted.contains(&format!("{}.commit", h.g[1]).as_str()), "{writer}: {v}");
+        assert!(
+            deleted.contains(&format!("{}.commit", h.g[1]).as_str()),
+            "{writer}: {v}"
+        );
         let needed = ostree_repo_ok(&repo, ["ls", "-R", "-C", &again]).stdout_str();
         for line in needed.lines() {
             let csum = line.split_whitespace().nth(4).unwrap();
@@ -121,7 +124,10 @@ fn ref_created_meanwhile_is_honoured() {
     assert!(v["spared"].as_u64().unwrap() > 0, "{v}");
     let present = commits_present(&repo);
     // g2 revived with its parent g1 (a ref's whole history, --refs-only).
-    assert!(present.contains(&h.g[1]) && present.contains(&h.g[0]), "{v}");
+    assert!(
+        present.contains(&h.g[1]) && present.contains(&h.g[0]),
+        "{v}"
+    );
     assert_fsck_clean(&repo);
     assert_arbor_fsck_clean(&repo);
 }
@@ -135,7 +141,14 @@ fn batches_release_the_lock() {
     let (repo, _h) = store(tmp.path(), Mode::Archive);
     let r = arbor_repo_ok(
         &repo,
-        ["prune", "--refs-only", "--depth=0", "--batch-size", "1", "--json"],
+        [
+            "prune",
+            "--refs-only",
+            "--depth=0",
+            "--batch-size",
+            "1",
+            "--json",
+        ],
     );
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     let deleted = v["deleted"].as_array().unwrap().len() as u64;

@@ -62,6 +62,9 @@ use size::Usage;
 const MAX_ROUNDS: usize = 4;
 /// How old a measurement [`auto`] trusts (plus what writers added since).
 const MEASURE_EVERY: Duration = Duration::from_secs(3600);
+/// Added to every write's own estimate: the ref file, and a new
+/// `objects/XX` or refs directory it may have made.
+const WRITE_OVERHEAD: u64 = 16 << 10;
 /// Where [`auto`] keeps its last measurement.
 const STATE_FILE: &str = "extensions/arbor/gc-state";
 
@@ -525,7 +528,7 @@ pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
     if let Some((bytes, at)) = read_state(repo)
         && now.saturating_sub(at) < MEASURE_EVERY.as_secs()
     {
-        let estimate = bytes.saturating_add(added);
+        let estimate = bytes.saturating_add(added).saturating_add(WRITE_OVERHEAD);
         if estimate <= opts.max_size {
             write_state(repo, estimate, at);
             return Ok(None);

@@ -71,7 +71,8 @@ impl Watch {
             | inotify::WatchFlags::MOVED_TO
             | inotify::WatchFlags::DONT_FOLLOW;
         let objects = crate::fs::proc_path(repo.objects_dir(), ".");
-        let Ok(top) = inotify::add_watch(&fd, &objects, flags | inotify::WatchFlags::ONLYDIR) else {
+        let Ok(top) = inotify::add_watch(&fd, &objects, flags | inotify::WatchFlags::ONLYDIR)
+        else {
             return w;
         };
         w.top = top;
@@ -92,7 +93,11 @@ impl Watch {
     /// Returns the commits that appeared since the watch started (or the
     /// last call) and that `known` lacks, adding them to it. The caller
     /// holds the exclusive lock, so nothing is being written.
-    pub fn new_commits(&mut self, repo: &Repo, known: &mut FastSet<Checksum>) -> Result<Vec<Checksum>> {
+    pub fn new_commits(
+        &mut self,
+        repo: &Repo,
+        known: &mut FastSet<Checksum>,
+    ) -> Result<Vec<Checksum>> {
         let mut found = Vec::new();
         let mut add = |name: ObjectName, found: &mut Vec<Checksum>| {
             if name.objtype == ObjectType::Commit && known.insert(name.checksum) {
@@ -101,7 +106,9 @@ impl Watch {
         };
         let Some(fd) = self.fd.take() else {
             for i in 0..256 {
-                list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
+                list_one(repo, i)?
+                    .into_iter()
+                    .for_each(|n| add(n, &mut found));
             }
             return Ok(found);
         };
@@ -143,7 +150,9 @@ impl Watch {
         if overflow {
             // Lost events: look at everything, and from now on always.
             for i in 0..256 {
-                list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
+                list_one(repo, i)?
+                    .into_iter()
+                    .for_each(|n| add(n, &mut found));
             }
             return Ok(found);
         }
@@ -160,12 +169,16 @@ impl Watch {
                 }
                 Err(_) => {
                     for j in 0..256 {
-                        list_one(repo, j)?.into_iter().for_each(|n| add(n, &mut found));
+                        list_one(repo, j)?
+                            .into_iter()
+                            .for_each(|n| add(n, &mut found));
                     }
                     return Ok(found);
                 }
             }
-            list_one(repo, i)?.into_iter().for_each(|n| add(n, &mut found));
+            list_one(repo, i)?
+                .into_iter()
+                .for_each(|n| add(n, &mut found));
         }
         self.fd = Some(fd);
         Ok(found)
