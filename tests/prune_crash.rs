@@ -1,5 +1,5 @@
-//! kill -9 during prune and gc: at each named step (the crash hook) and at
-//! arbitrary moments. Afterwards `ostree fsck` and `arbor fsck` pass, a
+//! kill -9 during prune and gc: at each named step (the crash points of
+//! the `failpoints` feature) and at arbitrary moments. Afterwards `ostree fsck` and `arbor fsck` pass, a
 //! re-run finishes, and a prune re-run ends with exactly what an
 //! uninterrupted prune leaves.
 
@@ -51,9 +51,14 @@ fn end_state(repo: &Path) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<Strin
     )
 }
 
-/// Arms the crash hook of `cmd` at `point`.
+/// Arms the crash point `point` of `cmd` (the `failpoints` feature).
 fn crash_at(cmd: &mut Command, point: &str) {
-    cmd.env("ARBOR_CRASH_AT", point);
+    if !cfg!(feature = "failpoints") {
+        panic!(
+            "crash points need the failpoints feature: cargo test --features failpoints (scripts/test passes it)"
+        );
+    }
+    cmd.env("FAILPOINTS", format!("{point}=return"));
 }
 
 fn arbor_in(repo: &Path, args: &[&str]) -> Command {
