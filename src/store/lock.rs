@@ -58,7 +58,16 @@ impl RepoLock {
     /// descriptor (shared locks need no more); `None` when there is no
     /// lock file it can open at all (someone else's read-only store).
     pub(crate) fn acquire_for_reading(repo: &Repo) -> Result<Option<RepoLock>> {
-        let fd = match Self::open(repo) {
+        let opened = if repo.is_read_only() {
+            // Opened to write nothing: not even a lock file.
+            Err(StoreError::Io {
+                path: repo.path().join(".lock"),
+                source: std::io::Error::from_raw_os_error(libc::EROFS),
+            })
+        } else {
+            Self::open(repo)
+        };
+        let fd = match opened {
             Ok(fd) => fd,
             Err(StoreError::Io { source, .. })
                 if matches!(
@@ -81,8 +90,17 @@ impl RepoLock {
         Self::wait_for(repo, fd, LockMode::Shared).map(Some)
     }
 
+    /// The lock, waiting at most `timeout` (instead of the configured
+    /// `core.lock-timeout-secs`).
+    pub(crate) fn acquire_within(
+        repo: &Repo,
+        mode: LockMode,
+        timeout: Duration,
+    ) -> Result<RepoLock> {
+        Self::wait(repo, Self::open(repo)?, mode, timeout)
+    }
+
     fn wait_for(repo: &Repo, fd: OwnedFd, mode: LockMode) -> Result<RepoLock> {
-        let path = repo.path().join(".lock");
         let timeout = repo
             .config()
             .get_u64("core", "lock-timeout-secs")
@@ -90,6 +108,11 @@ impl RepoLock {
             .flatten()
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT);
+        Self::wait(repo, fd, mode, timeout)
+    }
+
+    fn wait(repo: &Repo, fd: OwnedFd, mode: LockMode, timeout: Duration) -> Result<RepoLock> {
+        let path = repo.path().join(".lock");
         let exclusive = mode == LockMode::Exclusive;
         let start = Instant::now();
         // Poll rather than block so the wait is bounded and can be reported.

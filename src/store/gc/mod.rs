@@ -65,6 +65,8 @@ const MEASURE_EVERY: Duration = Duration::from_secs(3600);
 /// Added to every write's own estimate: the ref file, and a new
 /// `objects/XX` or refs directory it may have made.
 const WRITE_OVERHEAD: u64 = 16 << 10;
+/// How long [`auto`] waits for the exclusive lock each time.
+const AUTO_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// Where [`auto`] keeps its last measurement.
 const STATE_FILE: &str = "extensions/arbor/gc-state";
 
@@ -81,6 +83,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Objects deleted per hold of the exclusive lock.
     pub batch_size: usize,
+    /// How long to wait for the exclusive lock each time; `None` for
+    /// `core.lock-timeout-secs`.
+    pub lock_timeout: Option<Duration>,
 }
 
 impl GcOptions {
@@ -91,6 +96,7 @@ impl GcOptions {
             low_water_percent: 80,
             dry_run: false,
             batch_size: PruneOptions::default().batch_size,
+            lock_timeout: None,
         }
     }
 
@@ -295,7 +301,7 @@ pub fn gc(
             out.still_over = size > opts.max_size;
             break;
         }
-        let evicted = evict_refs(repo, &plan.victims)?;
+        let evicted = evict_refs(repo, &plan.victims, opts.lock_timeout)?;
         let any = !evicted.is_empty();
         out.refs_evicted.extend(evicted);
         crate::failpoint::crash("gc:refs-deleted");
@@ -307,6 +313,7 @@ pub fn gc(
             refs_only: true,
             depth: -1,
             batch_size: opts.batch_size,
+            lock_timeout: opts.lock_timeout,
             ..Default::default()
         };
         out.prunes
@@ -445,11 +452,18 @@ fn is_candidate(n: &ObjectName) -> bool {
 /// Deletes the chosen refs that are still as they were chosen, under the
 /// exclusive lock (so no pull, commit, checkout or stage create is
 /// running); returns those deleted.
-fn evict_refs(repo: &Repo, victims: &[Victim]) -> Result<Vec<(String, Checksum)>, GcError> {
+fn evict_refs(
+    repo: &Repo,
+    victims: &[Victim],
+    timeout: Option<Duration>,
+) -> Result<Vec<(String, Checksum)>, GcError> {
     if victims.is_empty() {
         return Ok(Vec::new());
     }
-    let _lock = repo.lock(LockMode::Exclusive)?;
+    let _lock = match timeout {
+        Some(t) => repo.lock_within(LockMode::Exclusive, t)?,
+        None => repo.lock(LockMode::Exclusive)?,
+    };
     let pinned: std::collections::HashSet<Checksum> = crate::stage::pins::pins(repo)?
         .commits
         .into_iter()
@@ -521,9 +535,12 @@ fn read_state(repo: &Repo) -> Option<(u64, u64)> {
 /// measured afresh when that is over the cap or older than an hour, so
 /// a write costs no walk of the store.
 pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
-    let Some(opts) = GcOptions::from_config(repo)? else {
+    let Some(mut opts) = GcOptions::from_config(repo)? else {
         return Ok(None);
     };
+    // The write that called us is done: it must not hang on behind a long
+    // pull of another process. The next write tries again.
+    opts.lock_timeout = Some(AUTO_LOCK_WAIT);
     let now = now_secs();
     if let Some((bytes, at)) = read_state(repo)
         && now.saturating_sub(at) < MEASURE_EVERY.as_secs()
@@ -541,4 +558,31 @@ pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
         &AtomicBool::new(false),
     )?;
     Ok((out.size_before > opts.max_size).then_some(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1234"), Some(1234));
+        assert_eq!(parse_size("10K"), Some(10 << 10));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("2 GiB"), Some(2 << 30));
+        assert_eq!(parse_size("500MB"), Some(500_000_000));
+        assert_eq!(parse_size("1t"), Some(1 << 40));
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("99999999999T"), None);
+    }
+
+    #[test]
+    fn target_is_a_share_of_the_cap() {
+        let mut o = GcOptions::new(1000);
+        assert_eq!(o.target(), 800);
+        o.low_water_percent = 100;
+        assert_eq!(o.target(), 1000);
+        assert_eq!(GcOptions::new(u64::MAX).target(), u64::MAX / 100 * 80 + 12);
+    }
 }

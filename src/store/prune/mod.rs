@@ -102,6 +102,9 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Objects deleted per hold of the exclusive lock.
     pub batch_size: usize,
+    /// How long to wait for the exclusive lock each time; `None` for
+    /// `core.lock-timeout-secs` (300 s).
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for PruneOptions {
@@ -117,6 +120,7 @@ impl Default for PruneOptions {
             static_deltas_only: false,
             dry_run: false,
             batch_size: 4096,
+            lock_timeout: None,
         }
     }
 }
@@ -209,7 +213,7 @@ pub fn prune(
     };
     let mut tombstones = extras::tombstones_enabled(repo);
     if let Some(c) = opts.delete_commit {
-        let lock = repo.lock(LockMode::Exclusive)?;
+        let lock = exclusive(repo, opts.lock_timeout)?;
         let held = Instant::now();
         if opts.static_deltas_only {
             for d in extras::list_deltas(repo)?.into_iter().filter(|d| d.to == c) {
@@ -229,7 +233,7 @@ pub fn prune(
         Err(PruneError::MissingObject { .. }) => {
             // Something disappeared under the lock-free walk (another
             // prune?): redo it where nothing can change.
-            let _lock = repo.lock(LockMode::Exclusive)?;
+            let _lock = exclusive(repo, opts.lock_timeout)?;
             plan(repo, opts, &rule, interrupt)?
         }
         r => r?,
@@ -247,6 +251,7 @@ pub fn prune(
             .ok()
             .flatten(),
         batch_size: opts.batch_size.max(1),
+        lock_timeout: opts.lock_timeout,
     };
     if opts.dry_run {
         sweep.dry_run(&mut out)?;
@@ -313,6 +318,17 @@ fn plan<'r>(
     })
 }
 
+/// The exclusive lock, waiting as `opts` says.
+fn exclusive(
+    repo: &Repo,
+    timeout: Option<Duration>,
+) -> Result<crate::store::lock::RepoLock, StoreError> {
+    match timeout {
+        Some(t) => repo.lock_within(LockMode::Exclusive, t),
+        None => repo.lock(LockMode::Exclusive),
+    }
+}
+
 impl PruneOutcome {
     fn note_hold(&mut self, d: Duration) {
         self.lock_holds += 1;
@@ -328,6 +344,7 @@ struct Sweep<'a, 'r> {
     tombstones: bool,
     link_threshold: Option<u64>,
     batch_size: usize,
+    lock_timeout: Option<Duration>,
 }
 
 impl Sweep<'_, '_> {
@@ -434,7 +451,7 @@ impl Sweep<'_, '_> {
         let mut next = 0;
         loop {
             crate::progress::check(interrupt)?;
-            let lock = self.repo.lock(LockMode::Exclusive)?;
+            let lock = exclusive(self.repo, self.lock_timeout)?;
             let held = Instant::now();
             self.recheck(interrupt)?;
             let mut handled = 0;
