@@ -181,8 +181,8 @@ impl Calendar {
         let field = |v: i64| i32::try_from(v).ok();
         // SAFETY: as above; mktime/timegm read and normalise `tm` only.
         let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-        tm.tm_year = field(self.year - 1900)?;
-        tm.tm_mon = field(self.month - 1)?;
+        tm.tm_year = field(self.year.checked_sub(1900)?)?;
+        tm.tm_mon = field(self.month.checked_sub(1)?)?;
         tm.tm_mday = field(self.day)?;
         tm.tm_hour = field(self.hour)?;
         tm.tm_min = field(self.minute)?;
@@ -314,5 +314,17 @@ mod tests {
         assert_eq!(parse_date("yesterday", now), Some(now - 86400));
         assert_eq!(parse_date("1 parsec ago", now), None);
         assert_eq!(parse_date("ago ago", now), None);
+        assert_eq!(parse_date("-9223372036854775807 years", now), None);
+        assert_eq!(parse_date("9223372036854775807 months ago", now), None);
+        assert_eq!(parse_date("@99999999999999999999", now), None);
+    }
+
+    proptest::proptest! {
+        /// Any text: an answer or `None`, never a panic or an overflow.
+        #[test]
+        fn never_panics(text in "[0-9a-zA-Z@:+ .-]{0,40}", now in proptest::num::i64::ANY) {
+            let _ = parse_date(&text, now);
+            let _ = crate::store::gc::parse_size(&text);
+        }
     }
 }
