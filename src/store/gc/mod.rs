@@ -18,7 +18,7 @@
 //! 3. Unused checkout-cache entries go first, least recently used first
 //!    (an entry a stage uses never goes).
 //! 4. Then refs under the evictable prefixes, least recently used first
-//!    ([`used`](super::used)): never another ref, never one whose commit
+//!    ([`used`]): never another ref, never one whose commit
 //!    is a stage's layer. How much evicting a ref frees is computed
 //!    before anything is deleted: refs are walked most recently used
 //!    first, and each is charged only with the objects no more recently

@@ -113,9 +113,9 @@ impl Watch {
             return Ok(found);
         };
         let mut buf = vec![MaybeUninit::uninit(); 64 * 1024];
-        let mut reader = inotify::Reader::new(&fd, &mut buf);
         let mut new_dirs = Vec::new();
         let mut overflow = false;
+        let mut reader = inotify::Reader::new(&fd, &mut buf);
         loop {
             let ev = match reader.next() {
                 Ok(ev) => ev,
@@ -146,7 +146,6 @@ impl Watch {
                 add(obj, &mut found);
             }
         }
-        drop(reader);
         if overflow {
             // Lost events: look at everything, and from now on always.
             for i in 0..256 {
