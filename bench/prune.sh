@@ -93,10 +93,10 @@ fresh_copy() { # a fresh ext4 holding a copy of the template at $mnt/repo
   sync
 }
 trap 'umount "$mnt" 2>/dev/null || true' EXIT
-measure() { # name, then the command; appends "seconds rss_kb" to $p/NAME.times
+measure() { # name, then the command; appends "seconds rss_kb cpu_s" to $p/NAME.times
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$p/time.out" "$@" >"$p/$name.out" 2>"$p/$name.err" || { cat "$p/$name.err"; exit 1; }
-  cat "$p/time.out" >>"$p/$name.times"
+  /usr/bin/time -f "%e %M %U %S" -o "$p/time.out" "$@" >"$p/$name.out" 2>"$p/$name.err" || { cat "$p/$name.err"; exit 1; }
+  awk '{print $1, $2, $3 + $4}' "$p/time.out" >>"$p/$name.times"
 }
 now() { date +%s.%N; }
 # Pulls small commits one after another while PID runs; appends the
@@ -171,14 +171,14 @@ deleted=$(grep -o 'Deleted [0-9]* objects' "$p/ostree-history.out" | head -1)
 echo "Repository: 20 commits of debootstrap --variant=minbase $suite ($files files), bare mode, $size of objects; history: $deleted"
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); each run on a fresh loop-mounted ext4; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
 echo
-echo "| prune | median wall (s) | peak RSS (MiB) | vs ostree |"
-echo "|---|---|---|---|"
+echo "| prune | median wall (s) | median CPU, user+sys (s) | peak RSS (MiB) | wall vs ostree |"
+echo "|---|---|---|---|---|"
 for case in history orphans; do
   o=$(col 1 "ostree-$case"); a=$(col 1 "arbor-$case")
   orss=$(col 2 "ostree-$case"); arss=$(col 2 "arbor-$case")
   label=$([ "$case" = history ] && echo "--refs-only --depth=0" || echo "(no options)")
-  echo "| ostree prune $label | $o | $((orss / 1024)) | 1.00 |"
-  echo "| arbor prune $label | $a | $((arss / 1024)) | $(awk -v a="$a" -v o="$o" 'BEGIN {printf "%.2f", a / o}') |"
+  echo "| ostree prune $label | $o | $(col 3 "ostree-$case") | $((orss / 1024)) | 1.00 |"
+  echo "| arbor prune $label | $a | $(col 3 "arbor-$case") | $((arss / 1024)) | $(awk -v a="$a" -v o="$o" 'BEGIN {printf "%.2f", a / o}') |"
 done
 echo
 echo "| pull of a one-file commit | idle store (s) | longest during a prune (s) | pulls during the prune |"

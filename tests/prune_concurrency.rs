@@ -174,3 +174,49 @@ fn waits_for_another_pruner() {
     assert!(!commits_present(&repo).contains(&h.g[1]), "{v}");
     assert_fsck_clean(&repo);
 }
+
+/// Whether an OFD lock conflicting with an exclusive one is held on `path`.
+fn locked_elsewhere(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    // SAFETY: plain fcntl on an open descriptor with an initialised flock.
+    unsafe {
+        let mut fl: libc::flock = std::mem::zeroed();
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        assert_eq!(libc::fcntl(f.as_raw_fd(), libc::F_OFD_GETLK, &mut fl), 0);
+        fl.l_type != libc::F_UNLCK as libc::c_short
+    }
+}
+
+/// A writer waiting for the shared lock says so (a shared lock on
+/// `tmp/arbor-lock-waiters`), which is how a prune between two batches
+/// knows to leave it a turn; the signal goes once it has the lock.
+#[test]
+fn waiting_writers_announce_themselves() {
+    let tmp = tempdir();
+    let (repo, h) = store(tmp.path(), Mode::Archive);
+    let waiters = repo.join("tmp/arbor-lock-waiters");
+    let lock = lock_repo(&repo, true);
+    let mut writer = arbor_command()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["refs", "--create", "waiting", &h.m[0]])
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        if locked_elsewhere(&waiters) {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the waiting writer did not announce itself");
+    drop(lock);
+    assert!(writer.wait().unwrap().success());
+    assert!(!locked_elsewhere(&waiters));
+    assert!(repo.join("refs/heads/waiting").exists());
+}

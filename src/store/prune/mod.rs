@@ -40,7 +40,11 @@
 //!    spared. A pull that found an object "already present" while prune
 //!    was computing, and then referenced it, has finished and published
 //!    its commit by then; that commit is one of the new ones.
-//! 3. Commits are deleted before anything else, so at every moment each
+//! 3. Between two batches the lock is free. OFD locks queue nobody and
+//!    waiters poll, so an arbor writer waiting for the shared lock
+//!    announces itself (see `RepoLock::writers_waiting`), and the prune
+//!    then pauses for two of its polls before taking the lock again.
+//! 4. Commits are deleted before anything else, so at every moment each
 //!    remaining commit's tree is whole; a kill at any point leaves a store
 //!    that `fsck` passes, and orphans that the next prune removes.
 //!
@@ -486,6 +490,10 @@ impl Sweep<'_, '_> {
             });
             if finished {
                 break;
+            }
+            // A writer waiting for the shared lock polls: give it a turn.
+            if crate::store::lock::RepoLock::writers_waiting(self.repo) {
+                std::thread::sleep(crate::store::lock::POLL * 2);
             }
         }
         progress.report(Event::Finish {
