@@ -72,7 +72,13 @@ pub fn ofd_locked_elsewhere(fd: BorrowedFd<'_>) -> io::Result<bool> {
     fl.l_type = libc::F_WRLCK as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     // SAFETY: `fd` is open for the call; `fl` is a valid `struct flock`.
-    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl as *mut libc::flock) };
+    let r = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_OFD_GETLK,
+            &mut fl as *mut libc::flock,
+        )
+    };
     if r != 0 {
         return Err(io::Error::last_os_error());
     }

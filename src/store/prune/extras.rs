@@ -29,21 +29,25 @@ impl std::ops::AddAssign for Freed {
     }
 }
 
-/// The size of an object, `None` when it is not there.
-pub(super) fn object_size(repo: &Repo, name: &ObjectName) -> Result<Option<Freed>> {
+/// The size of an object and its inode number, `None` when it is not
+/// there.
+pub(super) fn object_size(repo: &Repo, name: &ObjectName) -> Result<Option<(Freed, u64)>> {
     match rustix::fs::statat(
         repo.objects_dir(),
         repo.object_path(name).as_str(),
         AtFlags::SYMLINK_NOFOLLOW,
     ) {
-        Ok(st) => Ok(Some(Freed {
-            bytes: st.st_size as u64,
-            disk_bytes: if st.st_nlink <= 1 {
-                st.st_blocks as u64 * 512
-            } else {
-                0
+        Ok(st) => Ok(Some((
+            Freed {
+                bytes: st.st_size as u64,
+                disk_bytes: if st.st_nlink <= 1 {
+                    st.st_blocks as u64 * 512
+                } else {
+                    0
+                },
             },
-        })),
+            st.st_ino,
+        ))),
         Err(rustix::io::Errno::NOENT) => Ok(None),
         Err(e) => Err(e).at(repo.object_fs_path(name)),
     }
@@ -61,22 +65,16 @@ fn unlink_quiet(
     }
 }
 
-/// Deletes one object; `None` when it was already gone. A commit goes
-/// first, then its detached metadata and partial marker: the reverse of
-/// libostree's order, so that a crash in between never leaves a partial
-/// commit looking complete (a leftover marker or `.commitmeta` of an
-/// absent commit is harmless, and removed by the next prune).
-pub(super) fn delete_object(
-    repo: &Repo,
-    name: &ObjectName,
-    tombstone: bool,
-) -> Result<Option<Freed>> {
-    let Some(size) = object_size(repo, name)? else {
-        return Ok(None);
-    };
+/// Deletes one object (measured beforehand); false when it was already
+/// gone. A commit goes first, then its detached metadata and partial
+/// marker: the reverse of libostree's order, so that a crash in between
+/// never leaves a partial commit looking complete (a leftover marker or
+/// `.commitmeta` of an absent commit is harmless, and removed by the next
+/// prune).
+pub(super) fn delete_object(repo: &Repo, name: &ObjectName, tombstone: bool) -> Result<bool> {
     let rel = repo.object_path(name);
     if !unlink_quiet(repo.objects_dir(), &rel, || repo.object_fs_path(name))? {
-        return Ok(None);
+        return Ok(false);
     }
     if name.objtype == ObjectType::Commit {
         crate::failpoint::crash("prune:commit-deleted");
@@ -85,7 +83,7 @@ pub(super) fn delete_object(
             write_tombstone(repo, &name.checksum)?;
         }
     }
-    Ok(Some(size))
+    Ok(true)
 }
 
 /// Removes an absent commit's detached metadata and partial marker.

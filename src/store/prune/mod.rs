@@ -68,6 +68,7 @@ use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Phase, Progress};
 use crate::store::{LockMode, Repo, StoreError};
 pub use date::parse_date;
+use extras::Freed;
 use listing::{Listing, Watch};
 pub use reach::Depth;
 use reach::{FastSet, Reach};
@@ -279,7 +280,9 @@ fn delete_one_commit(repo: &Repo, c: Checksum, out: &mut PruneOutcome) -> Result
     }
     let marked = repo.is_commit_partial(&c)?;
     extras::enable_tombstones(repo)?;
-    if let Some(size) = extras::delete_object(repo, &name, true)? {
+    if let Some((size, _)) = extras::object_size(repo, &name)?
+        && extras::delete_object(repo, &name, true)?
+    {
         out.commit_deleted = Some(c);
         out.bytes_freed += size.bytes;
         out.disk_bytes_freed += size.disk_bytes;
@@ -371,7 +374,7 @@ impl Sweep<'_, '_> {
         if !self.plan.reach.contains(&file) {
             return Ok(false);
         }
-        Ok(extras::object_size(self.repo, &file)?.is_some_and(|s| s.bytes >= threshold))
+        Ok(extras::object_size(self.repo, &file)?.is_some_and(|(s, _)| s.bytes >= threshold))
     }
 
     /// The unreachable candidates, commits first.
@@ -390,7 +393,7 @@ impl Sweep<'_, '_> {
         let doomed = self.doomed()?;
         let mut gone_commits = FastSet::default();
         for name in doomed {
-            if let Some(size) = extras::object_size(self.repo, &name)? {
+            if let Some((size, _)) = extras::object_size(self.repo, &name)? {
                 out.bytes_freed += size.bytes;
                 out.disk_bytes_freed += size.disk_bytes;
             }
@@ -446,7 +449,7 @@ impl Sweep<'_, '_> {
         progress: &dyn Progress,
         interrupt: &AtomicBool,
     ) -> Result<(), PruneError> {
-        let doomed = self.doomed()?;
+        let doomed = self.measure(self.doomed()?)?;
         let total = doomed.len() as u64;
         progress.report(Event::Start {
             phase: Phase::Prune,
@@ -464,11 +467,11 @@ impl Sweep<'_, '_> {
                     .min(doomed.len())
                     .min(next + self.batch_size - handled);
                 let mut chunk = Vec::with_capacity(end - next);
-                for name in &doomed[next..end] {
-                    if self.keep(name)? {
+                for d in &doomed[next..end] {
+                    if self.keep(&d.0)? {
                         out.spared += 1;
                     } else {
-                        chunk.push(*name);
+                        chunk.push(*d);
                     }
                 }
                 self.delete_chunk(&chunk, out)?;
@@ -502,20 +505,40 @@ impl Sweep<'_, '_> {
         Ok(())
     }
 
-    /// Deletes `chunk` in parallel, its commits before anything else.
-    fn delete_chunk(&self, chunk: &[ObjectName], out: &mut PruneOutcome) -> Result<(), PruneError> {
+    /// Sizes (and inode numbers) of what is to go, measured before any
+    /// lock is taken; objects already gone are dropped. Commits stay first;
+    /// the rest is ordered by inode, so that deleting walks the inode
+    /// tables in order (each table block and bitmap is updated in one run
+    /// instead of in checksum order).
+    fn measure(&self, doomed: Vec<ObjectName>) -> Result<Vec<(ObjectName, Freed)>, PruneError> {
         use rayon::prelude::*;
-        let split = chunk.partition_point(|n| n.objtype == ObjectType::Commit);
+        let measured: Vec<Option<(ObjectName, Freed, u64)>> = doomed
+            .par_iter()
+            .map(|n| Ok(extras::object_size(self.repo, n)?.map(|(f, ino)| (*n, f, ino))))
+            .collect::<Result<_, StoreError>>()?;
+        let mut measured: Vec<(ObjectName, Freed, u64)> = measured.into_iter().flatten().collect();
+        measured.sort_by_key(|(n, _, ino)| (n.objtype != ObjectType::Commit, *ino));
+        Ok(measured.into_iter().map(|(n, f, _)| (n, f)).collect())
+    }
+
+    /// Deletes `chunk` in parallel, its commits before anything else.
+    fn delete_chunk(
+        &self,
+        chunk: &[(ObjectName, Freed)],
+        out: &mut PruneOutcome,
+    ) -> Result<(), PruneError> {
+        use rayon::prelude::*;
+        let split = chunk.partition_point(|(n, _)| n.objtype == ObjectType::Commit);
         for part in [&chunk[..split], &chunk[split..]] {
             if part.is_empty() {
                 continue;
             }
             let results: Vec<_> = part
                 .par_iter()
-                .map(|n| extras::delete_object(self.repo, n, self.tombstones))
+                .map(|(n, _)| extras::delete_object(self.repo, n, self.tombstones))
                 .collect();
-            for (name, r) in part.iter().zip(results) {
-                if let Some(size) = r? {
+            for ((name, size), r) in part.iter().zip(results) {
+                if r? {
                     out.deleted.push(*name);
                     out.bytes_freed += size.bytes;
                     out.disk_bytes_freed += size.disk_bytes;
@@ -524,7 +547,7 @@ impl Sweep<'_, '_> {
                     }
                 }
             }
-            if part[0].objtype != ObjectType::Commit {
+            if part[0].0.objtype != ObjectType::Commit {
                 crate::failpoint::crash("prune:batch");
             }
         }
