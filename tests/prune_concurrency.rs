@@ -220,3 +220,41 @@ fn waiting_writers_announce_themselves() {
     assert!(!locked_elsewhere(&waiters));
     assert!(repo.join("refs/heads/waiting").exists());
 }
+
+/// Ctrl-C while the prune waits for the exclusive lock (behind a writer):
+/// it stops at once with exit status 130, having deleted nothing, and a
+/// re-run finishes.
+#[test]
+fn interrupted_while_waiting_for_the_lock() {
+    let tmp = tempdir();
+    let (repo, h) = store(tmp.path(), Mode::Archive);
+    let before = all_object_files(&repo);
+    let lock = lock_repo(&repo, false);
+    let prune = arbor_command()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["prune", "--refs-only"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let_it_compute();
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(prune.id() as libc::pid_t, libc::SIGINT);
+    }
+    let started = std::time::Instant::now();
+    let out = prune.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(3), "slow to stop");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(all_object_files(&repo), before);
+    drop(lock);
+    arbor_repo_ok(&repo, ["prune", "--refs-only"]);
+    assert!(!commits_present(&repo).contains(&h.g[1]));
+    assert_fsck_clean(&repo);
+}

@@ -51,7 +51,7 @@ use thiserror::Error;
 use super::prune::reach::{Depth, Reach};
 use super::prune::roots::all_refs;
 use super::prune::{PruneError, PruneOptions, PruneOutcome, prune};
-use super::{LockMode, RefName, Repo, StoreError, used};
+use super::{RefName, Repo, StoreError, used};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Progress};
 use crate::stage::StageError;
@@ -301,7 +301,7 @@ pub fn gc(
             out.still_over = size > opts.max_size;
             break;
         }
-        let evicted = evict_refs(repo, &plan.victims, opts.lock_timeout)?;
+        let evicted = evict_refs(repo, &plan.victims, opts.lock_timeout, interrupt)?;
         let any = !evicted.is_empty();
         out.refs_evicted.extend(evicted);
         crate::failpoint::crash("gc:refs-deleted");
@@ -456,14 +456,12 @@ fn evict_refs(
     repo: &Repo,
     victims: &[Victim],
     timeout: Option<Duration>,
+    interrupt: &AtomicBool,
 ) -> Result<Vec<(String, Checksum)>, GcError> {
     if victims.is_empty() {
         return Ok(Vec::new());
     }
-    let _lock = match timeout {
-        Some(t) => repo.lock_within(LockMode::Exclusive, t)?,
-        None => repo.lock(LockMode::Exclusive)?,
-    };
+    let _lock = super::prune::exclusive(repo, timeout, interrupt)?;
     let pinned: std::collections::HashSet<Checksum> = crate::stage::pins::pins(repo)?
         .commits
         .into_iter()

@@ -188,6 +188,15 @@ pub enum PruneError {
     },
     #[error("reading the stages of the store: {0}")]
     Stages(#[source] Box<crate::stage::StageError>),
+    #[error(
+        "timed out after {}s waiting for the exclusive lock on {} (another arbor or ostree process is using the repository)",
+        waited.as_secs(),
+        path.display()
+    )]
+    Busy {
+        path: std::path::PathBuf,
+        waited: Duration,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -218,7 +227,7 @@ pub fn prune(
     };
     let mut tombstones = extras::tombstones_enabled(repo);
     if let Some(c) = opts.delete_commit {
-        let lock = exclusive(repo, opts.lock_timeout)?;
+        let lock = exclusive(repo, opts.lock_timeout, interrupt)?;
         let held = Instant::now();
         if opts.static_deltas_only {
             for d in extras::list_deltas(repo)?.into_iter().filter(|d| d.to == c) {
@@ -238,7 +247,7 @@ pub fn prune(
         Err(PruneError::MissingObject { .. }) => {
             // Something disappeared under the lock-free walk (another
             // prune?): redo it where nothing can change.
-            let _lock = exclusive(repo, opts.lock_timeout)?;
+            let _lock = exclusive(repo, opts.lock_timeout, interrupt)?;
             plan(repo, opts, &rule, interrupt)?
         }
         r => r?,
@@ -325,14 +334,37 @@ fn plan<'r>(
     })
 }
 
-/// The exclusive lock, waiting as `opts` says.
-fn exclusive(
+/// The exclusive lock, waiting at most `timeout` (else the configured
+/// `core.lock-timeout-secs`) and no longer than the interrupt flag allows:
+/// a prune waiting behind a long pull stops on Ctrl-C.
+pub(crate) fn exclusive(
     repo: &Repo,
     timeout: Option<Duration>,
-) -> Result<crate::store::lock::RepoLock, StoreError> {
-    match timeout {
-        Some(t) => repo.lock_within(LockMode::Exclusive, t),
-        None => repo.lock(LockMode::Exclusive),
+    interrupt: &AtomicBool,
+) -> Result<crate::store::lock::RepoLock, PruneError> {
+    use crate::store::lock::{POLL, RepoLock};
+    let timeout = timeout.unwrap_or_else(|| {
+        Duration::from_secs(
+            repo.config()
+                .get_u64("core", "lock-timeout-secs")
+                .ok()
+                .flatten()
+                .unwrap_or(300),
+        )
+    });
+    let start = Instant::now();
+    loop {
+        if let Some(lock) = RepoLock::try_acquire(repo, LockMode::Exclusive)? {
+            return Ok(lock);
+        }
+        crate::progress::check(interrupt)?;
+        if start.elapsed() >= timeout {
+            return Err(PruneError::Busy {
+                path: repo.path().join(".lock"),
+                waited: timeout,
+            });
+        }
+        std::thread::sleep(POLL);
     }
 }
 
@@ -458,7 +490,7 @@ impl Sweep<'_, '_> {
         let mut next = 0;
         loop {
             crate::progress::check(interrupt)?;
-            let lock = exclusive(self.repo, self.lock_timeout)?;
+            let lock = exclusive(self.repo, self.lock_timeout, interrupt)?;
             let held = Instant::now();
             self.recheck(interrupt)?;
             let mut handled = 0;
