@@ -239,20 +239,23 @@ pub fn checkout(
     progress: &dyn Progress,
     interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
-    let commit = repo
-        .load_commit(&opts.commit)
-        .map_err(|source| CheckoutError::Commit {
-            commit: opts.commit,
-            source: Box::new(source),
-        })?;
-    run_checkout(
+    let commit_error = |source| CheckoutError::Commit {
+        commit: opts.commit,
+        source: Box::new(source),
+    };
+    // Held throughout: no prune deletes the objects being placed.
+    let _lock = repo.lock_for_reading().map_err(commit_error)?;
+    let commit = repo.load_commit(&opts.commit).map_err(commit_error)?;
+    let outcome = run_checkout(
         repo,
         (commit.root_tree, commit.root_meta),
         dest,
         opts,
         progress,
         interrupt,
-    )
+    )?;
+    crate::store::used::record(repo, &[opts.commit]);
+    Ok(outcome)
 }
 
 /// Checks out the tree whose root is (dirtree, dirmeta) `root`.
@@ -304,6 +307,12 @@ pub fn checkout_tree(
     progress: &dyn Progress,
     interrupt: &AtomicBool,
 ) -> Result<Outcome, CheckoutError> {
+    let _lock = repo
+        .lock_for_reading()
+        .map_err(|source| CheckoutError::Commit {
+            commit: opts.commit,
+            source: Box::new(source),
+        })?;
     run_checkout(
         repo,
         (root_tree, root_meta),

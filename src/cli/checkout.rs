@@ -63,6 +63,9 @@ pub struct CheckoutArgs {
 
 pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
+    // From resolving to the end, so a prune cannot take the commit away
+    // in between (the checkout itself holds it too).
+    let _lock = repo.lock_for_reading()?;
     let commit = repo
         .resolve_rev(&a.rev)
         .with_context(|| format!("resolving {}", a.rev))?;

@@ -109,6 +109,11 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
             )
         })?;
     }
+    super::gc::after_write(
+        &repo,
+        outcome.content_bytes_written + outcome.objects_written * 4096,
+        false,
+    );
     if ctx.verbose {
         eprintln!(
             "{} files read, {} new objects, {} bytes of new content",

@@ -4,10 +4,13 @@
 mod checkout;
 mod commit;
 mod fsck;
+mod gc;
 mod init;
 mod inspect;
 mod progress;
+mod prune;
 mod pull;
+mod refs;
 mod remote;
 mod sandbox;
 mod sign;
@@ -55,8 +58,8 @@ enum Command {
     Init(init::InitArgs),
     /// Commit a directory tree to a branch and print the commit checksum
     Commit(commit::CommitArgs),
-    /// List refs (local heads, and remote refs as REMOTE:REF)
-    Refs,
+    /// List refs (local heads, and remote refs as REMOTE:REF); create or delete them
+    Refs(refs::RefsArgs),
     /// Print the commit checksum a revision names
     RevParse(inspect::RevParseArgs),
     /// Show a commit and its ancestors, newest first
@@ -85,6 +88,10 @@ enum Command {
     Sign(sign::SignArgs),
     /// GPG-sign a commit (ostree.gpgsigs), through gpg or an exported key file
     GpgSign(sign::GpgSignArgs),
+    /// Delete unreachable objects and old history (ostree prune's options)
+    Prune(prune::PruneArgs),
+    /// Keep the store under a size cap, evicting least recently used artifacts
+    Gc(gc::GcArgs),
 }
 
 /// Global options every command sees.
@@ -165,7 +172,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Commit(a) => commit::run(ctx, a),
-        Command::Refs => inspect::refs(ctx),
+        Command::Refs(a) => refs::run(ctx, a),
         Command::RevParse(a) => inspect::rev_parse(ctx, a),
         Command::Log(a) => inspect::log(ctx, a),
         Command::Ls(a) => inspect::ls(ctx, a),
@@ -180,6 +187,8 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::StaticDelta(a) => static_delta::run(ctx, a),
         Command::Sign(a) => sign::sign(ctx, a),
         Command::GpgSign(a) => sign::gpg_sign(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Gc(a) => gc::run(ctx, a),
     }
 }
 

@@ -130,6 +130,7 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             outcome.cache_rejected
         );
     }
+    super::gc::after_write(&repo, outcome.bytes_written, a.quiet);
     if !a.quiet {
         for (name, c) in &outcome.refs {
             eprintln!("{name} -> {c}");

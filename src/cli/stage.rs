@@ -331,11 +331,16 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             opts.timestamp = timestamp;
             let stages = Stages::open(&repo)?;
             let bars = ctx.progress(false);
-            let checksum = stages
+            let outcome = stages
                 .commit(&name, &opts, bars, &ctx.interrupt)
-                .with_context(|| format!("committing stage {name}"))?
-                .commit;
+                .with_context(|| format!("committing stage {name}"))?;
             bars.clear();
+            super::gc::after_write(
+                &repo,
+                outcome.content_bytes_written + outcome.objects_written * 4096,
+                false,
+            );
+            let checksum = outcome.commit;
             println!("{checksum}");
         }
     }

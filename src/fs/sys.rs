@@ -64,6 +64,27 @@ pub fn ofd_lock_range(
     }
 }
 
+/// Whether another open file description holds a lock on the whole file
+/// that an exclusive lock would conflict with (`F_OFD_GETLK`).
+pub fn ofd_locked_elsewhere(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: as in `ofd_lock`: plain data, every field the kernel reads set.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: `fd` is open for the call; `fl` is a valid `struct flock`.
+    let r = unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_OFD_GETLK,
+            &mut fl as *mut libc::flock,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
 /// Every xattr of an open file, sorted by name.
 pub fn fd_xattrs(fd: impl AsFd) -> io::Result<Xattrs> {
     let fd = fd.as_fd();

@@ -374,6 +374,9 @@ pub struct PullOutcome {
     /// object counts above are those of the object walk).
     pub deltas: Vec<delta::DeltaUse>,
     pub bytes_transferred: u64,
+    /// About what the new objects occupy in the store (content bytes
+    /// plus a block per object), for the size cap's estimate.
+    pub bytes_written: u64,
     pub elapsed: Duration,
 }
 
@@ -515,12 +518,14 @@ pub fn pull_from(
         .collect::<Result<Vec<_>, _>>()?;
     let (targets, summary) = resolve_targets(source_ref, opts, verifiers)?;
     crate::progress::check(interrupt)?;
+    // Begun before the base is read: its lock keeps a prune from deleting
+    // what the base's trees are then trusted to hold.
+    let txn = Transaction::begin(repo)?;
     let base_trees = match opts.base {
         Some(b) => reachable_trees(repo, &b)?,
         None => HashSet::new(),
     };
 
-    let txn = Transaction::begin(repo)?;
     let ref_name = |r: &str| match &source.destination {
         RefDestination::Remote(remote) if !opts.mirror => RefName::Remote(remote.clone(), r.into()),
         _ => RefName::Head(r.into()),
@@ -597,7 +602,8 @@ pub fn pull_from(
             outcome.refs.push((name, t.commit));
         }
     }
-    txn.commit()?;
+    let stats = txn.commit()?;
+    crate::store::used::record(repo, &targets.iter().map(|t| t.commit).collect::<Vec<_>>());
     if opts.subpaths.is_empty() && !opts.commit_metadata_only {
         for c in commits {
             repo.clear_commit_partial(&c)?;
@@ -613,6 +619,7 @@ pub fn pull_from(
         phase: Phase::Fetch,
     });
     outcome.bytes_transferred = source_ref.bytes_transferred();
+    outcome.bytes_written = stats.content_bytes_written + stats.objects_written * 4096;
     outcome.elapsed = start.elapsed();
     Ok(outcome)
 }

@@ -146,48 +146,65 @@ impl<'r> Cache<'r> {
         &self,
         used: &std::collections::HashSet<Checksum>,
     ) -> Result<usize, StageError> {
-        let names = crate::fs::list_dir(self.dir.as_fd())
-            .map_err(|e| StageError::io(&self.path, "listing", e))?;
         let mut removed = 0;
-        for name in names {
-            let Some(c) = name.to_str().and_then(|n| n.parse::<Checksum>().ok()) else {
-                continue;
-            };
-            if used.contains(&c) {
-                continue;
+        for c in self.entries()? {
+            if !used.contains(&c) && self.remove_entry(&c)? {
+                removed += 1;
             }
-            let Some(_lock) = self.try_lock_entry(&c)? else {
-                continue;
-            };
-            // The sidecar first: an entry without it is not used (`lookup`).
-            for side in ["wh", "ok-overlay", "ok-fuse-overlayfs", "ok-unionfs"] {
-                let _ = rustix::fs::unlinkat(
-                    &self.dir,
-                    format!("{c}.{side}").as_str(),
-                    rustix::fs::AtFlags::empty(),
-                );
-            }
-            // Out of the way before removing: a removal that stops part-way
-            // leaves `C.tmp`, which the next build of C clears, never a
-            // half-removed `C` that would block that build's rename.
-            let dir = c.to_string();
-            let tmp = format!("{c}.tmp");
-            remove_tree(self.dir.as_fd(), &tmp)
-                .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
-            match rustix::fs::renameat(&self.dir, dir.as_str(), &self.dir, tmp.as_str()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(StageError::io(&self.path.join(&dir), "renaming", e.into())),
-            }
-            remove_tree(self.dir.as_fd(), &tmp)
-                .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
-            let _ = rustix::fs::unlinkat(
-                &self.dir,
-                format!("{c}.lock").as_str(),
-                rustix::fs::AtFlags::empty(),
-            );
-            removed += 1;
         }
         Ok(removed)
+    }
+
+    /// The commits with an entry (complete or being built).
+    pub fn entries(&self) -> Result<Vec<Checksum>, StageError> {
+        let names = crate::fs::list_dir(self.dir.as_fd())
+            .map_err(|e| StageError::io(&self.path, "listing", e))?;
+        let mut out: Vec<Checksum> = names
+            .iter()
+            .filter_map(|n| n.to_str().and_then(|n| n.parse().ok()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The path of `c`'s entry.
+    pub fn entry_path(&self, c: &Checksum) -> PathBuf {
+        self.path.join(c.to_string())
+    }
+
+    /// Removes `c`'s entry with its sidecars; false when it is being built
+    /// (left alone). The caller holds the stage registry lock exclusively.
+    pub fn remove_entry(&self, c: &Checksum) -> Result<bool, StageError> {
+        let Some(_lock) = self.try_lock_entry(c)? else {
+            return Ok(false);
+        };
+        // The sidecar first: an entry without it is not used (`lookup`).
+        for side in ["wh", "ok-overlay", "ok-fuse-overlayfs", "ok-unionfs"] {
+            let _ = rustix::fs::unlinkat(
+                &self.dir,
+                format!("{c}.{side}").as_str(),
+                rustix::fs::AtFlags::empty(),
+            );
+        }
+        // Out of the way before removing: a removal that stops part-way
+        // leaves `C.tmp`, which the next build of C clears, never a
+        // half-removed `C` that would block that build's rename.
+        let dir = c.to_string();
+        let tmp = format!("{c}.tmp");
+        remove_tree(self.dir.as_fd(), &tmp)
+            .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
+        match rustix::fs::renameat(&self.dir, dir.as_str(), &self.dir, tmp.as_str()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(StageError::io(&self.path.join(&dir), "renaming", e.into())),
+        }
+        remove_tree(self.dir.as_fd(), &tmp)
+            .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
+        let _ = rustix::fs::unlinkat(
+            &self.dir,
+            format!("{c}.lock").as_str(),
+            rustix::fs::AtFlags::empty(),
+        );
+        Ok(true)
     }
 
     /// Removes `C.tmp` builds whose builder is gone (its lock is free).

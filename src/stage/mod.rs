@@ -49,10 +49,12 @@
 mod cache;
 pub mod commit;
 mod copy_index;
+pub mod evict;
 pub mod integrate;
 mod masks;
 pub mod merge;
 pub mod mount;
+pub mod pins;
 pub mod record;
 pub mod sandbox;
 
@@ -501,6 +503,17 @@ impl<'r> Stages<'r> {
         // Shared: `stage gc` (exclusive) must not remove a cache entry
         // between our finding it and our record naming it.
         let _registry = self.registry_lock(false)?;
+        // The store's shared lock, until the record names the layers: a
+        // prune must not delete them between our checking them and the
+        // record (which prune reads) pinning them. Building the cache and
+        // the root takes it again while it reads objects.
+        let store_lock = self.repo.lock_for_reading()?;
+        for c in layers {
+            let obj = crate::ostree::ObjectName::new(*c, crate::ostree::ObjectType::Commit);
+            if !self.repo.has_object(&obj)? {
+                return Err(StoreError::MissingObject(obj).into());
+            }
+        }
         let lock = self.lock(name, true)?.ok_or(StageError::InUse {
             name: name.into(),
             what: "being created, remounted or destroyed",
@@ -547,10 +560,12 @@ impl<'r> Stages<'r> {
         rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o700))
             .map_err(|e| StageError::io(&dir, "creating", e.into()))?;
         self.write_record(name, &record)?;
+        drop(store_lock);
         match crate::workers::deep(|| {
             self.populate(name, &mut record, opts.backend, progress, interrupt)
         }) {
             Ok(mut created) => {
+                crate::store::used::record(self.repo, layers);
                 drop(lock);
                 if let Some(env) = &opts.integrate {
                     let done = self
@@ -854,6 +869,9 @@ impl<'r> Stages<'r> {
         // No sandbox may run meanwhile, and none may have left mount points.
         let _quiet =
             sandbox::mountpoints::quiesce(&self.dir, &self.stage_dir(name), name, &record.root())?;
+        // Begun first: the base found present below must stay so until the
+        // commit naming it is published (a prune waits for the lock).
+        let txn = Transaction::begin(self.repo)?;
         let base_file = self.stage_dir(name).join(BASE_FILE);
         let known_base = std::fs::read_to_string(&base_file)
             .ok()
@@ -875,7 +893,6 @@ impl<'r> Stages<'r> {
             }
             _ => Default::default(),
         };
-        let txn = Transaction::begin(self.repo)?;
         progress.report(crate::progress::Event::Start {
             phase: Phase::StageCommit,
             total: None,
@@ -893,10 +910,11 @@ impl<'r> Stages<'r> {
         };
         let checksum = crate::store::commit::write_commit(&txn, tree, meta, info)?;
         txn.set_ref(opts.branch.clone(), Some(checksum));
-        crate::failpoint::crash("stage-commit:objects");
-        let stats = txn.commit()?;
-        // The layers' merged tree never changes: remember it (its objects
-        // are published now) so the next commit reads only what changed.
+        // The layers' merged tree never changes: remember it so the next
+        // commit reads only what changed. Written before the transaction
+        // publishes it, while its lock keeps prunes out, so that from the
+        // moment the objects are visible a prune sees them pinned (a crash
+        // in between leaves a base whose objects are absent: not trusted).
         if let Some((t, m)) = base
             && known_base.is_none()
         {
@@ -909,6 +927,11 @@ impl<'r> Stages<'r> {
                 0o644,
             )?;
         }
+        crate::failpoint::crash("stage-commit:objects");
+        let stats = txn.commit()?;
+        let mut used = record.layers.clone();
+        used.push(checksum);
+        crate::store::used::record(self.repo, &used);
         progress.report(crate::progress::Event::Finish {
             phase: Phase::StageCommit,
         });

@@ -137,6 +137,7 @@ pub fn commit(
     let checksum = write_commit(&txn, tree, meta, info)?;
     txn.set_ref(opts.branch.clone(), Some(checksum));
     let stats = txn.commit()?;
+    super::used::record(repo, &[checksum]);
     progress.report(Event::Finish {
         phase: Phase::Commit,
     });

@@ -22,6 +22,13 @@ pub enum LockMode {
 
 /// libostree's default `core.lock-timeout-secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often a waiter tries the lock again.
+pub(crate) const POLL: Duration = Duration::from_millis(50);
+/// Locked shared by arbor processes while they wait for the shared lock,
+/// so that a prune holding the exclusive lock in batches knows to leave a
+/// gap between two of them (OFD locks queue nobody: a waiter that polls
+/// would otherwise rarely find the lock free).
+const WAITERS: &str = "tmp/arbor-lock-waiters";
 
 pub struct RepoLock {
     _fd: OwnedFd,
@@ -49,8 +56,58 @@ impl RepoLock {
     }
 
     pub(crate) fn acquire(repo: &Repo, mode: LockMode) -> Result<RepoLock> {
-        let path = repo.path().join(".lock");
-        let fd = Self::open(repo)?;
+        Self::wait_for(repo, Self::open(repo)?, mode)
+    }
+
+    /// The shared lock for a reader that relies on objects staying
+    /// (checkout, stage create), so no prune deletes them meanwhile. A
+    /// lock file this process may only read is locked through a read-only
+    /// descriptor (shared locks need no more); `None` when there is no
+    /// lock file it can open at all (someone else's read-only store).
+    pub(crate) fn acquire_for_reading(repo: &Repo) -> Result<Option<RepoLock>> {
+        let opened = if repo.is_read_only() {
+            // Opened to write nothing: not even a lock file.
+            Err(StoreError::Io {
+                path: repo.path().join(".lock"),
+                source: std::io::Error::from_raw_os_error(libc::EROFS),
+            })
+        } else {
+            Self::open(repo)
+        };
+        let fd = match opened {
+            Ok(fd) => fd,
+            Err(StoreError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EACCES | libc::EROFS | libc::EPERM)
+                ) =>
+            {
+                match rustix::fs::openat(
+                    repo.dir(),
+                    ".lock",
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                ) {
+                    Ok(fd) => fd,
+                    Err(_) => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        Self::wait_for(repo, fd, LockMode::Shared).map(Some)
+    }
+
+    /// The lock, waiting at most `timeout` (instead of the configured
+    /// `core.lock-timeout-secs`).
+    pub(crate) fn acquire_within(
+        repo: &Repo,
+        mode: LockMode,
+        timeout: Duration,
+    ) -> Result<RepoLock> {
+        Self::wait(repo, Self::open(repo)?, mode, timeout)
+    }
+
+    fn wait_for(repo: &Repo, fd: OwnedFd, mode: LockMode) -> Result<RepoLock> {
         let timeout = repo
             .config()
             .get_u64("core", "lock-timeout-secs")
@@ -58,12 +115,50 @@ impl RepoLock {
             .flatten()
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT);
+        Self::wait(repo, fd, mode, timeout)
+    }
+
+    /// Whether an arbor writer (or lock-reading reader) is waiting for the
+    /// shared lock: prune lets it in between two batches.
+    pub(crate) fn writers_waiting(repo: &Repo) -> bool {
+        rustix::fs::openat(
+            repo.dir(),
+            WAITERS,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .ok()
+        .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
+    }
+
+    /// Says "waiting for the shared lock" until the returned file is
+    /// closed: a shared lock on [`WAITERS`] (best effort).
+    fn announce_wait(repo: &Repo) -> Option<OwnedFd> {
+        let fd = rustix::fs::openat(
+            repo.dir(),
+            WAITERS,
+            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::from_raw_mode(0o660),
+        )
+        .ok()?;
+        sys::ofd_lock(fd.as_fd(), false, false)
+            .ok()
+            .filter(|got| *got)
+            .map(|_| fd)
+    }
+
+    fn wait(repo: &Repo, fd: OwnedFd, mode: LockMode, timeout: Duration) -> Result<RepoLock> {
+        let path = repo.path().join(".lock");
+        let mut announced = None;
         let exclusive = mode == LockMode::Exclusive;
         let start = Instant::now();
         // Poll rather than block so the wait is bounded and can be reported.
         loop {
             if sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
                 return Ok(RepoLock { _fd: fd, mode });
+            }
+            if !exclusive && announced.is_none() {
+                announced = Self::announce_wait(repo);
             }
             if start.elapsed() >= timeout {
                 return Err(StoreError::Other(format!(
@@ -73,7 +168,7 @@ impl RepoLock {
                     path.display()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(POLL);
         }
     }
 }

@@ -162,7 +162,9 @@ impl Repo {
     /// The bytes of a metadata object, bounded by the metadata size limit.
     pub fn load_metadata(&self, name: &ObjectName) -> Result<Vec<u8>> {
         let fd = self.open_object(name)?;
-        let mut data = Vec::new();
+        // Most metadata objects fit: one read and the end-of-file read,
+        // instead of read_to_end's small first probes.
+        let mut data = Vec::with_capacity(16 << 10);
         File::from(fd)
             .take(MAX_METADATA_SIZE as u64 + 1)
             .read_to_end(&mut data)

@@ -227,6 +227,17 @@ impl Repo {
         RepoLock::acquire(self, mode)
     }
 
+    /// The repository lock, waiting at most `timeout`.
+    pub fn lock_within(&self, mode: LockMode, timeout: std::time::Duration) -> Result<RepoLock> {
+        RepoLock::acquire_within(self, mode, timeout)
+    }
+
+    /// The shared lock a reader holds while it relies on objects staying
+    /// (see [`RepoLock::acquire_for_reading`]).
+    pub fn lock_for_reading(&self) -> Result<Option<RepoLock>> {
+        RepoLock::acquire_for_reading(self)
+    }
+
     /// Replaces the config file atomically.
     pub fn write_config(&mut self, config: KeyFile) -> Result<()> {
         write_file_atomic(

@@ -1,0 +1,225 @@
+//! The size cap: artifacts committed in a loop under `[arbor] max-size`
+//! stay under it after every commit (measured with `du`), the most
+//! recently used survive in LRU order, refs outside the evictable prefix
+//! and a live stage's layer are never evicted, and the stage still commits.
+
+mod common;
+#[path = "common/pull.rs"]
+mod pull_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use pull_support::{assert_arbor_fsck_clean, assert_fsck_clean};
+
+const TS: u64 = 1_700_000_000;
+
+fn du(repo: &Path) -> u64 {
+    let out = Command::new("du").arg("-sB1").arg(repo).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Artifact `i`: four distinct 50 kB files.
+fn artifact(dir: &Path, i: u64) -> std::path::PathBuf {
+    let src = dir.join(format!("src{i}"));
+    make_dir(&src, 0o755);
+    for f in 0..4 {
+        write_file(
+            &src.join(format!("f{f}")),
+            &pseudo_random_bytes(50_000, i * 1000 + f * 2 + 1),
+            0o644,
+        );
+    }
+    src
+}
+
+fn commit(repo: &Path, dir: &Path, i: u64) {
+    arbor_commit(
+        repo,
+        &artifact(dir, i),
+        &format!("artifacts/{i}"),
+        &CommitOpts::new("artifact", "", TS + i),
+    );
+}
+
+fn refs(repo: &Path) -> BTreeSet<String> {
+    arbor_repo_ok(repo, ["refs"])
+        .stdout_str()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn artifacts_stay_under_the_cap_in_lru_order() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    let base = dir.join("base");
+    make_dir(&base, 0o755);
+    write_file(&base.join("b"), &pseudo_random_bytes(100_000, 7), 0o644);
+    arbor_commit(&repo, &base, "base", &CommitOpts::new("base", "", TS));
+    commit(&repo, dir, 0);
+    // A live stage over artifact 0 (its root outside the store).
+    arbor_repo_ok(
+        &repo,
+        [
+            "stage",
+            "create",
+            "s0",
+            "artifacts/0",
+            "--backend",
+            "copy",
+            "--workdir",
+            dir.join("s0").to_str().unwrap(),
+        ],
+    );
+    let du0 = du(&repo);
+    commit(&repo, dir, 1);
+    let per = du(&repo) - du0;
+    let cap = du(&repo) + per * 7 / 2;
+    ostree_repo_ok(&repo, ["config", "set", "arbor.max-size", &cap.to_string()]);
+    ostree_repo_ok(
+        &repo,
+        ["config", "set", "arbor.evict-prefixes", "artifacts/;"],
+    );
+
+    let mut reused = None;
+    for i in 2..=12 {
+        if i == 11 {
+            // The oldest artifact still there is used again: it becomes
+            // more recent than every other but 11 and 12.
+            let oldest = (1..i)
+                .find(|j| refs(&repo).contains(&format!("artifacts/{j}")))
+                .unwrap();
+            let co = dir.join("co");
+            arbor_repo_ok(
+                &repo,
+                [
+                    "checkout",
+                    &format!("artifacts/{oldest}"),
+                    co.to_str().unwrap(),
+                ],
+            );
+            std::fs::remove_dir_all(&co).unwrap();
+            reused = Some(oldest);
+        }
+        commit(&repo, dir, i);
+        let size = du(&repo);
+        assert!(size <= cap, "after artifact {i}: du {size} > cap {cap}");
+    }
+    let reused = reused.unwrap();
+    assert!(reused < 10, "nothing was evicted before artifact 11");
+
+    let have = refs(&repo);
+    assert!(
+        have.contains("base") && have.contains("artifacts/0"),
+        "{have:?}"
+    );
+    // Most recently used first; what survives is a prefix of this order.
+    let mut mru = vec![12, 11, reused];
+    mru.extend((1..=10).rev().filter(|j| *j != reused));
+    let alive: Vec<bool> = mru
+        .iter()
+        .map(|i| have.contains(&format!("artifacts/{i}")))
+        .collect();
+    let survivors = alive.iter().take_while(|a| **a).count();
+    assert!(
+        alive[survivors..].iter().all(|a| !a),
+        "not in LRU order ({mru:?}): {have:?}"
+    );
+    assert!(survivors >= 3 && survivors < mru.len(), "{have:?}");
+
+    assert_fsck_clean(&repo);
+    assert_arbor_fsck_clean(&repo);
+    // The stage over the oldest artifact still works and commits.
+    write_file(&dir.join("s0/root/new"), b"new\n", 0o644);
+    arbor_repo_ok(&repo, ["stage", "commit", "s0", "-b", "from-stage"]);
+    assert_fsck_clean(&repo);
+}
+
+/// `arbor gc` by hand: nothing happens under the cap; over it, unused
+/// cached checkouts go first; `--dry-run` deletes nothing and names what a
+/// real run then removes; without a cap configured it says how to set one.
+#[test]
+fn gc_by_hand() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    for i in 0..6 {
+        commit(&repo, dir, i);
+    }
+    let r = arbor_repo(&repo, ["gc"]);
+    assert!(
+        !r.success() && r.stderr_str().contains("max-size"),
+        "{}",
+        r.describe()
+    );
+
+    let big = (du(&repo) * 2).to_string();
+    let r = arbor_repo_ok(
+        &repo,
+        ["gc", "--max-size", &big, "--evict", "artifacts/", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["refs_evicted"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(refs(&repo).len(), 6);
+
+    let cap = (du(&repo) / 2).to_string();
+    let before = list_objects(&repo);
+    let r = arbor_repo_ok(
+        &repo,
+        [
+            "gc",
+            "--max-size",
+            &cap,
+            "--evict",
+            "artifacts/",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let dry: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(list_objects(&repo), before);
+    let r = arbor_repo_ok(
+        &repo,
+        ["gc", "--max-size", &cap, "--evict", "artifacts/", "--json"],
+    );
+    let real: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(dry["refs_evicted"], real["refs_evicted"], "{dry}\n{real}");
+    let evicted: Vec<&str> = real["refs_evicted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ref"].as_str().unwrap())
+        .collect();
+    // Oldest first, as many as needed and no more than the cap asks for
+    // (down to 80 % of it).
+    let expected: Vec<String> = (0..evicted.len())
+        .map(|i| format!("artifacts/{i}"))
+        .collect();
+    assert_eq!(evicted, expected, "{real}");
+    assert!((1..6).contains(&evicted.len()), "{real}");
+    assert!(du(&repo) <= cap.parse::<u64>().unwrap());
+    assert!(!real["still_over"].as_bool().unwrap());
+    assert_fsck_clean(&repo);
+
+    // Refs outside the prefixes are never evicted, even over the cap.
+    let left = refs(&repo).len();
+    let r = arbor_repo_ok(
+        &repo,
+        ["gc", "--max-size", "1K", "--evict", "nothing/", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(v["still_over"].as_bool().unwrap(), "{v}");
+    assert_eq!(refs(&repo).len(), left);
+}

@@ -1,0 +1,127 @@
+//! Prune and gc never break a stage: its layers and the merged tree its
+//! commits build on stay while it exists, even when no ref names them, and
+//! its next commit works; once it is destroyed they go like anything else.
+
+mod common;
+#[path = "common/pull.rs"]
+mod pull_support;
+
+use std::path::Path;
+
+use common::*;
+use pull_support::{assert_arbor_fsck_clean, assert_fsck_clean};
+
+const TS: u64 = 1_700_000_000;
+
+fn layer(dir: &Path, n: u64) -> std::path::PathBuf {
+    let src = dir.join(format!("layer{n}"));
+    make_dir(&src, 0o755);
+    make_dir(&src.join("etc"), 0o755);
+    write_file(
+        &src.join(format!("etc/l{n}.conf")),
+        format!("layer {n}\n").as_bytes(),
+        0o644,
+    );
+    write_file(
+        &src.join(format!("data{n}")),
+        &pseudo_random_bytes(30_000, 2 * n + 1),
+        0o644,
+    );
+    src
+}
+
+fn commits(repo: &Path) -> Vec<String> {
+    list_objects(repo)
+        .into_iter()
+        .filter_map(|o| {
+            let (d, rest) = o.split_once('/')?;
+            Some(format!("{d}{}", rest.strip_suffix(".commit")?))
+        })
+        .collect()
+}
+
+#[test]
+fn stages_pin_their_layers_and_base() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    let l1 = arbor_commit(&repo, &layer(dir, 1), "l1", &CommitOpts::new("l1", "", TS));
+    let l2 = arbor_commit(
+        &repo,
+        &layer(dir, 2),
+        "l2",
+        &CommitOpts::new("l2", "", TS + 1),
+    );
+    // A union stage: its commits build on the layers' merged tree, which
+    // it remembers (`base`) and no commit or ref names.
+    arbor_repo_ok(
+        &repo,
+        ["stage", "create", "s", "l1", "l2", "--backend", "overlay"],
+    );
+    let root = arbor_repo_ok(&repo, ["stage", "path", "s"]).stdout_str();
+    let root = Path::new(root.trim()).to_path_buf();
+    write_file(&root.join("new1"), b"one\n", 0o644);
+    arbor_repo_ok(
+        &repo,
+        ["stage", "commit", "s", "-b", "out", "--timestamp", "0"],
+    );
+
+    // Nothing names the layers or the stage's commit any more.
+    arbor_repo_ok(&repo, ["refs", "--delete", "l1", "l2", "out"]);
+    arbor_repo_ok(&repo, ["prune", "--refs-only", "--depth=0"]);
+    let left = commits(&repo);
+    assert!(left.contains(&l1) && left.contains(&l2), "{left:?}");
+    let base_file = repo.join("extensions/arbor/stages/s/base");
+    let base = std::fs::read_to_string(&base_file).unwrap();
+    let mut it = base.split_whitespace();
+    let (t, m) = (it.next().unwrap(), it.next().unwrap());
+    assert!(
+        object_path(&repo, t, "dirtree").exists(),
+        "base tree pruned"
+    );
+    assert!(
+        object_path(&repo, m, "dirmeta").exists(),
+        "base meta pruned"
+    );
+    assert_fsck_clean(&repo);
+    assert_arbor_fsck_clean(&repo);
+
+    // The stage goes on: another change, another commit, all there.
+    write_file(&root.join("new2"), b"two\n", 0o644);
+    let c = arbor_repo_ok(
+        &repo,
+        ["stage", "commit", "s", "-b", "out2", "--timestamp", "0"],
+    )
+    .stdout_str();
+    let co = dir.join("co");
+    arbor_repo_ok(&repo, ["checkout", c.trim(), co.to_str().unwrap()]);
+    for f in [
+        "new1",
+        "new2",
+        "data1",
+        "data2",
+        "etc/l1.conf",
+        "etc/l2.conf",
+    ] {
+        assert!(co.join(f).exists(), "{f} missing from the stage's commit");
+    }
+    assert_fsck_clean(&repo);
+
+    // Destroyed, the stage pins nothing: its layers go, and gc removes
+    // its cached checkouts.
+    arbor_repo_ok(&repo, ["stage", "destroy", "s"]);
+    arbor_repo_ok(&repo, ["refs", "--delete", "out2"]);
+    arbor_repo_ok(&repo, ["prune", "--refs-only"]);
+    assert!(commits(&repo).is_empty(), "{:?}", commits(&repo));
+    let r = arbor_repo_ok(&repo, ["gc", "--max-size", "1", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["cache_evicted"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        std::fs::read_dir(repo.join("extensions/arbor/checkouts"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_fsck_clean(&repo);
+}
