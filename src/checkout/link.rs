@@ -54,7 +54,7 @@ pub(super) fn decide(
 ) -> Result<Decision, CheckoutError> {
     let decision = |method, reason: String| Ok(Decision { method, reason });
     if opts.link == LinkMode::Copy && !opts.require_hardlinks {
-        return decision(Method::Copy, "--link=copy".into());
+        return decision(Method::Copy, "copying was asked for".into());
     }
     let objects = rustix::fs::fstat(repo.objects_dir()).map_err(|e| CheckoutError::Io {
         path: repo.path().join("objects"),
@@ -110,10 +110,10 @@ pub(super) fn decide(
         },
         (LinkMode::Hardlink, Err(why)) => decision(Method::Copy, format!("no hardlinks: {why}")),
         (LinkMode::Reflink, _) => match reflink {
-            Ok(()) => decision(Method::Reflink, "--link=reflink".into()),
+            Ok(()) => decision(Method::Reflink, "reflinks were asked for".into()),
             Err(why) => decision(Method::Copy, format!("no reflinks: {why}")),
         },
-        (LinkMode::Copy, _) => decision(Method::Copy, "--link=copy".into()),
+        (LinkMode::Copy, _) => decision(Method::Copy, "copying was asked for".into()),
     }
 }
 

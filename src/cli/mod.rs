@@ -4,6 +4,7 @@
 mod checkout;
 mod commit;
 mod fsck;
+mod hint;
 mod init;
 mod inspect;
 mod progress;
@@ -169,7 +170,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
 }
 
 /// The error and its causes on one line, without repeating a cause that the
-/// message already includes.
+/// message already includes, then what to do about it (see [`hint`]).
 fn render_error(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
@@ -178,6 +179,9 @@ fn render_error(e: &anyhow::Error) -> String {
             out.push_str(": ");
             out.push_str(&c);
         }
+    }
+    if let Some(h) = hint::hint(e) {
+        out.push_str(&format!(" ({h})"));
     }
     out
 }

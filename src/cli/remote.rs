@@ -95,8 +95,8 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
         } => {
             let sign_specs = sign_verify
                 .iter()
-                .map(|s| SignVerifySpec::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|s| SignVerifySpec::parse(s).context("--sign-verify"))
+                .collect::<Result<Vec<_>>>()?;
             let settings = settings
                 .iter()
                 .map(|kv| match kv.split_once('=') {

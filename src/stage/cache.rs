@@ -118,12 +118,12 @@ impl<'r> Cache<'r> {
         drop(held);
         for (e, c) in entries.iter_mut().zip(commits) {
             if e.is_none() {
-                *e = Some(self.lookup(c).ok_or_else(|| {
-                    StageError::Other(format!(
-                        "checkout cache entry {} vanished while in use",
-                        self.path.join(c.to_string()).display()
-                    ))
-                })?);
+                *e = Some(
+                    self.lookup(c)
+                        .ok_or_else(|| StageError::CacheEntryVanished {
+                            path: self.path.join(c.to_string()),
+                        })?,
+                );
             }
         }
         Ok((entries.into_iter().flatten().collect(), built.len()))
@@ -214,8 +214,14 @@ impl<'r> Cache<'r> {
     }
 
     fn lock_entry(&self, c: &Checksum) -> Result<OwnedFd, StageError> {
-        self.lock_entry_with(c, true)?
-            .ok_or_else(|| StageError::Other(format!("waiting for the lock of {c} failed")))
+        // A blocking lock is granted or fails with an error of its own.
+        self.lock_entry_with(c, true)?.ok_or_else(|| {
+            StageError::io(
+                &self.path.join(format!("{c}.lock")),
+                "waiting for the lock",
+                std::io::ErrorKind::WouldBlock.into(),
+            )
+        })
     }
 
     /// `C.lock`, exclusive; `None` when `wait` is false and it is held.

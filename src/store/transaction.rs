@@ -484,14 +484,10 @@ impl<'r> Transaction<'r> {
             && header.is_regular()
             && header.mode & 0o7777 & !0o775 != 0
         {
-            return Err(StoreError::Other(format!(
-                "content object {}: invalid mode {:#o} with bits {:#o} for a bare-user-only repository",
-                expected
-                    .map(|c| c.to_hex())
-                    .unwrap_or_else(|| "(new)".into()),
-                header.mode,
-                header.mode & 0o7777 & !0o775
-            )));
+            return Err(StoreError::ModeNotStorable {
+                object: expected,
+                mode: header.mode,
+            });
         }
         let (staged, checksum) = self.write_content_temp(header, size, data, clone_from)?;
         let name = ObjectName::new(checksum, ObjectType::File);
