@@ -24,6 +24,7 @@ use super::error::CheckoutError;
 use super::plan::display_path;
 use super::safe::{self, NewFile, OnExisting, Ownership, Placed};
 use super::{CheckoutOptions, LinkMode, Method, Overwrite, Stats, union};
+use crate::fs::Tmpfiles;
 use crate::ostree::mode::{PERMS, S_IFMT};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::store::{ContentObject, Repo, RepoMode, StoreError};
@@ -186,6 +187,8 @@ pub(super) struct Placer<'a> {
     pub method: Method,
     pub stats: &'a Stats,
     reflink: ReflinkProbe,
+    /// Whether DEST's filesystem makes `O_TMPFILE`s.
+    tmpfiles: Tmpfiles,
 }
 
 /// How an entry came to be, for the counters.
@@ -222,6 +225,7 @@ impl<'a> Placer<'a> {
             method,
             stats,
             reflink: ReflinkProbe::default(),
+            tmpfiles: Tmpfiles::default(),
         }
     }
 
@@ -400,7 +404,8 @@ impl<'a> Placer<'a> {
         mut obj: ContentObject,
         on: OnExisting,
     ) -> Result<(), CheckoutError> {
-        let file = NewFile::create(dir).map_err(at.io("creating a temporary file"))?;
+        let file =
+            NewFile::create(dir, &self.tmpfiles).map_err(at.io("creating a temporary file"))?;
         let mut how = How::Copied;
         if obj.size > 0 {
             let uncompressed = !self.repo.mode().is_archive();

@@ -40,6 +40,7 @@ pub mod http;
 pub mod local;
 mod options;
 pub mod source;
+mod tls;
 pub mod verify;
 
 use std::collections::HashSet;
