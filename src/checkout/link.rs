@@ -10,6 +10,7 @@
 //! from the object for large files of uncompressed stores, or through the
 //! store's reader (which inflates `archive` objects).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -26,7 +27,8 @@ use super::safe::{self, NewFile, OnExisting, Ownership, Placed};
 use super::{CheckoutOptions, LinkMode, Method, Overwrite, Stats, union};
 use crate::fs::Tmpfiles;
 use crate::ostree::mode::{PERMS, S_IFMT};
-use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::ostree::xattrs::is_overlay_xattr;
+use crate::ostree::{Checksum, ObjectName, ObjectType, Xattr, Xattrs};
 use crate::store::{ContentObject, Repo, RepoMode, StoreError};
 
 const S_ISUID: u32 = 0o4000;
@@ -189,6 +191,7 @@ pub(super) struct Placer<'a> {
     reflink: ReflinkProbe,
     /// Whether DEST's filesystem makes `O_TMPFILE`s.
     tmpfiles: Tmpfiles,
+    pub keep_overlay_xattrs: bool,
 }
 
 /// How an entry came to be, for the counters.
@@ -226,6 +229,7 @@ impl<'a> Placer<'a> {
             stats,
             reflink: ReflinkProbe::default(),
             tmpfiles: Tmpfiles::default(),
+            keep_overlay_xattrs: opts.keep_overlay_xattrs,
         }
     }
 
@@ -299,16 +303,52 @@ impl<'a> Placer<'a> {
             None => self.open_content(&at)?,
         };
         if obj.header.is_symlink() {
+            let xattrs = self.xattrs_to_apply(&obj.header.xattrs, &at);
             let own = (!self.user_mode).then_some(Ownership {
                 uid: obj.header.uid,
                 gid: obj.header.gid,
-                xattrs: &obj.header.xattrs,
+                xattrs: &xattrs,
             });
             let r = safe::publish_symlink(dir, name, &obj.header.symlink_target, own, on);
             self.count(r, &at, How::Copied, true)
         } else {
             self.regular(dir, &at, obj, on)
         }
+    }
+
+    /// The xattrs an entry gets: without those that steer a union
+    /// filesystem unless they are to be kept (the entry is noted then).
+    fn xattrs_to_apply<'x>(&self, xattrs: &'x Xattrs, at: &At<'_>) -> Cow<'x, Xattrs> {
+        if self.keep_overlay_xattrs || self.user_mode || !xattrs.has_overlay() {
+            return Cow::Borrowed(xattrs);
+        }
+        self.stats.dropped_overlay_xattrs(at.rel, at.name);
+        Cow::Owned(xattrs.without_overlay())
+    }
+
+    /// The xattrs of an entry found in DEST, made comparable with the
+    /// object's `want` when overlay xattrs are not applied: the entry's own
+    /// are ignored and the object's taken as given.
+    pub(super) fn comparable_xattrs(&self, have: Xattrs, want: &Xattrs) -> Xattrs {
+        if self.keep_overlay_xattrs || (!want.has_overlay() && !have.has_overlay()) {
+            return have;
+        }
+        let mut list: Vec<Xattr> = have.without_overlay().iter().cloned().collect();
+        list.extend(want.iter().filter(|x| is_overlay_xattr(&x.name)).cloned());
+        // The names come from valid lists, so this cannot fail.
+        Xattrs::from_unsorted(list).unwrap_or(have)
+    }
+
+    /// Whether the bare object `src` carries xattrs that steer a union
+    /// filesystem (a hardlink would bring them along).
+    fn object_has_overlay_xattrs(&self, at: &At<'_>, src: &str) -> Result<bool, CheckoutError> {
+        let (dir, file) = src.split_once('/').unwrap_or(("", src));
+        let dfd = crate::fs::open_dir(self.repo.objects_dir(), dir)
+            .map_err(at.io("opening the object's directory"))?;
+        let path = crate::fs::proc_path(dfd.as_fd(), file);
+        let names = crate::fs::read_sized(|buf| rustix::fs::llistxattr(&path, buf))
+            .map_err(at.io("listing the object's xattrs"))?;
+        Ok(crate::fs::split_names(&names).any(is_overlay_xattr))
     }
 
     pub(super) fn open_content(&self, at: &At<'_>) -> Result<ContentObject, CheckoutError> {
@@ -370,6 +410,16 @@ impl<'a> Placer<'a> {
                     }));
                 }
             }
+        }
+        // A bare object carries its xattrs; one that must lose some is
+        // copied (normal mode only: user mode applies no xattrs, and
+        // bare-user objects keep theirs inside user.ostreemeta).
+        if self.repo.mode() == RepoMode::Bare
+            && !self.user_mode
+            && !self.keep_overlay_xattrs
+            && self.object_has_overlay_xattrs(at, &src)?
+        {
+            return Ok(Linked::Copy(obj));
         }
         let r = safe::publish_hardlink(self.repo.objects_dir(), &src, dir, at.name, on);
         match r {
@@ -449,6 +499,16 @@ impl<'a> Placer<'a> {
                     })?;
                 Stats::add(&self.stats.bytes_copied, obj.size);
             }
+        } else {
+            // Nothing to copy, but the reader still checks that the object
+            // holds no data (an archive header can declare 0 bytes over a
+            // stream that has some).
+            std::io::copy(&mut obj.reader, &mut std::io::sink()).map_err(|e| {
+                at.store(StoreError::BadObject {
+                    object: ObjectName::new(*at.csum, ObjectType::File),
+                    reason: e.to_string(),
+                })
+            })?;
         }
         let h = &obj.header;
         if !self.user_mode {
@@ -459,7 +519,8 @@ impl<'a> Placer<'a> {
             )
             .map_err(|e| at.io("setting the owner")(e.into()))?;
             if !h.xattrs.is_empty() {
-                crate::fs::set_fd_xattrs(file.fd(), &h.xattrs).map_err(at.io("setting xattrs"))?;
+                let xattrs = self.xattrs_to_apply(&h.xattrs, at);
+                crate::fs::set_fd_xattrs(file.fd(), &xattrs).map_err(at.io("setting xattrs"))?;
             }
         }
         // Last: chown would have cleared setuid/setgid.

@@ -170,6 +170,15 @@ pub struct CheckoutOptions {
     /// `u+r` in user mode and bare-user* symlinks are still copied, as
     /// libostree does.
     pub require_hardlinks: bool,
+    /// Apply xattrs that steer a union filesystem (`trusted.overlay.*`,
+    /// `user.overlay.*` and fuse-overlayfs's, see
+    /// [`OVERLAY_XATTR_PREFIXES`](crate::ostree::xattrs::OVERLAY_XATTR_PREFIXES))
+    /// as the commit has them. Off by default: a checkout used later as a
+    /// lower layer would let the commit hide or redirect the content of
+    /// other layers. Entries that had them are listed in
+    /// [`Outcome::overlay_xattrs_dropped`]; such files are copied rather
+    /// than hardlinked, since a store object carries its xattrs.
+    pub keep_overlay_xattrs: bool,
     /// Worker threads; `None` for four per CPU: placing files waits on
     /// the disk (cold object inodes and data) as much as on the CPU, and
     /// more requests in flight keep the device busy.
@@ -186,6 +195,7 @@ impl CheckoutOptions {
             user_mode: false,
             whiteouts: false,
             require_hardlinks: false,
+            keep_overlay_xattrs: false,
             threads: None,
         }
     }
@@ -223,6 +233,10 @@ pub struct Outcome {
     /// The method chosen for the checkout, and why.
     pub method: Method,
     pub method_reason: String,
+    /// Entries whose union-filesystem xattrs were not applied (see
+    /// [`CheckoutOptions::keep_overlay_xattrs`]), as paths below DEST
+    /// starting with `/` (`/` is DEST itself), sorted.
+    pub overlay_xattrs_dropped: Vec<String>,
 }
 
 /// Checks out `opts.commit` from `repo` into `dest`.
@@ -329,11 +343,30 @@ struct Stats {
     whiteouts: AtomicU64,
     bytes_copied: AtomicU64,
     placed: AtomicU64,
+    overlay_xattrs_dropped: std::sync::Mutex<Vec<String>>,
 }
 
 impl Stats {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Notes that the entry `rel/name` below DEST lost its overlay xattrs.
+    fn dropped_overlay_xattrs(&self, rel: &str, name: &str) {
+        let mut path = String::with_capacity(rel.len() + name.len() + 2);
+        for part in [rel, name] {
+            if !part.is_empty() {
+                path.push('/');
+                path.push_str(part);
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        self.overlay_xattrs_dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path);
     }
 
     fn outcome(&self, method: Method, method_reason: String) -> Outcome {
@@ -352,6 +385,16 @@ impl Stats {
             bytes_copied: g(&self.bytes_copied),
             method,
             method_reason,
+            overlay_xattrs_dropped: {
+                let mut v = std::mem::take(
+                    &mut *self
+                        .overlay_xattrs_dropped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                v.sort();
+                v
+            },
         }
     }
 }

@@ -317,7 +317,13 @@ impl Run<'_> {
             && !self.user_mode
             && !meta.xattrs.is_empty()
         {
-            sys::set_fd_xattrs(fd, &meta.xattrs).map_err(self.io(&d.rel, "", "setting xattrs"))?;
+            let set = |x| sys::set_fd_xattrs(fd, x).map_err(self.io(&d.rel, "", "setting xattrs"));
+            if !self.opts.keep_overlay_xattrs && meta.xattrs.has_overlay() {
+                set(&meta.xattrs.without_overlay())?;
+                self.stats.dropped_overlay_xattrs(&d.rel, "");
+            } else {
+                set(&meta.xattrs)?;
+            }
         }
         Ok(())
     }

@@ -74,6 +74,7 @@ pub(super) fn identical(
             have.gid = st.st_gid;
             have.xattrs = sys::link_xattrs(&sys::proc_path(dir, name))
                 .map_err(|e| CompareError::Dest("reading xattrs", e))?;
+            have.xattrs = p.comparable_xattrs(have.xattrs, &want.xattrs);
         }
         return Ok(have.checksum(b"") == *csum);
     }
@@ -105,6 +106,7 @@ pub(super) fn identical(
         have.mode = fst.st_mode;
         have.xattrs =
             sys::fd_xattrs(fd.as_fd()).map_err(|e| CompareError::Dest("reading xattrs", e))?;
+        have.xattrs = p.comparable_xattrs(have.xattrs, &want.xattrs);
     }
     let actual = crate::store::objects::hash_content(&have, std::fs::File::from(fd))
         .map_err(|e| CompareError::Dest("read", e))?;

@@ -257,6 +257,10 @@ impl<'r> Cache<'r> {
         opts.whiteouts = true;
         opts.link = LinkMode::Auto;
         opts.user_mode = !rustix::process::geteuid().is_root();
+        // The stage's view shows the commit as it is: a layer with
+        // xattrs that would steer the union is refused when mounted
+        // (`mount::check_layer`), not silently changed here.
+        opts.keep_overlay_xattrs = true;
         checkout(self.repo, &tmp_path, &opts, progress, interrupt)?;
         crate::failpoint::crash("stage-create:cache");
         let sidecar = format!("{c}.wh");

@@ -745,6 +745,9 @@ impl<'r> Stages<'r> {
         opts.link = LinkMode::Reflink;
         opts.overwrite = crate::checkout::Overwrite::Union;
         opts.user_mode = !rustix::process::geteuid().is_root();
+        // A copy is the stage's root, not a union's layer: it shows the
+        // commits' xattrs as they are (and commits them back).
+        opts.keep_overlay_xattrs = true;
         crate::checkout::checkout_tree(
             self.repo,
             &record.root(),
