@@ -73,12 +73,12 @@ pub(super) fn decide(
         }
         (RepoMode::Bare, true) => Err(
             "a bare repository's objects carry their stored owners and setuid bits; \
-             a user-mode (-U) checkout must not share them"
+             a user-mode checkout must not share them"
                 .into(),
         ),
         (RepoMode::BareUser, false) => Err(
             "a bare-user repository's objects are owned by the repository's user; \
-             only a user-mode (-U) checkout can share them"
+             only a user-mode checkout can share them"
                 .into(),
         ),
         _ if !same_fs => Err("the repository and DEST are on different filesystems".into()),

@@ -66,6 +66,9 @@ pub struct CheckoutArgs {
     /// would otherwise let the commit hide or redirect other layers
     #[arg(long)]
     keep_overlay_xattrs: bool,
+    /// Print what was done as JSON (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
@@ -96,6 +99,9 @@ pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
     let o = checkout(&repo, &a.dest, &opts, bars, &ctx.interrupt)?;
     bars.clear();
     warn_overlay_xattrs(&o.overlay_xattrs_dropped);
+    if a.json {
+        super::json::print(&super::json::checkout(&commit, &a.dest, &o))?;
+    }
     if ctx.verbose {
         eprintln!(
             "checked out {commit} into {}: {} files, {} symlinks ({} hardlinked, {} reflinked, {} copied), \

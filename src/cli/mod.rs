@@ -7,6 +7,7 @@ mod fsck;
 mod hint;
 mod init;
 mod inspect;
+mod json;
 mod progress;
 mod pull;
 mod remote;
@@ -54,7 +55,7 @@ enum Command {
     /// Commit a directory tree to a branch and print the commit checksum
     Commit(commit::CommitArgs),
     /// List refs (local heads, and remote refs as REMOTE:REF)
-    Refs,
+    Refs(inspect::RefsArgs),
     /// Print the commit checksum a revision names
     RevParse(inspect::RevParseArgs),
     /// Show a commit and its ancestors, newest first
@@ -155,7 +156,7 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Commit(a) => commit::run(ctx, a),
-        Command::Refs => inspect::refs(ctx),
+        Command::Refs(a) => inspect::refs(ctx, a),
         Command::RevParse(a) => inspect::rev_parse(ctx, a),
         Command::Log(a) => inspect::log(ctx, a),
         Command::Ls(a) => inspect::ls(ctx, a),

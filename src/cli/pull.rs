@@ -73,6 +73,10 @@ pub struct PullArgs {
     /// ostree's basedir)
     #[arg(long, value_name = "DIR")]
     sign_key_basedir: Vec<PathBuf>,
+    /// Print the outcome as JSON on standard output instead of the summary
+    /// (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
@@ -128,7 +132,9 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             outcome.cache_rejected
         );
     }
-    if !a.quiet {
+    if a.json {
+        super::json::print(&super::json::pull(&outcome))?;
+    } else if !a.quiet {
         for (name, c) in &outcome.refs {
             eprintln!("{name} -> {c}");
         }
