@@ -4,6 +4,7 @@
 mod checkout;
 mod commit;
 mod fsck;
+mod generate;
 mod hint;
 mod init;
 mod inspect;
@@ -76,6 +77,10 @@ enum Command {
     Pull(pull::PullArgs),
     /// Writable roots over stacked commits (overlayfs, FUSE unions or a copy), committed back
     Stage(stage::StageArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page, or write one per command into DIR
+    Man(generate::ManArgs),
 }
 
 /// Global options every command sees.
@@ -167,6 +172,8 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Remote(a) => remote::run(ctx, a),
         Command::Pull(a) => pull::run(ctx, a),
         Command::Stage(a) => stage::run(ctx, a),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
     }
 }
 
