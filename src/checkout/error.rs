@@ -11,7 +11,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum CheckoutError {
-    /// The interrupt flag was set; DEST is partially written.
+    /// The interrupt flag was set (see [`super::checkout`] for what is
+    /// left of DEST).
     #[error("interrupted")]
     Interrupted,
     #[error("loading commit {commit}: {source}")]

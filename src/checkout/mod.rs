@@ -244,8 +244,9 @@ pub struct Outcome {
 /// Progress: [`Phase::Checkout`] in files, once the tree has been read;
 /// the method chosen is a [`Event::Note`]. When `interrupt` is set the
 /// checkout stops between batches of files with
-/// [`CheckoutError::Interrupted`], leaving DEST partially written (as any
-/// failed checkout does).
+/// [`CheckoutError::Interrupted`]: a DEST it created is removed again (so
+/// the same call can simply be repeated); a DEST it merged into (union
+/// modes) keeps the files placed so far, as after any failure.
 pub fn checkout(
     repo: &Repo,
     dest: &Path,

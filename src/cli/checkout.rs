@@ -95,6 +95,14 @@ pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
         keep_overlay_xattrs: a.keep_overlay_xattrs,
         threads: None,
     };
+    let _ = ctx.on_interrupt.set(if a.dest.exists() {
+        format!("{} keeps the files placed so far", a.dest.display())
+    } else {
+        format!(
+            "{} was removed again: run the command again",
+            a.dest.display()
+        )
+    });
     let bars = ctx.progress(false);
     let o = checkout(&repo, &a.dest, &opts, bars, &ctx.interrupt)?;
     bars.clear();

@@ -91,6 +91,9 @@ pub(crate) struct Ctx {
     /// Set by SIGINT/SIGTERM; passed to long operations.
     pub interrupt: Arc<AtomicBool>,
     bars: OnceLock<progress::Bars>,
+    /// What an interrupted command leaves and how to go on, when not the
+    /// usual "what was completed is kept: run the command again".
+    pub on_interrupt: OnceLock<String>,
 }
 
 impl Ctx {
@@ -131,6 +134,7 @@ pub fn main() -> ExitCode {
         verbose: cli.verbose,
         interrupt: progress::interrupt_flag(),
         bars: OnceLock::new(),
+        on_interrupt: OnceLock::new(),
     };
     let result = run(&ctx, cli.command);
     if let Some(bars) = ctx.bars.get() {
@@ -141,12 +145,16 @@ pub fn main() -> ExitCode {
         Err(_) if ctx.interrupt.load(Ordering::Relaxed) => {
             let done = ctx.bars.get().map(|b| b.summary()).unwrap_or_default();
             eprintln!(
-                "interrupted{}; what was completed is kept: run the command again to finish",
+                "interrupted{}; {}",
                 if done.is_empty() {
                     String::new()
                 } else {
                     format!(" ({done})")
-                }
+                },
+                ctx.on_interrupt.get().map_or(
+                    "what was completed is kept: run the command again to finish",
+                    String::as_str
+                )
             );
             ExitCode::from(130)
         }
