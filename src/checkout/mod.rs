@@ -5,7 +5,8 @@
 //!
 //! # Phases
 //! 1. **Plan** ([`plan`]): the tree is walked breadth first from the root
-//!    (or `--subpath`); each distinct dirtree and dirmeta is loaded once.
+//!    (or [`CheckoutOptions::subpath`]); each distinct dirtree and dirmeta
+//!    is loaded once.
 //!    Every name is validated again, the depth is bounded by
 //!    [`MAX_DEPTH`](crate::store::commit::MAX_DEPTH) and whiteouts are
 //!    classified. Nothing is written before the whole tree has been read,
@@ -20,7 +21,7 @@
 //!    with creating deeper directories.
 //! 3. **Directory metadata**: deepest level first, each directory created
 //!    by this checkout gets its owner (normal mode), its mode and an mtime
-//!    of 0 (not with `--link=copy`, as `ostree checkout --force-copy`).
+//!    of 0 (not with [`LinkMode::Copy`], as `ostree checkout --force-copy`).
 //!    Doing this last is what lets a `0555` directory be filled, and
 //!    bottom-up is what lets a user-mode checkout still reach a child of a
 //!    `0000` directory.
@@ -44,7 +45,7 @@
 //! file) in their target directory; owner, xattrs and then the mode (setuid
 //! last, since `chown` clears it) are applied on the descriptor, and only
 //! then is the file linked into place. Nothing half-written is ever visible
-//! under its final name. Replacing (`--union`) links to a temp name
+//! under its final name. Replacing ([`Overwrite::Union`]) links to a temp name
 //! (`.arbor-tmp.PID.N`) and renames over the old entry, so readers see the
 //! old or the new file.
 //!
@@ -64,15 +65,29 @@
 //! **Hazard:** a hardlinked file *is* the store object. Writing through it
 //! (editing in place, `chmod`, `chown`, `setfattr`) silently corrupts the
 //! repository object and every other checkout sharing it. Treat hardlinked
-//! checkouts as read-only; use `--link=copy` or `--link=reflink` for a tree
-//! that will be modified, or stage a writable root over a read-only checkout
-//! with `arbor stage`.
+//! checkouts as read-only; use [`LinkMode::Copy`] or [`LinkMode::Reflink`]
+//! for a tree that will be modified, or stage a writable root over a
+//! read-only checkout ([`crate::stage`]).
 //!
-//! # Errors and crashes
+//! # xattrs that steer union filesystems
+//! A commit may carry `trusted.overlay.*` (or `user.overlay.*`,
+//! fuse-overlayfs's `user.fuseoverlayfs.*` and `user.containers.*`)
+//! xattrs: data to ostree, but orders to overlayfs when the checkout is
+//! later one of its lower layers (`opaque` hides the layers below,
+//! `redirect` and `metacopy` take content from elsewhere). They are not
+//! applied unless [`CheckoutOptions::keep_overlay_xattrs`]; the entries
+//! that had them are listed in [`Outcome::overlay_xattrs_dropped`]. A bare
+//! object carrying them is copied, not hardlinked (the hardlink would bring
+//! them along). The stage cache keeps them, so that mounting refuses such a
+//! layer ([`crate::stage::mount::check_layer`]) instead of showing a
+//! changed commit.
+//!
+//! # Errors, interruption and crashes
 //! On an error the first failure is returned (naming the path under DEST and
 //! the object) and DEST is left partially written, as with `ostree
 //! checkout`, without temp files (anonymous ones vanish, named ones are
-//! removed). A crash can leave `.arbor-tmp.*` entries: symlinks being given
+//! removed). An interrupted checkout ([`checkout`]'s `interrupt` flag)
+//! removes a DEST it created, so it can simply be run again. A crash can leave `.arbor-tmp.*` entries: symlinks being given
 //! their owner, or temp files where `O_TMPFILE` is unsupported. Nothing
 //! outside DEST is created, changed or removed in any case.
 

@@ -15,7 +15,7 @@
 //! New regular files are anonymous (`O_TMPFILE`) until they are complete
 //! and have their metadata; then they are linked under their name. Where
 //! `O_TMPFILE` is not supported a uniquely named temp file is used and
-//! renamed. A file replacing another (`--union`) is linked under a temp
+//! renamed. A file replacing another (a union mode) is linked under a temp
 //! name and renamed over the old one, so the name never goes missing.
 
 use std::io;

@@ -1,4 +1,5 @@
-//! `--union-identical`: whether an entry already in DEST is the tree's.
+//! [`Overwrite::UnionIdentical`](super::Overwrite::UnionIdentical): whether
+//! an entry already in DEST is the tree's.
 //!
 //! Identical means the same inode as the store object (a hardlink from an
 //! earlier checkout of the same repository), or the same OSTree checksum

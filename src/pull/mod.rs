@@ -10,7 +10,7 @@
 //! the next start adopts (see [`crate::store::transaction`]).
 //!
 //! Signatures ([`gpg`]): for a remote with `gpg-verify=true`, every commit
-//! the pull reaches (requested or walked by `--depth`, fetched now or
+//! the pull reaches (requested or walked by [`PullOptions::depth`], fetched now or
 //! already present) must carry a valid signature by one of the remote's
 //! trusted keys in its detached metadata. A new commit is checked after its
 //! `.commitmeta` and `.commit` are fetched and before anything is written

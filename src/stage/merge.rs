@@ -2,9 +2,9 @@
 //! backend displays before anything is written, computed from the commits'
 //! dirtrees alone (no file is read).
 //!
-//! Layering rules, per directory, bottom layer first (the rules of
-//! `arbor checkout --union --whiteouts`, with overlayfs's choice for
-//! directory metadata):
+//! Layering rules, per directory, bottom layer first (the rules of a
+//! checkout with [`Overwrite::Union`](crate::checkout::Overwrite::Union)
+//! and whiteouts, with overlayfs's choice for directory metadata):
 //! * `.wh..wh..opq` in a layer's directory hides what the layers below
 //!   have in it; a regular file `.wh.NAME` hides `NAME` of the layers
 //!   below. Neither marker is itself part of the result; a *symlink*

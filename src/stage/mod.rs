@@ -28,7 +28,7 @@
 //! # On disk
 //! `extensions/arbor/stages/NAME/stage.conf` is the record ([`record`]);
 //! `root/`, `upper/`, `work/` and `masks/` live next to it, or in the
-//! `--workdir` the stage was created with. `stages/NAME.lock` is the
+//! [`CreateOptions::workdir`] the stage was created with. `stages/NAME.lock` is the
 //! stage's lock (OFD): held exclusive while the stage is created,
 //! remounted or destroyed, and shared while a command runs in it or it is
 //! committed. Lock files are removed with their stage; whoever locks one
