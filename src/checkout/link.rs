@@ -13,12 +13,12 @@
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::error::CheckoutError;
@@ -192,6 +192,9 @@ pub(super) struct Placer<'a> {
     /// Whether DEST's filesystem makes `O_TMPFILE`s.
     tmpfiles: Tmpfiles,
     pub keep_overlay_xattrs: bool,
+    /// The store's `objects/XX` directories, opened on first use (256 at
+    /// most) to list bare objects' xattrs.
+    object_dirs: Box<[OnceLock<OwnedFd>]>,
 }
 
 /// How an entry came to be, for the counters.
@@ -230,6 +233,7 @@ impl<'a> Placer<'a> {
             reflink: ReflinkProbe::default(),
             tmpfiles: Tmpfiles::default(),
             keep_overlay_xattrs: opts.keep_overlay_xattrs,
+            object_dirs: (0..256).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -340,14 +344,57 @@ impl<'a> Placer<'a> {
     }
 
     /// Whether the bare object `src` carries xattrs that steer a union
-    /// filesystem (a hardlink would bring them along).
-    fn object_has_overlay_xattrs(&self, at: &At<'_>, src: &str) -> Result<bool, CheckoutError> {
+    /// filesystem (a hardlink would bring them along). One `llistxattr` per
+    /// file, through the object's directory, opened once per checkout.
+    fn object_has_overlay_xattrs(
+        &self,
+        at: &At<'_>,
+        src: &str,
+        is_symlink: bool,
+    ) -> Result<bool, CheckoutError> {
         let (dir, file) = src.split_once('/').unwrap_or(("", src));
-        let dfd = crate::fs::open_dir(self.repo.objects_dir(), dir)
-            .map_err(at.io("opening the object's directory"))?;
-        let path = crate::fs::proc_path(dfd.as_fd(), file);
-        let names = crate::fs::read_sized(|buf| rustix::fs::llistxattr(&path, buf))
-            .map_err(at.io("listing the object's xattrs"))?;
+        let slot = &self.object_dirs[usize::from(at.csum.as_bytes()[0])];
+        let dfd = match slot.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = crate::fs::open_dir(self.repo.objects_dir(), dir)
+                    .map_err(at.io("opening the object's directory"))?;
+                // Another thread may have opened it meanwhile: either does.
+                let _ = slot.set(fd);
+                slot.get().expect("set just above")
+            }
+        };
+        // Most objects have no or few xattrs: try a stack buffer first.
+        let mut buf = [0u8; 512];
+        let names: Cow<'_, [u8]> = if is_symlink {
+            // No descriptor can be opened on a symlink: go through /proc.
+            let path = crate::fs::proc_path(dfd.as_fd(), file);
+            match rustix::fs::llistxattr(&path, &mut buf) {
+                Ok(n) => Cow::Borrowed(&buf[..n]),
+                Err(rustix::io::Errno::RANGE) => Cow::Owned(
+                    crate::fs::read_sized(|b| rustix::fs::llistxattr(&path, b))
+                        .map_err(at.io("listing the object's xattrs"))?,
+                ),
+                Err(e) => return Err(at.io("listing the object's xattrs")(e.into())),
+            }
+        } else {
+            // Cheaper than a walk through /proc.
+            let fd = rustix::fs::openat(
+                dfd,
+                file,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| at.io("opening the object")(e.into()))?;
+            match rustix::fs::flistxattr(&fd, &mut buf) {
+                Ok(n) => Cow::Borrowed(&buf[..n]),
+                Err(rustix::io::Errno::RANGE) => Cow::Owned(
+                    crate::fs::read_sized(|b| rustix::fs::flistxattr(&fd, b))
+                        .map_err(at.io("listing the object's xattrs"))?,
+                ),
+                Err(e) => return Err(at.io("listing the object's xattrs")(e.into())),
+            }
+        };
         Ok(crate::fs::split_names(&names).any(is_overlay_xattr))
     }
 
@@ -417,7 +464,7 @@ impl<'a> Placer<'a> {
         if self.repo.mode() == RepoMode::Bare
             && !self.user_mode
             && !self.keep_overlay_xattrs
-            && self.object_has_overlay_xattrs(at, &src)?
+            && self.object_has_overlay_xattrs(at, &src, is_symlink)?
         {
             return Ok(Linked::Copy(obj));
         }
