@@ -253,6 +253,7 @@ fn remotes_pull_checkout_and_fsck() {
             "from_cache": 0,
             "already_present": 0,
             "cache_rejected": 0,
+            "deltas": [],
             "bytes_transferred": bytes,
         })
     );
@@ -355,4 +356,84 @@ fn stage_list() {
         }])
     );
     arbor_repo_ok(&repo, ["stage", "destroy", "s1"]);
+}
+
+/// `deltas` in `pull --json`: one applied static delta, its counts as
+/// `ostree static-delta show` gives them.
+#[test]
+fn pull_with_a_static_delta() {
+    let tmp = shared_tempdir();
+    let www = tmp.path().join("www");
+    let origin = www.join("r");
+    fs::create_dir_all(&www).unwrap();
+    ostree_init(&origin, Mode::Archive);
+    let src = tmp.path().join("src");
+    build_src(&src);
+    let c1 = ostree_commit(&origin, &src, "main", &CommitOpts::new("1", "", TS));
+    write_file(&src.join("big"), &pseudo_random_bytes(50_000, 9), 0o644);
+    write_file(&src.join("a"), b"alpha, again\n", 0o644);
+    let c2 = ostree_commit(
+        &origin,
+        &src,
+        "main",
+        &CommitOpts::new("2", "", TS + 1).parent(&c1),
+    );
+    ostree_repo_ok(
+        &origin,
+        [
+            "static-delta",
+            "generate",
+            &format!("--from={c1}"),
+            &format!("--to={c2}"),
+        ],
+    );
+    pull_support::ostree_summary_update(&origin);
+    let show =
+        ostree_repo_ok(&origin, ["static-delta", "show", &format!("{c1}-{c2}")]).stdout_str();
+    let field = |key: &str| -> u64 {
+        show.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("{key} in {show}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("Number of parts:"), 1, "{show}");
+    assert_eq!(field("Number of fallback entries:"), 0, "{show}");
+    let meta = show
+        .lines()
+        .find_map(|l| l.strip_prefix("PartMeta0: "))
+        .unwrap();
+    let kv = |k: &str| -> u64 {
+        meta.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+
+    let nginx = pull_support::Nginx::start(&www);
+    let store = tmp.path().join("store");
+    arbor_init(&store, Mode::BareUser);
+    let url = nginx.url("r");
+    arbor_repo_ok(&store, ["pull", &url, &format!("main@{c1}"), "--quiet"]);
+    let mut o = arbor_json(&store, &["pull", &url, "main"]);
+    let obj = o.as_object_mut().unwrap();
+    obj.remove("elapsed_seconds").unwrap();
+    obj.remove("bytes_transferred").unwrap();
+    assert_eq!(
+        o["deltas"],
+        json!([{
+            "from": c1, "to": c2,
+            "parts_applied": 1, "parts_skipped": 0,
+            "objects_written": kv("nobjects"), "objects_present": 0,
+            "part_bytes": kv("size"), "fallback_objects": 0,
+        }]),
+        "{show}"
+    );
+    assert_eq!(
+        o["refs"],
+        json!([{"ref": "main", "remote": null, "name": "main", "commit": c2}])
+    );
+    pull_support::assert_fsck_clean(&store);
 }

@@ -153,6 +153,16 @@ pub fn pull(o: &PullOutcome) -> Json {
         "from_cache": o.from_cache,
         "already_present": o.already_present,
         "cache_rejected": o.cache_rejected,
+        "deltas": o.deltas.iter().map(|d| json!({
+            "from": d.delta.from.map(|c| c.to_hex()),
+            "to": d.delta.to.to_hex(),
+            "parts_applied": d.parts.parts_applied,
+            "parts_skipped": d.parts.parts_skipped + d.parts_left_to_objects,
+            "objects_written": d.parts.objects_written,
+            "objects_present": d.parts.objects_present,
+            "part_bytes": d.parts.part_bytes,
+            "fallback_objects": d.fallbacks,
+        })).collect::<Vec<_>>(),
         "bytes_transferred": o.bytes_transferred,
         "elapsed_seconds": o.elapsed.as_secs_f64(),
     })
