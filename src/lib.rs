@@ -16,7 +16,20 @@
 //! progress through [`progress::Progress`] and stops early, leaving the
 //! store consistent, when its interrupt flag is set (see [`progress`]).
 //! The library never prints and reads no `ARBOR_*` environment variable;
-//! its errors are typed, one enum per operation.
+//! its errors are typed, one enum per operation, with their sources kept.
+//! They say what went wrong (naming the object, path or URL), not which
+//! command-line flag would help: the command line adds those hints
+//! (`src/cli/hint.rs`), and turns Outcomes into text, `--json` and progress
+//! bars.
+//!
+//! # No process-wide state
+//! Nothing a library call learns or sets is global to the process: whether
+//! a filesystem makes `O_TMPFILE`s is learnt per transaction and per
+//! checkout ([`fs::Tmpfiles`]); every HTTP client has its own TLS
+//! configuration with an explicit crypto provider (`pull::tls`); the
+//! directory walks run in their own thread pool ([`workers`]). The
+//! exception is a fact about the process itself: whether it may
+//! `linkat(AT_EMPTY_PATH)`.
 //!
 //! Module documentation describes the internals for developers and links
 //! to private items: read it with `cargo doc --document-private-items`.

@@ -484,3 +484,159 @@ fn escaping_symlinks_are_just_symlinks() {
         arena.sentinel_untouched();
     }
 }
+
+/// An `archive` object whose header declares 3 bytes while its deflate
+/// stream (which the checksum covers) holds 6: the size is not part of the
+/// checksum, so a reader stopping at the header's size would write a
+/// prefix of the file. The checkout refuses the object, names it and
+/// leaves no partial file; `fsck` reports it. A declared size of 0 and one
+/// beyond the data are refused too.
+#[test]
+fn archive_object_size_must_match_its_data() {
+    use arbor::ostree::content::parse_archive_header;
+    let tmp = shared_tempdir();
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("data"), b"abcdef", 0o644);
+    let repo = tmp.path().join("repo");
+    ostree_init(&repo, Mode::Archive);
+    let c = ostree_commit(&repo, &src, "main", &CommitOpts::new("s", "", TIMESTAMP));
+    let object = file_checksum(&repo, &c, "/data");
+    let path = object_path(&repo, &object, "filez");
+    let good = fs::read(&path).unwrap();
+    let a = parse_archive_header(&good).unwrap();
+    assert_eq!(a.size, 6);
+    for declared in [3, 0, 9] {
+        let mut bad = a.header.archive_prefix(declared);
+        bad.extend_from_slice(&good[a.data_offset..]);
+        fs::write(&path, &bad).unwrap();
+        for args in [&[][..], &["-U"][..], &["--link", "copy"][..]] {
+            let dest = tmp.path().join(format!("dest-{declared}-{}", args.len()));
+            let mut a = vec!["checkout"];
+            a.extend(args);
+            a.extend([c.as_str(), dest.to_str().unwrap()]);
+            let r = arbor_repo(&repo, &a).assert_clean_failure();
+            let err = r.stderr_str();
+            assert!(
+                err.contains(&object) && err.contains("/data"),
+                "declared {declared}: {}",
+                r.describe()
+            );
+            let what = if declared < 6 {
+                format!("more data than the {declared} bytes")
+            } else {
+                "ends after 6 of its 9 bytes".to_string()
+            };
+            assert!(err.contains(&what), "declared {declared}: {}", r.describe());
+            assert!(!dest.join("data").exists(), "a partial file was published");
+            let names: Vec<_> = fs::read_dir(&dest).unwrap().collect();
+            assert!(names.is_empty(), "{names:?}");
+        }
+        let r = arbor_repo(&repo, ["fsck"]);
+        assert!(!r.success(), "fsck accepted it: {}", r.describe());
+        assert!(r.stdout_str().contains(&object), "{}", r.describe());
+    }
+    fs::write(&path, &good).unwrap();
+    let dest = tmp.path().join("dest-good");
+    arbor_repo_ok(&repo, ["checkout", &c, dest.to_str().unwrap()]);
+    assert_eq!(fs::read(dest.join("data")).unwrap(), b"abcdef");
+}
+
+/// xattrs that steer a union filesystem (`trusted.overlay.*`,
+/// `user.overlay.*`…) are data to ostree, but a checkout later used as an
+/// overlayfs lower layer would obey them: by default they are not applied
+/// (the entries are named in a warning, and files carrying them are
+/// copied, not hardlinked, since a bare object carries its xattrs);
+/// `--keep-overlay-xattrs` applies them; `--union-identical` over such a
+/// checkout accepts it.
+#[test]
+fn overlay_xattrs_are_not_applied_by_default() {
+    let tmp = shared_tempdir();
+    let src = tmp.path().join("src");
+    make_dir(&src, 0o755);
+    make_dir(&src.join("layer"), 0o755);
+    set_xattr(&src.join("layer"), "trusted.overlay.opaque", b"y");
+    write_file(&src.join("layer/f"), b"steered\n", 0o644);
+    set_xattr(&src.join("layer/f"), "user.overlay.redirect", b"/elsewhere");
+    set_xattr(&src.join("layer/f"), "user.keep", b"1");
+    write_file(&src.join("plain"), b"plain\n", 0o644);
+    set_xattr(&src.join("plain"), "user.keep", b"2");
+    symlink("plain", src.join("lnk")).unwrap();
+    // `xattr::set` does not follow symlinks: this is the link's own.
+    xattr::set(src.join("lnk"), "trusted.overlay.origin", b"o").unwrap();
+    let repo = tmp.path().join("repo");
+    ostree_init(&repo, Mode::Bare);
+    let c = ostree_commit(&repo, &src, "main", &CommitOpts::new("s", "", TIMESTAMP));
+    let xattr_names = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = xattr::list(p)
+            .unwrap()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with("security."))
+            .collect();
+        v.sort();
+        v
+    };
+    let f_object = object_path(&repo, &file_checksum(&repo, &c, "/layer/f"), "file");
+    let plain_object = object_path(&repo, &file_checksum(&repo, &c, "/plain"), "file");
+    use std::os::unix::fs::MetadataExt;
+    let ino = |p: &Path| fs::symlink_metadata(p).unwrap().ino();
+
+    for link in ["auto", "copy"] {
+        let dest = tmp.path().join(format!("dest-{link}"));
+        let r = arbor_repo_ok(
+            &repo,
+            ["checkout", "--link", link, &c, dest.to_str().unwrap()],
+        );
+        let err = r.stderr_str();
+        assert!(
+            err.contains("warning:")
+                && err.contains("3 entries")
+                && err.contains("/layer, /layer/f, /lnk")
+                && err.contains("--keep-overlay-xattrs"),
+            "{}",
+            r.describe()
+        );
+        assert_eq!(xattr_names(&dest.join("layer")), Vec::<String>::new());
+        assert_eq!(xattr_names(&dest.join("layer/f")), ["user.keep"]);
+        assert_eq!(xattr_names(&dest.join("lnk")), Vec::<String>::new());
+        assert_eq!(xattr_names(&dest.join("plain")), ["user.keep"]);
+        assert_eq!(fs::read(dest.join("layer/f")).unwrap(), b"steered\n");
+        // The file with overlay xattrs is its own inode; the others are
+        // still hardlinked where the checkout hardlinks.
+        assert_ne!(ino(&dest.join("layer/f")), ino(&f_object));
+        assert_eq!(
+            ino(&dest.join("plain")) == ino(&plain_object),
+            link == "auto"
+        );
+        // A union-identical checkout of the same commit accepts it.
+        arbor_repo_ok(
+            &repo,
+            [
+                "checkout",
+                "--union-identical",
+                "--link",
+                link,
+                &c,
+                dest.to_str().unwrap(),
+            ],
+        );
+    }
+    let dest = tmp.path().join("dest-keep");
+    let r = arbor_repo_ok(
+        &repo,
+        [
+            "checkout",
+            "--keep-overlay-xattrs",
+            &c,
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert!(!r.stderr_str().contains("warning"), "{}", r.describe());
+    assert_eq!(xattr_names(&dest.join("layer")), ["trusted.overlay.opaque"]);
+    assert_eq!(
+        xattr_names(&dest.join("layer/f")),
+        ["user.keep", "user.overlay.redirect"]
+    );
+    assert_eq!(xattr_names(&dest.join("lnk")), ["trusted.overlay.origin"]);
+    assert_eq!(ino(&dest.join("layer/f")), ino(&f_object));
+}

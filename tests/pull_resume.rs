@@ -86,17 +86,18 @@ fn pull_and_kill(nginx: &Nginx, store: &Path, threshold: usize) -> usize {
     pull_and_signal(nginx, store, threshold, libc::SIGKILL)
 }
 
-/// [`pull_and_kill`] with another signal; the process must end (by the
-/// signal, or by exiting with an error) within 10 s.
+/// [`pull_and_kill`] with another signal; the process must end within
+/// 10 s, and a SIGINT must be handled (exit 130 with a summary).
 fn pull_and_signal(nginx: &Nginx, store: &Path, threshold: usize, signal: i32) -> usize {
     let mark = nginx.mark();
+    let stderr_file = tempfile::NamedTempFile::new().unwrap();
     let mut child = arbor_command()
         .arg("--repo")
         .arg(store)
         .args(["pull", &nginx.url("r"), "main", "--jobs", &JOBS.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr_file.reopen().unwrap())
         .spawn()
         .expect("spawn arbor pull");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -155,6 +156,15 @@ fn pull_and_signal(nginx: &Nginx, store: &Path, threshold: usize, signal: i32) -
             );
             if signal == libc::SIGKILL {
                 assert!(status.code().is_none(), "arbor was not killed: {status}");
+            } else {
+                // Handled: exit 130 and a summary of what was done.
+                let stderr = std::fs::read_to_string(stderr_file.path()).unwrap();
+                assert_eq!(status.code(), Some(130), "{status}: {stderr}");
+                assert!(
+                    stderr.starts_with("interrupted (pulling: ")
+                        && stderr.contains("what was completed is kept: run the command again"),
+                    "{stderr}"
+                );
             }
             return files;
         }
@@ -312,8 +322,8 @@ fn concurrent_pulls_into_one_store() {
     );
 }
 
-/// Ctrl-C (SIGINT) midway: same guarantees as SIGKILL, whether arbor dies
-/// of the signal or handles it and exits with an error.
+/// Ctrl-C (SIGINT) midway: arbor stops, exits 130 saying how far it got,
+/// and the same guarantees as after SIGKILL hold.
 #[test]
 fn interrupted_pull_resumes() {
     let f = fixture();

@@ -11,7 +11,8 @@ use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum CheckoutError {
-    /// The interrupt flag was set; DEST is partially written.
+    /// The interrupt flag was set (see [`super::checkout`] for what is
+    /// left of DEST).
     #[error("interrupted")]
     Interrupted,
     #[error("loading commit {commit}: {source}")]
@@ -20,7 +21,7 @@ pub enum CheckoutError {
         #[source]
         source: Box<StoreError>,
     },
-    #[error("--subpath {subpath:?}: {source}")]
+    #[error("subpath {subpath:?}: {source}")]
     Subpath {
         subpath: String,
         #[source]
@@ -42,26 +43,26 @@ pub enum CheckoutError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path}: already exists (--union, --union-add or --union-identical merge into an existing tree)",
-        path = .path.display()
-    )]
+    /// Something exists where the checkout would create an entry, and
+    /// [`Overwrite::Refuse`](super::Overwrite::Refuse) is in force.
+    #[error("{path}: already exists", path = .path.display())]
     Exists { path: PathBuf },
-    #[error(
-        "{path}: exists and differs from object {object} (--union-identical)",
-        path = .path.display()
-    )]
+    /// [`Overwrite::UnionIdentical`](super::Overwrite::UnionIdentical)
+    /// found a different file.
+    #[error("{path}: exists and differs from object {object}", path = .path.display())]
     NotIdentical { path: PathBuf, object: Checksum },
+    /// A non-directory where the tree has a directory (only
+    /// [`Overwrite::Union`](super::Overwrite::Union) with whiteouts
+    /// replaces it).
     #[error(
-        "{path}: the tree has a directory here but DEST has a {found}; refusing to follow or replace it \
-         (--union --whiteouts replaces it)",
+        "{path}: the tree has a directory here but DEST has a {found}; refusing to follow or replace it",
         path = .path.display()
     )]
     NotADirectory { path: PathBuf, found: &'static str },
-    #[error(
-        "{path}: a directory is in the way of file {object} (--union --whiteouts replaces it)",
-        path = .path.display()
-    )]
+    /// A directory where the tree has a file (only
+    /// [`Overwrite::Union`](super::Overwrite::Union) with whiteouts
+    /// replaces it).
+    #[error("{path}: a directory is in the way of file {object}", path = .path.display())]
     DirectoryInTheWay { path: PathBuf, object: Checksum },
     #[error("{path}: invalid entry name in dirtree {dirtree}: {source}", path = .path.display())]
     InvalidName {
@@ -79,7 +80,9 @@ pub enum CheckoutError {
     },
     #[error("{path}: the tree nests deeper than {max} directories", path = .path.display())]
     TooDeep { path: PathBuf, max: usize },
-    #[error("{path}: cannot hardlink{}: {reason} (--require-hardlinks)",
+    /// [`CheckoutOptions::require_hardlinks`](super::CheckoutOptions::require_hardlinks)
+    /// and a file that cannot be hardlinked.
+    #[error("{path}: cannot hardlink{}: {reason} (hardlinks are required)",
         .object.map(|o| format!(" object {o}")).unwrap_or_default(), path = .path.display())]
     HardlinkRequired {
         path: PathBuf,

@@ -10,22 +10,25 @@
 //! from the object for large files of uncompressed stores, or through the
 //! store's reader (which inflates `archive` objects).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Read;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::error::CheckoutError;
 use super::plan::display_path;
 use super::safe::{self, NewFile, OnExisting, Ownership, Placed};
 use super::{CheckoutOptions, LinkMode, Method, Overwrite, Stats, union};
+use crate::fs::Tmpfiles;
 use crate::ostree::mode::{PERMS, S_IFMT};
-use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::ostree::xattrs::is_overlay_xattr;
+use crate::ostree::{Checksum, ObjectName, ObjectType, Xattr, Xattrs};
 use crate::store::{ContentObject, Repo, RepoMode, StoreError};
 
 const S_ISUID: u32 = 0o4000;
@@ -54,7 +57,7 @@ pub(super) fn decide(
 ) -> Result<Decision, CheckoutError> {
     let decision = |method, reason: String| Ok(Decision { method, reason });
     if opts.link == LinkMode::Copy && !opts.require_hardlinks {
-        return decision(Method::Copy, "--link=copy".into());
+        return decision(Method::Copy, "copying was asked for".into());
     }
     let objects = rustix::fs::fstat(repo.objects_dir()).map_err(|e| CheckoutError::Io {
         path: repo.path().join("objects"),
@@ -70,12 +73,12 @@ pub(super) fn decide(
         }
         (RepoMode::Bare, true) => Err(
             "a bare repository's objects carry their stored owners and setuid bits; \
-             a user-mode (-U) checkout must not share them"
+             a user-mode checkout must not share them"
                 .into(),
         ),
         (RepoMode::BareUser, false) => Err(
             "a bare-user repository's objects are owned by the repository's user; \
-             only a user-mode (-U) checkout can share them"
+             only a user-mode checkout can share them"
                 .into(),
         ),
         _ if !same_fs => Err("the repository and DEST are on different filesystems".into()),
@@ -110,10 +113,10 @@ pub(super) fn decide(
         },
         (LinkMode::Hardlink, Err(why)) => decision(Method::Copy, format!("no hardlinks: {why}")),
         (LinkMode::Reflink, _) => match reflink {
-            Ok(()) => decision(Method::Reflink, "--link=reflink".into()),
+            Ok(()) => decision(Method::Reflink, "reflinks were asked for".into()),
             Err(why) => decision(Method::Copy, format!("no reflinks: {why}")),
         },
-        (LinkMode::Copy, _) => decision(Method::Copy, "--link=copy".into()),
+        (LinkMode::Copy, _) => decision(Method::Copy, "copying was asked for".into()),
     }
 }
 
@@ -186,6 +189,12 @@ pub(super) struct Placer<'a> {
     pub method: Method,
     pub stats: &'a Stats,
     reflink: ReflinkProbe,
+    /// Whether DEST's filesystem makes `O_TMPFILE`s.
+    tmpfiles: Tmpfiles,
+    pub keep_overlay_xattrs: bool,
+    /// The store's `objects/XX` directories, opened on first use (256 at
+    /// most) to list bare objects' xattrs.
+    object_dirs: Box<[OnceLock<OwnedFd>]>,
 }
 
 /// How an entry came to be, for the counters.
@@ -222,6 +231,9 @@ impl<'a> Placer<'a> {
             method,
             stats,
             reflink: ReflinkProbe::default(),
+            tmpfiles: Tmpfiles::default(),
+            keep_overlay_xattrs: opts.keep_overlay_xattrs,
+            object_dirs: (0..256).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -295,16 +307,95 @@ impl<'a> Placer<'a> {
             None => self.open_content(&at)?,
         };
         if obj.header.is_symlink() {
+            let xattrs = self.xattrs_to_apply(&obj.header.xattrs, &at);
             let own = (!self.user_mode).then_some(Ownership {
                 uid: obj.header.uid,
                 gid: obj.header.gid,
-                xattrs: &obj.header.xattrs,
+                xattrs: &xattrs,
             });
             let r = safe::publish_symlink(dir, name, &obj.header.symlink_target, own, on);
             self.count(r, &at, How::Copied, true)
         } else {
             self.regular(dir, &at, obj, on)
         }
+    }
+
+    /// The xattrs an entry gets: without those that steer a union
+    /// filesystem unless they are to be kept (the entry is noted then).
+    fn xattrs_to_apply<'x>(&self, xattrs: &'x Xattrs, at: &At<'_>) -> Cow<'x, Xattrs> {
+        if self.keep_overlay_xattrs || self.user_mode || !xattrs.has_overlay() {
+            return Cow::Borrowed(xattrs);
+        }
+        self.stats.dropped_overlay_xattrs(at.rel, at.name);
+        Cow::Owned(xattrs.without_overlay())
+    }
+
+    /// The xattrs of an entry found in DEST, made comparable with the
+    /// object's `want` when overlay xattrs are not applied: the entry's own
+    /// are ignored and the object's taken as given.
+    pub(super) fn comparable_xattrs(&self, have: Xattrs, want: &Xattrs) -> Xattrs {
+        if self.keep_overlay_xattrs || (!want.has_overlay() && !have.has_overlay()) {
+            return have;
+        }
+        let mut list: Vec<Xattr> = have.without_overlay().iter().cloned().collect();
+        list.extend(want.iter().filter(|x| is_overlay_xattr(&x.name)).cloned());
+        // The names come from valid lists, so this cannot fail.
+        Xattrs::from_unsorted(list).unwrap_or(have)
+    }
+
+    /// Whether the bare object `src` carries xattrs that steer a union
+    /// filesystem (a hardlink would bring them along). One `llistxattr` per
+    /// file, through the object's directory, opened once per checkout.
+    fn object_has_overlay_xattrs(
+        &self,
+        at: &At<'_>,
+        src: &str,
+        is_symlink: bool,
+    ) -> Result<bool, CheckoutError> {
+        let (dir, file) = src.split_once('/').unwrap_or(("", src));
+        let slot = &self.object_dirs[usize::from(at.csum.as_bytes()[0])];
+        let dfd = match slot.get() {
+            Some(fd) => fd,
+            None => {
+                let fd = crate::fs::open_dir(self.repo.objects_dir(), dir)
+                    .map_err(at.io("opening the object's directory"))?;
+                // Another thread may have opened it meanwhile: either does.
+                let _ = slot.set(fd);
+                slot.get().expect("set just above")
+            }
+        };
+        // Most objects have no or few xattrs: try a stack buffer first.
+        let mut buf = [0u8; 512];
+        let names: Cow<'_, [u8]> = if is_symlink {
+            // No descriptor can be opened on a symlink: go through /proc.
+            let path = crate::fs::proc_path(dfd.as_fd(), file);
+            match rustix::fs::llistxattr(&path, &mut buf) {
+                Ok(n) => Cow::Borrowed(&buf[..n]),
+                Err(rustix::io::Errno::RANGE) => Cow::Owned(
+                    crate::fs::read_sized(|b| rustix::fs::llistxattr(&path, b))
+                        .map_err(at.io("listing the object's xattrs"))?,
+                ),
+                Err(e) => return Err(at.io("listing the object's xattrs")(e.into())),
+            }
+        } else {
+            // Cheaper than a walk through /proc.
+            let fd = rustix::fs::openat(
+                dfd,
+                file,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| at.io("opening the object")(e.into()))?;
+            match rustix::fs::flistxattr(&fd, &mut buf) {
+                Ok(n) => Cow::Borrowed(&buf[..n]),
+                Err(rustix::io::Errno::RANGE) => Cow::Owned(
+                    crate::fs::read_sized(|b| rustix::fs::flistxattr(&fd, b))
+                        .map_err(at.io("listing the object's xattrs"))?,
+                ),
+                Err(e) => return Err(at.io("listing the object's xattrs")(e.into())),
+            }
+        };
+        Ok(crate::fs::split_names(&names).any(is_overlay_xattr))
     }
 
     pub(super) fn open_content(&self, at: &At<'_>) -> Result<ContentObject, CheckoutError> {
@@ -367,6 +458,16 @@ impl<'a> Placer<'a> {
                 }
             }
         }
+        // A bare object carries its xattrs; one that must lose some is
+        // copied (normal mode only: user mode applies no xattrs, and
+        // bare-user objects keep theirs inside user.ostreemeta).
+        if self.repo.mode() == RepoMode::Bare
+            && !self.user_mode
+            && !self.keep_overlay_xattrs
+            && self.object_has_overlay_xattrs(at, &src, is_symlink)?
+        {
+            return Ok(Linked::Copy(obj));
+        }
         let r = safe::publish_hardlink(self.repo.objects_dir(), &src, dir, at.name, on);
         match r {
             Err(e)
@@ -400,7 +501,8 @@ impl<'a> Placer<'a> {
         mut obj: ContentObject,
         on: OnExisting,
     ) -> Result<(), CheckoutError> {
-        let file = NewFile::create(dir).map_err(at.io("creating a temporary file"))?;
+        let file =
+            NewFile::create(dir, &self.tmpfiles).map_err(at.io("creating a temporary file"))?;
         let mut how = How::Copied;
         if obj.size > 0 {
             let uncompressed = !self.repo.mode().is_archive();
@@ -444,6 +546,16 @@ impl<'a> Placer<'a> {
                     })?;
                 Stats::add(&self.stats.bytes_copied, obj.size);
             }
+        } else {
+            // Nothing to copy, but the reader still checks that the object
+            // holds no data (an archive header can declare 0 bytes over a
+            // stream that has some).
+            std::io::copy(&mut obj.reader, &mut std::io::sink()).map_err(|e| {
+                at.store(StoreError::BadObject {
+                    object: ObjectName::new(*at.csum, ObjectType::File),
+                    reason: e.to_string(),
+                })
+            })?;
         }
         let h = &obj.header;
         if !self.user_mode {
@@ -454,7 +566,8 @@ impl<'a> Placer<'a> {
             )
             .map_err(|e| at.io("setting the owner")(e.into()))?;
             if !h.xattrs.is_empty() {
-                crate::fs::set_fd_xattrs(file.fd(), &h.xattrs).map_err(at.io("setting xattrs"))?;
+                let xattrs = self.xattrs_to_apply(&h.xattrs, at);
+                crate::fs::set_fd_xattrs(file.fd(), &xattrs).map_err(at.io("setting xattrs"))?;
             }
         }
         // Last: chown would have cleared setuid/setgid.

@@ -5,7 +5,8 @@
 //!
 //! # Phases
 //! 1. **Plan** ([`plan`]): the tree is walked breadth first from the root
-//!    (or `--subpath`); each distinct dirtree and dirmeta is loaded once.
+//!    (or [`CheckoutOptions::subpath`]); each distinct dirtree and dirmeta
+//!    is loaded once.
 //!    Every name is validated again, the depth is bounded by
 //!    [`MAX_DEPTH`](crate::store::commit::MAX_DEPTH) and whiteouts are
 //!    classified. Nothing is written before the whole tree has been read,
@@ -20,7 +21,7 @@
 //!    with creating deeper directories.
 //! 3. **Directory metadata**: deepest level first, each directory created
 //!    by this checkout gets its owner (normal mode), its mode and an mtime
-//!    of 0 (not with `--link=copy`, as `ostree checkout --force-copy`).
+//!    of 0 (not with [`LinkMode::Copy`], as `ostree checkout --force-copy`).
 //!    Doing this last is what lets a `0555` directory be filled, and
 //!    bottom-up is what lets a user-mode checkout still reach a child of a
 //!    `0000` directory.
@@ -44,7 +45,7 @@
 //! file) in their target directory; owner, xattrs and then the mode (setuid
 //! last, since `chown` clears it) are applied on the descriptor, and only
 //! then is the file linked into place. Nothing half-written is ever visible
-//! under its final name. Replacing (`--union`) links to a temp name
+//! under its final name. Replacing ([`Overwrite::Union`]) links to a temp name
 //! (`.arbor-tmp.PID.N`) and renames over the old entry, so readers see the
 //! old or the new file.
 //!
@@ -64,15 +65,29 @@
 //! **Hazard:** a hardlinked file *is* the store object. Writing through it
 //! (editing in place, `chmod`, `chown`, `setfattr`) silently corrupts the
 //! repository object and every other checkout sharing it. Treat hardlinked
-//! checkouts as read-only; use `--link=copy` or `--link=reflink` for a tree
-//! that will be modified, or stage a writable root over a read-only checkout
-//! with `arbor stage`.
+//! checkouts as read-only; use [`LinkMode::Copy`] or [`LinkMode::Reflink`]
+//! for a tree that will be modified, or stage a writable root over a
+//! read-only checkout ([`crate::stage`]).
 //!
-//! # Errors and crashes
+//! # xattrs that steer union filesystems
+//! A commit may carry `trusted.overlay.*` (or `user.overlay.*`,
+//! fuse-overlayfs's `user.fuseoverlayfs.*` and `user.containers.*`)
+//! xattrs: data to ostree, but orders to overlayfs when the checkout is
+//! later one of its lower layers (`opaque` hides the layers below,
+//! `redirect` and `metacopy` take content from elsewhere). They are not
+//! applied unless [`CheckoutOptions::keep_overlay_xattrs`]; the entries
+//! that had them are listed in [`Outcome::overlay_xattrs_dropped`]. A bare
+//! object carrying them is copied, not hardlinked (the hardlink would bring
+//! them along). The stage cache keeps them, so that mounting refuses such a
+//! layer ([`crate::stage::mount::check_layer`]) instead of showing a
+//! changed commit.
+//!
+//! # Errors, interruption and crashes
 //! On an error the first failure is returned (naming the path under DEST and
 //! the object) and DEST is left partially written, as with `ostree
 //! checkout`, without temp files (anonymous ones vanish, named ones are
-//! removed). A crash can leave `.arbor-tmp.*` entries: symlinks being given
+//! removed). An interrupted checkout ([`checkout`]'s `interrupt` flag)
+//! removes a DEST it created, so it can simply be run again. A crash can leave `.arbor-tmp.*` entries: symlinks being given
 //! their owner, or temp files where `O_TMPFILE` is unsupported. Nothing
 //! outside DEST is created, changed or removed in any case.
 
@@ -170,6 +185,15 @@ pub struct CheckoutOptions {
     /// `u+r` in user mode and bare-user* symlinks are still copied, as
     /// libostree does.
     pub require_hardlinks: bool,
+    /// Apply xattrs that steer a union filesystem (`trusted.overlay.*`,
+    /// `user.overlay.*` and fuse-overlayfs's, see
+    /// [`OVERLAY_XATTR_PREFIXES`](crate::ostree::xattrs::OVERLAY_XATTR_PREFIXES))
+    /// as the commit has them. Off by default: a checkout used later as a
+    /// lower layer would let the commit hide or redirect the content of
+    /// other layers. Entries that had them are listed in
+    /// [`Outcome::overlay_xattrs_dropped`]; such files are copied rather
+    /// than hardlinked, since a store object carries its xattrs.
+    pub keep_overlay_xattrs: bool,
     /// Worker threads; `None` for four per CPU: placing files waits on
     /// the disk (cold object inodes and data) as much as on the CPU, and
     /// more requests in flight keep the device busy.
@@ -186,6 +210,7 @@ impl CheckoutOptions {
             user_mode: false,
             whiteouts: false,
             require_hardlinks: false,
+            keep_overlay_xattrs: false,
             threads: None,
         }
     }
@@ -223,6 +248,10 @@ pub struct Outcome {
     /// The method chosen for the checkout, and why.
     pub method: Method,
     pub method_reason: String,
+    /// Entries whose union-filesystem xattrs were not applied (see
+    /// [`CheckoutOptions::keep_overlay_xattrs`]), as paths below DEST
+    /// starting with `/` (`/` is DEST itself), sorted.
+    pub overlay_xattrs_dropped: Vec<String>,
 }
 
 /// Checks out `opts.commit` from `repo` into `dest`.
@@ -230,8 +259,9 @@ pub struct Outcome {
 /// Progress: [`Phase::Checkout`] in files, once the tree has been read;
 /// the method chosen is a [`Event::Note`]. When `interrupt` is set the
 /// checkout stops between batches of files with
-/// [`CheckoutError::Interrupted`], leaving DEST partially written (as any
-/// failed checkout does).
+/// [`CheckoutError::Interrupted`]: a DEST it created is removed again (so
+/// the same call can simply be repeated); a DEST it merged into (union
+/// modes) keeps the files placed so far, as after any failure.
 pub fn checkout(
     repo: &Repo,
     dest: &Path,
@@ -338,11 +368,30 @@ struct Stats {
     whiteouts: AtomicU64,
     bytes_copied: AtomicU64,
     placed: AtomicU64,
+    overlay_xattrs_dropped: std::sync::Mutex<Vec<String>>,
 }
 
 impl Stats {
     fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Notes that the entry `rel/name` below DEST lost its overlay xattrs.
+    fn dropped_overlay_xattrs(&self, rel: &str, name: &str) {
+        let mut path = String::with_capacity(rel.len() + name.len() + 2);
+        for part in [rel, name] {
+            if !part.is_empty() {
+                path.push('/');
+                path.push_str(part);
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        self.overlay_xattrs_dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(path);
     }
 
     fn outcome(&self, method: Method, method_reason: String) -> Outcome {
@@ -361,6 +410,16 @@ impl Stats {
             bytes_copied: g(&self.bytes_copied),
             method,
             method_reason,
+            overlay_xattrs_dropped: {
+                let mut v = std::mem::take(
+                    &mut *self
+                        .overlay_xattrs_dropped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()),
+                );
+                v.sort();
+                v
+            },
         }
     }
 }

@@ -15,7 +15,7 @@
 //! New regular files are anonymous (`O_TMPFILE`) until they are complete
 //! and have their metadata; then they are linked under their name. Where
 //! `O_TMPFILE` is not supported a uniquely named temp file is used and
-//! renamed. A file replacing another (`--union`) is linked under a temp
+//! renamed. A file replacing another (a union mode) is linked under a temp
 //! name and renamed over the old one, so the name never goes missing.
 
 use std::io;
@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
-use crate::fs::{self, open_tmpfile, rename_noreplace};
+use crate::fs::{self, Tmpfiles, rename_noreplace};
 use crate::ostree::Xattrs;
 
 const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -349,8 +349,8 @@ pub(super) struct NewFile<'d> {
 }
 
 impl<'d> NewFile<'d> {
-    pub fn create(dir: BorrowedFd<'d>) -> io::Result<NewFile<'d>> {
-        if let Some(fd) = open_tmpfile(dir, OFlags::WRONLY, 0o600)? {
+    pub fn create(dir: BorrowedFd<'d>, tmpfiles: &Tmpfiles) -> io::Result<NewFile<'d>> {
+        if let Some(fd) = tmpfiles.open(dir, OFlags::WRONLY, 0o600)? {
             return Ok(NewFile { fd, dir, tmp: None });
         }
         let fd = std::cell::OnceCell::new();
@@ -433,19 +433,20 @@ mod tests {
     fn place_policies() {
         let (t, dir) = tmpdir();
         let d = dir.as_fd();
-        let nf = NewFile::create(d).unwrap();
+        let tf = Tmpfiles::default();
+        let nf = NewFile::create(d, &tf).unwrap();
         rustix::io::write(nf.fd(), b"one").unwrap();
         assert_eq!(nf.publish("f", OnExisting::Fail).unwrap(), Placed::Created);
 
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         rustix::io::write(nf.fd(), b"two").unwrap();
         let e = nf.publish("f", OnExisting::Fail).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         assert_eq!(nf.publish("f", OnExisting::Keep).unwrap(), Placed::Kept);
         assert_eq!(std::fs::read(t.path().join("f")).unwrap(), b"one");
 
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         rustix::io::write(nf.fd(), b"three").unwrap();
         let r = nf.publish("f", OnExisting::Replace { remove_dirs: false });
         assert_eq!(r.unwrap(), Placed::Replaced);
@@ -453,12 +454,12 @@ mod tests {
 
         // A directory in the way: EISDIR unless directories may go.
         std::fs::create_dir_all(t.path().join("sub/x")).unwrap();
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         let e = nf
             .publish("sub", OnExisting::Replace { remove_dirs: false })
             .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EISDIR));
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         let r = nf.publish("sub", OnExisting::Replace { remove_dirs: true });
         assert_eq!(r.unwrap(), Placed::Replaced);
         assert!(t.path().join("sub").is_file());
@@ -489,13 +490,16 @@ mod tests {
     fn named_temp_files_are_cleaned_up() {
         let (t, dir) = tmpdir();
         let d = dir.as_fd();
-        crate::fs::force_named_tmpfiles(true);
-        let nf = NewFile::create(d).unwrap();
+        let tf = Tmpfiles::named();
+        let nf = NewFile::create(d, &tf).unwrap();
         assert!(nf.tmp.is_some());
         drop(nf);
-        let nf = NewFile::create(d).unwrap();
+        let nf = NewFile::create(d, &tf).unwrap();
         nf.publish("g", OnExisting::Fail).unwrap();
-        crate::fs::force_named_tmpfiles(false);
+        // Other writers, on other filesystems, are not affected.
+        let other = NewFile::create(d, &Tmpfiles::default()).unwrap();
+        assert!(other.tmp.is_none());
+        drop(other);
         let names: Vec<_> = std::fs::read_dir(t.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())

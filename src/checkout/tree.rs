@@ -142,6 +142,14 @@ pub(super) fn run(
         }
     });
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if matches!(e, CheckoutError::Interrupted) && !existed {
+            // Interrupted on purpose: a DEST this checkout created is
+            // removed, so running it again starts afresh (a half-made
+            // tree could not be finished by a re-run: its directories
+            // get their metadata only at the end). A DEST merged into
+            // keeps what was placed.
+            run.remove_new_dest()?;
+        }
         return Err(e);
     }
 
@@ -175,6 +183,17 @@ impl Run<'_> {
         self.root
             .open_dir(rel)
             .map_err(self.io(rel, "", "opening the directory"))
+    }
+
+    /// Removes DEST, which this checkout created, and everything in it.
+    fn remove_new_dest(&self) -> Result<(), CheckoutError> {
+        let io = |op| {
+            let path = self.dest.to_path_buf();
+            move |source| CheckoutError::Io { path, op, source }
+        };
+        safe::clear(self.root.fd()).map_err(io("removing the interrupted checkout"))?;
+        rustix::fs::unlinkat(rustix::fs::CWD, self.dest, rustix::fs::AtFlags::REMOVEDIR)
+            .map_err(|e| io("removing the interrupted checkout")(e.into()))
     }
 
     /// DEST itself: counted, emptied if opaque, given its xattrs if new.
@@ -317,7 +336,13 @@ impl Run<'_> {
             && !self.user_mode
             && !meta.xattrs.is_empty()
         {
-            sys::set_fd_xattrs(fd, &meta.xattrs).map_err(self.io(&d.rel, "", "setting xattrs"))?;
+            let set = |x| sys::set_fd_xattrs(fd, x).map_err(self.io(&d.rel, "", "setting xattrs"));
+            if !self.opts.keep_overlay_xattrs && meta.xattrs.has_overlay() {
+                set(&meta.xattrs.without_overlay())?;
+                self.stats.dropped_overlay_xattrs(&d.rel, "");
+            } else {
+                set(&meta.xattrs)?;
+            }
         }
         Ok(())
     }

@@ -1,4 +1,5 @@
-//! `--union-identical`: whether an entry already in DEST is the tree's.
+//! [`Overwrite::UnionIdentical`](super::Overwrite::UnionIdentical): whether
+//! an entry already in DEST is the tree's.
 //!
 //! Identical means the same inode as the store object (a hardlink from an
 //! earlier checkout of the same repository), or the same OSTree checksum
@@ -74,6 +75,7 @@ pub(super) fn identical(
             have.gid = st.st_gid;
             have.xattrs = sys::link_xattrs(&sys::proc_path(dir, name))
                 .map_err(|e| CompareError::Dest("reading xattrs", e))?;
+            have.xattrs = p.comparable_xattrs(have.xattrs, &want.xattrs);
         }
         return Ok(have.checksum(b"") == *csum);
     }
@@ -105,6 +107,7 @@ pub(super) fn identical(
         have.mode = fst.st_mode;
         have.xattrs =
             sys::fd_xattrs(fd.as_fd()).map_err(|e| CompareError::Dest("reading xattrs", e))?;
+        have.xattrs = p.comparable_xattrs(have.xattrs, &want.xattrs);
     }
     let actual = crate::store::objects::hash_content(&have, std::fs::File::from(fd))
         .map_err(|e| CompareError::Dest("read", e))?;

@@ -1,5 +1,6 @@
-//! Overlayfs-style whiteouts (`--whiteouts`), as libostree reads them when
-//! layering commits into one directory:
+//! Overlayfs-style whiteouts
+//! ([`CheckoutOptions::whiteouts`](super::CheckoutOptions::whiteouts)), as
+//! libostree reads them when layering commits into one directory:
 //!
 //! * a regular file `.wh.NAME` removes `NAME` (recursively) from the
 //!   destination directory and is not itself created;

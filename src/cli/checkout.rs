@@ -59,6 +59,16 @@ pub struct CheckoutArgs {
     /// files and fresh symlinks excepted)
     #[arg(short = 'H', long, conflicts_with = "link")]
     require_hardlinks: bool,
+    /// Apply the xattrs that steer union filesystems (trusted.overlay.*,
+    /// user.overlay.*, user.fuseoverlayfs.*, user.containers.*) as the
+    /// commit has them. Without it they are left out (with a warning
+    /// naming the paths): a checkout later used as an overlayfs lower layer
+    /// would otherwise let the commit hide or redirect other layers
+    #[arg(long)]
+    keep_overlay_xattrs: bool,
+    /// Print what was done as JSON (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
@@ -85,11 +95,24 @@ pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
         user_mode: a.user_mode,
         whiteouts: a.whiteouts,
         require_hardlinks: a.require_hardlinks,
+        keep_overlay_xattrs: a.keep_overlay_xattrs,
         threads: None,
     };
+    let _ = ctx.on_interrupt.set(if a.dest.exists() {
+        format!("{} keeps the files placed so far", a.dest.display())
+    } else {
+        format!(
+            "{} was removed again: run the command again",
+            a.dest.display()
+        )
+    });
     let bars = ctx.progress(false);
     let o = checkout(&repo, &a.dest, &opts, bars, &ctx.interrupt)?;
     bars.clear();
+    warn_overlay_xattrs(&o.overlay_xattrs_dropped);
+    if a.json {
+        super::json::print(&super::json::checkout(&commit, &a.dest, &o))?;
+    }
     if ctx.verbose {
         eprintln!(
             "checked out {commit} into {}: {} files, {} symlinks ({} hardlinked, {} reflinked, {} copied), \
@@ -110,4 +133,23 @@ pub fn run(ctx: &Ctx, a: CheckoutArgs) -> Result<ExitCode> {
         eprintln!("link mode: {} ({})", o.method, o.method_reason);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says which entries lost their union-filesystem xattrs (the first few).
+fn warn_overlay_xattrs(paths: &[String]) {
+    const SHOWN: usize = 10;
+    if paths.is_empty() {
+        return;
+    }
+    let mut list = paths[..paths.len().min(SHOWN)].join(", ");
+    if paths.len() > SHOWN {
+        list.push_str(&format!(" and {} more", paths.len() - SHOWN));
+    }
+    eprintln!(
+        "warning: overlayfs xattrs (trusted.overlay.*, user.overlay.*…) of {} entr{} were not applied, \
+         so the checkout cannot steer a union mount it becomes a layer of: {list} \
+         (--keep-overlay-xattrs applies them)",
+        paths.len(),
+        if paths.len() == 1 { "y" } else { "ies" }
+    );
 }

@@ -11,6 +11,10 @@ pub struct FsckArgs {
     /// Print only problems, not the summary
     #[arg(short, long)]
     quiet: bool,
+    /// Print the report (problems included) as JSON instead (see
+    /// docs/json.md); the exit code is the same
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: FsckArgs) -> Result<ExitCode> {
@@ -18,10 +22,14 @@ pub fn run(ctx: &Ctx, a: FsckArgs) -> Result<ExitCode> {
     let bars = ctx.progress(false);
     let report = fsck(&repo, &FsckOptions::default(), bars, &ctx.interrupt)?;
     bars.clear();
-    for p in &report.problems {
-        println!("error: {p}");
+    if a.json {
+        super::json::print(&super::json::fsck(&report))?;
+    } else {
+        for p in &report.problems {
+            println!("error: {p}");
+        }
     }
-    if !a.quiet {
+    if !a.quiet && !a.json {
         eprintln!(
             "{} objects verified, {} commits with complete trees, {} partial commits not verified, {} problems",
             report.objects_checked,

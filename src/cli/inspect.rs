@@ -6,14 +6,21 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{Ctx, stdout_result};
+use super::{Ctx, json, stdout_result};
 use arbor::ostree::{
     Checksum, Commit, DirMeta, DirTree, Metadata, ObjectName, ObjectType, Value, Xattrs,
 };
 use arbor::store::{Repo, StoreError, TreeNode};
 
-pub fn refs(ctx: &Ctx) -> Result<ExitCode> {
+/// `arbor refs` without --create/--delete: list them.
+pub fn refs(ctx: &Ctx, as_json: bool) -> Result<ExitCode> {
     let repo = ctx.open()?;
+    if as_json {
+        let refs = repo.list_refs()?;
+        let list: Vec<_> = refs.iter().map(|(n, c)| json::ref_entry(n, c)).collect();
+        json::print(&list)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = BufWriter::new(std::io::stdout().lock());
     stdout_result((|| {
         for (name, _) in repo.list_refs().map_err(std::io::Error::other)? {
@@ -41,12 +48,16 @@ pub fn rev_parse(ctx: &Ctx, a: RevParseArgs) -> Result<ExitCode> {
 pub struct LogArgs {
     /// Revision to start from
     rev: String,
+    /// Print the result as JSON (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn log(ctx: &Ctx, a: LogArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let mut c = Some(repo.resolve_rev(&a.rev)?);
     let mut out = String::new();
+    let mut commits = Vec::new();
     while let Some(csum) = c {
         let commit = match repo.load_commit(&csum) {
             Ok(commit) => commit,
@@ -56,8 +67,20 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> Result<ExitCode> {
             }
             Err(e) => return Err(e.into()),
         };
-        format_commit(&mut out, &csum, &commit);
+        if a.json {
+            commits.push(serde_json::Value::Object(json::commit(&csum, &commit)));
+        } else {
+            format_commit(&mut out, &csum, &commit);
+        }
         c = commit.parent;
+    }
+    if a.json {
+        // `c` is the first commit not present, if the walk stopped early.
+        json::print(&serde_json::json!({
+            "commits": commits,
+            "missing_parent": c.map(|p| p.to_hex()),
+        }))?;
+        return Ok(ExitCode::SUCCESS);
     }
     stdout_result(std::io::stdout().lock().write_all(out.as_bytes()))?;
     Ok(ExitCode::SUCCESS)
@@ -314,6 +337,9 @@ pub fn cat(ctx: &Ctx, a: CatArgs) -> Result<ExitCode> {
 pub struct ShowArgs {
     /// A revision (shows its commit) or CHECKSUM.TYPE (any object)
     object: String,
+    /// Print the result as JSON (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
@@ -323,6 +349,10 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
         Ok(n) => n,
         Err(_) => ObjectName::new(repo.resolve_rev(&a.object)?, ObjectType::Commit),
     };
+    if a.json {
+        json::print(&show_json(&repo, &name)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut s = String::new();
     match name.objtype {
         ObjectType::Commit => {
@@ -388,6 +418,53 @@ pub fn show(ctx: &Ctx, a: ShowArgs) -> Result<ExitCode> {
     }
     stdout_result(std::io::stdout().lock().write_all(s.as_bytes()))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `show --json`: one object with a `type` field (see docs/json.md).
+fn show_json(repo: &Repo, name: &ObjectName) -> Result<serde_json::Value> {
+    use serde_json::json;
+    let c = &name.checksum;
+    Ok(match name.objtype {
+        ObjectType::Commit => {
+            let commit = repo.load_commit(c)?;
+            let detached = ObjectName::new(*c, ObjectType::CommitMeta);
+            let detached = if repo.has_object(&detached)? {
+                Some(json::metadata(&Metadata::parse(
+                    &repo.load_metadata(&detached)?,
+                )?))
+            } else {
+                None
+            };
+            let mut m = serde_json::Map::new();
+            m.insert("type".into(), json!("commit"));
+            m.extend(json::commit(c, &commit));
+            m.insert("detached_metadata".into(), json!(detached));
+            m.insert("partial".into(), json!(repo.is_commit_partial(c)?));
+            serde_json::Value::Object(m)
+        }
+        ObjectType::DirTree => json::dirtree(c, &repo.load_dirtree(c)?),
+        ObjectType::DirMeta => json::dirmeta(c, &repo.load_dirmeta(c)?),
+        ObjectType::File => {
+            let o = repo.open_content(c)?;
+            let h = &o.header;
+            json!({
+                "type": "file",
+                "checksum": c.to_hex(),
+                "uid": h.uid,
+                "gid": h.gid,
+                "mode": h.mode,
+                "size": o.size,
+                "symlink_target": h.is_symlink().then(|| h.symlink_target.clone()),
+                "xattrs": json::xattrs(&h.xattrs),
+            })
+        }
+        ObjectType::CommitMeta => json!({
+            "type": "commitmeta",
+            "checksum": c.to_hex(),
+            "metadata": json::metadata(&Metadata::parse(&repo.load_metadata(name)?)?),
+        }),
+        other => bail!("showing {other} objects is not supported"),
+    })
 }
 
 fn format_metadata(s: &mut String, title: &str, md: &Metadata) {

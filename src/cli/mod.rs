@@ -5,8 +5,11 @@ mod checkout;
 mod commit;
 mod fsck;
 mod gc;
+mod generate;
+mod hint;
 mod init;
 mod inspect;
+mod json;
 mod progress;
 mod prune;
 mod pull;
@@ -92,6 +95,10 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Keep the store under a size cap, evicting least recently used artifacts
     Gc(gc::GcArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(generate::CompletionsArgs),
+    /// Print the manual page, or write one per command into DIR
+    Man(generate::ManArgs),
 }
 
 /// Global options every command sees.
@@ -102,6 +109,9 @@ pub(crate) struct Ctx {
     /// Set by SIGINT/SIGTERM; passed to long operations.
     pub interrupt: Arc<AtomicBool>,
     bars: OnceLock<progress::Bars>,
+    /// What an interrupted command leaves and how to go on, when not the
+    /// usual "what was completed is kept: run the command again".
+    pub on_interrupt: OnceLock<String>,
 }
 
 impl Ctx {
@@ -142,6 +152,7 @@ pub fn main() -> ExitCode {
         verbose: cli.verbose,
         interrupt: progress::interrupt_flag(),
         bars: OnceLock::new(),
+        on_interrupt: OnceLock::new(),
     };
     let result = run(&ctx, cli.command);
     if let Some(bars) = ctx.bars.get() {
@@ -152,12 +163,16 @@ pub fn main() -> ExitCode {
         Err(_) if ctx.interrupt.load(Ordering::Relaxed) => {
             let done = ctx.bars.get().map(|b| b.summary()).unwrap_or_default();
             eprintln!(
-                "interrupted{}; what was completed is kept: run the command again to finish",
+                "interrupted{}; {}",
                 if done.is_empty() {
                     String::new()
                 } else {
                     format!(" ({done})")
-                }
+                },
+                ctx.on_interrupt.get().map_or(
+                    "what was completed is kept: run the command again to finish",
+                    String::as_str
+                )
             );
             ExitCode::from(130)
         }
@@ -189,11 +204,13 @@ fn run(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::GpgSign(a) => sign::gpg_sign(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Gc(a) => gc::run(ctx, a),
+        Command::Completions(a) => generate::completions(a),
+        Command::Man(a) => generate::man(a),
     }
 }
 
 /// The error and its causes on one line, without repeating a cause that the
-/// message already includes.
+/// message already includes, then what to do about it (see [`hint`]).
 fn render_error(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
@@ -202,6 +219,9 @@ fn render_error(e: &anyhow::Error) -> String {
             out.push_str(": ");
             out.push_str(&c);
         }
+    }
+    if let Some(h) = hint::hint(e) {
+        out.push_str(&format!(" ({h})"));
     }
     out
 }

@@ -61,9 +61,9 @@ impl Bars {
                 let template = if matches!(phase, Phase::Fetch | Phase::ApplyDelta) {
                     "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg}"
                 } else if total.is_some() {
-                    "{spinner} {prefix} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})"
+                    "{spinner} {prefix} [{bar:30}] {pos}/{len} ({msg}, eta {eta})"
                 } else {
-                    "{spinner} {prefix} {pos} files ({per_sec})"
+                    "{spinner} {prefix} {pos} files ({msg})"
                 };
                 pb.set_style(
                     ProgressStyle::with_template(template)
@@ -71,6 +71,9 @@ impl Bars {
                         .progress_chars("=> "),
                 );
                 pb.set_prefix(phase.describe());
+                if !matches!(phase, Phase::Fetch | Phase::ApplyDelta) {
+                    pb.set_message("0/s");
+                }
                 if self.draw {
                     pb.enable_steady_tick(Duration::from_millis(200));
                 }
@@ -136,13 +139,16 @@ impl Progress for Bars {
                     pb.set_length(t);
                 }
                 pb.set_position(done);
+                let secs = pb.elapsed().as_secs_f64().max(0.001);
                 if bytes > 0 {
-                    let secs = pb.elapsed().as_secs_f64().max(0.001);
                     pb.set_message(format!(
                         "{} ({}/s)",
                         format_bytes(bytes),
                         format_bytes((bytes as f64 / secs) as u64)
                     ));
+                } else if !matches!(phase, Phase::Fetch | Phase::ApplyDelta) {
+                    // indicatif's {per_sec} prints four decimals.
+                    pb.set_message(format!("{}/s", (done as f64 / secs) as u64));
                 }
             }
             Event::Finish { phase } => {

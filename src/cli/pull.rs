@@ -8,8 +8,8 @@ use clap::Args;
 use super::Ctx;
 use super::progress::format_bytes;
 use arbor::pull::{
-    DEFAULT_JOBS, Depth, OpenedSource, PullError, PullOptions, PullSource, PullTarget,
-    StaticDeltas, SubPath, Verification, pull_from,
+    DEFAULT_JOBS, Depth, OpenedSource, PullOptions, PullSource, PullTarget, StaticDeltas, SubPath,
+    Verification, pull_from,
 };
 
 #[derive(Args, Debug)]
@@ -73,6 +73,10 @@ pub struct PullArgs {
     /// ostree's basedir)
     #[arg(long, value_name = "DIR")]
     sign_key_basedir: Vec<PathBuf>,
+    /// Print the outcome as JSON on standard output instead of the summary
+    /// (see docs/json.md)
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
@@ -121,17 +125,17 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
     let bars = ctx.progress(a.quiet);
     let result = pull_from(&repo, &opened, &opts, bars, &ctx.interrupt);
     bars.clear();
-    let outcome = result
-        .map_err(|e| with_hint(e, &base))
-        .with_context(|| format!("pulling from {}", opened.source.describe()))?;
+    let outcome = result.with_context(|| format!("pulling from {}", opened.source.describe()))?;
     if outcome.cache_rejected > 0 {
         eprintln!(
             "warning: {} corrupt objects in --localcache-repo were ignored and fetched from the source instead (run `arbor --repo CACHE fsck`)",
             outcome.cache_rejected
         );
     }
-    super::gc::after_write(&repo, outcome.bytes_written, a.quiet);
-    if !a.quiet {
+    super::gc::after_write(&repo, outcome.bytes_written, a.quiet || a.json);
+    if a.json {
+        super::json::print(&super::json::pull(&outcome))?;
+    } else if !a.quiet {
         for (name, c) in &outcome.refs {
             eprintln!("{name} -> {c}");
         }
@@ -171,27 +175,4 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Adds what to do about an error, in terms of this command's flags.
-fn with_hint(e: PullError, base: &Option<arbor::ostree::Checksum>) -> anyhow::Error {
-    let hint = match &e {
-        PullError::NoSummary { .. } => Some(
-            "name the refs to pull (the server can publish a summary with `ostree summary -u`)",
-        ),
-        PullError::BasePartial(_) if base.is_some() => {
-            Some("pull that commit completely first, or drop --base")
-        }
-        PullError::Delta(d) if !d.keeps_objects() => Some(
-            "corrupt static delta at the source (--disable-static-deltas fetches objects instead)",
-        ),
-        PullError::DeltaRequired { .. } => {
-            Some("drop --require-static-deltas to fetch objects instead")
-        }
-        _ => None,
-    };
-    match hint {
-        Some(h) => anyhow::Error::new(e).context(h.to_string()),
-        None => anyhow::Error::new(e),
-    }
 }

@@ -22,6 +22,9 @@ pub struct RefsArgs {
     /// Create ref NEWREF pointing at REV (an existing ref is not replaced)
     #[arg(long, value_name = "NEWREF")]
     create: Option<String>,
+    /// Print the list as JSON (see docs/json.md)
+    #[arg(long, conflicts_with_all = ["delete", "create"])]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: RefsArgs) -> Result<ExitCode> {
@@ -50,5 +53,5 @@ pub fn run(ctx: &Ctx, a: RefsArgs) -> Result<ExitCode> {
     if !a.args.is_empty() {
         bail!("listing takes no arguments (did you mean --delete or --create?)");
     }
-    super::inspect::refs(ctx)
+    super::inspect::refs(ctx, a.json)
 }

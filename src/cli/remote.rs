@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 use super::Ctx;
 use arbor::pull::gpg::{self, MAX_KEYRING_SIZE};
 use arbor::pull::{OpenedSource, PullOptions, PullSource};
-use arbor::store::Repo;
 use arbor::store::remotes::{AddRemote, SignVerifySpec};
+use arbor::store::{RefName, Repo};
 
 #[derive(Args, Debug)]
 pub struct RemoteArgs {
@@ -64,7 +64,11 @@ enum RemoteCommand {
         stdin: bool,
     },
     /// List remotes and their URLs
-    List,
+    List {
+        /// Print the result as JSON (see docs/json.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove a remote (its refs under refs/remotes are kept)
     Delete {
         /// Remote name
@@ -79,6 +83,9 @@ enum RemoteCommand {
         /// --sign-key-basedir`)
         #[arg(long, value_name = "DIR")]
         sign_key_basedir: Vec<PathBuf>,
+        /// Print the result as JSON (see docs/json.md)
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -95,8 +102,8 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
         } => {
             let sign_specs = sign_verify
                 .iter()
-                .map(|s| SignVerifySpec::parse(s))
-                .collect::<Result<Vec<_>, _>>()?;
+                .map(|s| SignVerifySpec::parse(s).context("--sign-verify"))
+                .collect::<Result<Vec<_>>>()?;
             let settings = settings
                 .iter()
                 .map(|kv| match kv.split_once('=') {
@@ -133,8 +140,17 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
             let keys = read_keys(&files, stdin)?;
             import_keys(&repo, &name, keys)?;
         }
-        RemoteCommand::List => {
+        RemoteCommand::List { json } => {
             let repo = ctx.open()?;
+            if json {
+                let list: Vec<_> = repo
+                    .remotes()
+                    .iter()
+                    .map(|r| serde_json::json!({ "name": r.name, "url": r.url }))
+                    .collect();
+                super::json::print(&list)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             for r in repo.remotes() {
                 println!("{}\t{}", r.name, r.url);
             }
@@ -146,6 +162,7 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
         RemoteCommand::Refs {
             name,
             sign_key_basedir,
+            json,
         } => {
             let repo = ctx.open()?;
             let opts = PullOptions {
@@ -154,7 +171,18 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
                 ..PullOptions::default()
             };
             let source = OpenedSource::open(&repo, &PullSource::Remote(name.clone()), &opts)?;
-            for (r, c) in source.list_refs(opts.network_retries)? {
+            let refs = source.list_refs(opts.network_retries)?;
+            if json {
+                let list: Vec<_> = refs
+                    .iter()
+                    .map(|(r, c)| {
+                        super::json::ref_entry(&RefName::Remote(name.clone(), r.clone()), c)
+                    })
+                    .collect();
+                super::json::print(&list)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (r, c) in refs {
                 println!("{name}:{r}\t{c}");
             }
         }

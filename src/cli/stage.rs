@@ -69,7 +69,11 @@ enum StageCommand {
         creating, remounting or destroying it); incomplete (its `stage create` died: remove it \
         with `arbor stage destroy`)."
     )]
-    List,
+    List {
+        /// Print the result as JSON (see docs/json.md)
+        #[arg(long)]
+        json: bool,
+    },
     /// Unmount a stage and delete it (its writable layer is lost)
     Destroy {
         /// Name of the stage
@@ -238,10 +242,15 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
             };
             println!("{}", r.root().display());
         }
-        StageCommand::List => {
+        StageCommand::List { json } => {
             let repo = ctx.open()?;
             let stages = Stages::open(&repo)?;
             let rows = stages.list()?;
+            if json {
+                let list: Vec<_> = rows.iter().map(super::json::stage).collect();
+                super::json::print(&list)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
             println!(
                 "{:width$}  {:14}  {:>6}  {:10}  {:>7}",

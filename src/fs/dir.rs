@@ -77,7 +77,8 @@ pub(crate) fn list_dir_typed(
 }
 
 /// `linkat(AT_EMPTY_PATH)` was refused once (it needs CAP_DAC_READ_SEARCH):
-/// go through /proc from then on.
+/// go through /proc from then on. Process-wide on purpose: it depends on
+/// the process's capabilities, not on a filesystem.
 static NO_EMPTY_PATH: AtomicBool = AtomicBool::new(false);
 
 /// Gives an `O_TMPFILE` a name: `linkat` with `AT_EMPTY_PATH` when
@@ -101,43 +102,55 @@ pub(crate) fn link_tmpfile(file: impl AsFd, dir: impl AsFd, name: &str) -> rusti
     )
 }
 
-/// `O_TMPFILE` was refused by a filesystem once (NFS, most FUSE
-/// filesystems): callers use named temporary files from then on.
-static NO_TMPFILE: AtomicBool = AtomicBool::new(false);
-
-/// Makes [`open_tmpfile`] answer `None` (or ask again), as on a
-/// filesystem without `O_TMPFILE`.
-#[cfg(test)]
-pub(crate) fn force_named_tmpfiles(on: bool) {
-    NO_TMPFILE.store(on, Ordering::Relaxed);
+/// Whether `O_TMPFILE` works on one filesystem: learnt from the first
+/// attempt and kept by whoever writes into it (a store transaction for its
+/// staging directory, a checkout for DEST), so that a filesystem without it
+/// (NFS, most FUSE filesystems) costs one failed `open` per operation, and
+/// does not make other filesystems of the same process use named files.
+#[derive(Debug, Default)]
+pub(crate) struct Tmpfiles {
+    refused: AtomicBool,
 }
 
-/// An anonymous file in `dir` (`O_TMPFILE`, plus `flags`), or `None` when
-/// the filesystem cannot make one and the caller must use a named file.
-pub(crate) fn open_tmpfile(
-    dir: impl AsFd,
-    flags: rustix::fs::OFlags,
-    mode: u32,
-) -> rustix::io::Result<Option<OwnedFd>> {
-    if NO_TMPFILE.load(Ordering::Relaxed) {
-        return Ok(None);
-    }
-    match rustix::fs::openat(
-        &dir,
-        ".",
-        flags | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::from_raw_mode(mode),
-    ) {
-        Ok(fd) => Ok(Some(fd)),
-        // EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP/EINVAL: a
-        // filesystem without it.
-        Err(rustix::io::Errno::OPNOTSUPP)
-        | Err(rustix::io::Errno::ISDIR)
-        | Err(rustix::io::Errno::INVAL) => {
-            NO_TMPFILE.store(true, Ordering::Relaxed);
-            Ok(None)
+impl Tmpfiles {
+    /// State that answers `None` from the start, as on a filesystem
+    /// without `O_TMPFILE`.
+    #[cfg(test)]
+    pub(crate) fn named() -> Tmpfiles {
+        Tmpfiles {
+            refused: AtomicBool::new(true),
         }
-        Err(e) => Err(e),
+    }
+
+    /// An anonymous file in `dir` (`O_TMPFILE`, plus `flags`), or `None`
+    /// when the filesystem cannot make one and the caller must use a named
+    /// file.
+    pub(crate) fn open(
+        &self,
+        dir: impl AsFd,
+        flags: rustix::fs::OFlags,
+        mode: u32,
+    ) -> rustix::io::Result<Option<OwnedFd>> {
+        if self.refused.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match rustix::fs::openat(
+            &dir,
+            ".",
+            flags | rustix::fs::OFlags::TMPFILE | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::from_raw_mode(mode),
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            // EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP/EINVAL: a
+            // filesystem without it.
+            Err(rustix::io::Errno::OPNOTSUPP)
+            | Err(rustix::io::Errno::ISDIR)
+            | Err(rustix::io::Errno::INVAL) => {
+                self.refused.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

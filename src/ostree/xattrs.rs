@@ -13,6 +13,26 @@ use super::error::{FormatError, Result};
 pub const MAX_XATTR_NAME: usize = 255;
 pub const MAX_XATTR_VALUE: usize = 64 * 1024;
 
+/// Prefixes of the xattrs that steer a union filesystem when the entry
+/// carrying them lies in one of its lower layers: kernel overlayfs reads
+/// `trusted.overlay.*` (and `user.overlay.*` when mounted with
+/// `userxattr`): `opaque`, `redirect`, `metacopy`, `whiteout`…;
+/// fuse-overlayfs also reads `user.fuseoverlayfs.*` and
+/// `user.containers.*` (`override_stat` changes the owner and mode it
+/// shows). A commit can carry any of them.
+pub const OVERLAY_XATTR_PREFIXES: [&[u8]; 4] = [
+    b"trusted.overlay.",
+    b"user.overlay.",
+    b"user.fuseoverlayfs.",
+    b"user.containers.",
+];
+
+/// Whether `name` steers a union filesystem (see
+/// [`OVERLAY_XATTR_PREFIXES`]).
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    OVERLAY_XATTR_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Xattr {
     /// Name without the trailing NUL.
@@ -54,6 +74,23 @@ impl Xattrs {
             .iter()
             .find(|x| x.name == name)
             .map(|x| x.value.as_slice())
+    }
+
+    /// Whether any attribute steers a union filesystem
+    /// ([`is_overlay_xattr`]).
+    pub fn has_overlay(&self) -> bool {
+        self.0.iter().any(|x| is_overlay_xattr(&x.name))
+    }
+
+    /// The list without the attributes that steer a union filesystem.
+    pub fn without_overlay(&self) -> Xattrs {
+        Xattrs(
+            self.0
+                .iter()
+                .filter(|x| !is_overlay_xattr(&x.name))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Keeps only the attributes for which `keep` returns true.

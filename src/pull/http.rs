@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use reqwest::{Certificate, Identity};
 
 use super::source::{FetchError, NetworkError, ObjectSource};
 use crate::ostree::checksum::is_checksum_hex;
@@ -35,63 +34,19 @@ impl HttpSource {
         connections: usize,
         tls: &RemoteTls,
     ) -> Result<HttpSource, FetchError> {
-        // ring is the only crypto provider built in; ignore "already set".
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let fatal = |message: String| FetchError::Fatal {
             location: url.to_string(),
             message,
         };
-        let mut builder = Client::builder()
+        let builder = Client::builder()
             .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
             .connect_timeout(timeout)
             .pool_max_idle_per_host(connections.max(1))
-            .tcp_nodelay(true);
-        if let Some(ca) = &tls.ca_path {
-            let pem = read_pem(ca, "tls-ca-path").map_err(fatal)?;
-            let certs = match Certificate::from_pem_bundle(&pem) {
-                Ok(c) if !c.is_empty() => c,
-                Ok(_) => {
-                    return Err(fatal(format!(
-                        "tls-ca-path {}: no PEM certificate in it",
-                        ca.display()
-                    )));
-                }
-                Err(e) => {
-                    return Err(fatal(format!(
-                        "tls-ca-path {}: {}",
-                        ca.display(),
-                        error_chain(&e)
-                    )));
-                }
-            };
-            builder = builder.tls_certs_only(certs);
-        }
-        match (&tls.client_cert_path, &tls.client_key_path) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                let mut pem = read_pem(cert, "tls-client-cert-path").map_err(fatal)?;
-                pem.push(b'\n');
-                pem.extend(read_pem(key, "tls-client-key-path").map_err(fatal)?);
-                let id = Identity::from_pem(&pem).map_err(|e| {
-                    fatal(format!(
-                        "tls-client-cert-path {} with tls-client-key-path {}: {}",
-                        cert.display(),
-                        key.display(),
-                        error_chain(&e)
-                    ))
-                })?;
-                builder = builder.identity(id);
-            }
-            _ => {
-                return Err(fatal(
-                    "tls-client-cert-path and tls-client-key-path must be set together".into(),
-                ));
-            }
-        }
-        if tls.permissive {
-            builder = builder.danger_accept_invalid_certs(true);
-        }
+            .tcp_nodelay(true)
+            // Our own rustls configuration, with its own crypto provider
+            // (see super::tls): no process-wide provider is installed.
+            .tls_backend_preconfigured(super::tls::client_config(tls).map_err(fatal)?);
         let client = builder
             .build()
             .map_err(|e| fatal(format!("cannot set up an HTTP client: {}", error_chain(&e))))?;
@@ -204,16 +159,6 @@ impl Read for CountingReader {
 }
 
 /// A PEM file named by a remote option, bounded in size.
-fn read_pem(path: &std::path::Path, option: &str) -> Result<Vec<u8>, String> {
-    const LIMIT: usize = 1 << 20;
-    match crate::store::remotes::read_sign_key_file(path, LIMIT) {
-        Ok(Some(data)) if data.len() <= LIMIT => Ok(data),
-        Ok(Some(_)) => Err(format!("{option} {}: larger than 1 MiB", path.display())),
-        Ok(None) => Err(format!("{option} {}: no such file", path.display())),
-        Err(e) => Err(format!("{option}: {e}")),
-    }
-}
-
 fn classify(url: &str, e: reqwest::Error) -> FetchError {
     let message = if e.is_timeout() {
         "timed out waiting for the server".to_string()

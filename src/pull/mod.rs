@@ -10,7 +10,7 @@
 //! the next start adopts (see [`crate::store::transaction`]).
 //!
 //! Signatures ([`gpg`]): for a remote with `gpg-verify=true`, every commit
-//! the pull reaches (requested or walked by `--depth`, fetched now or
+//! the pull reaches (requested or walked by [`PullOptions::depth`], fetched now or
 //! already present) must carry a valid signature by one of the remote's
 //! trusted keys in its detached metadata. A new commit is checked after its
 //! `.commitmeta` and `.commit` are fetched and before anything is written
@@ -40,6 +40,7 @@ pub mod http;
 pub mod local;
 mod options;
 pub mod source;
+mod tls;
 pub mod verify;
 
 use std::collections::HashSet;
@@ -78,7 +79,7 @@ pub enum PullError {
         source: FormatError,
     },
     /// A commit's signatures, of whichever kind, did not verify.
-    #[error("commit {commit} from remote {remote:?}: {source}{}", .source.hint(.remote))]
+    #[error("commit {commit} from remote {remote:?}: {source}")]
     CommitSignature {
         commit: Checksum,
         remote: String,
@@ -86,7 +87,7 @@ pub enum PullError {
         source: SignatureError,
     },
     /// `summary.sig` did not verify the summary.
-    #[error("summary of remote {remote:?}: {source}{}", .source.hint(.remote))]
+    #[error("summary of remote {remote:?}: {source}")]
     SummarySignature {
         remote: String,
         #[source]
@@ -97,7 +98,7 @@ pub enum PullError {
     /// ostree: "GPG verification enabled, but no summary found" /
     /// "Signatures verification enabled, but no summary.sig found".
     #[error(
-        "remote {remote:?} has {setting} set, so its summary must be signed with {kind}, but {source_desc} has no {file} (sign the summary on the server: `ostree summary -u` with the {kind} signing key; or set {setting}=false in the remote config to skip the check)"
+        "remote {remote:?} has {setting} set, so its summary must be signed with {kind}, but {source_desc} has no {file}"
     )]
     SummaryMissing {
         remote: String,
@@ -168,8 +169,6 @@ pub enum PullError {
     /// re-run fetches only the rest); no ref moved.
     #[error("interrupted")]
     Interrupted,
-    #[error("{0}")]
-    Other(String),
 }
 
 impl From<crate::progress::Interrupted> for PullError {

@@ -53,46 +53,6 @@ pub enum SignatureError {
     Ed25519(#[from] ed25519::VerifyError),
 }
 
-impl SignatureError {
-    /// What to do about the failure, as ostree's messages suggest; empty
-    /// when there is nothing to suggest.
-    pub fn hint(&self, remote: &str) -> String {
-        match self {
-            SignatureError::Gpg(e) => gpg_hint(remote, e),
-            SignatureError::Ed25519(e) => ed25519_hint(remote, e),
-        }
-    }
-}
-
-fn gpg_hint(remote: &str, e: &gpg::VerifyError) -> String {
-    let missing = matches!(e, gpg::VerifyError::NoValidSignature(f)
-        if f.iter().any(|f| f.reason == gpg::FailureReason::KeyMissing));
-    if missing {
-        format!(
-            " (import the signing key with `arbor remote gpg-import {remote} KEYFILE`, or see gpgkeypath= in the remote config)"
-        )
-    } else if matches!(e, gpg::VerifyError::NoSignatures) {
-        format!(
-            " (remote {remote:?} requires signed data; set gpg-verify=false in its config, or re-add it with --no-sign-verify, to disable)"
-        )
-    } else {
-        String::new()
-    }
-}
-
-fn ed25519_hint(remote: &str, e: &ed25519::VerifyError) -> String {
-    use ed25519::VerifyError as E;
-    match e {
-        E::NoMetadata | E::NoSignatures | E::WrongType(_) => format!(
-            " (remote {remote:?} requires ed25519-signed data; set sign-verify=false / sign-verify-summary=false in its config to disable)"
-        ),
-        E::NoValidSignature { .. } | E::NoTrustedKeys | E::AllKeysRevoked { .. } => format!(
-            " (trusted keys: verification-ed25519-key / verification-ed25519-file in the config of remote {remote:?}; only when neither is set, /etc/ostree/trusted.ed25519[.d] and /usr/share/ostree/trusted.ed25519[.d] minus revoked.ed25519[.d])"
-        ),
-        E::BadMetadata(_) | E::BadLength { .. } => String::new(),
-    }
-}
-
 impl Verifier for gpg::Keyring {
     fn name(&self) -> &'static str {
         "GPG"

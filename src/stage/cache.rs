@@ -118,12 +118,12 @@ impl<'r> Cache<'r> {
         drop(held);
         for (e, c) in entries.iter_mut().zip(commits) {
             if e.is_none() {
-                *e = Some(self.lookup(c).ok_or_else(|| {
-                    StageError::Other(format!(
-                        "checkout cache entry {} vanished while in use",
-                        self.path.join(c.to_string()).display()
-                    ))
-                })?);
+                *e = Some(
+                    self.lookup(c)
+                        .ok_or_else(|| StageError::CacheEntryVanished {
+                            path: self.path.join(c.to_string()),
+                        })?,
+                );
             }
         }
         Ok((entries.into_iter().flatten().collect(), built.len()))
@@ -231,8 +231,14 @@ impl<'r> Cache<'r> {
     }
 
     fn lock_entry(&self, c: &Checksum) -> Result<OwnedFd, StageError> {
-        self.lock_entry_with(c, true)?
-            .ok_or_else(|| StageError::Other(format!("waiting for the lock of {c} failed")))
+        // A blocking lock is granted or fails with an error of its own.
+        self.lock_entry_with(c, true)?.ok_or_else(|| {
+            StageError::io(
+                &self.path.join(format!("{c}.lock")),
+                "waiting for the lock",
+                std::io::ErrorKind::WouldBlock.into(),
+            )
+        })
     }
 
     /// `C.lock`, exclusive; `None` when `wait` is false and it is held.
@@ -268,6 +274,10 @@ impl<'r> Cache<'r> {
         opts.whiteouts = true;
         opts.link = LinkMode::Auto;
         opts.user_mode = !rustix::process::geteuid().is_root();
+        // The stage's view shows the commit as it is: a layer with
+        // xattrs that would steer the union is refused when mounted
+        // (`mount::check_layer`), not silently changed here.
+        opts.keep_overlay_xattrs = true;
         checkout(self.repo, &tmp_path, &opts, progress, interrupt)?;
         crate::failpoint::crash("stage-create:cache");
         let sidecar = format!("{c}.wh");

@@ -33,9 +33,9 @@ use crate::fs::list_dir_typed;
 use crate::ostree::{Checksum, DirTree, TreeDir, TreeFile, Xattrs};
 use crate::progress::{Phase, Progress};
 use crate::stage::mount::{Backend, Deletion, is_marker, list_deletions};
-use crate::store::Transaction;
 use crate::store::commit::{Entry, KnownFile, MAX_DEPTH, TreeOptions, TreeWriter, entry_name};
 use crate::store::repo::open_dir;
+use crate::store::{StoreError, Transaction};
 
 /// Writes the stage's current tree in `txn`; returns its (dirtree,
 /// dirmeta) and those of the layers' merged tree (the base), which is
@@ -131,6 +131,13 @@ struct Walk<'t, 'r> {
 }
 
 /// An entry of a directory being committed.
+/// An entry of a directory once everything below it is written.
+enum Written {
+    File(Checksum),
+    /// (dirtree, dirmeta).
+    Dir(Checksum, Checksum),
+}
+
 enum Out {
     /// As the layers have it.
     Base(Node),
@@ -160,10 +167,10 @@ impl Walk<'_, '_> {
     ) -> Result<(Checksum, Checksum), StageError> {
         let merged_path = self.root_path.join(&rel);
         if depth > MAX_DEPTH {
-            return Err(StageError::Other(format!(
-                "{}: directories nest deeper than {MAX_DEPTH} levels",
-                merged_path.display()
-            )));
+            return Err(StageError::Store(StoreError::TooDeep {
+                what: merged_path.display().to_string(),
+                max: MAX_DEPTH,
+            }));
         }
         let base_meta = base.as_ref().and_then(|b| b.parts.last()).map(|p| p.1);
         let mut out: BTreeMap<String, Out> = BTreeMap::new();
@@ -295,33 +302,28 @@ impl Walk<'_, '_> {
         };
         // Directories the writable layer does not touch: the layers' own,
         // merged where several layers have them.
-        let done: Vec<(String, Out)> = out
+        let done: Vec<(String, Written)> = out
             .into_iter()
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|(name, o)| match o {
                 Out::Base(Node::Dir(d)) => {
                     let (t, m) = self.merger.write(self.txn, &d, depth + 1)?;
-                    Ok((name, Out::Dir(t, m)))
+                    Ok((name, Written::Dir(t, m)))
                 }
-                o => Ok((name, o)),
+                Out::Dir(t, m) => Ok((name, Written::Dir(t, m))),
+                Out::Base(Node::File(c)) | Out::File(c) => Ok((name, Written::File(c))),
             })
             .collect::<Result<_, StageError>>()?;
         let mut tree = DirTree::default();
         for (name, o) in done {
             match o {
-                Out::Base(Node::File(checksum)) | Out::File(checksum) => {
-                    tree.files.push(TreeFile { name, checksum })
-                }
-                Out::Dir(t, m) => tree.dirs.push(TreeDir {
+                Written::File(checksum) => tree.files.push(TreeFile { name, checksum }),
+                Written::Dir(t, m) => tree.dirs.push(TreeDir {
                     name,
                     tree: t,
                     meta: m,
                 }),
-                // Replaced by `Out::Dir` just above.
-                Out::Base(Node::Dir(_)) => {
-                    return Err(StageError::Other("internal: unwritten directory".into()));
-                }
             }
         }
         Ok((write_dirtree(self.txn, tree)?, meta))

@@ -2,9 +2,9 @@
 //! backend displays before anything is written, computed from the commits'
 //! dirtrees alone (no file is read).
 //!
-//! Layering rules, per directory, bottom layer first (the rules of
-//! `arbor checkout --union --whiteouts`, with overlayfs's choice for
-//! directory metadata):
+//! Layering rules, per directory, bottom layer first (the rules of a
+//! checkout with [`Overwrite::Union`](crate::checkout::Overwrite::Union)
+//! and whiteouts, with overlayfs's choice for directory metadata):
 //! * `.wh..wh..opq` in a layer's directory hides what the layers below
 //!   have in it; a regular file `.wh.NAME` hides `NAME` of the layers
 //!   below. Neither marker is itself part of the result; a *symlink*
@@ -99,10 +99,12 @@ impl<'r> Merger<'r> {
             (Err(StoreError::MissingObject(name)), Some(txn)) => {
                 let data = txn.load_staged(&name)?;
                 let tree = DirTree::parse(&data)?;
-                if tree.checksum() != *c {
-                    return Err(StoreError::Other(format!(
-                        "staged object {name} does not match its name"
-                    )));
+                let actual = tree.checksum();
+                if actual != *c {
+                    return Err(StoreError::ChecksumMismatch {
+                        object: name,
+                        actual,
+                    });
                 }
                 Ok(tree)
             }
@@ -195,9 +197,10 @@ impl<'r> Merger<'r> {
             return Ok(*v);
         }
         if depth > MAX_DEPTH {
-            return Err(StoreError::Other(format!(
-                "dirtree {tree_csum}: directories nest deeper than {MAX_DEPTH} levels"
-            )));
+            return Err(StoreError::TooDeep {
+                what: format!("dirtree {tree_csum}"),
+                max: MAX_DEPTH,
+            });
         }
         let tree = self.load_dirtree(tree_csum)?;
         let mut has = tree
@@ -228,20 +231,17 @@ impl<'r> Merger<'r> {
         dir: &MergedDir,
         depth: usize,
     ) -> Result<(Checksum, Checksum)> {
-        let top_meta = dir
-            .parts
-            .last()
-            .map(|p| p.1)
-            .ok_or_else(|| StoreError::Other("merged directory without layers".into()))?;
+        let top_meta = dir.parts.last().map(|p| p.1).ok_or(StoreError::NoLayers)?;
         if let [(tree, meta)] = dir.parts[..]
             && (dir.clean || !self.subtree_has_markers(&tree, depth)?)
         {
             return Ok((tree, meta));
         }
         if depth > MAX_DEPTH {
-            return Err(StoreError::Other(format!(
-                "merged tree: directories nest deeper than {MAX_DEPTH} levels"
-            )));
+            return Err(StoreError::TooDeep {
+                what: "merged tree".into(),
+                max: MAX_DEPTH,
+            });
         }
         let children = self.children(dir)?;
         let tree = self.write_children(txn, children, depth)?;

@@ -28,7 +28,7 @@
 //! # On disk
 //! `extensions/arbor/stages/NAME/stage.conf` is the record ([`record`]);
 //! `root/`, `upper/`, `work/` and `masks/` live next to it, or in the
-//! `--workdir` the stage was created with. `stages/NAME.lock` is the
+//! [`CreateOptions::workdir`] the stage was created with. `stages/NAME.lock` is the
 //! stage's lock (OFD): held exclusive while the stage is created,
 //! remounted or destroyed, and shared while a command runs in it or it is
 //! committed. Lock files are removed with their stage; whoever locks one
@@ -93,23 +93,22 @@ pub enum StageError {
         "invalid stage name {name:?}: use letters, digits, '.', '_' and '-', not starting with '.' or '-'"
     )]
     BadName { name: String },
-    #[error("no stage named {name:?} (list stages with `arbor stage list`)")]
+    #[error("no stage named {name:?}")]
     NoSuchStage { name: String },
-    #[error(
-        "stage {name:?} already exists (at {root}); destroy it first with `arbor stage destroy {name}`"
-    )]
+    #[error("stage {name:?} already exists (at {root})", root = .root.display())]
     Exists { name: String, root: PathBuf },
     #[error(
         "stage {name:?} is in use by another arbor process ({what}); try again when it has finished"
     )]
     InUse { name: String, what: &'static str },
-    #[error("stage {name:?} is {state}: {hint}")]
+    /// The stage cannot be used in its state (see [`State`]).
+    #[error("stage {name:?} is {}: {reason}", .state.name())]
     NotUsable {
         name: String,
-        state: &'static str,
-        hint: &'static str,
+        state: State,
+        reason: &'static str,
     },
-    #[error("--workdir {path} must be an empty directory (or not exist)")]
+    #[error("the stage's work directory {path} must be an empty directory (or not exist)", path = .path.display())]
     WorkdirNotEmpty { path: PathBuf },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
@@ -143,8 +142,11 @@ pub enum StageError {
     },
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
-    #[error("{0}")]
-    Other(String),
+    /// A checkout cache entry was removed while a stage needed it.
+    #[error("checkout cache entry {path} vanished while in use", path = .path.display())]
+    CacheEntryVanished { path: PathBuf },
+    #[error("encoding the stage record: {0}")]
+    RecordEncode(#[source] crate::store::keyfile::KeyFileError),
 }
 
 impl From<crate::progress::Interrupted> for StageError {
@@ -475,8 +477,8 @@ impl<'r> Stages<'r> {
             Some(r) if r.ready => Ok(r),
             _ => Err(StageError::NotUsable {
                 name: name.into(),
-                state: info.state.name(),
-                hint: "its creation did not finish; remove it with `arbor stage destroy`",
+                state: info.state,
+                reason: "its creation did not finish",
             }),
         }
     }
@@ -758,6 +760,9 @@ impl<'r> Stages<'r> {
         opts.link = LinkMode::Reflink;
         opts.overwrite = crate::checkout::Overwrite::Union;
         opts.user_mode = !rustix::process::geteuid().is_root();
+        // A copy is the stage's root, not a union's layer: it shows the
+        // commits' xattrs as they are (and commits them back).
+        opts.keep_overlay_xattrs = true;
         crate::checkout::checkout_tree(
             self.repo,
             &record.root(),
@@ -818,8 +823,8 @@ impl<'r> Stages<'r> {
         {
             return Err(StageError::NotUsable {
                 name: name.into(),
-                state: mount_state(&record).name(),
-                hint: "another process holds it; try again when it has finished",
+                state: mount_state(&record),
+                reason: "another process holds it; try again when it has finished",
             });
         }
         Ok((record, lock))
@@ -1043,10 +1048,10 @@ fn refuse_xattrs(layer: &Path) -> Result<(), StageError> {
 fn remove_path(path: &Path) -> Result<(), StageError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
     else {
-        return Err(StageError::Other(format!(
-            "refusing to remove {}",
-            path.display()
-        )));
+        return Err(StageError::Unsupported {
+            path: path.to_path_buf(),
+            reason: "refusing to remove a path without a parent directory and a UTF-8 name".into(),
+        });
     };
     let parent_fd = match crate::store::repo::open_dir(rustix::fs::CWD, parent) {
         Ok(fd) => fd,

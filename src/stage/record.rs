@@ -81,7 +81,7 @@ impl Record {
 
     pub fn encode(&self) -> Result<String, StageError> {
         let mut kf = KeyFile::new();
-        let bad = |e| StageError::Other(format!("encoding the stage record: {e}"));
+        let bad = StageError::RecordEncode;
         kf.set(
             GROUP,
             "state",
@@ -95,12 +95,13 @@ impl Record {
             .map_err(bad)?;
         kf.set_list(GROUP, "masks", self.masks.iter().map(|m| m.to_string()))
             .map_err(bad)?;
-        let workdir = self.workdir.to_str().ok_or_else(|| {
-            StageError::Other(format!(
-                "stage directory {} is not valid UTF-8",
-                self.workdir.display()
-            ))
-        })?;
+        let workdir = self
+            .workdir
+            .to_str()
+            .ok_or_else(|| StageError::Unsupported {
+                path: self.workdir.clone(),
+                reason: "a stage directory must be valid UTF-8".into(),
+            })?;
         kf.set(GROUP, "workdir", workdir).map_err(bad)?;
         Ok(kf.to_string())
     }

@@ -14,7 +14,7 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("no repository at {0} (create one with `arbor --repo {0} init`)")]
+    #[error("no repository at {0}")]
     NotARepo(PathBuf),
     #[error("a repository already exists at {0}")]
     AlreadyExists(PathBuf),
@@ -42,10 +42,63 @@ pub enum StoreError {
     BadObject { object: ObjectName, reason: String },
     #[error("{0}")]
     Format(#[from] FormatError),
-    #[error("ref {0} not found (list refs with `arbor refs`)")]
+    #[error("ref {0} not found")]
     RefNotFound(String),
     #[error("{rev}: {reason}")]
     BadRev { rev: String, reason: String },
+    /// A revision that is neither a ref nor the prefix of a commit here.
+    #[error("{0}: no ref or commit matches")]
+    UnknownRev(String),
+    /// A ref file that does not hold a checksum.
+    #[error("ref {name} ({path}) does not contain a valid checksum", path = .path.display())]
+    BadRef { name: String, path: PathBuf },
+    /// A path that a commit's tree does not have.
+    #[error("{path}: {reason}")]
+    PathNotFound { path: String, reason: &'static str },
+    /// A tree nested deeper than the store accepts.
+    #[error("{what}: directories nest deeper than {max} levels")]
+    TooDeep { what: String, max: usize },
+    /// The repository lock could not be had in time.
+    #[error(
+        "timed out after {}s waiting for the {mode} lock on {path} (another arbor or ostree process is using the repository)",
+        .waited.as_secs(), path = .path.display()
+    )]
+    LockTimeout {
+        path: PathBuf,
+        mode: &'static str,
+        waited: std::time::Duration,
+    },
+    #[error("no remote named {name:?} in {config}", config = .config.display())]
+    NoSuchRemote { name: String, config: PathBuf },
+    #[error("remote {0:?} already exists")]
+    RemoteExists(String),
+    /// `refs --create` never replaces a ref.
+    #[error("ref {0} already exists")]
+    RefExists(String),
+    /// A `sign-verify` key specification (`TYPE=inline:KEY`,
+    /// `TYPE=file:PATH`) that cannot be used.
+    #[error("{spec:?}: {reason}")]
+    BadSignSpec { spec: String, reason: String },
+    /// Signing keys were given for a remote added without verification.
+    #[error("signature keys were given for a remote added without signature verification")]
+    SignSpecWithoutVerify,
+    /// A config value that cannot be written (e.g. it contains a newline).
+    #[error("{path}: {source}", path = .path.display())]
+    ConfigWrite {
+        path: PathBuf,
+        #[source]
+        source: Box<super::keyfile::KeyFileError>,
+    },
+    /// A key file that must be a regular file is missing or is not one.
+    #[error("{path}: {reason}", path = .path.display())]
+    BadKeyFile { path: PathBuf, reason: &'static str },
+    /// A content object whose mode the repository's mode cannot store.
+    #[error(
+        "content object {}: invalid mode {mode:#o} with bits {:#o} for a bare-user-only repository",
+        .object.map(|c| c.to_hex()).unwrap_or_else(|| "(new)".into()),
+        .mode & 0o7777 & !0o775
+    )]
+    ModeNotStorable { object: Option<Checksum>, mode: u32 },
     #[error("{path}: {reason}")]
     Unsupported { path: PathBuf, reason: String },
     /// A write to a repository opened read-only.
@@ -54,8 +107,9 @@ pub enum StoreError {
     /// The operation's interrupt flag was set (see [`crate::progress`]).
     #[error("interrupted")]
     Interrupted,
-    #[error("{0}")]
-    Other(String),
+    /// A stack of trees to merge that has no tree.
+    #[error("a merged tree needs at least one layer")]
+    NoLayers,
 }
 
 impl From<crate::progress::Interrupted> for StoreError {

@@ -161,12 +161,11 @@ impl RepoLock {
                 announced = Self::announce_wait(repo);
             }
             if start.elapsed() >= timeout {
-                return Err(StoreError::Other(format!(
-                    "timed out after {}s waiting for the {} lock on {} (another arbor or ostree process is using the repository)",
-                    timeout.as_secs(),
-                    if exclusive { "exclusive" } else { "shared" },
-                    path.display()
-                )));
+                return Err(StoreError::LockTimeout {
+                    path,
+                    mode: if exclusive { "exclusive" } else { "shared" },
+                    waited: timeout,
+                });
             }
             std::thread::sleep(POLL);
         }

@@ -8,7 +8,7 @@
 //! | archive | `.filez`: header ‖ raw deflate | `.filez`: header only | the header |
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,12 +109,23 @@ pub(crate) fn read_archive_object(
     r.read_exact(&mut head[FRAME_PREFIX..])
         .map_err(ArchiveHeaderError::Truncated)?;
     let a = parse_archive_header(&head).map_err(ArchiveHeaderError::Corrupt)?;
-    let reader: Box<dyn Read + Send> = if a.header.is_symlink() || a.size == 0 {
-        // Symlinks have no deflate stream at all; an empty file's is never
-        // needed (and some flate2 versions reject empty input).
+    // The size in the header is not covered by the object's checksum (the
+    // data is): a stream holding more than it declares is refused, or a
+    // reader that stopped at the declared size would hand out a prefix of
+    // the checksummed data (see `ExactReader::whole`).
+    let reader: Box<dyn Read + Send> = if a.header.is_symlink() {
+        // Symlinks have no deflate stream; their checksum covers no data.
+        Box::new(std::io::empty())
+    } else if a.size == 0
+        && r.fill_buf()
+            .map_err(ArchiveHeaderError::Truncated)?
+            .is_empty()
+    {
+        // An empty file without a deflate stream at all (some flate2
+        // versions reject empty input).
         Box::new(std::io::empty())
     } else {
-        Box::new(ExactReader::new(DeflateDecoder::new(r), a.size, name))
+        Box::new(ExactReader::whole(DeflateDecoder::new(r), a.size, name))
     };
     Ok(ContentObject {
         header: a.header,
@@ -449,12 +460,15 @@ fn stored_mode(meta: &[u8]) -> u32 {
         .unwrap_or(0)
 }
 
-/// Yields exactly `size` bytes from `inner`, failing on a short stream.
+/// Yields exactly `size` bytes from `inner`, failing on a short stream
+/// (and, made with [`ExactReader::whole`], on a longer one).
 pub struct ExactReader<R> {
     inner: R,
     left: u64,
     size: u64,
     name: ObjectName,
+    /// Check that `inner` ends after `size` bytes.
+    check_end: bool,
 }
 
 impl<R: Read> ExactReader<R> {
@@ -464,13 +478,50 @@ impl<R: Read> ExactReader<R> {
             left: size,
             size,
             name,
+            check_end: false,
+        }
+    }
+
+    /// Like [`ExactReader::new`], for a stream that must hold exactly
+    /// `size` bytes: the read that delivers the last byte fails instead if
+    /// `inner` has more (a hostile archive object whose header declares
+    /// less data than its checksum covers).
+    pub fn whole(inner: R, size: u64, name: ObjectName) -> Self {
+        ExactReader {
+            check_end: true,
+            ..ExactReader::new(inner, size, name)
+        }
+    }
+
+    fn ensure_end(&mut self) -> std::io::Result<()> {
+        self.check_end = false;
+        let mut byte = [0u8; 1];
+        loop {
+            return match self.inner.read(&mut byte) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "object {} holds more data than the {} bytes its header declares",
+                        self.name, self.size
+                    ),
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
         }
     }
 }
 
 impl<R: Read> Read for ExactReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.left == 0 || buf.is_empty() {
+        if self.left == 0 {
+            if self.check_end {
+                self.ensure_end()?;
+            }
+            return Ok(0);
+        }
+        if buf.is_empty() {
             return Ok(0);
         }
         let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
@@ -487,6 +538,59 @@ impl<R: Read> Read for ExactReader<R> {
             ));
         }
         self.left -= n as u64;
+        if self.left == 0 && self.check_end {
+            self.ensure_end()?;
+        }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn filez(declared: u64, data: &[u8]) -> Vec<u8> {
+        let header = FileHeader {
+            uid: 0,
+            gid: 0,
+            mode: 0o100644,
+            symlink_target: String::new(),
+            xattrs: Xattrs::new(),
+        };
+        let mut out = header.archive_prefix(declared);
+        out.extend(deflate(data));
+        out
+    }
+
+    fn read_all(declared: u64, data: &[u8]) -> std::io::Result<Vec<u8>> {
+        let name = ObjectName::new(Checksum::digest(b"x"), ObjectType::File);
+        let obj = read_archive_object(std::io::Cursor::new(filez(declared, data)), name).unwrap();
+        assert_eq!(obj.size, declared);
+        let mut out = Vec::new();
+        let mut r = obj.reader;
+        r.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// The header's size is not checksummed: data beyond it is refused,
+    /// never cut off; missing data too.
+    #[test]
+    fn archive_data_must_match_the_declared_size() {
+        assert_eq!(read_all(6, b"abcdef").unwrap(), b"abcdef");
+        assert_eq!(read_all(0, b"").unwrap(), b"");
+        let e = read_all(3, b"abcdef").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("more data than the 3 bytes"), "{e}");
+        let e = read_all(0, b"abcdef").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+        let e = read_all(9, b"abcdef").unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
     }
 }

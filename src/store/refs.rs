@@ -91,10 +91,10 @@ impl Repo {
         };
         let text = std::str::from_utf8(&data).unwrap_or("").trim_end();
         if data.len() > MAX_REF_FILE || !is_checksum_hex(text) {
-            return Err(StoreError::Other(format!(
-                "ref {name} ({}) does not contain a valid checksum",
-                path.display()
-            )));
+            return Err(StoreError::BadRef {
+                name: name.to_string(),
+                path,
+            });
         }
         Ok(Some(Checksum::from_hex(text)?))
     }
@@ -247,10 +247,7 @@ impl Repo {
             let matches = self.commits_with_prefix(rev)?;
             return match matches.len() {
                 1 => Ok(matches[0]),
-                0 => Err(StoreError::BadRev {
-                    rev: rev.into(),
-                    reason: "no ref or commit matches (see `arbor refs`)".into(),
-                }),
+                0 => Err(StoreError::UnknownRev(rev.into())),
                 n => Err(StoreError::BadRev {
                     rev: rev.into(),
                     reason: format!("ambiguous prefix: {n} commits match; give more digits"),

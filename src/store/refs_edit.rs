@@ -12,7 +12,7 @@ use crate::ostree::{Checksum, ObjectName, ObjectType};
 pub fn create_ref(repo: &Repo, name: &RefName, rev: &str) -> Result<Checksum> {
     let txn = Transaction::begin(repo)?;
     if repo.read_ref(name)?.is_some() {
-        return Err(StoreError::Other(format!("ref {name} already exists")));
+        return Err(StoreError::RefExists(name.to_string()));
     }
     let commit = repo.resolve_rev(rev)?;
     let obj = ObjectName::new(commit, ObjectType::Commit);

@@ -111,20 +111,21 @@ pub struct SignVerifySpec {
 
 impl SignVerifySpec {
     pub fn parse(spec: &str) -> Result<SignVerifySpec> {
-        let bad = |m: String| StoreError::Other(m);
+        let bad = |reason: String| StoreError::BadSignSpec {
+            spec: spec.to_string(),
+            reason,
+        };
         let Some((sign_type, rest)) = spec.split_once('=') else {
-            return Err(bad(format!(
-                "--sign-verify {spec:?}: failed to parse KEYTYPE=[inline|file]:DATA"
-            )));
+            return Err(bad("failed to parse KEYTYPE=[inline|file]:DATA".into()));
         };
         if sign_type != "ed25519" {
             return Err(bad(format!(
-                "--sign-verify {spec:?}: signature type {sign_type:?} is not supported (arbor verifies ed25519 only)"
+                "signature type {sign_type:?} is not supported (arbor verifies ed25519 only)"
             )));
         }
         let Some((keyref, value)) = rest.split_once(':') else {
             return Err(bad(format!(
-                "--sign-verify {spec:?}: expected {sign_type}=inline:BASE64KEY or {sign_type}=file:PATH"
+                "expected {sign_type}=inline:BASE64KEY or {sign_type}=file:PATH"
             )));
         };
         let option = match keyref {
@@ -132,7 +133,7 @@ impl SignVerifySpec {
             "file" => format!("verification-{sign_type}-file"),
             _ => {
                 return Err(bad(format!(
-                    "--sign-verify {spec:?}: invalid key reference {keyref:?}, expected inline|file"
+                    "invalid key reference {keyref:?}, expected inline|file"
                 )));
             }
         };
@@ -184,10 +185,10 @@ pub fn read_sign_key_file(path: &Path, limit: usize) -> Result<Option<Vec<u8>>> 
         Err(e) => return Err(e).at(path),
     };
     if !meta.is_file() {
-        return Err(StoreError::Other(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
+        return Err(StoreError::BadKeyFile {
+            path: path.to_path_buf(),
+            reason: "not a regular file",
+        });
     }
     let mut data = Vec::new();
     std::fs::File::open(path)
@@ -253,11 +254,9 @@ impl Repo {
     pub fn remote(&self, name: &str) -> Result<Remote> {
         let cfg = self.config();
         let g = group(name);
-        let url = cfg.get(&g, "url").ok_or_else(|| {
-            StoreError::Other(format!(
-                "no remote named {name:?} in {} (add one with `arbor remote add {name} URL`)",
-                self.path().join("config").display()
-            ))
+        let url = cfg.get(&g, "url").ok_or_else(|| StoreError::NoSuchRemote {
+            name: name.to_string(),
+            config: self.path().join("config"),
         })?;
         let flag = |key: &str, default: bool| -> Result<bool> {
             cfg.get_bool(&g, key)
@@ -373,12 +372,13 @@ impl Repo {
     pub fn add_remote(&mut self, name: &str, url: &str, opts: &AddRemote) -> Result<()> {
         validate_remote_name(name)?;
         if self.config().has_group(&group(name)) {
-            return Err(StoreError::Other(format!(
-                "remote {name:?} already exists (remove it first with `arbor remote delete {name}`)"
-            )));
+            return Err(StoreError::RemoteExists(name.to_string()));
         }
         let mut cfg = self.config().clone();
-        let bad = |e: super::keyfile::KeyFileError| StoreError::Other(e.to_string());
+        let bad = |source| StoreError::ConfigWrite {
+            path: self.path().join("config"),
+            source: Box::new(source),
+        };
         cfg.set(&group(name), "url", url).map_err(bad)?;
         if !opts.gpg_verify || !opts.sign_verify {
             cfg.set_bool(&group(name), "gpg-verify", false)
@@ -389,9 +389,7 @@ impl Repo {
                 .map_err(bad)?;
         }
         if !opts.sign_verify && !opts.sign_specs.is_empty() {
-            return Err(StoreError::Other(
-                "cannot specify both --sign-verify and --no-sign-verify".into(),
-            ));
+            return Err(StoreError::SignSpecWithoutVerify);
         }
         for (k, v) in &opts.settings {
             cfg.set(&group(name), k, v).map_err(bad)?;
@@ -420,7 +418,10 @@ impl Repo {
         validate_remote_name(name)?;
         let mut cfg = self.config().clone();
         if !cfg.remove_group(&group(name)) {
-            return Err(StoreError::Other(format!("no remote named {name:?}")));
+            return Err(StoreError::NoSuchRemote {
+                name: name.to_string(),
+                config: self.path().join("config"),
+            });
         }
         self.write_config(cfg)?;
         let keyring = self.remote_keyring_path(name);
@@ -439,8 +440,10 @@ pub const KEY_FILE_LIMIT: usize = 64 << 20;
 /// A key file that must exist (a `gpgkeypath=` entry or a file found in a
 /// key directory), read with [`KEY_FILE_LIMIT`].
 fn read_key_file(path: &Path) -> Result<Vec<u8>> {
-    read_sign_key_file(path, KEY_FILE_LIMIT)?
-        .ok_or_else(|| StoreError::Other(format!("{}: key file not found", path.display())))
+    read_sign_key_file(path, KEY_FILE_LIMIT)?.ok_or_else(|| StoreError::BadKeyFile {
+        path: path.to_path_buf(),
+        reason: "key file not found",
+    })
 }
 
 /// Regular files directly in `dir` (symlinks are skipped, as ostree's

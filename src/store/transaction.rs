@@ -34,7 +34,7 @@ use super::refs::RefName;
 use super::repo::{Repo, RepoMode, open_dir};
 use crate::fs as sys;
 use crate::fs::{
-    ensure_dir, link_tmpfile, list_dir_typed, open_tmpfile, remove_tree, rename_noreplace,
+    Tmpfiles, ensure_dir, link_tmpfile, list_dir_typed, remove_tree, rename_noreplace,
 };
 use crate::ostree::content::FileHeader;
 use crate::ostree::{Checksum, ObjectName, ObjectType};
@@ -79,6 +79,8 @@ pub struct Transaction<'r> {
     synced_mark: AtomicU64,
     /// `FICLONE` failed once: the filesystems cannot share blocks.
     no_reflink: AtomicBool,
+    /// Whether the repository's filesystem makes `O_TMPFILE`s.
+    tmpfiles: Tmpfiles,
     /// The running background `syncfs`, if any.
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     done: bool,
@@ -108,7 +110,8 @@ impl<'r> Transaction<'r> {
                 .unwrap_or_default()
         );
         let lock_name = format!("{TXN_PREFIX}{id}.lock");
-        let liveness = create_liveness(&tmp, &tmp_path, &lock_name)?;
+        let tmpfiles = Tmpfiles::default();
+        let liveness = create_liveness(&tmp, &tmp_path, &lock_name, &tmpfiles)?;
         let staging_name = format!("{TXN_PREFIX}{id}");
         rustix::fs::mkdirat(&tmp, staging_name.as_str(), Mode::from_raw_mode(0o755))
             .at(tmp_path.join(&staging_name))?;
@@ -144,6 +147,7 @@ impl<'r> Transaction<'r> {
             bytes_written: AtomicU64::new(0),
             synced_mark: AtomicU64::new(0),
             no_reflink: AtomicBool::new(false),
+            tmpfiles,
             syncer: Mutex::new(None),
             done: false,
         })
@@ -171,7 +175,11 @@ impl<'r> Transaction<'r> {
     /// for an object: its name is not one).
     fn tmpfile(&self, mode: u32) -> Result<TempFile<'_>> {
         let dir = self.staging.as_fd();
-        if let Some(fd) = open_tmpfile(&self.staging, OFlags::RDWR, mode).at(self.staging_path())? {
+        if let Some(fd) = self
+            .tmpfiles
+            .open(&self.staging, OFlags::RDWR, mode)
+            .at(self.staging_path())?
+        {
             return Ok(TempFile {
                 file: File::from(fd),
                 name: NameGuard { dir, name: None },
@@ -484,14 +492,10 @@ impl<'r> Transaction<'r> {
             && header.is_regular()
             && header.mode & 0o7777 & !0o775 != 0
         {
-            return Err(StoreError::Other(format!(
-                "content object {}: invalid mode {:#o} with bits {:#o} for a bare-user-only repository",
-                expected
-                    .map(|c| c.to_hex())
-                    .unwrap_or_else(|| "(new)".into()),
-                header.mode,
-                header.mode & 0o7777 & !0o775
-            )));
+            return Err(StoreError::ModeNotStorable {
+                object: expected,
+                mode: header.mode,
+            });
         }
         let (staged, checksum) = self.write_content_temp(header, size, data, clone_from)?;
         let name = ObjectName::new(checksum, ObjectType::File);
@@ -849,9 +853,14 @@ impl Staged {
 /// the filesystem has no `O_TMPFILE`, the file is created under its name
 /// and locked at once; a cleaner may have removed it in between, which is
 /// seen by comparing inodes, and then it is made again.
-fn create_liveness(tmp: &OwnedFd, tmp_path: &std::path::Path, name: &str) -> Result<OwnedFd> {
+fn create_liveness(
+    tmp: &OwnedFd,
+    tmp_path: &std::path::Path,
+    name: &str,
+    tmpfiles: &Tmpfiles,
+) -> Result<OwnedFd> {
     let path = tmp_path.join(name);
-    if let Some(fd) = open_tmpfile(tmp, OFlags::RDWR, 0o600).at(tmp_path)? {
+    if let Some(fd) = tmpfiles.open(tmp, OFlags::RDWR, 0o600).at(tmp_path)? {
         sys::ofd_lock(fd.as_fd(), true, true).at(&path)?;
         link_tmpfile(&fd, tmp, name).at(&path)?;
         return Ok(fd);
@@ -1183,6 +1192,33 @@ mod tests {
                 .filter(|n| n.to_string_lossy().starts_with(TXN_PREFIX))
                 .collect();
             assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    /// Where the filesystem makes no `O_TMPFILE`, objects are staged under
+    /// temporary names; that choice is the transaction's, and leaves
+    /// nothing behind.
+    #[test]
+    fn named_staging_files() {
+        for mode in [RepoMode::Bare, RepoMode::Archive] {
+            let dir = tempfile::tempdir().unwrap();
+            let repo = Repo::init(&dir.path().join("repo"), mode).unwrap();
+            let mut txn = Transaction::begin(&repo).unwrap();
+            txn.tmpfiles = Tmpfiles::named();
+            let w = txn
+                .write_content(&header(), 5, &b"hello"[..], None)
+                .unwrap();
+            // A failed write leaves no temporary name either.
+            txn.write_content(&header(), 10, &b"short"[..], None)
+                .unwrap_err();
+            txn.commit().unwrap();
+            repo.verify_content(&w.checksum).unwrap();
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("repo/tmp"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .filter(|n| n.to_string_lossy().starts_with(TXN_PREFIX))
+                .collect();
+            assert!(left.is_empty(), "{mode:?}: {left:?}");
         }
     }
 }

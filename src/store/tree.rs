@@ -48,7 +48,10 @@ impl Repo {
         path: &str,
         follow: bool,
     ) -> Result<TreeNode> {
-        let not_found = |why: &str| StoreError::Other(format!("{path}: {why}"));
+        let not_found = |reason| StoreError::PathNotFound {
+            path: path.to_string(),
+            reason,
+        };
         let mut hops = 0;
         // Resolution state: the remaining components and the stack of
         // directories walked so far (for `..` in symlink targets).

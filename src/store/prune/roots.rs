@@ -217,10 +217,10 @@ fn read_ref_file(
         .at(path)?;
     let text = std::str::from_utf8(&buf).unwrap_or("").trim_end();
     if !is_checksum_hex(text) {
-        return Err(StoreError::Other(format!(
-            "ref {} does not contain a valid checksum",
-            path.display()
-        )));
+        return Err(StoreError::BadRef {
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+        });
     }
     Ok(Some(Checksum::from_hex(text)?))
 }
