@@ -750,6 +750,10 @@ impl<'r> Stages<'r> {
         progress: &dyn Progress,
         interrupt: &AtomicBool,
     ) -> Result<(), StageError> {
+        // The merged tree is no commit's: nothing keeps a prune from
+        // deleting it (its objects may predate this transaction) until the
+        // copy has been made. Hold the shared lock until then.
+        let _reading = self.repo.lock_for_reading()?;
         let txn = Transaction::begin(self.repo)?;
         let merger = merge::Merger::new(self.repo);
         let root = merger.root(&record.layers)?;
