@@ -54,14 +54,17 @@ pub struct PullArgs {
     /// from local repositories, which otherwise import objects directly)
     #[arg(long)]
     require_static_deltas: bool,
-    /// Requests in flight at once
+    /// The most HTTP requests in flight at once (on HTTP/1.1, also the most
+    /// connections). Fewer are used while more would not fetch faster; a
+    /// few worker threads write what arrives
     #[arg(long, default_value_t = DEFAULT_JOBS, value_name = "N")]
     jobs: usize,
     /// Retries of a request after a transient failure (connection reset,
-    /// 5xx, truncated body, stall)
+    /// 5xx, stall; a body cut off mid-way resumes with a Range request),
+    /// and re-fetches of an object whose bytes do not match its checksum
     #[arg(long, default_value_t = 5, value_name = "N")]
     network_retries: u32,
-    /// Give up on a transfer that receives nothing for this long
+    /// Give up on (and retry) a transfer that receives nothing for this long
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     timeout: u64,
     /// Print nothing but errors

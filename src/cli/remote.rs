@@ -171,7 +171,7 @@ pub fn run(ctx: &Ctx, a: RemoteArgs) -> Result<ExitCode> {
                 ..PullOptions::default()
             };
             let source = OpenedSource::open(&repo, &PullSource::Remote(name.clone()), &opts)?;
-            let refs = source.list_refs(opts.network_retries)?;
+            let refs = source.list_refs()?;
             if json {
                 let list: Vec<_> = refs
                     .iter()

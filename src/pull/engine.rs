@@ -1,13 +1,25 @@
 //! The pull algorithm, independent of where objects come from.
 //!
-//! `jobs` worker threads share one queue of tasks. Metadata (commits,
-//! dirtrees, dirmetas) is taken before content so the tree is discovered
-//! early and the content queue fills; once that queue holds
-//! [`CONTENT_HIGH_WATER`] objects, workers drain it before scanning more
-//! dirtrees, which keeps memory bounded whatever the size of the commit.
-//! Each worker fetches one object at a time and streams it through
-//! decompression and hashing into the transaction, so at most `jobs`
-//! requests are in flight and `jobs` objects are open.
+//! A few worker threads (at most [`MAX_WORKERS`]) share one queue of
+//! tasks. Metadata (commits, dirtrees, dirmetas) is taken before content so
+//! the tree is discovered early and the content queue fills; once that
+//! queue holds [`CONTENT_HIGH_WATER`] objects, workers drain it before
+//! scanning more dirtrees, which keeps memory bounded whatever the size of
+//! the commit.
+//!
+//! Requests in flight are not tied to workers. An object the store lacks
+//! is first announced to the source ([`ObjectSource::prefetch`]) and its
+//! task parked; a source with latency (HTTP) fetches many such objects at
+//! once and says when each has arrived, and the task comes back to the
+//! workers as ready, to be inflated, hashed and written without waiting
+//! for the network. At most [`MAX_PARKED_CONTENT`] content objects are
+//! announced ahead, so the source's queue stays bounded too. A source that
+//! does not fetch ahead (a local repository) is simply read by the
+//! workers. The source retries network failures itself (and resumes cut
+//! off bodies); the engine fetches again what arrived corrupt: an object
+//! whose bytes do not hash to its name, or do not even inflate, may have
+//! been damaged on the way, so it is fetched anew up to
+//! `network_retries` times before the pull fails naming it.
 //!
 //! Every object is verified against its checksum before it becomes visible
 //! (the transaction refuses a mismatch). A commit's
@@ -18,11 +30,11 @@
 //! (with its `.commitmeta`) and writing anything, so a bad signature costs
 //! no tree or content downloads.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use super::source::{FetchError, ObjectSource, io_error_is_transient};
+use super::source::{FetchError, FetchErrorKind, ObjectSource, PrefetchReady};
 use super::{Depth, PullError, PullOptions, RemoteVerify};
 use crate::ostree::{
     Checksum, Commit, DirMeta, DirTree, FormatError, MAX_METADATA_SIZE, ObjectName, ObjectType,
@@ -32,6 +44,12 @@ use crate::store::{Repo, StoreError, Transaction};
 
 /// Content objects queued before workers stop scanning dirtrees.
 const CONTENT_HIGH_WATER: usize = 8192;
+/// Content objects announced to the source and not back yet, at most.
+const MAX_PARKED_CONTENT: usize = 2048;
+/// Worker threads (inflating, hashing, writing; reading, for local
+/// sources), at most: the disk and two to four cores are the limit, not
+/// the network.
+pub const MAX_WORKERS: usize = 16;
 
 #[derive(Debug)]
 enum Task {
@@ -56,12 +74,74 @@ struct Fetched<T> {
     from_cache: bool,
 }
 
+impl Task {
+    fn name(&self) -> ObjectName {
+        match self {
+            Task::Commit { checksum, .. } => ObjectName::new(*checksum, ObjectType::Commit),
+            Task::DirTree { checksum, .. } => ObjectName::new(*checksum, ObjectType::DirTree),
+            Task::DirMeta(c) => ObjectName::new(*c, ObjectType::DirMeta),
+            Task::Content(c) => ObjectName::new(*c, ObjectType::File),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queue {
     meta: VecDeque<Task>,
     content: VecDeque<Checksum>,
+    /// Tasks whose object the source has ready (or failed to get).
+    ready: VecDeque<Task>,
+    /// Tasks waiting for their prefetched object.
+    parked: HashMap<ObjectName, Task>,
+    parked_content: usize,
     active: usize,
     failed: Option<PullError>,
+}
+
+impl Queue {
+    fn idle(&self) -> bool {
+        self.active == 0
+            && self.meta.is_empty()
+            && self.content.is_empty()
+            && self.ready.is_empty()
+            && self.parked.is_empty()
+    }
+}
+
+/// The queue, shared with the source's threads (which hand parked tasks
+/// back as ready).
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PrefetchReady for Shared {
+    fn ready(&self, name: ObjectName) {
+        let mut q = self.lock();
+        if let Some(t) = q.parked.remove(&name) {
+            if name.objtype == ObjectType::File {
+                q.parked_content -= 1;
+            }
+            q.ready.push_back(t);
+            drop(q);
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Told of prefetches the engine waits for itself (a commit's detached
+/// metadata): nothing to do.
+struct NoReady;
+
+impl PrefetchReady for NoReady {
+    fn ready(&self, _: ObjectName) {}
 }
 
 /// What the pull has done so far.
@@ -74,6 +154,8 @@ pub(crate) struct Counters {
     pub queued: AtomicU64,
     /// Corrupt copies in `--localcache-repo`s, skipped for the source's.
     pub cache_rejected: AtomicU64,
+    /// Objects fetched again because they arrived corrupt.
+    pub refetched: AtomicU64,
 }
 
 pub(super) struct Engine<'a, 'r> {
@@ -89,8 +171,11 @@ pub(super) struct Engine<'a, 'r> {
     interrupt: &'a AtomicBool,
     /// Dirtrees reachable from `--base`: their whole subtree is present.
     pub base_trees: HashSet<Checksum>,
-    queue: Mutex<Queue>,
-    wake: Condvar,
+    shared: Arc<Shared>,
+    /// `shared` as the source sees it.
+    ready: Arc<dyn PrefetchReady>,
+    /// Whether the source fetches ahead (known after the first try).
+    prefetching: AtomicBool,
     requested: Mutex<HashSet<ObjectName>>,
     content_in_flight: Mutex<HashSet<ObjectName>>,
     /// Commits fetched or completed by this pull (markers to clear).
@@ -115,6 +200,7 @@ impl<'a, 'r> Engine<'a, 'r> {
         progress: &'a dyn Progress,
         interrupt: &'a AtomicBool,
     ) -> Self {
+        let shared = Arc::new(Shared::default());
         Engine {
             repo,
             txn,
@@ -126,8 +212,9 @@ impl<'a, 'r> Engine<'a, 'r> {
             progress,
             interrupt,
             base_trees,
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
+            ready: shared.clone(),
+            shared,
+            prefetching: AtomicBool::new(true),
             requested: Mutex::new(HashSet::new()),
             content_in_flight: Mutex::new(HashSet::new()),
             commits: Mutex::new(Vec::new()),
@@ -136,18 +223,13 @@ impl<'a, 'r> Engine<'a, 'r> {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.shared.lock()
     }
 
     /// Queues an object unless it was queued before.
     fn push(&self, task: Task) {
-        let name = match &task {
-            Task::Commit { checksum, .. } => ObjectName::new(*checksum, ObjectType::Commit),
-            Task::DirTree { checksum, .. } => ObjectName::new(*checksum, ObjectType::DirTree),
-            Task::DirMeta(c) => ObjectName::new(*c, ObjectType::DirMeta),
-            Task::Content(c) => ObjectName::new(*c, ObjectType::File),
-        };
+        let name = task.name();
         // Metadata names are remembered for the whole pull (one per
         // directory at most; a subtree shared by several directories is
         // scanned once). Content names only while queued or being fetched,
@@ -168,7 +250,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             t => q.meta.push_back(t),
         }
         drop(q);
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
     }
 
     pub fn add_commit(&self, checksum: Checksum, depth: Depth) {
@@ -183,7 +265,7 @@ impl<'a, 'r> Engine<'a, 'r> {
     pub fn run(&self, jobs: usize) -> Result<(), PullError> {
         std::thread::scope(|s| {
             let watcher = s.spawn(|| self.watch());
-            let workers: Vec<_> = (0..jobs.max(1))
+            let workers: Vec<_> = (0..jobs.clamp(1, MAX_WORKERS))
                 .map(|_| s.spawn(|| self.worker()))
                 .collect();
             for w in workers {
@@ -192,40 +274,53 @@ impl<'a, 'r> Engine<'a, 'r> {
             self.finished.store(true, Ordering::Relaxed);
             watcher.thread().unpark();
         });
+        // Whatever is still being fetched ahead (after a failure) is not
+        // wanted any more.
+        self.source.cancel_prefetches();
         match self.lock().failed.take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    fn next_task(&self) -> Option<Task> {
+    /// The next task, and whether its object is ready at the source.
+    fn next_task(&self) -> Option<(Task, bool)> {
         let mut q = self.lock();
         loop {
             if self.interrupt.load(Ordering::Relaxed) {
                 self.stop.store(true, Ordering::Relaxed);
                 q.failed.get_or_insert(PullError::Interrupted);
-                self.wake.notify_all();
+                self.shared.wake.notify_all();
                 return None;
             }
             if q.failed.is_some() || self.stop.load(Ordering::Relaxed) {
                 return None;
             }
+            // Ready objects first: they hold memory and requests.
+            if let Some(t) = q.ready.pop_front() {
+                q.active += 1;
+                return Some((t, true));
+            }
+            let content_room = q.parked_content < MAX_PARKED_CONTENT;
             let task = if q.content.len() < CONTENT_HIGH_WATER && !q.meta.is_empty() {
                 q.meta.pop_front()
-            } else if let Some(c) = q.content.pop_front() {
-                Some(Task::Content(c))
-            } else {
+            } else if content_room && !q.content.is_empty() {
+                q.content.pop_front().map(Task::Content)
+            } else if q.content.is_empty() {
                 q.meta.pop_front()
+            } else {
+                // Content waits for room among the announced objects.
+                None
             };
             if let Some(t) = task {
                 q.active += 1;
-                return Some(t);
+                return Some((t, false));
             }
-            if q.active == 0 {
-                self.wake.notify_all();
+            if q.idle() {
+                self.shared.wake.notify_all();
                 return None;
             }
-            q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -236,7 +331,9 @@ impl<'a, 'r> Engine<'a, 'r> {
             if self.interrupt.load(Ordering::Relaxed) {
                 self.stop.store(true, Ordering::Relaxed);
                 self.lock().failed.get_or_insert(PullError::Interrupted);
-                self.wake.notify_all();
+                self.shared.wake.notify_all();
+                // Readers waiting for the network wake up failing.
+                self.source.cancel_prefetches();
                 return;
             }
             std::thread::park_timeout(std::time::Duration::from_millis(50));
@@ -265,8 +362,8 @@ impl<'a, 'r> Engine<'a, 'r> {
     }
 
     fn worker(&self) {
-        while let Some(task) = self.next_task() {
-            let r = self.process(task);
+        while let Some((task, ready)) = self.next_task() {
+            let r = self.process(task, ready);
             let mut q = self.lock();
             q.active -= 1;
             if let Err(e) = r
@@ -276,46 +373,110 @@ impl<'a, 'r> Engine<'a, 'r> {
             }
             // Pushes wake one sleeper each; everyone needs waking only to
             // stop (all done, or a failure).
-            let finished =
-                q.failed.is_some() || (q.active == 0 && q.meta.is_empty() && q.content.is_empty());
+            let finished = q.failed.is_some() || q.idle();
             drop(q);
             if finished {
-                self.wake.notify_all();
+                self.shared.wake.notify_all();
             }
             self.tick();
         }
     }
 
-    fn retrying<T>(&self, f: impl FnMut() -> Result<T, PullError>) -> Result<T, PullError> {
-        super::retrying(self.opts.network_retries, f)
+    /// Announces `task`'s object to the source and parks the task until
+    /// the source has it. False when the source does not fetch ahead: the
+    /// caller then fetches it now.
+    fn park(&self, task: Task) -> Result<(), Task> {
+        if !self.prefetching.load(Ordering::Relaxed) {
+            return Err(task);
+        }
+        let name = task.name();
+        {
+            let mut q = self.lock();
+            q.parked.insert(name, task);
+            if name.objtype == ObjectType::File {
+                q.parked_content += 1;
+            }
+        }
+        if self
+            .source
+            .prefetch(&name, MAX_METADATA_SIZE as u64, &self.ready)
+        {
+            return Ok(());
+        }
+        self.prefetching.store(false, Ordering::Relaxed);
+        let mut q = self.lock();
+        if name.objtype == ObjectType::File {
+            q.parked_content -= 1;
+        }
+        Err(q.parked.remove(&name).expect("parked above"))
     }
 
-    fn process(&self, task: Task) -> Result<(), PullError> {
+    /// Whether a `--localcache-repo` has the object (it is then taken from
+    /// there, not announced to the source).
+    fn in_caches(&self, name: &ObjectName) -> bool {
+        self.caches
+            .iter()
+            .any(|c| c.has_object(name).unwrap_or(false))
+    }
+
+    /// Runs a task. `ready`: its object was announced and the source has
+    /// it; otherwise what is present is skipped and what must be fetched
+    /// is announced (parked) when the source fetches ahead.
+    fn process(&self, task: Task, ready: bool) -> Result<(), PullError> {
         match task {
             Task::Commit {
                 checksum,
                 depth,
                 optional,
             } => self.commit(checksum, depth, optional),
-            Task::DirTree { checksum, path } => self.dirtree(checksum, &path),
-            Task::DirMeta(c) => {
-                let name = ObjectName::new(c, ObjectType::DirMeta);
-                if !self.txn.has_object(&name)? {
-                    self.fetch_metadata(&name, false, DirMeta::parse)?;
-                } else {
+            Task::DirTree { checksum, path } => {
+                if self.base_trees.contains(&checksum) {
+                    return Ok(());
+                }
+                let name = ObjectName::new(checksum, ObjectType::DirTree);
+                let tree = if !ready && self.txn.has_object(&name)? {
                     self.counters
                         .already_present
                         .fetch_add(1, Ordering::Relaxed);
+                    self.load_staged_or_stored_dirtree(&name)?
+                } else {
+                    if !ready && !self.in_caches(&name) {
+                        match self.park(Task::DirTree { checksum, path }) {
+                            Ok(()) => return Ok(()),
+                            Err(Task::DirTree { path: p, .. }) => {
+                                return self.scan_fetched_dirtree(&name, &p);
+                            }
+                            Err(_) => unreachable!("parked a dirtree"),
+                        }
+                    }
+                    return self.scan_fetched_dirtree(&name, &path);
+                };
+                self.scan(&tree, &path);
+                Ok(())
+            }
+            Task::DirMeta(c) => {
+                let name = ObjectName::new(c, ObjectType::DirMeta);
+                if !ready && self.txn.has_object(&name)? {
+                    self.counters
+                        .already_present
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
                 }
+                if !ready && !self.in_caches(&name) && self.park(Task::DirMeta(c)).is_ok() {
+                    return Ok(());
+                }
+                self.fetch_metadata(&name, false, DirMeta::parse)?;
                 Ok(())
             }
             Task::Content(c) => {
-                let r = self.content(c);
-                self.content_in_flight
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&ObjectName::new(c, ObjectType::File));
-                r
+                let r = self.content(c, ready);
+                if !matches!(r, Ok(Parked::Yes)) {
+                    self.content_in_flight
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&ObjectName::new(c, ObjectType::File));
+                }
+                r.map(|_| ())
             }
         }
     }
@@ -331,11 +492,16 @@ impl<'a, 'r> Engine<'a, 'r> {
             self.refresh_present_commit(checksum)?;
             self.load_staged_or_stored_commit(&name)?
         } else {
-            let commitmeta = self.fetch_commitmeta(checksum)?;
+            // Both requests in flight at once: one round trip, not two.
+            let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
+            let no_ready: Arc<dyn PrefetchReady> = Arc::new(NoReady);
+            self.source
+                .prefetch(&meta_name, MAX_METADATA_SIZE as u64, &no_ready);
             let Some(fetched) = self.fetch_verified(&name, optional, Commit::parse)? else {
                 // An optional parent the source does not have.
                 return Ok(());
             };
+            let commitmeta = self.fetch_commitmeta(checksum)?;
             // Signatures are checked before anything of this commit is
             // written or its tree requested.
             self.verify_signatures(checksum, &fetched.data, commitmeta.as_deref())?;
@@ -428,11 +594,10 @@ impl<'a, 'r> Engine<'a, 'r> {
     /// The source's detached metadata for `commit`, if it has any.
     fn fetch_commitmeta(&self, commit: Checksum) -> Result<Option<Vec<u8>>, PullError> {
         let name = ObjectName::new(commit, ObjectType::CommitMeta);
-        let data = self.retrying(|| {
-            self.source
-                .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
-                .map_err(PullError::Fetch)
-        })?;
+        let data = self
+            .source
+            .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
+            .map_err(PullError::Fetch)?;
         if let Some(d) = &data {
             // Checked here, before the commit is marked partial or
             // anything is written: a refused commitmeta leaves no trace.
@@ -490,30 +655,40 @@ impl<'a, 'r> Engine<'a, 'r> {
         let (data, from_cache) = match cached {
             Some(d) => (d, true),
             None => {
-                let fetched = self.retrying(|| {
-                    self.source
+                // Fetched again while the bytes do not hash to the name:
+                // the path may have damaged them.
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    let data = match self
+                        .source
                         .fetch_metadata(name, MAX_METADATA_SIZE as u64)
-                        .map_err(PullError::Fetch)
-                })?;
-                match fetched {
-                    Some(d) => (d, false),
-                    None if optional => return Ok(None),
-                    None => {
-                        return Err(PullError::Fetch(FetchError::NotFound {
-                            location: self.source.location(name),
-                        }));
+                        .map_err(PullError::Fetch)?
+                    {
+                        Some(d) => d,
+                        None if optional => return Ok(None),
+                        None => {
+                            return Err(PullError::Fetch(FetchError::not_found(
+                                self.source.location(name),
+                            )));
+                        }
+                    };
+                    let actual = Checksum::digest(&data);
+                    if actual == name.checksum {
+                        break (data, false);
                     }
+                    if attempts > self.opts.network_retries {
+                        return Err(PullError::ChecksumMismatch {
+                            object: *name,
+                            location: self.source.location(name),
+                            actual,
+                            attempts,
+                        });
+                    }
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
                 }
             }
         };
-        let actual = Checksum::digest(&data);
-        if actual != name.checksum {
-            return Err(PullError::ChecksumMismatch {
-                object: *name,
-                location: self.source.location(name),
-                actual,
-            });
-        }
         let value = parse(&data).map_err(|source| PullError::Corrupt {
             object: *name,
             location: self.source.location(name),
@@ -544,20 +719,17 @@ impl<'a, 'r> Engine<'a, 'r> {
         self.caches.iter().find_map(f)
     }
 
-    fn dirtree(&self, checksum: Checksum, path: &str) -> Result<(), PullError> {
-        if self.base_trees.contains(&checksum) {
-            return Ok(());
-        }
-        let name = ObjectName::new(checksum, ObjectType::DirTree);
-        let tree = if self.txn.has_object(&name)? {
-            self.counters
-                .already_present
-                .fetch_add(1, Ordering::Relaxed);
-            self.load_staged_or_stored_dirtree(&name)?
-        } else {
-            self.fetch_metadata(&name, false, DirTree::parse)?
-                .expect("not optional")
-        };
+    /// Fetches (from a cache or the source), writes and scans a dirtree.
+    fn scan_fetched_dirtree(&self, name: &ObjectName, path: &str) -> Result<(), PullError> {
+        let tree = self
+            .fetch_metadata(name, false, DirTree::parse)?
+            .expect("not optional");
+        self.scan(&tree, path);
+        Ok(())
+    }
+
+    /// Queues what a dirtree at `path` names (as the filters allow).
+    fn scan(&self, tree: &DirTree, path: &str) {
         for f in &tree.files {
             if self.wanted(&join(path, &f.name), false) {
                 self.push(Task::Content(f.checksum));
@@ -573,7 +745,6 @@ impl<'a, 'r> Engine<'a, 'r> {
                 });
             }
         }
-        Ok(())
     }
 
     /// A commit already written: from the repository, or from this
@@ -623,13 +794,17 @@ impl<'a, 'r> Engine<'a, 'r> {
             .any(|s| s == "/" || path == s || under(path, s) || (is_dir && under(s, path)))
     }
 
-    fn content(&self, checksum: Checksum) -> Result<(), PullError> {
+    fn content(&self, checksum: Checksum, ready: bool) -> Result<Parked, PullError> {
         let name = ObjectName::new(checksum, ObjectType::File);
+        if ready {
+            self.fetch_content(checksum)?;
+            return Ok(Parked::No);
+        }
         if self.txn.has_object(&name)? {
             self.counters
                 .already_present
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+            return Ok(Parked::No);
         }
         for cache in self.caches {
             if !cache.has_object(&name).unwrap_or(false) {
@@ -640,7 +815,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             match self.txn.import_content(cache, checksum) {
                 Ok(Some(_)) => {
                     self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(Parked::No);
                 }
                 Ok(None) => {}
                 Err(StoreError::ChecksumMismatch { .. })
@@ -660,7 +835,7 @@ impl<'a, 'r> Engine<'a, 'r> {
                 match self.txn.write_content_object(obj, Some(checksum)) {
                     Ok(_) => {
                         self.counters.from_cache.fetch_add(1, Ordering::Relaxed);
-                        return Ok(());
+                        return Ok(Parked::No);
                     }
                     Err(StoreError::ChecksumMismatch { .. })
                     | Err(StoreError::SourceRead(_))
@@ -681,26 +856,62 @@ impl<'a, 'r> Engine<'a, 'r> {
                     self.counters
                         .content_fetched
                         .fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(Parked::No);
                 }
                 Ok(None) | Err(StoreError::MissingObject(_)) => {}
                 Err(e) => return Err(self.located(&name, e)),
             }
         }
-        self.retrying(|| {
-            let mut stream = self
+        if self.park(Task::Content(checksum)).is_ok() {
+            return Ok(Parked::Yes);
+        }
+        self.fetch_content(checksum)?;
+        Ok(Parked::No)
+    }
+
+    /// Fetches a content object from the source and writes it, fetching
+    /// it again while it arrives corrupt (up to `network_retries` times).
+    fn fetch_content(&self, checksum: Checksum) -> Result<(), PullError> {
+        let name = ObjectName::new(checksum, ObjectType::File);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let r = self
                 .source
                 .fetch_content(&checksum)
-                .map_err(PullError::Fetch)?;
-            // A big object stops between reads once interrupted.
-            stream.reader = Box::new(Interruptible {
-                inner: stream.reader,
-                flag: self.stop.clone(),
-            });
-            let r = self.txn.write_content_object(stream, Some(checksum));
-            crate::progress::check(self.interrupt)?;
-            r.map_err(|e| self.located(&name, e))
-        })?;
+                .map_err(PullError::Fetch)
+                .and_then(|mut stream| {
+                    // A big object stops between reads once interrupted.
+                    stream.reader = Box::new(Interruptible {
+                        inner: stream.reader,
+                        flag: self.stop.clone(),
+                        location: self.source.location(&name),
+                    });
+                    let r = self.txn.write_content_object(stream, Some(checksum));
+                    crate::progress::check(self.interrupt)?;
+                    r.map_err(|e| self.located(&name, e))
+                });
+            match r {
+                Ok(_) => break,
+                Err(e) if e.is_corruption() && attempts <= self.opts.network_retries => {
+                    self.counters.refetched.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(PullError::ChecksumMismatch {
+                    object,
+                    location,
+                    actual,
+                    ..
+                }) => {
+                    return Err(PullError::ChecksumMismatch {
+                        object,
+                        location,
+                        actual,
+                        attempts,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.counters
             .content_fetched
             .fetch_add(1, Ordering::Relaxed);
@@ -715,28 +926,37 @@ impl<'a, 'r> Engine<'a, 'r> {
                 object,
                 location,
                 actual,
+                attempts: 1,
             },
             StoreError::CorruptObject { object, source } => PullError::Corrupt {
                 object,
                 location,
                 source,
             },
-            StoreError::SourceRead(ref source) if io_error_is_transient(source) => {
-                PullError::Fetch(FetchError::Transient {
-                    location,
-                    message: source.to_string(),
-                })
-            }
-            // The object's data was bad (a corrupt compressed stream, a
-            // wrong length): the source's fault, so name the object and
-            // where it came from.
-            StoreError::SourceRead(source) => PullError::Fetch(FetchError::Fatal {
-                location,
-                message: format!("object {name}: {source}"),
-            }),
+            StoreError::SourceRead(source) => match FetchError::from_io(source) {
+                // The source's own failure (the network, after its
+                // retries; a cancellation).
+                Ok(fe) => PullError::Fetch(fe),
+                // The object's data was bad (a corrupt compressed stream,
+                // a wrong length): damaged on the way, or on the server.
+                Err(source) => PullError::Fetch(
+                    FetchError::new(
+                        FetchErrorKind::Corrupt,
+                        location,
+                        format!("object {name}: invalid data"),
+                    )
+                    .with_source(source),
+                ),
+            },
             other => PullError::Store(other),
         }
     }
+}
+
+/// Whether a content task was parked (its object announced to the source).
+enum Parked {
+    Yes,
+    No,
 }
 
 /// A reader that fails once the pull is stopping. (Not
@@ -744,12 +964,18 @@ impl<'a, 'r> Engine<'a, 'r> {
 struct Interruptible {
     inner: Box<dyn std::io::Read + Send>,
     flag: Arc<AtomicBool>,
+    location: String,
 }
 
 impl std::io::Read for Interruptible {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.flag.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("interrupted"));
+            return Err(FetchError::new(
+                FetchErrorKind::Cancelled,
+                self.location.clone(),
+                "interrupted",
+            )
+            .into_io());
         }
         self.inner.read(buf)
     }

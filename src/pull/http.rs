@@ -1,215 +1,109 @@
 //! HTTP(S) sources: an archive-mode repository served as plain files.
 //!
-//! One blocking reqwest client is shared by all pull workers: its pool keeps
+//! Every request goes through a [`Fetcher`] (see [`super::fetcher`] for
+//! the design): many in flight on one async client whose pool keeps
 //! connections alive (HTTP/2 when a TLS server offers it through ALPN, so
-//! many requests share one connection). The client's timeout applies to
-//! every read of a body, so it detects stalled transfers, not slow ones.
+//! all requests share one connection), retried and resumed inside, with
+//! `timeout` bounding a stall (nothing received), not a slow transfer.
 
-use std::io::Read;
+use std::io::{Cursor, Read};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, Response};
+use reqwest::Client;
 
-use super::source::{FetchError, NetworkError, ObjectSource};
+use super::fetcher::{Body, Fetcher, Settings, Want};
+use super::source::{FetchError, FetchErrorKind, NetworkStats, ObjectSource, PrefetchReady};
 use crate::ostree::checksum::is_checksum_hex;
-use crate::ostree::{Checksum, ObjectName, ObjectType};
+use crate::ostree::{Checksum, FormatError, ObjectName, ObjectType};
 use crate::store::objects::{ArchiveHeaderError, read_archive_object};
 use crate::store::{ContentObject, RemoteTls};
 
 pub struct HttpSource {
     base: String,
-    client: Client,
-    received: Arc<AtomicU64>,
+    fetcher: Fetcher,
 }
 
 impl HttpSource {
     /// `url` is the repository's base URL; `timeout` bounds connecting and
-    /// each wait for data; `connections` is the pool size per host.
+    /// each wait for data; `retries` is the retry budget of each request;
+    /// `max_in_flight` caps the requests in flight (and so, on HTTP/1.1,
+    /// the connections).
     pub fn new(
         url: &str,
         timeout: Duration,
-        connections: usize,
+        retries: u32,
+        max_in_flight: usize,
         tls: &RemoteTls,
     ) -> Result<HttpSource, FetchError> {
-        let fatal = |message: String| FetchError::Fatal {
-            location: url.to_string(),
-            message,
-        };
+        let fatal = |what: String| FetchError::fatal(url, what);
+        let max_in_flight = max_in_flight.max(1);
         let builder = Client::builder()
             .user_agent(concat!("arbor/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
             .connect_timeout(timeout)
-            .pool_max_idle_per_host(connections.max(1))
+            .pool_max_idle_per_host(max_in_flight)
             .tcp_nodelay(true)
             // Our own rustls configuration, with its own crypto provider
             // (see super::tls): no process-wide provider is installed.
             .tls_backend_preconfigured(super::tls::client_config(tls).map_err(fatal)?);
-        let client = builder
-            .build()
-            .map_err(|e| fatal(format!("cannot set up an HTTP client: {}", error_chain(&e))))?;
+        let settings = Settings {
+            timeout,
+            retries,
+            max_in_flight,
+        };
+        let fetcher = Fetcher::new(builder, settings)
+            .map_err(|e| fatal("cannot set up an HTTP client".into()).with_source(e))?;
         let base = if url.ends_with('/') {
             url.to_string()
         } else {
             format!("{url}/")
         };
-        Ok(HttpSource {
-            base,
-            client,
-            received: Arc::new(AtomicU64::new(0)),
-        })
+        Ok(HttpSource { base, fetcher })
     }
 
     fn url(&self, rel: &str) -> String {
         format!("{}{}", self.base, rel)
     }
 
-    fn get(&self, rel: &str) -> Result<Response, FetchError> {
-        let url = self.url(rel);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .map_err(|e| classify(&url, e))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp);
-        }
-        match status {
-            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND | StatusCode::GONE => {
-                Err(FetchError::NotFound { location: url })
-            }
-            // Worth asking again: the server is overloaded or failing,
-            // or the request timed out.
-            s if s.is_server_error()
-                || s == StatusCode::REQUEST_TIMEOUT
-                || s == StatusCode::TOO_MANY_REQUESTS =>
-            {
-                Err(FetchError::Transient {
-                    location: url,
-                    message: format!("server answered {s}"),
-                })
-            }
-            s => Err(FetchError::Fatal {
-                location: url,
-                message: format!("server answered {s}"),
-            }),
-        }
-    }
-
-    /// Reads a whole (small) body, refusing more than `max` bytes.
+    /// A whole (small) file, `None` when the server does not have it.
     fn get_bytes(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
-        let resp = match self.get(rel) {
-            Ok(r) => r,
-            Err(FetchError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let url = self.url(rel);
-        if let Some(len) = resp.content_length()
-            && len > max
-        {
-            return Err(FetchError::Fatal {
-                location: url,
-                message: format!("{len} bytes, over the limit of {max}"),
-            });
-        }
-        let mut body = Vec::new();
-        let mut reader = self.counting(resp).take(max + 1);
-        reader
-            .read_to_end(&mut body)
-            .map_err(|e| FetchError::Transient {
-                location: url.clone(),
-                message: format!("reading the body failed: {e}"),
-            })?;
-        if body.len() as u64 > max {
-            return Err(FetchError::Fatal {
-                location: url,
-                message: format!("more than the limit of {max} bytes"),
-            });
-        }
-        Ok(Some(body))
-    }
-
-    fn counting(&self, resp: Response) -> CountingReader {
-        CountingReader {
-            inner: resp,
-            received: self.received.clone(),
+        match self.fetcher.fetch(&self.url(rel), Want::Whole { max }) {
+            Ok(Body::Bytes(b)) => Ok(Some(b)),
+            Ok(Body::Stream(_)) => unreachable!("whole bodies are not streamed"),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }
 
-/// Counts received bytes and tags read errors as network errors.
-struct CountingReader {
-    inner: Response,
-    received: Arc<AtomicU64>,
-}
-
-impl Read for CountingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self.inner.read(buf) {
-            Ok(n) => {
-                self.received.fetch_add(n as u64, Ordering::Relaxed);
-                Ok(n)
-            }
-            Err(e) => Err(std::io::Error::new(e.kind(), NetworkError(e.to_string()))),
+/// Why a content object's header could not be read, as a fetch error: the
+/// network's failure as it was; a body too short for its header, or a
+/// header that is not even well-formed, as corruption (worth fetching
+/// again); a well-formed header describing something that cannot be
+/// stored (a device, a symlink without target) as final: that is what the
+/// server has, not damage on the way.
+fn header_error(location: String, e: ArchiveHeaderError) -> FetchError {
+    match e {
+        ArchiveHeaderError::Truncated(io) => match FetchError::from_io(io) {
+            Ok(fe) => fe,
+            Err(io) => FetchError::new(
+                FetchErrorKind::Corrupt,
+                location,
+                "the body ends inside the object header",
+            )
+            .with_source(io),
+        },
+        ArchiveHeaderError::Corrupt(f) => {
+            let kind = match f {
+                FormatError::InvalidMode { .. }
+                | FormatError::NonZeroRdev(_)
+                | FormatError::InvalidSymlinkTarget { .. }
+                | FormatError::InvalidXattrName { .. } => FetchErrorKind::Fatal,
+                _ => FetchErrorKind::Corrupt,
+            };
+            FetchError::new(kind, location, "invalid object header").with_source(f)
         }
     }
-}
-
-/// A PEM file named by a remote option, bounded in size.
-fn classify(url: &str, e: reqwest::Error) -> FetchError {
-    let message = if e.is_timeout() {
-        "timed out waiting for the server".to_string()
-    } else if e.is_connect() {
-        format!("cannot connect: {}", error_chain(&e))
-    } else {
-        error_chain(&e)
-    };
-    if e.is_builder() || is_tls_rejection(&e) {
-        FetchError::Fatal {
-            location: url.to_string(),
-            message,
-        }
-    } else {
-        FetchError::Transient {
-            location: url.to_string(),
-            message,
-        }
-    }
-}
-
-/// A TLS handshake that failed on a certificate or protocol error: asking
-/// again gives the same answer, so it is not retried.
-fn is_tls_rejection(e: &(dyn std::error::Error + 'static)) -> bool {
-    if e.is::<rustls::Error>() {
-        return true;
-    }
-    // hyper wraps the TLS error in io::Errors, whose `source` skips the
-    // error they wrap: look inside them too.
-    if let Some(inner) = e
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        && is_tls_rejection(inner)
-    {
-        return true;
-    }
-    e.source().is_some_and(is_tls_rejection)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl ObjectSource for HttpSource {
@@ -237,10 +131,10 @@ impl ObjectSource for HttpSource {
         let text = String::from_utf8_lossy(&body);
         let text = text.trim();
         if !is_checksum_hex(text) {
-            return Err(FetchError::Fatal {
-                location: self.url(&rel),
-                message: "does not contain a checksum".into(),
-            });
+            return Err(FetchError::fatal(
+                self.url(&rel),
+                "does not contain a checksum",
+            ));
         }
         Ok(Some(Checksum::from_hex(text).expect("checked above")))
     }
@@ -257,22 +151,31 @@ impl ObjectSource for HttpSource {
 
     fn fetch_content(&self, checksum: &Checksum) -> Result<ContentObject, FetchError> {
         let name = ObjectName::new(*checksum, ObjectType::File);
-        let resp = self.get(&format!("objects/{}", name.loose_path(true)))?;
-        read_archive_object(self.counting(resp), name).map_err(|e| {
-            let location = self.location(&name);
-            match e {
-                // A body cut short (or a read that failed) is worth
-                // another request; a bad header will not get better.
-                ArchiveHeaderError::Truncated(e) => FetchError::Transient {
-                    location,
-                    message: format!("reading the header failed: {e}"),
-                },
-                ArchiveHeaderError::Corrupt(e) => FetchError::Fatal {
-                    location,
-                    message: format!("invalid object header: {e}"),
-                },
-            }
-        })
+        let location = self.location(&name);
+        let obj = match self.fetcher.fetch(&location, Want::Content)? {
+            Body::Bytes(b) => read_archive_object(Cursor::new(b), name),
+            Body::Stream(r) => read_archive_object(r, name),
+        };
+        obj.map_err(|e| header_error(location, e))
+    }
+
+    fn prefetch(&self, name: &ObjectName, max: u64, ready: &Arc<dyn PrefetchReady>) -> bool {
+        // Metadata first: it reveals the rest of the tree.
+        let (want, urgent) = match name.objtype {
+            ObjectType::File => (Want::Content, false),
+            _ => (Want::Whole { max }, true),
+        };
+        self.fetcher.prefetch(
+            self.location(name),
+            want,
+            urgent,
+            Some((ready.clone(), *name)),
+        );
+        true
+    }
+
+    fn cancel_prefetches(&self) {
+        self.fetcher.cancel();
     }
 
     fn fetch_file(&self, rel: &str, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
@@ -280,11 +183,17 @@ impl ObjectSource for HttpSource {
     }
 
     fn open_file(&self, rel: &str) -> Result<Option<Box<dyn Read + Send>>, FetchError> {
-        match self.get(rel) {
-            Ok(resp) => Ok(Some(Box::new(self.counting(resp)))),
-            Err(FetchError::NotFound { .. }) => Ok(None),
+        match self.fetcher.fetch(&self.url(rel), Want::Content) {
+            Ok(Body::Bytes(b)) => Ok(Some(Box::new(Cursor::new(b)))),
+            Ok(Body::Stream(r)) => Ok(Some(Box::new(r))),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn prefetch_file(&self, rel: &str) {
+        self.fetcher
+            .prefetch(self.url(rel), Want::Content, false, None);
     }
 
     fn file_location(&self, rel: &str) -> String {
@@ -292,6 +201,10 @@ impl ObjectSource for HttpSource {
     }
 
     fn bytes_transferred(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
+        self.fetcher.received()
+    }
+
+    fn network_stats(&self) -> NetworkStats {
+        self.fetcher.stats()
     }
 }

@@ -48,20 +48,16 @@ impl LocalSource {
         match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FetchError::Fatal {
-                location: path.display().to_string(),
-                message: e.to_string(),
-            }),
+            Err(e) => {
+                Err(FetchError::fatal(path.display().to_string(), "cannot read").with_source(e))
+            }
         }
     }
 
     fn err(&self, location: String, e: StoreError) -> FetchError {
         match e {
-            StoreError::MissingObject(_) => FetchError::NotFound { location },
-            e => FetchError::Fatal {
-                location,
-                message: e.to_string(),
-            },
+            StoreError::MissingObject(_) => FetchError::not_found(location),
+            e => FetchError::fatal(location, "cannot read").with_source(e),
         }
     }
 }
@@ -113,10 +109,10 @@ impl ObjectSource for LocalSource {
 
     fn fetch_metadata(&self, name: &ObjectName, max: u64) -> Result<Option<Vec<u8>>, FetchError> {
         match self.repo.load_metadata(name) {
-            Ok(b) if b.len() as u64 > max => Err(FetchError::Fatal {
-                location: self.location(name),
-                message: format!("{} bytes, over the limit of {max}", b.len()),
-            }),
+            Ok(b) if b.len() as u64 > max => Err(FetchError::fatal(
+                self.location(name),
+                format!("{} bytes, over the limit of {max}", b.len()),
+            )),
             Ok(b) => {
                 self.read.fetch_add(b.len() as u64, Ordering::Relaxed);
                 Ok(Some(b))
@@ -149,17 +145,14 @@ impl ObjectSource for LocalSource {
             return Ok(None);
         };
         let mut body = Vec::new();
-        r.take(max + 1)
-            .read_to_end(&mut body)
-            .map_err(|e| FetchError::Fatal {
-                location: self.file_location(rel),
-                message: e.to_string(),
-            })?;
+        r.take(max + 1).read_to_end(&mut body).map_err(|e| {
+            FetchError::fatal(self.file_location(rel), "cannot read").with_source(e)
+        })?;
         if body.len() as u64 > max {
-            return Err(FetchError::Fatal {
-                location: self.file_location(rel),
-                message: format!("more than the limit of {max} bytes"),
-            });
+            return Err(FetchError::fatal(
+                self.file_location(rel),
+                format!("more than the limit of {max} bytes"),
+            ));
         }
         Ok(Some(body))
     }
@@ -176,10 +169,8 @@ impl ObjectSource for LocalSource {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::NOTDIR) => return Ok(None),
             Err(e) => {
-                return Err(FetchError::Fatal {
-                    location: self.file_location(rel),
-                    message: std::io::Error::from(e).to_string(),
-                });
+                return Err(FetchError::fatal(self.file_location(rel), "cannot open")
+                    .with_source(std::io::Error::from(e)));
             }
         };
         Ok(Some(Box::new(Counting {

@@ -32,9 +32,11 @@
 //! commits and summaries, and their errors, are handled alike whatever the
 //! kind.
 
+mod concurrency;
 pub mod delta;
 pub mod ed25519;
 pub mod engine;
+mod fetcher;
 pub mod gpg;
 pub mod http;
 pub mod local;
@@ -54,7 +56,7 @@ use thiserror::Error;
 pub use options::{
     DEFAULT_JOBS, Depth, PullOptions, PullSource, PullTarget, StaticDeltas, SubPath, Verification,
 };
-pub use source::{FetchError, ObjectSource};
+pub use source::{FetchError, FetchErrorKind, NetworkStats, ObjectSource, PrefetchReady};
 pub use verify::{RemoteVerify, SignatureError, Verifier};
 
 use crate::ostree::{Checksum, FormatError, ObjectName, Summary};
@@ -63,13 +65,16 @@ use crate::store::{RefName, Remote, RemoteTls, Repo, StoreError, Transaction};
 
 #[derive(Debug, Error)]
 pub enum PullError {
-    #[error("{0}")]
+    #[error(transparent)]
     Fetch(FetchError),
-    #[error("object {object} from {location} is corrupt: checksum expected={expected} actual={actual}", expected = .object.checksum)]
+    /// Bytes that do not hash to the object's name, on every one of
+    /// `attempts` fetches.
+    #[error("object {object} from {location} is corrupt: checksum expected={expected} actual={actual}{}", if *.attempts > 1 { format!(" (fetched {} times)", .attempts) } else { String::new() }, expected = .object.checksum)]
     ChecksumMismatch {
         object: ObjectName,
         location: String,
         actual: Checksum,
+        attempts: u32,
     },
     #[error("object {object} from {location} is invalid: {source}")]
     Corrupt {
@@ -184,8 +189,15 @@ impl From<FormatError> for PullError {
 }
 
 impl PullError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, PullError::Fetch(e) if e.is_transient())
+    /// Whether the bytes fetched may have been damaged on the way (they
+    /// do not hash to the name, do not inflate, or have no valid header):
+    /// worth fetching again.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            PullError::ChecksumMismatch { .. } => true,
+            PullError::Fetch(e) => e.is_corrupt(),
+            _ => false,
+        }
     }
 }
 
@@ -376,6 +388,11 @@ pub struct PullOutcome {
     /// About what the new objects occupy in the store (content bytes
     /// plus a block per object), for the size cap's estimate.
     pub bytes_written: u64,
+    /// Objects fetched again because they arrived corrupt.
+    pub refetched: u64,
+    /// What the network source did during this pull (zero for local
+    /// sources); `peak_in_flight` is the source's peak so far.
+    pub network: NetworkStats,
     pub elapsed: Duration,
 }
 
@@ -400,7 +417,11 @@ impl OpenedSource {
     /// trusted keys unless `opts.verification` disables checks; local
     /// repositories are opened read-only.
     pub fn open(repo: &Repo, source: &PullSource, opts: &PullOptions) -> Result<Self, PullError> {
-        let connections = opts.jobs.max(1);
+        let net = Network {
+            timeout: opts.timeout,
+            retries: opts.network_retries,
+            max_in_flight: opts.jobs.max(1),
+        };
         match source {
             PullSource::Remote(name) => {
                 let remote = repo.remote(name)?;
@@ -421,13 +442,13 @@ impl OpenedSource {
                     }
                 };
                 Ok(OpenedSource {
-                    source: open_location(&remote.url, opts.timeout, connections, &remote.tls)?,
+                    source: open_location(&remote.url, &net, &remote.tls)?,
                     destination: RefDestination::Remote(remote.name),
                     verifiers,
                 })
             }
             PullSource::Url(url) => Ok(OpenedSource {
-                source: open_location(url, opts.timeout, connections, &RemoteTls::default())?,
+                source: open_location(url, &net, &RemoteTls::default())?,
                 destination: RefDestination::Heads,
                 verifiers: Vec::new(),
             }),
@@ -446,21 +467,28 @@ impl OpenedSource {
 
     /// The refs the source offers (from its summary, verified as
     /// configured; else by listing, for local repositories).
-    pub fn list_refs(&self, retries: u32) -> Result<Vec<(String, Checksum)>, PullError> {
-        list_source_refs(self.source.as_ref(), retries, &self.verifiers)
+    pub fn list_refs(&self) -> Result<Vec<(String, Checksum)>, PullError> {
+        list_source_refs(self.source.as_ref(), &self.verifiers)
     }
+}
+
+/// How a network source behaves (from [`PullOptions`]).
+struct Network {
+    timeout: Duration,
+    retries: u32,
+    max_in_flight: usize,
 }
 
 /// An `http(s)://` or `file://` URL, or a path, as an object source.
 fn open_location(
     spec: &str,
-    timeout: Duration,
-    connections: usize,
+    net: &Network,
     tls: &RemoteTls,
 ) -> Result<Box<dyn ObjectSource>, PullError> {
     if spec.starts_with("http://") || spec.starts_with("https://") {
         return Ok(Box::new(
-            http::HttpSource::new(spec, timeout, connections, tls).map_err(PullError::Fetch)?,
+            http::HttpSource::new(spec, net.timeout, net.retries, net.max_in_flight, tls)
+                .map_err(PullError::Fetch)?,
         ));
     }
     let path = std::path::Path::new(spec.strip_prefix("file://").unwrap_or(spec));
@@ -505,6 +533,7 @@ pub fn pull_from(
     let start = Instant::now();
     let verifiers = &source.verifiers[..];
     let source_ref = source.source.as_ref();
+    let stats_before = source_ref.network_stats();
     let caches = opts
         .localcache
         .iter()
@@ -578,6 +607,7 @@ pub fn pull_from(
         outcome.from_cache = c.from_cache.load(Ordering::Relaxed);
         outcome.already_present = c.already_present.load(Ordering::Relaxed);
         outcome.cache_rejected = c.cache_rejected.load(Ordering::Relaxed);
+        outcome.refetched = c.refetched.load(Ordering::Relaxed);
     };
     if let Err(e) = engine.run(opts.jobs) {
         drop(engine);
@@ -619,6 +649,13 @@ pub fn pull_from(
     });
     outcome.bytes_transferred = source_ref.bytes_transferred();
     outcome.bytes_written = stats.content_bytes_written + stats.objects_written * 4096;
+    let net = source_ref.network_stats();
+    outcome.network = NetworkStats {
+        requests: net.requests - stats_before.requests,
+        retries: net.retries - stats_before.retries,
+        resumed: net.resumed - stats_before.resumed,
+        peak_in_flight: net.peak_in_flight,
+    };
     outcome.elapsed = start.elapsed();
     Ok(outcome)
 }
@@ -668,26 +705,6 @@ fn abandon(
     }
 }
 
-/// Runs `f` again after transient failures, up to `retries` times, with
-/// exponential backoff (0.2 s, 0.4 s, … capped at 5 s).
-pub(crate) fn retrying<T>(
-    retries: u32,
-    mut f: impl FnMut() -> Result<T, PullError>,
-) -> Result<T, PullError> {
-    let mut attempt = 0;
-    loop {
-        match f() {
-            Err(e) if e.is_transient() && attempt < retries => {
-                attempt += 1;
-                std::thread::sleep(
-                    Duration::from_millis(100u64 << attempt.min(6)).min(Duration::from_secs(5)),
-                );
-            }
-            r => return r,
-        }
-    }
-}
-
 /// Fetches and parses the source's summary, if it has one. With
 /// `gpg-verify-summary` or `sign-verify-summary` ([`RemoteVerify::summary`]),
 /// the summary and `summary.sig` are both required and the signatures are
@@ -698,18 +715,15 @@ pub(crate) fn retrying<T>(
 /// too, as it does for GPG.
 pub fn fetch_summary(
     source: &dyn ObjectSource,
-    retries: u32,
     verifiers: &[RemoteVerify],
 ) -> Result<Option<(Summary, Vec<u8>)>, PullError> {
     let required: Vec<&RemoteVerify> = verifiers.iter().filter(|v| v.summary).collect();
     let sig = if required.is_empty() {
         None
     } else {
-        retrying(retries, || {
-            source.fetch_summary_sig().map_err(PullError::Fetch)
-        })?
+        source.fetch_summary_sig().map_err(PullError::Fetch)?
     };
-    let fetched = retrying(retries, || source.fetch_summary().map_err(PullError::Fetch))?;
+    let fetched = source.fetch_summary().map_err(PullError::Fetch)?;
     for v in required {
         let missing = |file| PullError::SummaryMissing {
             remote: v.remote.clone(),
@@ -744,10 +758,9 @@ pub fn fetch_summary(
 /// Refs a source offers: from its summary, else by listing (local only).
 pub fn list_source_refs(
     source: &dyn ObjectSource,
-    retries: u32,
     verifiers: &[RemoteVerify],
 ) -> Result<Vec<(String, Checksum)>, PullError> {
-    if let Some((summary, _)) = fetch_summary(source, retries, verifiers)? {
+    if let Some((summary, _)) = fetch_summary(source, verifiers)? {
         return Ok(summary
             .refs
             .into_iter()
@@ -776,7 +789,7 @@ fn resolve_targets(
         || verifiers.iter().any(|v| v.summary)
         || opts.targets.iter().any(|t| matches!(t, PullTarget::Ref(_)));
     let summary = if needs_summary {
-        fetch_summary(source, opts.network_retries, verifiers)?
+        fetch_summary(source, verifiers)?
     } else {
         None
     };
@@ -787,7 +800,7 @@ fn resolve_targets(
                 .iter()
                 .map(|r| (r.name.clone(), r.checksum))
                 .collect(),
-            None => list_source_refs(source, opts.network_retries, &[])?,
+            None => list_source_refs(source, &[])?,
         };
         if refs.is_empty() {
             return Err(PullError::NoRefs {
@@ -821,13 +834,13 @@ fn resolve_targets(
                     .map(|r| r.checksum);
                 let commit = match from_summary {
                     Some(c) => c,
-                    None => retrying(opts.network_retries, || {
-                        source.fetch_ref(name).map_err(PullError::Fetch)
-                    })?
-                    .ok_or_else(|| PullError::RefNotFound {
-                        name: name.clone(),
-                        source_desc: source.describe(),
-                    })?,
+                    None => source
+                        .fetch_ref(name)
+                        .map_err(PullError::Fetch)?
+                        .ok_or_else(|| PullError::RefNotFound {
+                            name: name.clone(),
+                            source_desc: source.describe(),
+                        })?,
                 };
                 targets.push(Target {
                     ref_name: Some(name.clone()),

@@ -215,8 +215,11 @@ pub enum StaticDeltas {
     Required,
 }
 
-/// Requests in flight by default (see BENCHMARKS.md for the measurement).
-pub const DEFAULT_JOBS: usize = 16;
+/// The most requests in flight by default. The number actually in flight
+/// adapts to what the path delivers (see `concurrency.rs` in this module);
+/// 128 is what a far server (50 ms) needs to keep a pull of small objects
+/// busy, and nginx's default cap of HTTP/2 streams per connection.
+pub const DEFAULT_JOBS: usize = 128;
 
 /// How to pull.
 #[derive(Clone, Debug)]
@@ -238,9 +241,13 @@ pub struct PullOptions {
     pub mirror: bool,
     /// Only the commit objects and their detached metadata.
     pub commit_metadata_only: bool,
-    /// Requests in flight at once (at least 1).
+    /// The most requests in flight at once (at least 1); on HTTP/1.1 also
+    /// the most connections. Fewer are used while more would not fetch
+    /// faster. Worker threads are fewer still (see [`engine::MAX_WORKERS`](super::engine::MAX_WORKERS)).
     pub jobs: usize,
-    /// Retries of a request after a transient failure.
+    /// Retries of a request after a transient failure (a reset, 5xx, a
+    /// stall; a body cut off after receiving 1 MiB or more resumes without
+    /// using one), and re-fetches of an object that arrived corrupt.
     pub network_retries: u32,
     /// A transfer that receives nothing for this long fails (transiently).
     pub timeout: Duration,

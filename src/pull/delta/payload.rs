@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use super::error::PartError;
 use crate::ostree::Checksum;
 use crate::ostree::delta::{Compression, PartHeader, xz};
+use crate::pull::FetchError;
 use crate::store::Transaction;
 
 /// Payloads up to this size are decompressed into memory.
@@ -158,14 +159,11 @@ pub(crate) fn receive_part(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                let (location, message) = (location.to_string(), e.to_string());
-                return Err(PartError::Fetch(
-                    if crate::pull::source::io_error_is_transient(&e) {
-                        crate::pull::FetchError::Transient { location, message }
-                    } else {
-                        crate::pull::FetchError::Fatal { location, message }
-                    },
-                ));
+                // The network's failure as the source reported it (after
+                // its own retries); any other read error is final.
+                return Err(PartError::Fetch(FetchError::from_io(e).unwrap_or_else(
+                    |e| FetchError::fatal(location, "reading the part failed").with_source(e),
+                )));
             }
         };
         hasher.update(&buf[..n]);

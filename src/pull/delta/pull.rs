@@ -80,22 +80,6 @@ impl DeltaPull<'_, '_> {
         self.progress.report(Event::Note(&text));
     }
 
-    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, FetchError>) -> Result<T, FetchError> {
-        let mut attempt = 0;
-        loop {
-            match f() {
-                Err(e) if e.is_transient() && attempt < self.opts.network_retries => {
-                    attempt += 1;
-                    std::thread::sleep(
-                        std::time::Duration::from_millis(100u64 << attempt.min(6))
-                            .min(std::time::Duration::from_secs(5)),
-                    );
-                }
-                r => return r,
-            }
-        }
-    }
-
     /// A complete (not partial) commit present here.
     fn complete_here(&self, c: &Checksum) -> Result<bool, PullError> {
         Ok(self
@@ -147,7 +131,8 @@ impl DeltaPull<'_, '_> {
     fn index_deltas(&self, to: Checksum) -> Result<Option<DeltaList>, PullError> {
         let rel = DeltaName::index_path(&to);
         let Some(bytes) = self
-            .retrying(|| self.source.fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64))
+            .source
+            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
             .map_err(PullError::Fetch)?
         else {
             return Ok(None);
@@ -242,9 +227,9 @@ impl DeltaPull<'_, '_> {
             Some(bytes) => Ok(Some((name, listed, bytes))),
             None => Err(DeltaPullError::new(
                 name,
-                DeltaFailure::SuperblockFetch(FetchError::NotFound {
-                    location: self.source.file_location(&name.superblock_path()),
-                }),
+                DeltaFailure::SuperblockFetch(FetchError::not_found(
+                    self.source.file_location(&name.superblock_path()),
+                )),
             )
             .into()),
         }
@@ -252,7 +237,8 @@ impl DeltaPull<'_, '_> {
 
     fn fetch_superblock(&self, name: DeltaName) -> Result<Option<Vec<u8>>, PullError> {
         let rel = name.superblock_path();
-        self.retrying(|| self.source.fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64))
+        self.source
+            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
             .map_err(|e| DeltaPullError::new(name, DeltaFailure::SuperblockFetch(e)).into())
     }
 
@@ -298,6 +284,8 @@ impl DeltaPull<'_, '_> {
         let mut skip = vec![false; sb.parts.len()];
         let mut left_to_objects = 0;
         let mut needed_usize: u64 = 0;
+        // Parts to download, in order.
+        let mut to_fetch = Vec::new();
         for (i, h) in sb.parts.iter().enumerate() {
             if super::have_all(self.txn, h)? {
                 continue;
@@ -308,6 +296,9 @@ impl DeltaPull<'_, '_> {
             // missing is the cheapest way to get them.
             if sb.inline_part(i).is_some() || missing == n {
                 needed_usize = needed_usize.saturating_add(h.usize);
+                if sb.inline_part(i).is_none() {
+                    to_fetch.push(i);
+                }
                 continue;
             }
             let loose = h.size.saturating_mul(missing) / n.max(1)
@@ -321,6 +312,7 @@ impl DeltaPull<'_, '_> {
                 ));
             } else {
                 needed_usize = needed_usize.saturating_add(h.usize);
+                to_fetch.push(i);
             }
         }
         for f in &sb.fallbacks {
@@ -361,6 +353,12 @@ impl DeltaPull<'_, '_> {
                 bytes: self.source.bytes_transferred(),
             })
         };
+        // Every part's request goes out now (as many at once as the source
+        // allows): small parts arrive whole while earlier ones are applied,
+        // big ones have their first bytes waiting when a worker opens them.
+        for &i in &to_fetch {
+            self.source.prefetch_file(&name.part_path(i));
+        }
         let parts = apply_parts(
             self.txn,
             &sb,
@@ -369,7 +367,10 @@ impl DeltaPull<'_, '_> {
             self.opts.jobs,
             self.interrupt,
             &on_part,
-        )?;
+        );
+        // What was fetched ahead and not used (after a failure) is dropped.
+        self.source.cancel_prefetches();
+        let parts = parts?;
         self.progress.report(Event::Finish {
             phase: Phase::ApplyDelta,
         });
@@ -434,10 +435,8 @@ impl DeltaPull<'_, '_> {
             None => {
                 let n = ObjectName::new(sb.to, ObjectType::CommitMeta);
                 fetched = self
-                    .retrying(|| {
-                        self.source
-                            .fetch_metadata(&n, crate::ostree::MAX_METADATA_SIZE as u64)
-                    })
+                    .source
+                    .fetch_metadata(&n, crate::ostree::MAX_METADATA_SIZE as u64)
                     .map_err(PullError::Fetch)?;
                 fetched.as_deref()
             }
@@ -454,8 +453,11 @@ impl DeltaPull<'_, '_> {
         Ok(())
     }
 
-    /// Fetches part `i` into a scratch file, checked against its header;
-    /// network failures are retried like any request.
+    /// Fetches part `i` into a scratch file, checked against its header.
+    /// The source retries network failures itself (and resumes a part cut
+    /// off mid-way); a part whose bytes do not match its header's size or
+    /// SHA-256 may have been damaged on the way, so it is fetched again,
+    /// up to `network_retries` times.
     fn fetch_part(
         &self,
         name: DeltaName,
@@ -468,20 +470,19 @@ impl DeltaPull<'_, '_> {
         loop {
             let r = match self.source.open_file(&rel) {
                 Ok(Some(stream)) => receive_part(self.txn, stream, h, &location, self.interrupt),
-                Ok(None) => Err(PartError::Fetch(FetchError::NotFound {
-                    location: location.clone(),
-                })),
+                Ok(None) => Err(PartError::Fetch(FetchError::not_found(location.clone()))),
                 Err(e) => Err(PartError::Fetch(e)),
             };
             match r {
-                Err(PartError::Fetch(e))
-                    if e.is_transient() && attempt < self.opts.network_retries =>
+                Err(PartError::Size { .. } | PartError::Checksum { .. })
+                    if attempt < self.opts.network_retries =>
                 {
                     attempt += 1;
-                    std::thread::sleep(
-                        std::time::Duration::from_millis(100u64 << attempt.min(6))
-                            .min(std::time::Duration::from_secs(5)),
-                    );
+                }
+                Err(PartError::Fetch(e))
+                    if e.is_corrupt() && attempt < self.opts.network_retries =>
+                {
+                    attempt += 1;
                 }
                 r => return r,
             }
