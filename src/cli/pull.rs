@@ -176,6 +176,32 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             format_bytes(outcome.bytes_transferred),
             outcome.elapsed.as_secs_f64()
         );
+        let net = &outcome.network;
+        if net.requests > 0 {
+            let mut flaky = Vec::new();
+            if net.retries > 0 {
+                flaky.push(format!("{} retried", net.retries));
+            }
+            if net.resumed > 0 {
+                flaky.push(format!("{} resumed with a range", net.resumed));
+            }
+            if outcome.refetched > 0 {
+                flaky.push(format!(
+                    "{} objects fetched again (corrupt)",
+                    outcome.refetched
+                ));
+            }
+            println!(
+                "{} requests, at most {} in flight{}",
+                net.requests,
+                net.peak_in_flight,
+                if flaky.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {}", flaky.join(", "))
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
