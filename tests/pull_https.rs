@@ -147,7 +147,7 @@ fn tls_nginx(log_dir: &Path, client_ca: bool) -> Nginx {
     }
     Nginx::start_tls(
         &f.www,
-        "log_format proto '$server_protocol $request_uri $status';",
+        "log_format proto '$server_protocol $request_uri $status $connection';",
         &conf,
     )
 }
@@ -178,8 +178,9 @@ fn pki(file: &str) -> String {
 }
 
 /// With the test CA as the remote's only trusted root, the pull works over
-/// HTTP/2 (every request nginx logs is `HTTP/2.0`) and the store is exactly
-/// the source's commit. `ostree pull` reads the same remote config and
+/// HTTP/2 (every request nginx logs is `HTTP/2.0`), all its requests
+/// multiplexed over one connection, and the store is exactly the source's
+/// commit. `ostree pull` reads the same remote config and
 /// pulls too: the option names are libostree's.
 #[test]
 fn https_pull_over_http2_with_the_remote_ca() {
@@ -203,6 +204,9 @@ fn https_pull_over_http2_with_the_remote_ca() {
         .filter(|l| !l.starts_with("HTTP/2.0 "))
         .collect();
     assert!(not_h2.is_empty(), "requests not over HTTP/2: {not_h2:?}");
+    let connections: std::collections::BTreeSet<&str> =
+        lines.iter().filter_map(|l| l.rsplit(' ').next()).collect();
+    assert_eq!(connections.len(), 1, "connections: {connections:?}");
 
     let (_t2, other) = store_with_origin(&https_url(&nginx), &["--no-gpg-verify", "--set", &ca]);
     ostree_repo_ok(&other, ["pull", "origin", "main"]);

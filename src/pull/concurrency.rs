@@ -4,22 +4,25 @@
 //! 50 ms round trip, 16 requests of small objects fetch 320 objects a
 //! second whatever the bandwidth); a server nearby, or a pull bound by the
 //! disk or the CPU, gains nothing from more and pays for them (connections
-//! on HTTP/1.1, memory, a server's patience). So the limit is found by
-//! measuring, not configured: [`Limiter`] starts at [`INITIAL`], doubles
-//! while each doubling raises the throughput by a fifth or more (slow
-//! start), then holds and now and then probes a quarter higher, keeping the
-//! step only if throughput follows. A transient failure (reset, 5xx, 429,
-//! stall) halves the limit, at most once per round of requests. `--jobs`
-//! is the ceiling.
+//! and their buffers on HTTP/1.1, a server's patience). So the limit is
+//! found by measuring, not configured: [`Limiter`] starts at [`INITIAL`],
+//! doubles while each doubling raises the throughput by 30% or more (slow
+//! start), then holds and now and then probes a quarter higher, keeping
+//! the step only if throughput follows by 15%. A transient failure (reset,
+//! 5xx, 429, stall) halves the limit, at most once per round of requests.
+//! `--jobs` is the ceiling.
 //!
-//! Throughput is measured in work units: one per completed request plus
-//! one per 64 KiB received, so that both a path bound by round trips
-//! (many small objects) and one bound by bandwidth (big objects) show
-//! their gains. Only rounds in which the limit was what held requests back
-//! (more were waiting to start) count: when the pull cannot use more
-//! requests (it is discovering the tree, or the consumers are slower than
-//! the network), raising the limit could not show a gain and proves
-//! nothing.
+//! Throughput is measured in rounds of at least 50 ms and as many
+//! completions as the limit, in work units: one per completed request plus
+//! one per 64 KiB received, so that both a path bound by round trips (many
+//! small objects) and one bound by bandwidth (big objects) show their
+//! gains. The round after a change is not judged (it mixes requests
+//! started under both limits). Only rounds in which the limit was what
+//! held the pull back count: requests were waiting to start, and at half
+//! or more of the completions the consumer was idle for want of data. When
+//! the pull cannot use more requests (it is discovering the tree, or the
+//! disk and CPU are slower than the network, as on a loopback server),
+//! raising the limit could not show a gain and proves nothing.
 //!
 //! The measuring is pure (times are passed in), so the tests below drive
 //! it with simulated paths.
@@ -31,17 +34,17 @@ use std::time::{Duration, Instant};
 pub const INITIAL: usize = 16;
 /// A round (the unit of measurement) is at least this long, so that a
 /// loopback server's thousands of completions a second are averaged.
-const MIN_ROUND: Duration = Duration::from_millis(25);
+const MIN_ROUND: Duration = Duration::from_millis(50);
 /// …and at most this long, so that a very slow path still adapts.
 const MAX_ROUND: Duration = Duration::from_secs(2);
 /// Completions in a round, at least.
 const MIN_ROUND_COMPLETIONS: u32 = 16;
 /// A round counts when the limit held requests back for at least this
 /// share of its completions.
-const BINDING_SHARE: f64 = 0.75;
+const BINDING_SHARE: f64 = 0.5;
 /// Gain that justifies a doubling in slow start, and a probe's step.
-const SLOW_START_GAIN: f64 = 1.2;
-const PROBE_GAIN: f64 = 1.1;
+const SLOW_START_GAIN: f64 = 1.3;
+const PROBE_GAIN: f64 = 1.15;
 /// Rounds to hold before probing higher again.
 const HOLD_ROUNDS: u32 = 8;
 

@@ -95,6 +95,8 @@ struct Queue {
     parked: HashMap<ObjectName, Task>,
     parked_content: usize,
     active: usize,
+    /// Workers waiting for something to do.
+    waiting: usize,
     failed: Option<PullError>,
 }
 
@@ -133,6 +135,11 @@ impl PrefetchReady for Shared {
             drop(q);
             self.wake.notify_one();
         }
+    }
+
+    fn starved(&self) -> bool {
+        let q = self.lock();
+        q.waiting > 0 && q.ready.is_empty()
     }
 }
 
@@ -320,7 +327,9 @@ impl<'a, 'r> Engine<'a, 'r> {
                 self.shared.wake.notify_all();
                 return None;
             }
+            q.waiting += 1;
             q = self.shared.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+            q.waiting -= 1;
         }
     }
 

@@ -53,7 +53,7 @@ use crate::ostree::ObjectName;
 /// Bodies up to this size are received whole (when the budget allows).
 pub const SMALL_BODY: u64 = 256 * 1024;
 /// Bytes of whole bodies received and not yet taken by the engine.
-pub const HELD_BUDGET: u64 = 16 << 20;
+pub const HELD_BUDGET: u64 = 8 << 20;
 /// An attempt that received this much new data before failing does not
 /// count against the retry budget.
 pub const RESUME_CREDIT: u64 = 1 << 20;
@@ -112,11 +112,17 @@ struct Sched {
     normal: VecDeque<Arc<Slot>>,
     /// Prefetched and not taken yet, by URL.
     prefetched: HashMap<String, Arc<Slot>>,
-    /// Transfers running, for cancellation.
+    /// Transfers running (or waiting to retry), for cancellation.
     running: HashMap<u64, Arc<Slot>>,
+    /// Transfers waiting, after a backoff, for a request to be allowed in
+    /// flight again: served before new requests.
+    retries: VecDeque<oneshot::Sender<Permit>>,
     next_id: u64,
     /// Bytes of whole bodies received or reserved and not taken.
     held: u64,
+    /// Prefetched results (bodies, streams, errors) not taken yet: many
+    /// means the consumers, not the network, are what limits the pull.
+    unclaimed: usize,
 }
 
 /// One transfer and its result.
@@ -173,8 +179,10 @@ impl Fetcher {
                 normal: VecDeque::new(),
                 prefetched: HashMap::new(),
                 running: HashMap::new(),
+                retries: VecDeque::new(),
                 next_id: 0,
                 held: 0,
+                unclaimed: 0,
             }),
             settings,
             received: AtomicU64::new(0),
@@ -230,7 +238,7 @@ impl Fetcher {
     /// The body of `url`: prefetched, or fetched now (whatever the limit:
     /// the caller is waiting). Retries and resumption happen inside.
     pub fn fetch(&self, url: &str, want: Want) -> Result<Body, FetchError> {
-        let (slot, start) = {
+        let (slot, permit) = {
             let mut s = lock(&self.inner.sched);
             match s.prefetched.remove(url) {
                 Some(slot) => {
@@ -240,22 +248,22 @@ impl Fetcher {
                         .iter()
                         .chain(s.normal.iter())
                         .any(|q| q.id == slot.id);
-                    if queued {
+                    let permit = queued.then(|| {
                         s.urgent.retain(|q| q.id != slot.id);
                         s.normal.retain(|q| q.id != slot.id);
-                        s.begin(&slot);
-                    }
-                    (slot, queued)
+                        s.begin(&self.inner, &slot)
+                    });
+                    (slot, permit)
                 }
                 None => {
                     let slot = s.new_slot(url.to_string(), want, None);
-                    s.begin(&slot);
-                    (slot, true)
+                    let permit = s.begin(&self.inner, &slot);
+                    (slot, Some(permit))
                 }
             }
         };
-        if start {
-            self.inner.spawn(slot.clone());
+        if let Some(permit) = permit {
+            self.inner.spawn(slot.clone(), permit);
         }
         self.inner.take(&slot)
     }
@@ -269,11 +277,14 @@ impl Fetcher {
             let mut all: Vec<Arc<Slot>> = s.urgent.drain(..).chain(s.normal.drain(..)).collect();
             all.extend(s.prefetched.drain().map(|(_, v)| v));
             all.extend(s.running.values().cloned());
+            s.retries.clear();
             all
         };
         for slot in &slots {
             slot.cancelled.store(true, Ordering::Relaxed);
-            slot.finish(Err(cancelled(&slot.url)));
+            // A result never taken is dropped (a stream's reader with it).
+            drop(slot.claim(&self.inner));
+            slot.finish(&self.inner, Err(cancelled(&slot.url)));
             if let Some(a) = lock(&slot.abort).take() {
                 a.abort();
             }
@@ -316,68 +327,137 @@ impl Sched {
         })
     }
 
-    /// Counts a transfer as started (the caller spawns it).
-    fn begin(&mut self, slot: &Arc<Slot>) {
-        self.active += 1;
-        self.peak = self.peak.max(self.active);
+    /// Counts a transfer as started (the caller spawns it with the
+    /// permit).
+    fn begin(&mut self, inner: &Arc<Inner>, slot: &Arc<Slot>) -> Permit {
         self.running.insert(slot.id, slot.clone());
+        self.permit(inner)
     }
 
-    /// Whether requests wait because of the limit alone.
+    /// One more request in flight, until the permit is dropped.
+    fn permit(&mut self, inner: &Arc<Inner>) -> Permit {
+        self.active += 1;
+        self.peak = self.peak.max(self.active);
+        Permit {
+            inner: inner.clone(),
+        }
+    }
+
+    /// Whether the limit may be what holds the pull back: requests wait
+    /// to start, and the consumers keep up with what arrives (then the
+    /// consumer is asked whether it waits for more).
     fn limit_binds(&self) -> bool {
-        (!self.urgent.is_empty() || !self.normal.is_empty()) && self.held < HELD_BUDGET
+        (!self.urgent.is_empty() || !self.normal.is_empty())
+            && self.held < HELD_BUDGET
+            && self.unclaimed <= self.limiter.limit() / 4
     }
 }
 
 impl Slot {
     /// Sets the result unless one was set (a cancellation wins over a
     /// late result) and tells whoever waits.
-    fn finish(&self, result: Result<Body, FetchError>) -> bool {
+    fn finish(&self, inner: &Inner, result: Result<Body, FetchError>) -> bool {
         let mut st = lock(&self.state);
         if !matches!(*st, SlotState::Waiting) {
             return false;
         }
         *st = SlotState::Done(result);
         drop(st);
+        if self.ready.is_some() {
+            lock(&inner.sched).unclaimed += 1;
+        }
         self.cond.notify_all();
         if let Some((ready, name)) = &self.ready {
             ready.ready(*name);
         }
         true
     }
+
+    /// Takes the result out, if there is one; it then no longer counts as
+    /// unclaimed.
+    fn claim(&self, inner: &Inner) -> Option<Result<Body, FetchError>> {
+        let mut st = lock(&self.state);
+        match std::mem::replace(&mut *st, SlotState::Taken) {
+            SlotState::Done(r) => {
+                drop(st);
+                if self.ready.is_some() {
+                    let mut s = lock(&inner.sched);
+                    s.unclaimed = s.unclaimed.saturating_sub(1);
+                }
+                Some(r)
+            }
+            other => {
+                *st = other;
+                None
+            }
+        }
+    }
 }
 
 impl Inner {
-    /// Starts queued prefetches while the limit and the budget allow.
+    /// Lets retries, then queued prefetches, go while the limit (and, for
+    /// prefetches, the budget) allow.
     fn pump(self: &Arc<Self>) {
         let mut start = Vec::new();
+        // Permits of retries that were cancelled meanwhile: dropped (which
+        // pumps again) once the lock is released.
+        let mut unused = Vec::new();
         {
             let mut s = lock(&self.sched);
+            while s.active < s.limiter.limit() {
+                let Some(tx) = s.retries.pop_front() else {
+                    break;
+                };
+                let permit = s.permit(self);
+                if let Err(p) = tx.send(permit) {
+                    unused.push(p);
+                }
+            }
             while s.active < s.limiter.limit() && s.held < HELD_BUDGET {
                 let Some(slot) = s.urgent.pop_front().or_else(|| s.normal.pop_front()) else {
                     break;
                 };
-                s.begin(&slot);
-                start.push(slot);
+                let permit = s.begin(self, &slot);
+                start.push((slot, permit));
             }
         }
-        for slot in start {
-            self.spawn(slot);
+        drop(unused);
+        for (slot, permit) in start {
+            self.spawn(slot, permit);
         }
     }
 
-    fn spawn(self: &Arc<Self>, slot: Arc<Slot>) {
+    /// Waits until one more request may be in flight (a retry, after its
+    /// backoff).
+    async fn acquire(self: &Arc<Self>) -> Permit {
+        let rx = {
+            let mut s = lock(&self.sched);
+            if s.active < s.limiter.limit() && s.retries.is_empty() {
+                return s.permit(self);
+            }
+            let (tx, rx) = oneshot::channel();
+            s.retries.push_back(tx);
+            rx
+        };
+        match rx.await {
+            Ok(p) => p,
+            // Cancelled (the queue was cleared): the task is being aborted.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, slot: Arc<Slot>, permit: Permit) {
         let inner = self.clone();
         let s = slot.clone();
         let handle = self.handle.spawn(async move {
-            let _active = Active {
+            let _running = Running {
                 inner: inner.clone(),
                 id: s.id,
             };
             if s.cancelled.load(Ordering::Relaxed) {
                 return;
             }
-            inner.run(&s).await;
+            inner.run(&s, permit).await;
         });
         *lock(&slot.abort) = Some(handle.abort_handle());
         if slot.cancelled.load(Ordering::Relaxed) {
@@ -387,19 +467,18 @@ impl Inner {
 
     /// Waits for a slot's result and takes it.
     fn take(self: &Arc<Self>, slot: &Arc<Slot>) -> Result<Body, FetchError> {
-        let mut st = lock(&slot.state);
         loop {
-            match std::mem::replace(&mut *st, SlotState::Taken) {
+            if let Some(r) = slot.claim(self) {
+                self.release(slot);
+                self.pump();
+                return r;
+            }
+            let st = lock(&slot.state);
+            match *st {
                 SlotState::Waiting => {
-                    *st = SlotState::Waiting;
-                    st = slot.cond.wait(st).unwrap_or_else(|p| p.into_inner());
+                    drop(slot.cond.wait(st).unwrap_or_else(|p| p.into_inner()));
                 }
-                SlotState::Done(r) => {
-                    drop(st);
-                    self.release(slot);
-                    self.pump();
-                    return r;
-                }
+                SlotState::Done(_) => {}
                 SlotState::Taken => return Err(cancelled(&slot.url)),
             }
         }
@@ -425,7 +504,8 @@ impl Inner {
         true
     }
 
-    async fn run(self: &Arc<Self>, slot: &Arc<Slot>) {
+    async fn run(self: &Arc<Self>, slot: &Arc<Slot>, permit: Permit) {
+        let mut permit = Some(permit);
         let mut t = Transfer {
             inner: self,
             slot,
@@ -459,14 +539,18 @@ impl Inner {
                     self.retries.fetch_add(1, Ordering::Relaxed);
                     let backoff = Duration::from_millis(100u64 << failures.clamp(1, 6))
                         .min(Duration::from_secs(5));
+                    // Not in flight while it waits: others may go.
+                    drop(permit.take());
                     tokio::time::sleep(backoff.max(t.retry_after.unwrap_or_default())).await;
+                    permit = Some(self.acquire().await);
                 }
                 Err(e) => break Err(FetchError { attempts, ..e }),
             }
         };
         if result.is_ok() {
             let mut s = lock(&self.sched);
-            let binding = s.limit_binds();
+            let binding =
+                s.limit_binds() && slot.ready.as_ref().is_none_or(|(ready, _)| ready.starved());
             s.limiter.on_complete(Instant::now(), t.delivered, binding);
         }
         match (result, t.sink) {
@@ -483,32 +567,39 @@ impl Inner {
                 if len > already {
                     self.reserve(slot, len - already, true);
                 }
-                if !slot.finish(Ok(Body::Bytes(t.buf))) {
+                if !slot.finish(self, Ok(Body::Bytes(t.buf))) {
                     self.release(slot);
                 }
             }
             (Err(e), _) => {
-                slot.finish(Err(e));
+                slot.finish(self, Err(e));
                 self.release(slot);
             }
         }
     }
 }
 
-/// Counts a transfer as running until its task ends (or is aborted).
-struct Active {
+/// One request in flight, counted until dropped.
+struct Permit {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        lock(&self.inner.sched).active -= 1;
+        self.inner.pump();
+    }
+}
+
+/// Keeps a transfer cancellable until its task ends (or is aborted).
+struct Running {
     inner: Arc<Inner>,
     id: u64,
 }
 
-impl Drop for Active {
+impl Drop for Running {
     fn drop(&mut self) {
-        {
-            let mut s = lock(&self.inner.sched);
-            s.active -= 1;
-            s.running.remove(&self.id);
-        }
-        self.inner.pump();
+        lock(&self.inner.sched).running.remove(&self.id);
     }
 }
 
@@ -662,6 +753,12 @@ impl Transfer<'_> {
                 )
                 .with_status(code));
         }
+        if let (Sink::Whole { .. }, Some(total)) = (&self.sink, self.total) {
+            // The announced size, not doubled on the way (up to 1 MiB: the
+            // announcement is the server's word).
+            let want = total.min(1 << 20) as usize;
+            self.buf.reserve_exact(want.saturating_sub(self.buf.len()));
+        }
         loop {
             let chunk = match tokio::time::timeout(timeout, resp.chunk()).await {
                 Err(_) => {
@@ -752,7 +849,7 @@ impl Transfer<'_> {
         };
         // Held bytes reserved for a whole body are not needed after all.
         self.inner.release(self.slot);
-        self.slot.finish(Ok(Body::Stream(reader)));
+        self.slot.finish(self.inner, Ok(Body::Stream(reader)));
         if attach_rx.await.is_err() {
             return Err(cancelled(&self.slot.url));
         }

@@ -131,6 +131,12 @@ impl FetchError {
 /// not call back into the source.
 pub trait PrefetchReady: Send + Sync {
     fn ready(&self, name: ObjectName);
+    /// Whether the consumer is idle for want of prefetched objects (so
+    /// more requests in flight may speed it up), rather than busy with
+    /// what arrived.
+    fn starved(&self) -> bool {
+        true
+    }
 }
 
 pub trait ObjectSource: Send + Sync {

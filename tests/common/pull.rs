@@ -46,6 +46,24 @@ pub struct Request {
     pub status: u16,
     /// Body bytes sent (nginx), or what the fault server did.
     pub note: String,
+    /// The `Range` header, if the request had one (fault server only).
+    pub range: Option<String>,
+    /// The `If-Range` header, if the request had one (fault server only).
+    pub if_range: Option<String>,
+    /// Body bytes written (fault server only).
+    pub sent: usize,
+}
+
+impl Request {
+    /// The first byte a `Range: bytes=N-` request asked for.
+    pub fn range_start(&self) -> Option<usize> {
+        self.range
+            .as_deref()?
+            .strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse()
+            .ok()
+    }
 }
 
 /// What kind of file a request path names.
@@ -388,7 +406,10 @@ http {{
                 Request {
                     path,
                     status,
+                    sent: bytes.parse().unwrap_or(0),
                     note: bytes,
+                    range: None,
+                    if_range: None,
                 }
             })
             .collect()
@@ -481,12 +502,21 @@ pub enum Fault {
     Body(Vec<u8>),
     /// Wait this long, then serve normally.
     Delay(Duration),
+    /// Serve the body with the byte at this offset (of the body sent, at
+    /// most its last) inverted.
+    Flip(usize),
+    /// Headers and this many body bytes, then a connection reset.
+    ResetAfter(usize),
 }
 
 type Policy = dyn Fn(&str, usize) -> Fault + Send + Sync;
 
 struct FaultState {
     root: PathBuf,
+    /// Whether `Range: bytes=N-` is honoured (206), as nginx does.
+    ranges: bool,
+    /// TCP connections accepted.
+    connections: AtomicU64,
     policy: Box<Policy>,
     attempts: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<Request>>,
@@ -495,7 +525,10 @@ struct FaultState {
 
 /// An HTTP/1.1 server (keep-alive, one thread per connection) serving the
 /// files under `root`, with a policy deciding per request path and attempt
-/// number (0 for the first request of that path) how to misbehave.
+/// number (0 for the first request of that path) how to misbehave. It
+/// ignores `Range` unless started with [`FaultServer::with_ranges`]; then
+/// it answers `Range: bytes=N-` with 206 and the faults apply to that
+/// partial body. Every response carries an `ETag`.
 pub struct FaultServer {
     pub port: u16,
     state: Arc<FaultState>,
@@ -507,11 +540,25 @@ impl FaultServer {
         root: &Path,
         policy: impl Fn(&str, usize) -> Fault + Send + Sync + 'static,
     ) -> FaultServer {
+        FaultServer::start_server(root, false, Box::new(policy))
+    }
+
+    /// Like [`FaultServer::start`], honouring ranges.
+    pub fn with_ranges(
+        root: &Path,
+        policy: impl Fn(&str, usize) -> Fault + Send + Sync + 'static,
+    ) -> FaultServer {
+        FaultServer::start_server(root, true, Box::new(policy))
+    }
+
+    fn start_server(root: &Path, ranges: bool, policy: Box<Policy>) -> FaultServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault server");
         let port = listener.local_addr().unwrap().port();
         let state = Arc::new(FaultState {
             root: root.to_path_buf(),
-            policy: Box::new(policy),
+            ranges,
+            connections: AtomicU64::new(0),
+            policy,
             attempts: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -523,6 +570,7 @@ impl FaultServer {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
+                st.connections.fetch_add(1, Ordering::SeqCst);
                 let st = st.clone();
                 std::thread::spawn(move || serve_connection(&st, conn));
             }
@@ -558,6 +606,11 @@ impl FaultServer {
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.state.log.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// How many requests had a path ending with `suffix`.
@@ -598,12 +651,21 @@ fn serve_connection(st: &FaultState, stream: TcpStream) {
             Ok(_) => {}
         }
         let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let (mut range, mut if_range) = (None, None);
         loop {
             let mut h = String::new();
             match reader.read_line(&mut h) {
                 Ok(0) | Err(_) => return,
                 Ok(_) if h == "\r\n" || h == "\n" => break,
                 Ok(_) => {}
+            }
+            if let Some((name, value)) = h.split_once(':') {
+                let value = value.trim().to_string();
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "range" => range = Some(value),
+                    "if-range" => if_range = Some(value),
+                    _ => {}
+                }
             }
         }
         let attempt = {
@@ -615,62 +677,108 @@ fn serve_connection(st: &FaultState, stream: TcpStream) {
         };
         let fault = (st.policy)(&path, attempt);
         let file = local_file(&st.root, &path).and_then(|p| fs::read(p).ok());
-        let log = |status: u16, note: &str| {
+        // What a 200 or 206 answer carries: the whole file, or its tail.
+        let start = match (&file, st.ranges, &range) {
+            (Some(_), true, Some(r)) => r
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        };
+        let log = |status: u16, note: &str, sent: usize| {
             st.log.lock().unwrap().push(Request {
                 path: path.clone(),
                 status,
                 note: note.to_string(),
+                range: range.clone(),
+                if_range: if_range.clone(),
+                sent,
             })
         };
+        let head = |len: usize| Head {
+            code: if start.is_some() { 206 } else { 200 },
+            len,
+            total: file.as_ref().map_or(len, |f| f.len()),
+            start: start.unwrap_or(0),
+        };
+        if let (Some(f), Some(s)) = (&file, start)
+            && s >= f.len()
+        {
+            log(416, "range not satisfiable", 0);
+            let body = b"bad range\n";
+            if write_response(&mut out, 416, body.len(), body).is_err() {
+                return;
+            }
+            continue;
+        }
+        let body: Option<&[u8]> = file.as_deref().map(|f| &f[start.unwrap_or(0)..]);
         let keep = match fault {
-            Fault::Serve => respond_file(&mut out, file.as_deref(), &log),
+            Fault::Serve => respond_file(&mut out, body, head, &log),
             Fault::Delay(d) => {
                 std::thread::sleep(d);
-                respond_file(&mut out, file.as_deref(), &log)
+                respond_file(&mut out, body, head, &log)
             }
             Fault::Status(code) => {
-                log(code, "status");
+                log(code, "status", 0);
                 let body = format!("status {code}\n");
                 write_response(&mut out, code, body.len(), body.as_bytes()).is_ok()
             }
             Fault::Body(bytes) => {
-                log(200, "wrong body");
+                log(200, "wrong body", bytes.len());
                 write_response(&mut out, 200, bytes.len(), &bytes).is_ok()
             }
+            Fault::Flip(at) => {
+                let mut data = body.unwrap_or_default().to_vec();
+                let at = at.min(data.len().saturating_sub(1));
+                if let Some(b) = data.get_mut(at) {
+                    *b ^= 0xff;
+                }
+                log(head(0).code, "flipped", data.len());
+                write_with(&mut out, head(data.len()), &data).is_ok()
+            }
             Fault::Truncate(n) => {
-                let data = file.unwrap_or_default();
-                log(200, "truncated");
+                let data = body.unwrap_or_default();
                 let n = n.min(data.len().saturating_sub(1));
-                let _ = write_response(&mut out, 200, data.len(), &data[..n]);
+                log(head(0).code, "truncated", n);
+                let _ = write_partial(&mut out, head(data.len()), &data[..n]);
                 let _ = out.flush();
                 let _ = out.shutdown(Shutdown::Both);
                 false
             }
+            Fault::ResetAfter(n) => {
+                let data = body.unwrap_or_default();
+                let n = n.min(data.len().saturating_sub(1));
+                log(head(0).code, "reset in body", n);
+                let _ = write_partial(&mut out, head(data.len()), &data[..n]);
+                let _ = out.flush();
+                reset(&out);
+                false
+            }
             Fault::Reset => {
-                log(0, "reset");
+                log(0, "reset", 0);
                 reset(&out);
                 false
             }
             Fault::StallBeforeHeaders(d) => {
-                log(0, "stall before headers");
+                log(0, "stall before headers", 0);
                 std::thread::sleep(d);
                 let _ = out.shutdown(Shutdown::Both);
                 false
             }
             Fault::StallBody { after, stall } => {
-                let data = file.unwrap_or_default();
-                log(200, "stall in body");
+                let data = body.unwrap_or_default();
                 let n = after.min(data.len().saturating_sub(1));
-                let _ = write_response(&mut out, 200, data.len(), &data[..n]);
+                log(head(0).code, "stall in body", n);
+                let _ = write_partial(&mut out, head(data.len()), &data[..n]);
                 let _ = out.flush();
                 std::thread::sleep(stall);
                 let _ = out.shutdown(Shutdown::Both);
                 false
             }
             Fault::Drip { chunk, interval } => {
-                let data = file.unwrap_or_default();
-                log(200, "drip");
-                let mut ok = write_head(&mut out, 200, data.len()).is_ok();
+                let data = body.unwrap_or_default();
+                log(head(0).code, "drip", data.len());
+                let mut ok = write_partial(&mut out, head(data.len()), &[]).is_ok();
                 for c in data.chunks(chunk.max(1)) {
                     if !ok {
                         break;
@@ -687,6 +795,62 @@ fn serve_connection(st: &FaultState, stream: TcpStream) {
     }
 }
 
+/// The status line and headers of a 200 or 206 answer.
+#[derive(Clone, Copy)]
+struct Head {
+    code: u16,
+    /// Content-Length (of this answer's body).
+    len: usize,
+    /// The whole file's length (for Content-Range and the ETag).
+    total: usize,
+    /// The first byte sent (206).
+    start: usize,
+}
+
+fn head_bytes(h: Head) -> Vec<u8> {
+    let mut buf = Vec::new();
+    write!(
+        buf,
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nETag: \"{:x}\"\r\nAccept-Ranges: bytes\r\n",
+        h.code,
+        reason(h.code),
+        h.len,
+        h.total
+    )
+    .unwrap();
+    if h.code == 206 {
+        write!(
+            buf,
+            "Content-Range: bytes {}-{}/{}\r\n",
+            h.start,
+            h.total.saturating_sub(1),
+            h.total
+        )
+        .unwrap();
+    }
+    buf.extend_from_slice(b"\r\n");
+    buf
+}
+
+/// Headers announcing `h.len` bytes, then `body` (all of them, or fewer).
+fn write_partial(out: &mut TcpStream, h: Head, body: &[u8]) -> std::io::Result<()> {
+    let mut buf = head_bytes(h);
+    buf.extend_from_slice(body);
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+fn write_with(out: &mut TcpStream, h: Head, body: &[u8]) -> std::io::Result<()> {
+    write_partial(
+        out,
+        Head {
+            len: body.len(),
+            ..h
+        },
+        body,
+    )
+}
+
 fn local_file(root: &Path, url_path: &str) -> Option<PathBuf> {
     let rel = url_path.split('?').next()?.trim_start_matches('/');
     if rel.split('/').any(|c| c == ".." || c == ".") {
@@ -696,14 +860,20 @@ fn local_file(root: &Path, url_path: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-fn respond_file(out: &mut TcpStream, file: Option<&[u8]>, log: &dyn Fn(u16, &str)) -> bool {
-    match file {
+fn respond_file(
+    out: &mut TcpStream,
+    body: Option<&[u8]>,
+    head: impl Fn(usize) -> Head,
+    log: &dyn Fn(u16, &str, usize),
+) -> bool {
+    match body {
         Some(data) => {
-            log(200, "served");
-            write_response(out, 200, data.len(), data).is_ok()
+            let h = head(data.len());
+            log(h.code, "served", data.len());
+            write_with(out, h, data).is_ok()
         }
         None => {
-            log(404, "not found");
+            log(404, "not found", 0);
             let body = b"not found\n";
             write_response(out, 404, body.len(), body).is_ok()
         }
@@ -713,22 +883,16 @@ fn respond_file(out: &mut TcpStream, file: Option<&[u8]>, log: &dyn Fn(u16, &str
 fn reason(code: u16) -> &'static str {
     match code {
         200 => "OK",
+        206 => "Partial Content",
         403 => "Forbidden",
         404 => "Not Found",
         410 => "Gone",
+        416 => "Range Not Satisfiable",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Whatever",
     }
-}
-
-fn write_head(out: &mut TcpStream, code: u16, len: usize) -> std::io::Result<()> {
-    write!(
-        out,
-        "HTTP/1.1 {code} {}\r\nContent-Length: {len}\r\nContent-Type: application/octet-stream\r\n\r\n",
-        reason(code)
-    )
 }
 
 fn write_response(out: &mut TcpStream, code: u16, len: usize, body: &[u8]) -> std::io::Result<()> {
