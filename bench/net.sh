@@ -32,14 +32,19 @@ proxy_bin=${CARGO_TARGET_DIR:-$top/target}/release/examples/latency-proxy
 
 repos=(repo)
 if [ "$deltas" = 1 ]; then
-  if [ ! -e "$work/srv/repo-deltas/.complete" ]; then
+  exec 9>"$work/.data.lock"
+  flock 9
+  if [ ! -e "$work/srv/repo-deltas/.complete-$c1-$c2" ]; then
     rm -rf "$work/srv/repo-deltas"
-    cp -a "$work/srv/repo" "$work/srv/repo-deltas"
+    # Hardlinked objects; the summary is rewritten, so not linked.
+    cp -al "$work/srv/repo" "$work/srv/repo-deltas"
+    rm -f "$work/srv/repo-deltas/summary"
     ostree --repo="$work/srv/repo-deltas" static-delta generate --empty --to="$c1" >/dev/null
     ostree --repo="$work/srv/repo-deltas" static-delta generate --from="$c1" --to="$c2" >/dev/null
     ostree --repo="$work/srv/repo-deltas" summary -u
-    touch "$work/srv/repo-deltas/.complete"
+    touch "$work/srv/repo-deltas/.complete-$c1-$c2"
   fi
+  flock -u 9
   repos+=(repo-deltas)
 fi
 

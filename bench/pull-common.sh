@@ -24,6 +24,9 @@ cargo build --release --quiet
 arbor=${CARGO_TARGET_DIR:-$top/target}/release/arbor
 
 # --- data -----------------------------------------------------------------
+# Other benchmarks (bench/delta.sh) share BENCH_DIR: prepare under a lock.
+exec 9>"$work/.data.lock"
+flock 9
 if [ ! -e "$work/tree1/.complete" ]; then
   rm -rf "$work/tree1"
   debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
@@ -44,6 +47,7 @@ if [ ! -e "$work/srv/repo/summary" ]; then
   ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree2" -s two --timestamp=@1700000100 >/dev/null
   ostree --repo="$work/srv/repo" summary -u
 fi
+flock -u 9
 c2=$(ostree --repo="$work/srv/repo" rev-parse main)
 c1=$(ostree --repo="$work/srv/repo" rev-parse main^)
 files=$(find "$work/tree1" -type f | wc -l)

@@ -38,7 +38,7 @@ url=http://127.0.0.1:$port/repo
 dst=$mnt/dst
 prepare_ostree() { fresh_fs; ostree --repo="$dst" init --mode=bare; ostree --repo="$dst" remote add --no-gpg-verify origin "$url"; }
 prepare_arbor() { fresh_fs; "$arbor" --repo "$dst" init --mode bare; }
-rm -f "$work"/*.times
+rm -f "$work"/ostree-{cold,update}.times "$work"/arbor-{cold,update}.times
 for _ in $(seq "$runs"); do
   prepare_ostree; measure ostree-cold ostree --repo="$dst" pull origin "main@$c1"
   ostree --repo="$dst" fsck -q >/dev/null

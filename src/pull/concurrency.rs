@@ -5,24 +5,29 @@
 //! second whatever the bandwidth); a server nearby, or a pull bound by the
 //! disk or the CPU, gains nothing from more and pays for them (connections
 //! and their buffers on HTTP/1.1, a server's patience). So the limit is
-//! found by measuring, not configured: [`Limiter`] starts at [`INITIAL`],
-//! doubles while each doubling raises the throughput by 30% or more (slow
-//! start), then holds and now and then probes a quarter higher, keeping
-//! the step only if throughput follows by 15%. A transient failure (reset,
-//! 5xx, 429, stall) halves the limit, at most once per round of requests.
-//! `--jobs` is the ceiling.
+//! found by measuring, not configured: [`Limiter`] starts at [`INITIAL`]
+//! and multiplies it by four (slow start) while that raises the throughput
+//! by 30% or more and requests do not queue; then it holds, and now and
+//! then probes a quarter higher, keeping the step only if throughput
+//! follows by 15%. A transient failure (reset, 5xx, 429, stall) halves the
+//! limit, at most once per round of requests. `--jobs` is the ceiling.
 //!
-//! Throughput is measured in rounds of at least 50 ms and as many
-//! completions as the limit, in work units: one per completed request plus
+//! Two measurements, per round (at least 50 ms and as many completions as
+//! the limit). Throughput, in work units: one per completed request plus
 //! one per 64 KiB received, so that both a path bound by round trips (many
 //! small objects) and one bound by bandwidth (big objects) show their
-//! gains. The round after a change is not judged (it mixes requests
-//! started under both limits). Only rounds in which the limit was what
-//! held the pull back count: requests were waiting to start, and at half
-//! or more of the completions the consumer was idle for want of data. When
-//! the pull cannot use more requests (it is discovering the tree, or the
-//! disk and CPU are slower than the network, as on a loopback server),
-//! raising the limit could not show a gain and proves nothing.
+//! gains. And queueing: the median time to first byte against the least
+//! ever seen (the path's own latency, which the pull's first requests,
+//! sent alone, show): three times as long means requests wait behind each
+//! other somewhere (a loopback server, the client's runtime), where more
+//! in flight can only lengthen the wait. That second test is what keeps a
+//! server nearby at 16 whatever the noise in throughput. The round after a
+//! change is not judged (it mixes requests started under both limits), and
+//! only rounds in which the limit was what held the pull back count:
+//! requests were waiting to start, and at half or more of the completions
+//! the consumer was idle for want of data. When the pull cannot use more
+//! requests (it is discovering the tree, or the disk and CPU are slower
+//! than the network), raising the limit could not show a gain.
 //!
 //! The measuring is pure (times are passed in), so the tests below drive
 //! it with simulated paths.
@@ -44,9 +49,20 @@ const MIN_ROUND_COMPLETIONS: u32 = 16;
 const BINDING_SHARE: f64 = 0.5;
 /// Gain that justifies a doubling in slow start, and a probe's step.
 const SLOW_START_GAIN: f64 = 1.3;
+/// How much slow start multiplies the limit by: a far path needs 128 or
+/// more in flight, reached from 16 in two steps.
+const SLOW_START_STEP: f64 = 4.0;
 const PROBE_GAIN: f64 = 1.15;
 /// Rounds to hold before probing higher again.
 const HOLD_ROUNDS: u32 = 8;
+/// Requests wait in a queue somewhere (the server, the consumer, the
+/// client's own runtime) when the median time to first byte of a round is
+/// more than this many times the least seen: then more in flight only
+/// lengthen the wait. (A request on a connection just opened takes two
+/// round trips, not one: below this.)
+const QUEUEING: f64 = 3.0;
+/// Times to first byte sampled per round, at most.
+const TTFB_SAMPLES: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum State {
@@ -72,6 +88,10 @@ pub struct Limiter {
     /// The round after a change of the limit is not judged: it mixes the
     /// requests started before with those started after.
     settling: bool,
+    /// The least time to first byte seen: the path's own latency.
+    min_ttfb: Option<Duration>,
+    /// This round's times to first byte (the first [`TTFB_SAMPLES`]).
+    ttfbs: Vec<Duration>,
 }
 
 impl Limiter {
@@ -87,6 +107,8 @@ impl Limiter {
             binding: 0,
             since_decrease: usize::MAX,
             settling: false,
+            min_ttfb: None,
+            ttfbs: Vec::new(),
         }
     }
 
@@ -95,9 +117,14 @@ impl Limiter {
         self.limit
     }
 
-    /// A request completed with `bytes` of body. `binding`: requests were
-    /// waiting to start because of the limit (not for another reason).
-    pub fn on_complete(&mut self, now: Instant, bytes: u64, binding: bool) {
+    /// A request completed with `bytes` of body, its headers `ttfb` after
+    /// it was sent. `binding`: requests were waiting to start because of
+    /// the limit (not for another reason).
+    pub fn on_complete(&mut self, now: Instant, bytes: u64, binding: bool, ttfb: Duration) {
+        self.min_ttfb = Some(self.min_ttfb.map_or(ttfb, |m| m.min(ttfb)));
+        if self.ttfbs.len() < TTFB_SAMPLES {
+            self.ttfbs.push(ttfb);
+        }
         self.units += 1.0 + bytes as f64 / 65536.0;
         self.completions += 1;
         self.binding += binding as u32;
@@ -130,12 +157,27 @@ impl Limiter {
         self.units = 0.0;
         self.completions = 0;
         self.binding = 0;
+        self.ttfbs.clear();
+    }
+
+    /// Whether this round's requests waited in a queue (see [`QUEUEING`]).
+    fn queueing(&mut self) -> bool {
+        let Some(min) = self.min_ttfb else {
+            return false;
+        };
+        if self.ttfbs.is_empty() {
+            return false;
+        }
+        let mid = self.ttfbs.len() / 2;
+        let median = *self.ttfbs.select_nth_unstable(mid).1;
+        median.as_secs_f64() > QUEUEING * min.as_secs_f64()
     }
 
     fn end_round(&mut self, now: Instant, elapsed: Duration) {
         let counted =
             self.completions > 0 && self.binding as f64 >= BINDING_SHARE * self.completions as f64;
         let rate = self.units / elapsed.as_secs_f64().max(1e-6);
+        let queueing = self.queueing();
         self.restart_round(now);
         if !counted {
             return;
@@ -146,23 +188,31 @@ impl Limiter {
         let before = self.limit;
         match self.state {
             State::SlowStart { prev } => match prev {
+                // The last doubling did not pay: go back and hold.
                 Some((from, prev_rate)) if rate < prev_rate * SLOW_START_GAIN => {
-                    // The last doubling did not pay: go back and hold.
                     self.limit = from;
                     self.state = State::Hold {
                         rounds: HOLD_ROUNDS,
                     };
                 }
-                _ => self.raise(rate, 2.0, |from, rate| State::SlowStart {
+                // Requests queue already: more would only wait longer.
+                _ if queueing => {
+                    self.state = State::Hold {
+                        rounds: HOLD_ROUNDS,
+                    };
+                }
+                _ => self.raise(rate, SLOW_START_STEP, |from, rate| State::SlowStart {
                     prev: Some((from, rate)),
                 }),
             },
-            State::Hold { rounds } if rounds > 1 => {
-                self.state = State::Hold { rounds: rounds - 1 };
+            State::Hold { rounds } if rounds > 1 || queueing => {
+                self.state = State::Hold {
+                    rounds: if rounds > 1 { rounds - 1 } else { HOLD_ROUNDS },
+                };
             }
             State::Hold { .. } => self.raise(rate, 1.25, |from, rate| State::Probe { from, rate }),
             State::Probe { from, rate: was } => {
-                if rate >= was * PROBE_GAIN {
+                if rate >= was * PROBE_GAIN && !queueing {
                     self.raise(rate, 1.25, |from, rate| State::Probe { from, rate });
                 } else {
                     self.limit = from;
@@ -209,6 +259,11 @@ mod tests {
     ) -> Vec<usize> {
         let start = Instant::now();
         let mut l = Limiter::new(max, start);
+        // The pull's first requests (the commit, the root dirtree) go out
+        // alone: they see the path's own latency.
+        for _ in 0..4 {
+            l.on_complete(start, 1000, false, rtt);
+        }
         let mut t = 0.0;
         let mut limits = Vec::new();
         while t < seconds {
@@ -218,7 +273,11 @@ mod tests {
             if fail_at(t) {
                 l.on_failure(now);
             } else {
-                l.on_complete(now, 20_000, true);
+                // The time to first byte: the round trip plus the queue
+                // the bottleneck makes when more are in flight than it
+                // serves in a round trip.
+                let queue = (l.limit() as f64 / capacity - rtt.as_secs_f64()).max(0.0);
+                l.on_complete(now, 20_000, true, rtt + Duration::from_secs_f64(queue));
             }
             limits.push(l.limit());
         }
@@ -269,14 +328,14 @@ mod tests {
         }
         assert_eq!(l.limit(), INITIAL / 2);
         for _ in 0..INITIAL {
-            l.on_complete(start, 0, true);
+            l.on_complete(start, 0, true, Duration::from_millis(1));
         }
         l.on_failure(start);
         assert_eq!(l.limit(), INITIAL / 4);
         // Never below one.
         for _ in 0..20 {
             for _ in 0..16 {
-                l.on_complete(start, 0, true);
+                l.on_complete(start, 0, true, Duration::from_millis(1));
             }
             l.on_failure(start);
         }
@@ -296,7 +355,12 @@ mod tests {
         let start = Instant::now();
         let mut l = Limiter::new(256, start);
         for i in 0..10_000u64 {
-            l.on_complete(start + Duration::from_millis(i), 0, false);
+            l.on_complete(
+                start + Duration::from_millis(i),
+                0,
+                false,
+                Duration::from_millis(1),
+            );
         }
         assert_eq!(l.limit(), INITIAL);
     }

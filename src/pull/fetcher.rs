@@ -4,15 +4,30 @@
 //!
 //! Design. Requests are not tied to threads: one async reqwest client on a
 //! one-thread runtime carries every transfer (reqwest's blocking client
-//! runs the same machinery, one request per calling thread). The engine
-//! announces what it will need ([`Fetcher::prefetch`]), metadata before
-//! content; the fetcher starts those requests up to a limit that adapts to
-//! what the path delivers ([`super::concurrency`]), and tells the engine
-//! when each body can be taken without waiting. The engine's few workers
-//! (CPU and disk bound: inflate, hash, write) therefore never wait for a
-//! round trip, and connections are reused: HTTP/2 multiplexes every
-//! request over one connection, HTTP/1.1 keeps a pool no larger than the
-//! most requests ever in flight.
+//! runs the same machinery, but one request per calling thread: at 16
+//! threads a 50 ms path is idle most of the time, and at 256 threads the
+//! threads themselves cost more than they hide). The engine announces what
+//! it will need ([`Fetcher::prefetch`]), metadata before content, and parks
+//! the tasks; the fetcher starts those requests up to a limit that adapts
+//! to what the path delivers ([`super::concurrency`]) and tells the engine
+//! when each body can be taken without waiting, which hands the task back
+//! to a worker. So the engine keeps its shape (a queue of tasks, a few
+//! workers that inflate, hash and write, CPU and disk bound) and its
+//! workers never wait for a round trip, while the order of arrival, not of
+//! request, decides what is written first. A source without latency
+//! (local repositories) declines the announcement and is read by the
+//! workers as before. Delta parts are announced the same way
+//! ([`Fetcher::prefetch`] without a listener): all their requests go out
+//! before the first part is applied.
+//!
+//! Connections are reused: HTTP/2 multiplexes every request over one
+//! connection (tested), HTTP/1.1 keeps a pool about as large as the most
+//! requests ever in flight (hyper opens a few more when a request races a
+//! connection being returned), which the adaptive limit keeps at 16-32 on
+//! a server nearby and lets grow to `--jobs` only when the round trip
+//! demands it. HTTP/1.1 has no multiplexing (and pipelining is not safe
+//! through the proxies of the world), so a far server over plain HTTP
+//! costs that many connections.
 //!
 //! Memory is bounded whatever the commit's size or the latency. Bodies of
 //! up to [`SMALL_BODY`] bytes are received whole while their total held
@@ -21,19 +36,25 @@
 //! spent) are streamed: the engine is told once the headers are in, and
 //! the body is read only as the worker consumes it, through a channel of
 //! two chunks, so the network's flow control (TCP, HTTP/2 windows) holds
-//! back the rest.
+//! back the rest. What remains grows with the connections: hyper's read
+//! buffer of each HTTP/1.1 connection grows with the bodies it carries (to
+//! about 400 KiB at most); measured, 128 connections to a server 50 ms
+//! away held about 20 MiB of a 45 MiB peak (BENCHMARKS.md).
 //!
 //! Flaky paths. A request that fails transiently (connection refused or
 //! reset, 5xx, 408, 429, a stall of `timeout` with nothing received) is
-//! retried after a backoff, `retries` times; an attempt that still
-//! received [`RESUME_CREDIT`] or more new bytes is not counted against
-//! that budget, so a big body on a path that keeps cutting off makes
-//! progress instead of failing. A body cut off mid-way resumes with a
-//! `Range` request (with `If-Range` when the server gave a validator); a
-//! server that answers the whole body instead is read past what was
-//! already received, so no consumer ever sees a byte twice. The engine
-//! re-fetches objects whose bytes do not hash to their name; this module
-//! knows nothing of checksums.
+//! retried after a backoff (0.2 s doubling to 5 s, or the server's
+//! `Retry-After`), `retries` times, without holding its place among the
+//! requests in flight meanwhile; an attempt that still received
+//! [`RESUME_CREDIT`] or more new bytes is not counted against that budget,
+//! so a big body on a path that keeps cutting off makes progress instead
+//! of failing. A body cut off mid-way resumes with a `Range` request (with
+//! `If-Range` when the server gave a validator); a server that answers the
+//! whole body instead is read past what was already received, so no
+//! consumer ever sees a byte twice (bodies held whole, which may be files
+//! that change, such as a summary, start again instead). Callers re-fetch
+//! what does not hash to its name (the engine for objects, the delta code
+//! for parts); this module knows nothing of checksums.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
@@ -516,6 +537,7 @@ impl Inner {
             validator: None,
             ranges: true,
             retry_after: None,
+            ttfb: Duration::ZERO,
         };
         let mut failures = 0u32;
         let mut attempts = 0u32;
@@ -551,7 +573,8 @@ impl Inner {
             let mut s = lock(&self.sched);
             let binding =
                 s.limit_binds() && slot.ready.as_ref().is_none_or(|(ready, _)| ready.starved());
-            s.limiter.on_complete(Instant::now(), t.delivered, binding);
+            s.limiter
+                .on_complete(Instant::now(), t.delivered, binding, t.ttfb);
         }
         match (result, t.sink) {
             (Ok(()), Sink::Stream(tx)) => {
@@ -634,6 +657,8 @@ struct Transfer<'a> {
     ranges: bool,
     /// What a 429/503 asked us to wait.
     retry_after: Option<Duration>,
+    /// From sending the last request to its response's headers.
+    ttfb: Duration,
 }
 
 impl Transfer<'_> {
@@ -656,6 +681,7 @@ impl Transfer<'_> {
                 req = req.header(header::IF_RANGE, v.clone());
             }
         }
+        let sent = Instant::now();
         let mut resp = match tokio::time::timeout(timeout, req.send()).await {
             Err(_) => {
                 return Err(self.network(format!(
@@ -666,6 +692,7 @@ impl Transfer<'_> {
             Ok(Err(e)) => return Err(classify(&self.slot.url, e)),
             Ok(Ok(r)) => r,
         };
+        self.ttfb = sent.elapsed();
         let status = resp.status();
         let code = status.as_u16();
         // Bytes of this response's body already delivered by an earlier one.
