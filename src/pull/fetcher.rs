@@ -74,7 +74,7 @@ use crate::ostree::ObjectName;
 /// Bodies up to this size are received whole (when the budget allows).
 pub const SMALL_BODY: u64 = 256 * 1024;
 /// Bytes of whole bodies received and not yet taken by the engine.
-pub const HELD_BUDGET: u64 = 8 << 20;
+pub const HELD_BUDGET: u64 = 4 << 20;
 /// An attempt that received this much new data before failing does not
 /// count against the retry budget.
 pub const RESUME_CREDIT: u64 = 1 << 20;
