@@ -6,7 +6,7 @@
 use std::error::Error;
 
 use arbor::checkout::CheckoutError;
-use arbor::pull::{PullError, SignatureError, ed25519, gpg};
+use arbor::pull::{FetchErrorKind, PullError, SignatureError, ed25519, gpg};
 use arbor::stage::{StageError, State};
 use arbor::store::StoreError;
 
@@ -112,6 +112,16 @@ fn of_pull(e: &PullError) -> Option<String> {
         ),
         PullError::CommitSignature { remote, source, .. }
         | PullError::SummarySignature { remote, source } => return of_signature(remote, source),
+        PullError::Fetch(f) if f.kind == FetchErrorKind::Network => {
+            "the network kept failing: --network-retries N allows more attempts, \
+             --timeout SECS waits longer for a server that stalls"
+                .into()
+        }
+        PullError::ChecksumMismatch { attempts, .. } if *attempts > 1 => {
+            "the same object arrived corrupt every time: the server's copy is probably damaged \
+             (`ostree fsck` on the server's repository would say)"
+                .into()
+        }
         _ => return None,
     })
 }
