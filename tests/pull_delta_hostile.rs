@@ -411,7 +411,11 @@ fn killed_mid_delta_then_resumed() {
         assert!(child.try_wait().unwrap().is_none(), "the pull ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(700));
+    // Applying it takes a few milliseconds, but a debug build on a
+    // loaded machine (the whole suite in parallel) has needed more than
+    // 0.7 s; the big part takes about 4 s to arrive, so 1.5 s still kills
+    // the pull mid-delta.
+    std::thread::sleep(Duration::from_millis(1500));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the pull ended before the kill"

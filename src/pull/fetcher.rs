@@ -174,7 +174,7 @@ impl Fetcher {
     pub fn new(
         client_builder: reqwest::ClientBuilder,
         settings: Settings,
-    ) -> Result<Fetcher, reqwest::Error> {
+    ) -> Result<Fetcher, Box<dyn std::error::Error + Send + Sync>> {
         // One thread carries every transfer: parsing headers and moving
         // chunks is little work next to inflating and writing, and the
         // engine's workers need the cores.
@@ -182,8 +182,7 @@ impl Fetcher {
             .worker_threads(1)
             .thread_name("arbor-http")
             .enable_all()
-            .build()
-            .expect("a tokio runtime can be built");
+            .build()?;
         let client = {
             // Clients made outside a runtime have no timer; build within.
             let _guard = runtime.enter();
