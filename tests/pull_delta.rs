@@ -97,6 +97,16 @@ fn requests_of(served: &str) -> Vec<Request> {
     www().nginx.requests_under(served)
 }
 
+/// The `N already present` of a pull's summary line (absent when none).
+fn already_present(r: &Run) -> usize {
+    let out = String::from_utf8_lossy(&r.stdout);
+    let words: Vec<&str> = out.split_whitespace().collect();
+    words
+        .windows(3)
+        .find(|w| w[1..] == ["already", "present;"])
+        .map_or(0, |w| w[0].parse().unwrap())
+}
+
 fn no_objects() -> BTreeSet<String> {
     BTreeSet::new()
 }
@@ -115,7 +125,7 @@ fn scratch_then_update(repo: &str) {
         let served = alias(&format!("stu{}", mode.index()), repo);
         let (_t, store) = new_store(mode);
         origin(&store, &served);
-        pull_ok(&store, &["origin", &format!("main@{}", c1())]);
+        let r1 = pull_ok(&store, &["origin", &format!("main@{}", c1())]);
         let reqs = requests_of(&served);
         assert_delta_fetched(&reqs, &sb_of(repo, &scratch), &no_objects());
         assert_pulled(&store, &s.repo, &c1(), false);
@@ -125,6 +135,11 @@ fn scratch_then_update(repo: &str) {
         let reqs: Vec<Request> = requests_of(&served).into_iter().skip(mark).collect();
         assert_delta_fetched(&reqs, &sb_of(repo, &update), &no_objects());
         assert_mentions(&r, &[&format!("using static delta {update}")]);
+        // The walk that checks C2 after the delta skips the directories C1
+        // (complete here) has unchanged: the scratch pull's walk checked
+        // every object of C1, this one only the changed directories'.
+        let (all, changed) = (already_present(&r1), already_present(&r));
+        assert!(changed * 3 < all, "{changed} of {all} objects walked");
         assert_pulled(&store, &s.repo, &c2(), false);
         assert_eq!(read_ref(&store, "remotes/origin/main"), Some(c2()));
     }
@@ -491,6 +506,11 @@ fn signed_superblocks_and_commit_signatures() {
     .unwrap();
     assert!(sb.commitmeta().is_some());
     assert_delta_fetched(&reqs, &sb, &no_objects());
+    // The superblock carried the verified detached metadata: not fetched.
+    assert!(
+        reqs.iter().all(|r| !r.path.ends_with(".commitmeta")),
+        "{reqs:?}"
+    );
     assert_pulled(&store, &s.repo, &c2(), false);
 
     for (served, needles) in [

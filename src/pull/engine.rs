@@ -178,6 +178,11 @@ pub(super) struct Engine<'a, 'r> {
     interrupt: &'a AtomicBool,
     /// Dirtrees reachable from `--base`: their whole subtree is present.
     pub base_trees: HashSet<Checksum>,
+    /// Commits a static delta wrote in this pull with the detached
+    /// metadata its superblock carried (signatures checked): their
+    /// metadata is not fetched again, as libostree does not (it was a
+    /// round trip at the end of a delta pull of a signed repository).
+    pub delta_commits: HashSet<Checksum>,
     shared: Arc<Shared>,
     /// `shared` as the source sees it.
     ready: Arc<dyn PrefetchReady>,
@@ -219,6 +224,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             progress,
             interrupt,
             base_trees,
+            delta_commits: HashSet::new(),
             ready: shared.clone(),
             shared,
             prefetching: AtomicBool::new(true),
@@ -498,7 +504,9 @@ impl<'a, 'r> Engine<'a, 'r> {
             self.counters
                 .already_present
                 .fetch_add(1, Ordering::Relaxed);
-            self.refresh_present_commit(checksum)?;
+            if !self.delta_commits.contains(&checksum) {
+                self.refresh_present_commit(checksum)?;
+            }
             self.load_staged_or_stored_commit(&name)?
         } else {
             // Both requests in flight at once: one round trip, not two.

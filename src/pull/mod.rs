@@ -59,7 +59,7 @@ pub use options::{
 pub use source::{FetchError, FetchErrorKind, NetworkStats, ObjectSource, PrefetchReady};
 pub use verify::{RemoteVerify, SignatureError, Verifier};
 
-use crate::ostree::{Checksum, FormatError, ObjectName, Summary};
+use crate::ostree::{Checksum, Commit, DirTree, FormatError, ObjectName, ObjectType, Summary};
 use crate::progress::{Event, Phase, Progress};
 use crate::store::{RefName, Remote, RemoteTls, Repo, StoreError, Transaction};
 
@@ -549,7 +549,7 @@ pub fn pull_from(
     // Begun before the base is read: its lock keeps a prune from deleting
     // what the base's trees are then trusted to hold.
     let txn = Transaction::begin(repo)?;
-    let base_trees = match opts.base {
+    let mut base_trees = match opts.base {
         Some(b) => reachable_trees(repo, &b)?,
         None => HashSet::new(),
     };
@@ -590,13 +590,24 @@ pub fn pull_from(
             }
         }
     }
+    for used in &outcome.deltas {
+        if let Some(from) = used.delta.from {
+            unchanged_trees(repo, &txn, &from, &used.delta.to, &mut base_trees)?;
+        }
+    }
     progress.report(Event::Start {
         phase: Phase::Fetch,
         total: None,
     });
-    let engine = engine::Engine::new(
+    let mut engine = engine::Engine::new(
         repo, &txn, source_ref, &caches, opts, verifiers, base_trees, progress, interrupt,
     );
+    engine.delta_commits = outcome
+        .deltas
+        .iter()
+        .filter(|d| d.carried_commitmeta)
+        .map(|d| d.delta.to)
+        .collect();
     for t in &targets {
         engine.add_commit(t.commit, opts.depth);
     }
@@ -850,6 +861,64 @@ fn resolve_targets(
         }
     }
     Ok((targets, summary))
+}
+
+/// Adds to `into` the dirtrees of `to` found at the same path in `from`,
+/// when `from` is a complete local commit: their subtrees are complete, so
+/// the walk that checks a commit a delta from `from` just wrote need only
+/// descend where the two differ (a debootstrap update: the 60 changed
+/// directories of 650, instead of a `stat` of each of its 5,300 files).
+/// Only the changed directories' dirtrees are read, of both commits.
+fn unchanged_trees(
+    repo: &Repo,
+    txn: &Transaction<'_>,
+    from: &Checksum,
+    to: &Checksum,
+    into: &mut HashSet<Checksum>,
+) -> Result<(), PullError> {
+    if repo.is_commit_partial(from)? {
+        return Ok(());
+    }
+    let load = |c: &Checksum, t: ObjectType| -> Result<Vec<u8>, PullError> {
+        let name = ObjectName::new(*c, t);
+        match repo.load_metadata(&name) {
+            Err(StoreError::MissingObject(_)) => Ok(txn.load_staged(&name)?),
+            r => Ok(r?),
+        }
+    };
+    let parse_commit = |c: &Checksum| -> Result<Commit, PullError> {
+        Commit::parse(&load(c, ObjectType::Commit)?).map_err(|source| PullError::Corrupt {
+            object: ObjectName::new(*c, ObjectType::Commit),
+            location: "store".into(),
+            source,
+        })
+    };
+    let parse_tree = |c: &Checksum| -> Result<DirTree, PullError> {
+        DirTree::parse(&load(c, ObjectType::DirTree)?).map_err(|source| PullError::Corrupt {
+            object: ObjectName::new(*c, ObjectType::DirTree),
+            location: "store".into(),
+            source,
+        })
+    };
+    let mut stack = vec![(parse_commit(from)?.root_tree, parse_commit(to)?.root_tree)];
+    while let Some((old, new)) = stack.pop() {
+        if old == new {
+            into.insert(new);
+            continue;
+        }
+        let (old, new) = (parse_tree(&old)?, parse_tree(&new)?);
+        // Both sorted by name as ostree writes them; were they not, pairs
+        // would be missed (walked by the engine), never wrongly trusted:
+        // only a tree equal to one of `from`'s is.
+        let mut olds = old.dirs.iter().peekable();
+        for d in &new.dirs {
+            while olds.next_if(|o| o.name < d.name).is_some() {}
+            if let Some(o) = olds.next_if(|o| o.name == d.name) {
+                stack.push((o.tree, d.tree));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every dirtree reachable from a complete local commit.
