@@ -183,6 +183,10 @@ pub(super) struct Engine<'a, 'r> {
     /// metadata is not fetched again, as libostree does not (it was a
     /// round trip at the end of a delta pull of a signed repository).
     pub delta_commits: HashSet<Checksum>,
+    /// The source's detached metadata of commits a static delta wrote
+    /// without it, fetched while the parts were applied (libostree fetches
+    /// it after the parts: a round trip at the end of every delta pull).
+    pub fetched_commitmeta: Mutex<std::collections::HashMap<Checksum, Option<Vec<u8>>>>,
     shared: Arc<Shared>,
     /// `shared` as the source sees it.
     ready: Arc<dyn PrefetchReady>,
@@ -225,6 +229,7 @@ impl<'a, 'r> Engine<'a, 'r> {
             interrupt,
             base_trees,
             delta_commits: HashSet::new(),
+            fetched_commitmeta: Mutex::default(),
             ready: shared.clone(),
             shared,
             prefetching: AtomicBool::new(true),
@@ -583,7 +588,15 @@ impl<'a, 'r> Engine<'a, 'r> {
     /// stored) are checked before anything of the commit is used, and new
     /// metadata is written only once it verified.
     fn refresh_present_commit(&self, checksum: Checksum) -> Result<(), PullError> {
-        let fetched = self.fetch_commitmeta(checksum)?;
+        let early = self
+            .fetched_commitmeta
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&checksum);
+        let fetched = match early {
+            Some(data) => self.check_commitmeta(checksum, data)?,
+            None => self.fetch_commitmeta(checksum)?,
+        };
         let meta_name = ObjectName::new(checksum, ObjectType::CommitMeta);
         let stored = match self.repo.load_metadata(&meta_name) {
             Ok(m) => Some(m),
@@ -615,6 +628,16 @@ impl<'a, 'r> Engine<'a, 'r> {
             .source
             .fetch_metadata(&name, MAX_METADATA_SIZE as u64)
             .map_err(PullError::Fetch)?;
+        self.check_commitmeta(commit, data)
+    }
+
+    /// Validates the source's detached metadata for `commit` (fetched).
+    fn check_commitmeta(
+        &self,
+        commit: Checksum,
+        data: Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, PullError> {
+        let name = ObjectName::new(commit, ObjectType::CommitMeta);
         if let Some(d) = &data {
             // Checked here, before the commit is marked partial or
             // anything is written: a refused commitmeta leaves no trace.

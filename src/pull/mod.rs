@@ -608,6 +608,13 @@ pub fn pull_from(
         .filter(|d| d.carried_commitmeta)
         .map(|d| d.delta.to)
         .collect();
+    engine.fetched_commitmeta = std::sync::Mutex::new(
+        outcome
+            .deltas
+            .iter_mut()
+            .filter_map(|d| Some((d.delta.to, d.fetched_commitmeta.take()?)))
+            .collect(),
+    );
     for t in &targets {
         engine.add_commit(t.commit, opts.depth);
     }

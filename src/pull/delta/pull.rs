@@ -24,8 +24,8 @@
 //! superblock carries) are checked before anything is written or any part
 //! fetched.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::error::{DeltaFailure, DeltaPullError, PartError};
 use super::payload::{PartFile, receive_part};
@@ -55,6 +55,9 @@ pub struct DeltaUse {
     /// Whether the superblock carried the commit's detached metadata
     /// (written with the commit, after its signatures were checked).
     pub carried_commitmeta: bool,
+    /// Else the source's detached metadata of the commit, fetched while
+    /// the parts were applied (`None` if that failed: fetched again).
+    pub(crate) fetched_commitmeta: Option<Option<Vec<u8>>>,
 }
 
 /// Where a delta's expected superblock digest came from.
@@ -375,9 +378,21 @@ impl DeltaPull<'_, '_> {
             })
             .collect::<Vec<_>>();
         let stop = Arc::new(AtomicBool::new(false));
+        let carried_commitmeta = sb.commitmeta().is_some();
+        let commitmeta = Mutex::new(None);
         let parts = std::thread::scope(|s| {
-            let fetching = (!fallbacks.is_empty())
-                .then(|| s.spawn(|| self.fetch_fallbacks(&fallbacks, &stop)));
+            let fetching = s.spawn(|| {
+                // Checked (signatures included) and written by the walk
+                // that follows, as when it fetches it itself.
+                if !carried_commitmeta {
+                    let n = ObjectName::new(name.to, ObjectType::CommitMeta);
+                    let m = self
+                        .source
+                        .fetch_metadata(&n, crate::ostree::MAX_METADATA_SIZE as u64);
+                    *commitmeta.lock().unwrap_or_else(|p| p.into_inner()) = m.ok();
+                }
+                self.fetch_fallbacks(&fallbacks, &stop)
+            });
             let parts = apply_parts(
                 self.txn,
                 &sb,
@@ -390,13 +405,11 @@ impl DeltaPull<'_, '_> {
             if parts.is_err() {
                 stop.store(true, Ordering::Relaxed);
             }
-            if let Some(h) = fetching {
-                while !h.is_finished() {
-                    if self.interrupt.load(Ordering::Relaxed) {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+            while !fetching.is_finished() {
+                if self.interrupt.load(Ordering::Relaxed) {
+                    stop.store(true, Ordering::Relaxed);
                 }
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             parts
         });
@@ -411,7 +424,8 @@ impl DeltaPull<'_, '_> {
             parts,
             parts_left_to_objects: left_to_objects,
             fallbacks: sb.fallbacks.len(),
-            carried_commitmeta: sb.commitmeta().is_some(),
+            carried_commitmeta,
+            fetched_commitmeta: commitmeta.into_inner().unwrap_or_else(|p| p.into_inner()),
         })
     }
 
