@@ -883,6 +883,45 @@ fn leftovers_end_with_the_command_builtin() {
     leftovers_end_with_the_command("builtin", "10002");
 }
 
+/// A descriptor arbor's caller leaves open without close-on-exec (here
+/// fd 7, a host file) does not reach the command: it has only 0, 1, 2
+/// (and `ls` its own 3, the directory it lists).
+fn inherited_fds_stay_out(tool: &str) {
+    let s = store();
+    create(&s.repo, "fds", &["base"], &["--backend", "overlay"]).assert_ok();
+    let secret = s.base.join("secret");
+    write_file(&secret, b"host file\n", 0o600);
+    let file = fs::File::open(&secret).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut c = arbor_command();
+    c.arg("--repo").arg(&s.repo);
+    c.args(sandbox_args("fds", tool, &[], &["ls", "/proc/self/fd"]));
+    // SAFETY: dup2 only, between fork and exec; the new fd 7 is not
+    // close-on-exec, as a careless caller's would be.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = run(c).assert_ok();
+    assert_eq!(r.stdout_str(), "0\n1\n2\n3\n", "{}", r.describe());
+    drop(file);
+    destroy_clean(&s, "fds");
+}
+
+#[test]
+fn inherited_fds_stay_out_bwrap() {
+    inherited_fds_stay_out("bwrap");
+}
+
+#[test]
+fn inherited_fds_stay_out_builtin() {
+    inherited_fds_stay_out("builtin");
+}
+
 /// The terminal's Ctrl-C (SIGINT to the foreground process group) reaches
 /// the command; the stage stays intact and usable. arbor itself ignores
 /// it, so with the built-in sandbox the command handles it as it likes:

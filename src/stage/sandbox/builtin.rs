@@ -77,6 +77,7 @@ const STEP_DETACH_OLD: u32 = 1_008;
 const STEP_LOOPBACK: u32 = 1_009;
 const STEP_FORK_COMMAND: u32 = 1_010;
 const STEP_STDOUT: u32 = 1_011;
+const STEP_CLOEXEC: u32 = 1_012;
 
 fn fixed_step(step: u32, root: &Path) -> String {
     match step {
@@ -92,6 +93,7 @@ fn fixed_step(step: u32, root: &Path) -> String {
         STEP_LOOPBACK => "bringing the loopback interface up".into(),
         STEP_FORK_COMMAND => "starting the command".into(),
         STEP_STDOUT => "sending standard output to standard error".into(),
+        STEP_CLOEXEC => "closing the caller's other descriptors on exec".into(),
         _ => format!("step {step}"),
     }
 }
@@ -734,6 +736,11 @@ fn sandbox_command(plan: &Plan, report: BorrowedFd<'_>) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         if plan.stdout_to_stderr && libc::dup2(2, 1) < 0 {
             fail(report, STEP_STDOUT, Errno::from_raw_os_error(errno()));
+        }
+        // Whatever the caller left open stays out of the command; the
+        // report pipe stays open until the exec succeeds.
+        if let Err(e) = super::cloexec_from_3() {
+            fail(report, STEP_CLOEXEC, e);
         }
         // As execvp: the first candidate that is not missing wins; a
         // permission error is remembered over "not found".

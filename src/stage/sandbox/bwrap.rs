@@ -96,13 +96,16 @@ pub(super) fn run(
             })?;
         cmd.stdout(Stdio::from(err));
     }
-    // SAFETY: only fcntl and signal on plain numbers, no allocation,
-    // between fork and exec: bubblewrap must inherit the status pipe, and
-    // the command the terminal's signals at their default action
-    // (bubblewrap passes dispositions on; the caller may ignore them, see
-    // `ignore_terminal_signals`).
+    // SAFETY: only close_range, fcntl and signal on plain numbers, no
+    // allocation, between fork and exec: no other descriptor of the caller
+    // may reach bubblewrap (which passes them on to the command), but
+    // bubblewrap must inherit the status pipe (it closes it in the
+    // command), and the command gets the terminal's signals at their
+    // default action (bubblewrap passes dispositions on; the caller may
+    // ignore them, see `ignore_terminal_signals`).
     unsafe {
         cmd.pre_exec(move || {
+            super::cloexec_from_3()?;
             let fd = rustix::fd::BorrowedFd::borrow_raw(status_fd);
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             libc::signal(libc::SIGINT, libc::SIG_DFL);

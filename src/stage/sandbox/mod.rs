@@ -21,6 +21,8 @@
 //! * Environment: only what [`SandboxOptions::env`] holds (by default
 //!   `PATH`, `HOME=/root`, `LANG=C.UTF-8`), plus `PWD`; the working
 //!   directory is `/`.
+//! * Descriptors: the caller's stdin, stdout and stderr only; anything
+//!   else the caller left open is closed at the command's `exec`.
 //! * The caller's uid and capabilities (root: this is a build
 //!   environment that must be able to chown, not a security boundary
 //!   against the build's own commands).
@@ -401,6 +403,42 @@ pub fn ignore_terminal_signals() {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
+}
+
+/// Marks every descriptor from 3 up close-on-exec, so the command gets
+/// only its standard streams: a caller may leave descriptors open without
+/// close-on-exec, and they would reach the command (bubblewrap passes
+/// them on too). Only system calls, for use between fork and exec.
+/// `close_range(CLOSE_RANGE_CLOEXEC)` (Linux 5.11) when it exists, else
+/// `fcntl` on each descriptor below the open-file limit.
+fn cloexec_from_3() -> Result<(), rustix::io::Errno> {
+    // SAFETY: close_range with the CLOEXEC flag only sets a flag on open
+    // descriptors; getrlimit and fcntl read and write plain values.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        ) == 0
+        {
+            return Ok(());
+        }
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(rustix::io::Errno::from_raw_os_error(
+                *libc::__errno_location(),
+            ));
+        }
+        let max = lim.rlim_cur.min(1 << 20) as libc::c_int;
+        for fd in 3..max {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn find_in_path(binary: &str) -> Option<PathBuf> {
