@@ -32,7 +32,7 @@ use stage_support::*;
 const TOOLS: [&str; 2] = ["bwrap", "builtin"];
 
 /// Programs of the `base` chunk.
-const PROGRAMS: [&str; 12] = [
+const PROGRAMS: [&str; 16] = [
     "/usr/bin/sh",
     "/usr/bin/bash",
     "/usr/bin/cat",
@@ -45,6 +45,10 @@ const PROGRAMS: [&str; 12] = [
     "/usr/bin/stat",
     "/usr/bin/sort",
     "/usr/bin/readlink",
+    "/usr/bin/mount",
+    "/usr/bin/mknod",
+    "/usr/bin/chown",
+    "/usr/bin/chmod",
 ];
 
 // ---------------------------------------------------------------------------
@@ -683,6 +687,74 @@ fn environment_is_clean_bwrap() {
 #[test]
 fn environment_is_clean_builtin() {
     environment_is_clean("builtin");
+}
+
+/// The capabilities integration commands need, nothing more (see the
+/// sandbox module's "Privilege").
+const KEPT_CAPS: u64 = 0xa004_05fb;
+
+/// A capability mask of `/proc/self/status` (`CapBnd:\t000001ff...`).
+fn status_mask(status: &str, key: &str) -> u64 {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} in {status}"));
+    u64::from_str_radix(line[key.len()..].trim(), 16).unwrap()
+}
+
+/// The command has only the capabilities a package's integration needs
+/// (chown, any file access, setuid, setcap...) and no_new_privs: it can
+/// chown and keep a setgid bit, but cannot mount, remount /proc/sys
+/// writable or make device nodes. Both tools give the same bounding,
+/// permitted and effective sets.
+fn reduced_privilege(tool: &str) {
+    let s = store();
+    create(&s.repo, "caps", &["base"], &["--backend", "overlay"]).assert_ok();
+    let r = sandbox(&s.repo, "caps", tool, &[], &["cat", "/proc/self/status"]).assert_ok();
+    let status = r.stdout_str();
+    let host = fs::read_to_string("/proc/self/status").unwrap();
+    let host_bnd = status_mask(&host, "CapBnd:");
+    let want = KEPT_CAPS & host_bnd;
+    for key in ["CapBnd:", "CapPrm:", "CapEff:"] {
+        assert_eq!(status_mask(&status, key), want, "{key}\n{status}");
+    }
+    // bubblewrap sets the inheritable and ambient sets to the kept
+    // capabilities (what a root process gets at exec anyway; a switch to
+    // another uid clears them); the built-in sandbox empties them.
+    let inh = if tool == "bwrap" { want } else { 0 };
+    assert_eq!(status_mask(&status, "CapInh:"), inh, "{status}");
+    assert_eq!(status_mask(&status, "CapAmb:"), inh, "{status}");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    let r = sandbox(
+        &s.repo,
+        "caps",
+        tool,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "umask 022; touch /owned; chown 12:34 /owned; chmod 2755 /owned; \
+             stat -c '%u %g %a' /owned; rm /owned; \
+             if mount -o remount,rw /proc/sys 2>/dev/null; then echo REMOUNTED; fi; \
+             grep -q '^proc /proc/sys proc ro,' /proc/self/mounts && echo ro; \
+             if mount -t tmpfs none /tmp 2>/dev/null; then echo MOUNTED; fi; \
+             if mknod /tmp/disk b 8 0 2>/dev/null; then echo MKNOD; fi; \
+             if echo x > /proc/sys/kernel/core_pattern 2>/dev/null; then echo CORE; fi",
+        ],
+    )
+    .assert_ok();
+    assert_eq!(r.stdout_str(), "12 34 2755\nro\n", "{}", r.describe());
+    destroy_clean(&s, "caps");
+}
+
+#[test]
+fn reduced_privilege_bwrap() {
+    reduced_privilege("bwrap");
+}
+
+#[test]
+fn reduced_privilege_builtin() {
+    reduced_privilege("builtin");
 }
 
 /// `--bind` is writable, `--ro-bind` read-only (a file too); destinations

@@ -54,7 +54,7 @@ use rustix::mount::{
     MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags, UnmountFlags,
 };
 use rustix::process::{Pid, Signal, WaitOptions};
-use rustix::thread::UnshareFlags;
+use rustix::thread::{CapabilitySet, UnshareFlags};
 
 use super::{Layout, Network, SandboxError, SandboxOptions, StdoutTo, mountpoints::Kind};
 
@@ -78,6 +78,7 @@ const STEP_LOOPBACK: u32 = 1_009;
 const STEP_FORK_COMMAND: u32 = 1_010;
 const STEP_STDOUT: u32 = 1_011;
 const STEP_CLOEXEC: u32 = 1_012;
+const STEP_CAPABILITIES: u32 = 1_013;
 
 fn fixed_step(step: u32, root: &Path) -> String {
     match step {
@@ -94,6 +95,7 @@ fn fixed_step(step: u32, root: &Path) -> String {
         STEP_FORK_COMMAND => "starting the command".into(),
         STEP_STDOUT => "sending standard output to standard error".into(),
         STEP_CLOEXEC => "closing the caller's other descriptors on exec".into(),
+        STEP_CAPABILITIES => "lowering the command's capabilities".into(),
         _ => format!("step {step}"),
     }
 }
@@ -127,6 +129,8 @@ struct Plan {
     /// `open_tree` clones to attach; kept open until the children are gone.
     fds: Vec<OwnedFd>,
     unshare: UnshareFlags,
+    /// The command's capabilities.
+    caps: CapabilitySet,
     loopback: bool,
     stdout_to_stderr: bool,
     candidates: Vec<CString>,
@@ -273,6 +277,9 @@ fn build_plan(
         descriptions: Vec::new(),
         fds: Vec::new(),
         unshare,
+        caps: super::kept_capabilities()?
+            .into_iter()
+            .fold(CapabilitySet::empty(), |all, (c, _)| all | c),
         loopback: opts.network == Network::None,
         stdout_to_stderr: opts.stdout == StdoutTo::Stderr,
         candidates,
@@ -736,6 +743,9 @@ fn sandbox_command(plan: &Plan, report: BorrowedFd<'_>) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         if plan.stdout_to_stderr && libc::dup2(2, 1) < 0 {
             fail(report, STEP_STDOUT, Errno::from_raw_os_error(errno()));
+        }
+        if let Err(e) = super::drop_privileges(plan.caps) {
+            fail(report, STEP_CAPABILITIES, e);
         }
         // Whatever the caller left open stays out of the command; the
         // report pipe stays open until the exec succeeds.

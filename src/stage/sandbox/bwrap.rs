@@ -34,6 +34,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 
+use rustix::thread::CapabilitySet;
+
 use super::{Layout, Network, SandboxError, SandboxOptions, StdoutTo};
 
 pub(super) fn run(
@@ -56,6 +58,14 @@ pub(super) fn run(
     ]);
     if opts.network == Network::None {
         cmd.arg("--unshare-net");
+    }
+    cmd.args(["--cap-drop", "ALL"]);
+    let kept = super::kept_capabilities()?;
+    let keep = kept
+        .iter()
+        .fold(CapabilitySet::empty(), |all, (c, _)| all | *c);
+    for (_, name) in kept {
+        cmd.args(["--cap-add", name]);
     }
     cmd.arg("--bind").arg(root).arg("/");
     // bubblewrap run as root leaves /proc/sys writable (its check runs
@@ -96,8 +106,8 @@ pub(super) fn run(
             })?;
         cmd.stdout(Stdio::from(err));
     }
-    // SAFETY: only close_range, fcntl and signal on plain numbers, no
-    // allocation, between fork and exec: no other descriptor of the caller
+    // SAFETY: only close_range, fcntl, capget, capset, prctl and signal on
+    // plain numbers, no allocation, between fork and exec: no other descriptor of the caller
     // may reach bubblewrap (which passes them on to the command), but
     // bubblewrap must inherit the status pipe (it closes it in the
     // command), and the command gets the terminal's signals at their
@@ -106,6 +116,7 @@ pub(super) fn run(
     unsafe {
         cmd.pre_exec(move || {
             super::cloexec_from_3()?;
+            super::bounding_set_for_bwrap(keep)?;
             let fd = rustix::fd::BorrowedFd::borrow_raw(status_fd);
             rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             libc::signal(libc::SIGINT, libc::SIG_DFL);

@@ -23,9 +23,52 @@
 //!   directory is `/`.
 //! * Descriptors: the caller's stdin, stdout and stderr only; anything
 //!   else the caller left open is closed at the command's `exec`.
-//! * The caller's uid and capabilities (root: this is a build
-//!   environment that must be able to chown, not a security boundary
-//!   against the build's own commands).
+//! * Root (uid 0), with the capabilities of [Privilege](#privilege) only.
+//!
+//! # Privilege
+//! The command runs as root with only what installing and integrating
+//! packages needs: `CHOWN`, `DAC_OVERRIDE`, `FOWNER`, `FSETID` (owners,
+//! modes and setuid/setgid bits of the system's files), `SETUID`,
+//! `SETGID` (`su`, `runuser`, `useradd`'s helpers, daemons' users),
+//! `SETFCAP` (`setcap` in a postinst), `SETPCAP`, `KILL`,
+//! `NET_BIND_SERVICE`, `SYS_CHROOT` and `AUDIT_WRITE` — Docker's and
+//! Podman's default for build steps, less `MKNOD` (every writable mount
+//! is `nodev`, and OSTree commits hold no device nodes) and `NET_RAW`.
+//! `DAC_READ_SEARCH` is left out on purpose: `DAC_OVERRIDE` already reads
+//! every file, and what it adds, `open_by_handle_at`, opens host files by
+//! handle past any mount namespace. Without `SYS_ADMIN`, `SYS_MODULE`,
+//! `SYS_RAWIO`, `SYS_PTRACE`, `SYS_TIME`, `SYS_BOOT`, `NET_ADMIN`... the
+//! command cannot mount (nor remount `/proc/sys` writable), load modules,
+//! reach raw devices, trace the sandbox's init or reboot the host. Nor can
+//! it set `security.*` attributes other than capabilities (`setfiles`,
+//! SELinux labelling, would need `SYS_ADMIN`).
+//!
+//! no_new_privs is set (bubblewrap always sets it): no `exec` raises a
+//! capability, neither of a setuid-root program nor through file
+//! capabilities. It costs integration nothing, since its commands already
+//! run as root with everything they may have; only a command that first
+//! switches to another user and then counts on a setuid program to come
+//! back (`sudo` from a package's own user) fails, which no integration
+//! script should do. Both tools give the command the same bounding,
+//! permitted and effective sets: the list above. The built-in sandbox
+//! empties the inheritable and ambient sets; bubblewrap, run as root,
+//! sets them to the list (`--cap-drop ALL --cap-add ...`), which gives
+//! nothing more under no_new_privs. bubblewrap leaves the bounding set of
+//! a root caller as it is, so arbor lowers it before running bubblewrap
+//! (having made its own capabilities inheritable, so that bubblewrap
+//! still gets what its set-up needs).
+//!
+//! # Trust
+//! The sandbox is a correct build root with reduced privilege, not a hard
+//! security boundary: the command is root, shares the host's kernel, user
+//! IDs and (with [`Network::Host`]) network, sees the host's `/sys`, and
+//! writes whatever the stage and the writable binds hold. It keeps honest
+//! and buggy commands — including integration commands carried by commits
+//! pulled from elsewhere — from changing the host or the commit by
+//! accident, and takes away the obvious ways out (mounts, `/proc/sys`,
+//! `sysrq-trigger`, device nodes, module loading); it does not contain a
+//! command written to attack the kernel. Run only commits you would
+//! install.
 //!
 //! # Nothing of it reaches the commit
 //! Every mount above exists only in the sandbox's private mount namespace
@@ -70,6 +113,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitStatus;
 
+use rustix::thread::CapabilitySet;
 use thiserror::Error;
 
 use super::{StageError, StageLock, Stages};
@@ -403,6 +447,101 @@ pub fn ignore_terminal_signals() {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGQUIT, libc::SIG_IGN);
     }
+}
+
+/// The capabilities the command keeps: what installing and integrating
+/// packages needs (see the module doc, "Privilege"), with bubblewrap's
+/// names for them.
+const KEPT_CAPABILITIES: [(CapabilitySet, &str); 12] = [
+    (CapabilitySet::CHOWN, "CAP_CHOWN"),
+    (CapabilitySet::DAC_OVERRIDE, "CAP_DAC_OVERRIDE"),
+    (CapabilitySet::FOWNER, "CAP_FOWNER"),
+    (CapabilitySet::FSETID, "CAP_FSETID"),
+    (CapabilitySet::KILL, "CAP_KILL"),
+    (CapabilitySet::SETGID, "CAP_SETGID"),
+    (CapabilitySet::SETUID, "CAP_SETUID"),
+    (CapabilitySet::SETPCAP, "CAP_SETPCAP"),
+    (CapabilitySet::NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE"),
+    (CapabilitySet::SYS_CHROOT, "CAP_SYS_CHROOT"),
+    (CapabilitySet::AUDIT_WRITE, "CAP_AUDIT_WRITE"),
+    (CapabilitySet::SETFCAP, "CAP_SETFCAP"),
+];
+
+/// [`KEPT_CAPABILITIES`] that this process has (a capability it lacks
+/// cannot be given, and bubblewrap, asked to, would fail to lower the
+/// others and carry on with all of them).
+fn kept_capabilities() -> Result<Vec<(CapabilitySet, &'static str)>, SandboxError> {
+    let have = rustix::thread::capabilities(None)
+        .map_err(|e| SandboxError::Setup {
+            step: "reading this process's capabilities".into(),
+            source: e.into(),
+        })?
+        .permitted;
+    Ok(KEPT_CAPABILITIES
+        .into_iter()
+        .filter(|(c, _)| have.contains(*c))
+        .collect())
+}
+
+/// Lowers this process's capabilities to `keep`, for good: the bounding
+/// set (so no `exec` of a root or file-capability program regains any),
+/// the ambient and inheritable sets emptied, and no_new_privs. Only
+/// system calls, for the built-in sandbox's command between fork and
+/// exec (bubblewrap does the same with `--cap-drop ALL --cap-add`, and
+/// always sets no_new_privs, but leaves the bounding set of a process
+/// that runs it as root).
+fn drop_privileges(keep: CapabilitySet) -> Result<(), rustix::io::Errno> {
+    use rustix::io::Errno;
+    lower_bounding_set(keep)?;
+    match rustix::thread::clear_ambient_capability_set() {
+        Ok(()) | Err(Errno::INVAL) => {}
+        Err(e) => return Err(e),
+    }
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: keep,
+            permitted: keep,
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    rustix::thread::set_no_new_privs(true)
+}
+
+/// Removes every capability but `keep` from the bounding set. Only
+/// system calls.
+fn lower_bounding_set(keep: CapabilitySet) -> Result<(), rustix::io::Errno> {
+    for bit in 0..64 {
+        let cap = CapabilitySet::from_bits_retain(1 << bit);
+        if !keep.contains(cap) {
+            match rustix::thread::remove_capability_from_bounding_set(cap) {
+                // EINVAL: no such capability in this kernel.
+                Ok(()) | Err(rustix::io::Errno::INVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For bubblewrap, between fork and exec: lowers the bounding set to
+/// `keep`, as the built-in sandbox does for its command, while bubblewrap
+/// itself still gets every capability it needs for the set-up: they are
+/// made inheritable first, and a root program's permitted set at `exec`
+/// is its inheritable set plus the bounding set. bubblewrap then gives
+/// its command `keep` only (`--cap-drop ALL --cap-add`), and the command
+/// inherits the lowered bounding set. Only system calls.
+fn bounding_set_for_bwrap(keep: CapabilitySet) -> Result<(), rustix::io::Errno> {
+    let now = rustix::thread::capabilities(None)?;
+    rustix::thread::set_capabilities(
+        None,
+        rustix::thread::CapabilitySets {
+            effective: now.effective,
+            permitted: now.permitted,
+            inheritable: now.permitted,
+        },
+    )?;
+    lower_bounding_set(keep)
 }
 
 /// Marks every descriptor from 3 up close-on-exec, so the command gets
