@@ -817,6 +817,171 @@ fn binds_builtin() {
     binds("builtin");
 }
 
+/// Bind destinations are resolved inside the stage, as if chrooted, never
+/// on the host: the stage holds `opt -> /oldroot/HOST` (what the host is
+/// called in bubblewrap's set-up root), `srv -> /HOST`, `up -> ../../..`
+/// (clamps at the root) and `usr/mylib64 -> mylib`; binds through them
+/// land in the stage at what the links lead to there, where the command
+/// sees them, and are taken away again. The host directory stays empty,
+/// and the stage is as it was.
+fn bind_destinations_resolve_in_the_stage(tool: &str) {
+    let s = store();
+    create(&s.repo, "bsym", &["base"], &["--backend", "overlay"]).assert_ok();
+    let root = s.default_root("bsym");
+    let host = s.base.join("host-target");
+    make_dir(&host, 0o755);
+    let host_rel = host.strip_prefix("/").unwrap();
+    let in_old = Path::new("oldroot").join(host_rel);
+    make_dir(&root.join(&in_old).join("sub/x"), 0o755);
+    make_dir(&root.join(host_rel).join("sub"), 0o755);
+    make_dir(&root.join("usr/mylib"), 0o755);
+    symlink(Path::new("/").join(&in_old), root.join("opt")).unwrap();
+    symlink(&host, root.join("srv")).unwrap();
+    symlink("mylib", root.join("usr/mylib64")).unwrap();
+    symlink("../../..", root.join("up")).unwrap();
+    let before = manifest(&root);
+    let src = s.base.join("src");
+    make_dir(&src, 0o755);
+    write_file(&src.join("data"), b"bound\n", 0o644);
+    let file = s.base.join("file.conf");
+    write_file(&file, b"file\n", 0o644);
+    let b = |dest: &str| format!("{}:{dest}", src.display());
+    let r = sandbox(
+        &s.repo,
+        "bsym",
+        tool,
+        &[
+            "--ro-bind",
+            &b("/opt/sub/x"),
+            "--ro-bind",
+            &b("/srv/sub/y"),
+            "--ro-bind",
+            &b("/usr/mylib64/c"),
+            "--ro-bind",
+            &b("/up/d"),
+            "--ro-bind",
+            &format!("{}:/opt/sub/f.conf", file.display()),
+        ],
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cat /opt/sub/x/data /{}/sub/y/data /usr/mylib/c/data /d/data /opt/sub/f.conf",
+                host_rel.display()
+            ),
+        ],
+    )
+    .assert_ok();
+    assert_eq!(
+        r.stdout_str(),
+        "bound\nbound\nbound\nbound\nfile\n",
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        fs::read_dir(&host).unwrap().count(),
+        0,
+        "the host directory was written to"
+    );
+    assert_manifest_eq(&manifest(&root), &before, "stage after the command");
+    // A symlink to a missing path is refused, naming it.
+    symlink("/nowhere", root.join("dangling")).unwrap();
+    let r = sandbox(
+        &s.repo,
+        "bsym",
+        tool,
+        &["--bind", &b("/dangling/x")],
+        &["true"],
+    )
+    .assert_clean_failure();
+    assert!(r.stderr_str().contains("/dangling"), "{}", r.describe());
+    destroy_clean(&s, "bsym");
+}
+
+#[test]
+fn bind_destinations_resolve_in_the_stage_bwrap() {
+    bind_destinations_resolve_in_the_stage("bwrap");
+}
+
+#[test]
+fn bind_destinations_resolve_in_the_stage_builtin() {
+    bind_destinations_resolve_in_the_stage("builtin");
+}
+
+/// /tmp, /run and /dev that the commit holds as symlinks: the file
+/// systems are mounted where the links lead inside the stage (`tmp ->
+/// /oldroot/HOST`, `run -> ../../state/run`, `dev -> var/dev`), so what the
+/// command writes there reaches neither the stage nor the host. A link
+/// that leads to the root itself, or to nothing, is refused, naming it.
+fn fixed_mounts_through_symlinks(tool: &str) {
+    let s = store();
+    create(&s.repo, "fsym", &["base"], &["--backend", "overlay"]).assert_ok();
+    let root = s.default_root("fsym");
+    let host = s.base.join("host-target");
+    make_dir(&host, 0o755);
+    let in_old = Path::new("oldroot").join(host.strip_prefix("/").unwrap());
+    make_dir(&root.join(&in_old), 0o755);
+    write_file(&root.join(&in_old).join("keep"), b"kept\n", 0o644);
+    make_dir(&root.join("state/run"), 0o755);
+    make_dir(&root.join("var/dev"), 0o755);
+    symlink(Path::new("/").join(&in_old), root.join("tmp")).unwrap();
+    symlink("../../state/run", root.join("run")).unwrap();
+    symlink("var/dev", root.join("dev")).unwrap();
+    let before = manifest(&root);
+    let r = sandbox(
+        &s.repo,
+        "fsym",
+        tool,
+        &[],
+        &[
+            "sh",
+            "-c",
+            "test ! -e /tmp/keep; echo t > /tmp/t; echo r > /run/r; echo x > /dev/null; \
+             test -c /dev/null; echo s > /dev/shm/s; cat /tmp/t /run/r /dev/shm/s",
+        ],
+    )
+    .assert_ok();
+    assert_eq!(r.stdout_str(), "t\nr\ns\n", "{}", r.describe());
+    assert_eq!(fs::read_dir(&host).unwrap().count(), 0, "host written to");
+    assert_manifest_eq(&manifest(&root), &before, "stage after the command");
+    for (link, target, says) in [
+        ("run", "/", "/run"),
+        ("tmp", "../..", "/tmp"),
+        ("dev", "../somewhere", "/dev"),
+    ] {
+        let saved = fs::read_link(root.join(link)).unwrap();
+        fs::remove_file(root.join(link)).unwrap();
+        symlink(target, root.join(link)).unwrap();
+        let r = sandbox(&s.repo, "fsym", tool, &[], &["sh", "-c", "echo r > /run/r"])
+            .assert_clean_failure();
+        assert!(r.stderr_str().contains(says), "{}", r.describe());
+        fs::remove_file(root.join(link)).unwrap();
+        symlink(saved, root.join(link)).unwrap();
+    }
+    assert_manifest_eq(&manifest(&root), &before, "stage after the refusals");
+    let commit = expect_checksum_line(&arbor_repo_ok(
+        &s.repo,
+        ["stage", "commit", "fsym", "-b", "fsym", "--timestamp", "1"],
+    ));
+    let got = checkout(&s.repo, &commit, &s.base);
+    for (path, what) in [("tmp", "l"), ("run", "l"), ("dev", "l"), ("state/run", "d")] {
+        let md = fs::symlink_metadata(got.join(path)).unwrap();
+        assert_eq!(md.file_type().is_symlink(), what == "l", "{path}");
+    }
+    assert!(!got.join("state/run/r").exists() && !got.join(&in_old).join("t").exists());
+    destroy_clean(&s, "fsym");
+}
+
+#[test]
+fn fixed_mounts_through_symlinks_bwrap() {
+    fixed_mounts_through_symlinks("bwrap");
+}
+
+#[test]
+fn fixed_mounts_through_symlinks_builtin() {
+    fixed_mounts_through_symlinks("builtin");
+}
+
 /// `--network none` (the default): only loopback, and it is up (a connect
 /// to 127.0.0.1 is refused rather than unroutable); the host's listener
 /// on 127.0.0.1 is not reached. `--network host` reaches it.

@@ -56,7 +56,7 @@ use rustix::mount::{
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::{CapabilitySet, UnshareFlags};
 
-use super::{Layout, Network, SandboxError, SandboxOptions, StdoutTo, mountpoints::Kind};
+use super::{Network, Placement, SandboxError, SandboxOptions, StdoutTo, mountpoints::Kind};
 
 /// A message from the children: tag, step, value.
 const MSG_LEN: usize = 12;
@@ -108,17 +108,17 @@ enum Step {
     Touch(CString),
     Mount {
         source: &'static CStr,
-        target: &'static CStr,
+        target: CString,
         fstype: &'static CStr,
         flags: MountFlags,
         data: &'static CStr,
     },
     /// Binds a path onto itself and remounts that with these flags
     /// (skipped when missing: /proc/bus is not everywhere).
-    OverItself(&'static CStr, MountFlags),
+    OverItself(CString, MountFlags),
     /// Attaches `fds[index]` at the path.
     Attach(usize, CString),
-    Symlink(&'static CStr, &'static CStr),
+    Symlink(&'static CStr, CString),
 }
 
 /// Everything the children need, made before forking.
@@ -226,7 +226,7 @@ fn set_attrs(fd: &OwnedFd, attrs: u64) -> Result<(), Errno> {
 fn build_plan(
     root: &Path,
     opts: &SandboxOptions,
-    layout: &Layout,
+    placement: &Placement,
     argv: &[OsString],
 ) -> Result<Plan, SandboxError> {
     let mut unshare = UnshareFlags::NEWNS | UnshareFlags::NEWIPC | UnshareFlags::NEWUTS;
@@ -289,138 +289,152 @@ fn build_plan(
         envp_ptrs,
     };
 
+    // Every destination as resolved in the stage ([`Placement`]); after
+    // `pivot_root` any path resolves in the stage anyway, never on the
+    // host.
+    let proc = placement.fixed_at("proc");
+    let dev = placement.fixed_at("dev");
     let nosuid_nodev = MountFlags::NOSUID | MountFlags::NODEV;
+    push_points(&mut plan, placement, 0)?;
     plan.push(
         Step::Mount {
             source: c"proc",
-            target: c"/proc",
+            target: cpath(&proc)?,
             fstype: c"proc",
             flags: nosuid_nodev | MountFlags::NOEXEC,
             data: c"",
         },
-        "mounting proc on /proc".into(),
+        format!("mounting proc on {}", proc.display()),
     );
     // As bubblewrap: /proc/sys and sysrq-trigger keep the host /proc's
     // flags (it binds them from there), irq and bus get noexec.
     let ro = MountFlags::BIND | MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
     for (p, flags) in [
-        (c"/proc/sys", ro),
-        (c"/proc/sysrq-trigger", ro),
-        (c"/proc/irq", ro | MountFlags::NOEXEC),
-        (c"/proc/bus", ro | MountFlags::NOEXEC),
+        ("sys", ro),
+        ("sysrq-trigger", ro),
+        ("irq", ro | MountFlags::NOEXEC),
+        ("bus", ro | MountFlags::NOEXEC),
     ] {
+        let p = proc.join(p);
         plan.push(
-            Step::OverItself(p, flags),
-            format!("making {} read-only", p.to_string_lossy()),
+            Step::OverItself(cpath(&p)?, flags),
+            format!("making {} read-only", p.display()),
         );
     }
+    push_points(&mut plan, placement, 1)?;
     plan.push(
         Step::Mount {
             source: c"tmpfs",
-            target: c"/dev",
+            target: cpath(&dev)?,
             fstype: c"tmpfs",
             flags: nosuid_nodev,
             data: c"mode=0755",
         },
-        "mounting a tmpfs on /dev".into(),
+        format!("mounting a tmpfs on {}", dev.display()),
     );
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let host = Path::new("/dev").join(node);
         let fd = clone_tree(&host, false, true)?;
         plan.fds.push(fd);
-        let target = cpath(&host)?;
+        let here = dev.join(node);
+        let target = cpath(&here)?;
         plan.push(
             Step::Touch(target.clone()),
-            format!("creating {}", host.display()),
+            format!("creating {}", here.display()),
         );
         plan.push(
             Step::Attach(plan.fds.len() - 1, target),
-            format!("binding the host's {} into /dev", host.display()),
+            format!(
+                "binding the host's {} onto {}",
+                host.display(),
+                here.display()
+            ),
         );
     }
-    plan.push(Step::Mkdir(c"/dev/pts".into()), "creating /dev/pts".into());
+    let pts = dev.join("pts");
+    plan.push(
+        Step::Mkdir(cpath(&pts)?),
+        format!("creating {}", pts.display()),
+    );
     plan.push(
         Step::Mount {
             source: c"devpts",
-            target: c"/dev/pts",
+            target: cpath(&pts)?,
             fstype: c"devpts",
             flags: MountFlags::NOSUID | MountFlags::NOEXEC,
             data: c"newinstance,ptmxmode=0666,mode=620",
         },
-        "mounting a devpts instance on /dev/pts".into(),
+        format!("mounting a devpts instance on {}", pts.display()),
     );
+    let ptmx = dev.join("ptmx");
     plan.push(
-        Step::Symlink(c"pts/ptmx", c"/dev/ptmx"),
-        "creating /dev/ptmx".into(),
+        Step::Symlink(c"pts/ptmx", cpath(&ptmx)?),
+        format!("creating {}", ptmx.display()),
     );
-    plan.push(Step::Mkdir(c"/dev/shm".into()), "creating /dev/shm".into());
+    let shm = dev.join("shm");
+    plan.push(
+        Step::Mkdir(cpath(&shm)?),
+        format!("creating {}", shm.display()),
+    );
     plan.push(
         Step::Mount {
             source: c"tmpfs",
-            target: c"/dev/shm",
+            target: cpath(&shm)?,
             fstype: c"tmpfs",
             flags: nosuid_nodev,
             data: c"mode=1777",
         },
-        "mounting a tmpfs on /dev/shm".into(),
+        format!("mounting a tmpfs on {}", shm.display()),
     );
     for (target, link) in [
-        (c"/proc/self/fd", c"/dev/fd"),
-        (c"/proc/self/fd/0", c"/dev/stdin"),
-        (c"/proc/self/fd/1", c"/dev/stdout"),
-        (c"/proc/self/fd/2", c"/dev/stderr"),
-        (c"/proc/kcore", c"/dev/core"),
+        (c"/proc/self/fd", "fd"),
+        (c"/proc/self/fd/0", "stdin"),
+        (c"/proc/self/fd/1", "stdout"),
+        (c"/proc/self/fd/2", "stderr"),
+        (c"/proc/kcore", "core"),
     ] {
+        let link = dev.join(link);
         plan.push(
-            Step::Symlink(target, link),
-            format!("creating {}", link.to_string_lossy()),
+            Step::Symlink(target, cpath(&link)?),
+            format!("creating {}", link.display()),
         );
     }
     let sys = clone_tree(Path::new("/sys"), true, false)?;
     plan.fds.push(sys);
+    let sys_at = placement.fixed_at("sys");
+    push_points(&mut plan, placement, 2)?;
     plan.push(
-        Step::Attach(plan.fds.len() - 1, c"/sys".into()),
-        "binding the host's /sys read-only".into(),
+        Step::Attach(plan.fds.len() - 1, cpath(&sys_at)?),
+        format!(
+            "binding the host's /sys read-only onto {}",
+            sys_at.display()
+        ),
     );
-    for (target, mode) in [(c"/tmp", c"mode=1777"), (c"/run", c"mode=0755")] {
+    for (i, name, mode) in [(3, "tmp", c"mode=1777"), (4, "run", c"mode=0755")] {
+        let target = placement.fixed_at(name);
+        push_points(&mut plan, placement, i)?;
         plan.push(
             Step::Mount {
                 source: c"tmpfs",
-                target,
+                target: cpath(&target)?,
                 fstype: c"tmpfs",
                 flags: nosuid_nodev,
                 data: mode,
             },
-            format!("mounting a tmpfs on {}", target.to_string_lossy()),
+            format!("mounting a tmpfs on {}", target.display()),
         );
     }
-    for (i, (b, rel, kind)) in layout.binds.iter().enumerate() {
-        if let Some(cover) = layout.covering(i, rel) {
-            // Below a sandbox mount: make the mount point there.
-            let mut p = Path::new("/").join(&cover);
-            let below: Vec<_> = rel
-                .strip_prefix(&cover)
-                .unwrap_or(rel)
-                .components()
-                .collect();
-            for (j, c) in below.iter().enumerate() {
-                p.push(c);
-                let step = if j + 1 == below.len() && *kind == Kind::File {
-                    Step::Touch(cpath(&p)?)
-                } else {
-                    Step::Mkdir(cpath(&p)?)
-                };
-                plan.push(step, format!("creating {}", p.display()));
-            }
-        }
+    for (i, (b, placed)) in placement.binds.iter().enumerate() {
+        push_points(&mut plan, placement, placement.fixed.len() + i)?;
         let fd = clone_tree(&b.source, b.read_only, false)?;
         plan.fds.push(fd);
+        let dest = Path::new("/").join(&placed.at);
         plan.push(
-            Step::Attach(plan.fds.len() - 1, cpath(&b.dest)?),
+            Step::Attach(plan.fds.len() - 1, cpath(&dest)?),
             format!(
                 "binding {} onto {}{}",
                 b.source.display(),
-                b.dest.display(),
+                dest.display(),
                 if b.read_only { " read-only" } else { "" }
             ),
         );
@@ -428,14 +442,42 @@ fn build_plan(
     Ok(plan)
 }
 
+/// Mount `index` of the placement lies inside an earlier mount (a tmpfs,
+/// /dev or a bind): its mount point is made there, in the sandbox, just
+/// before it is mounted. Those in the stage were made by the caller.
+fn push_points(plan: &mut Plan, placement: &Placement, index: usize) -> Result<(), SandboxError> {
+    let all = &placement.all;
+    let placed = &all[index];
+    let Some(cover) = placed.inside else {
+        return Ok(());
+    };
+    let mut p = Path::new("/").join(&all[cover].at);
+    let below: Vec<_> = placed
+        .at
+        .strip_prefix(&all[cover].at)
+        .unwrap_or(&placed.at)
+        .components()
+        .collect();
+    for (j, c) in below.iter().enumerate() {
+        p.push(c);
+        let step = if j + 1 == below.len() && placed.kind == Kind::File {
+            Step::Touch(cpath(&p)?)
+        } else {
+            Step::Mkdir(cpath(&p)?)
+        };
+        plan.push(step, format!("creating {}", p.display()));
+    }
+    Ok(())
+}
+
 /// Runs `argv` in the stage's sandbox; see the module doc.
 pub(super) fn run(
     root: &Path,
     opts: &SandboxOptions,
-    layout: &Layout,
+    placement: &Placement,
     argv: &[OsString],
 ) -> Result<ExitStatus, SandboxError> {
-    let plan = build_plan(root, opts, layout, argv)?;
+    let plan = build_plan(root, opts, placement, argv)?;
     let spawn_err = |source: std::io::Error| SandboxError::Spawn {
         program: "the sandbox".into(),
         source,
@@ -675,14 +717,15 @@ fn run_step(plan: &Plan, step: &Step) -> Result<(), Errno> {
             fstype,
             flags,
             data,
-        } => rustix::mount::mount(*source, *target, *fstype, *flags, Some(*data)),
+        } => rustix::mount::mount(*source, target.as_c_str(), *fstype, *flags, Some(*data)),
         Step::OverItself(p, flags) => {
-            match rustix::mount::mount_bind(*p, *p) {
+            let p = p.as_c_str();
+            match rustix::mount::mount_bind(p, p) {
                 Ok(()) => {}
                 Err(Errno::NOENT) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            rustix::mount::mount_remount(*p, *flags, c"")
+            rustix::mount::mount_remount(p, *flags, c"")
         }
         Step::Attach(index, target) => {
             let Some(fd) = plan.fds.get(*index) else {
@@ -696,7 +739,7 @@ fn run_step(plan: &Plan, step: &Step) -> Result<(), Errno> {
                 MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
             )
         }
-        Step::Symlink(target, link) => symlink(*target, *link),
+        Step::Symlink(target, link) => symlink(*target, link.as_c_str()),
     }
 }
 

@@ -2,12 +2,16 @@
 //!
 //! ```text
 //! bwrap --die-with-parent --unshare-pid --unshare-ipc --unshare-uts [--unshare-net]
+//!       --cap-drop ALL --cap-add CAP_CHOWN ...
 //!       --bind ROOT / --proc /proc --ro-bind /proc/sys /proc/sys
 //!       --ro-bind-try /proc/sysrq-trigger /proc/sysrq-trigger
 //!       --dev /dev --perms 1777 --tmpfs /dev/shm
 //!       --ro-bind /sys /sys --perms 1777 --tmpfs /tmp --tmpfs /run
 //!       [--bind|--ro-bind SRC DST]... --chdir / --json-status-fd N -- CMD...
 //! ```
+//! where every destination is the one resolved in the stage (`/proc`
+//! unless the commit holds `proc` as a symlink, and so on; see the module
+//! above).
 //! with the environment cleared to the options' (bubblewrap passes its
 //! own on and adds `PWD`). `--die-with-parent` puts `PR_SET_PDEATHSIG` on
 //! each of bubblewrap's processes, so the sandbox ends with the caller;
@@ -36,13 +40,13 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use rustix::thread::CapabilitySet;
 
-use super::{Layout, Network, SandboxError, SandboxOptions, StdoutTo};
+use super::{Network, Placement, SandboxError, SandboxOptions, StdoutTo};
 
 pub(super) fn run(
     bwrap: &Path,
     root: &Path,
     opts: &SandboxOptions,
-    layout: &Layout,
+    placement: &Placement,
     argv: &[OsString],
 ) -> Result<ExitStatus, SandboxError> {
     let mut cmd = Command::new(bwrap);
@@ -68,21 +72,29 @@ pub(super) fn run(
         cmd.args(["--cap-add", name]);
     }
     cmd.arg("--bind").arg(root).arg("/");
+    // Every destination as resolved in the stage ([`Placement`]): no
+    // symlink on the way for bubblewrap to follow in its own set-up root,
+    // where the host is reachable.
+    let proc = placement.fixed_at("proc");
+    let dev = placement.fixed_at("dev");
     // bubblewrap run as root leaves /proc/sys writable (its check runs
     // without capabilities); cover it as the built-in sandbox does.
-    cmd.args(["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]);
-    cmd.args([
-        "--ro-bind-try",
-        "/proc/sysrq-trigger",
-        "/proc/sysrq-trigger",
-    ]);
-    cmd.args(["--dev", "/dev", "--perms", "1777", "--tmpfs", "/dev/shm"]);
-    cmd.args(["--ro-bind", "/sys", "/sys"]);
-    cmd.args(["--perms", "1777", "--tmpfs", "/tmp", "--tmpfs", "/run"]);
-    for (b, _, _) in &layout.binds {
+    cmd.arg("--proc").arg(&proc);
+    cmd.args(["--ro-bind", "/proc/sys"]).arg(proc.join("sys"));
+    cmd.args(["--ro-bind-try", "/proc/sysrq-trigger"])
+        .arg(proc.join("sysrq-trigger"));
+    cmd.arg("--dev").arg(&dev);
+    cmd.args(["--perms", "1777", "--tmpfs"])
+        .arg(dev.join("shm"));
+    cmd.args(["--ro-bind", "/sys"])
+        .arg(placement.fixed_at("sys"));
+    cmd.args(["--perms", "1777", "--tmpfs"])
+        .arg(placement.fixed_at("tmp"));
+    cmd.arg("--tmpfs").arg(placement.fixed_at("run"));
+    for (b, placed) in &placement.binds {
         cmd.arg(if b.read_only { "--ro-bind" } else { "--bind" })
             .arg(&b.source)
-            .arg(&b.dest);
+            .arg(Path::new("/").join(&placed.at));
     }
     let (status_r, status_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {

@@ -70,14 +70,40 @@
 //! command written to attack the kernel. Run only commits you would
 //! install.
 //!
+//! # Destinations are resolved in the stage
+//! Every mount destination, the fixed ones and the binds', is what the
+//! command would reach by that path: it is resolved inside the stage's
+//! root as if chrooted ([`mountpoints::resolve`]): symlinks are followed,
+//! absolute ones from the root, and `..` stops at the root, through
+//! directory descriptors, never by a host path. The mount then goes where
+//! the path leads, by a path with no symlink left on the way, so neither
+//! bubblewrap (which would follow a symlink in its own set-up root, where
+//! the host is `/oldroot`) nor the built-in sandbox can be led outside
+//! the stage. A commit's `tmp -> var/tmp` gets its tmpfs on `var/tmp`, and
+//! a bind on `/usr/lib64/x` with `usr/lib64 -> lib` goes to `usr/lib/x`.
+//! Refused, with the path named: a destination that resolves to the root
+//! itself (`tmp -> /`: the command's writes there would land in the
+//! stage), a symlink to a missing path (as `mkdir -p` refuses it), a
+//! symlink loop, a path through a file, one leading into `/proc` or
+//! `/sys`, or through a symlink inside another mount (a bind's source,
+//! `/dev/fd`), and a bind that another destination would cover.
+//!
+//! What is resolved is the stage as it is when the sandbox starts; a
+//! command of another sandbox of the same stage that replaces a directory
+//! by a symlink while this one starts could still redirect a mount (the
+//! built-in sandbox only within the stage, since it mounts after
+//! `pivot_root`; bubblewrap resolves in its own set-up root). Commands
+//! are not a security boundary here (see Trust).
+//!
 //! # Nothing of it reaches the commit
 //! Every mount above exists only in the sandbox's private mount namespace
 //! (the whole tree is made private before anything is mounted), so what
 //! the command writes into `/proc`, `/dev`, `/sys`, `/tmp` or `/run` lands
 //! in those mounts, never in the stage, and whatever the commits hold at
-//! those paths is hidden from the command but left untouched. A mount
-//! needs an existing directory (or file) to cover; where the stage has
-//! none, one is created in the root before the command starts, listed
+//! those paths (or where their symlinks lead) is hidden from the command
+//! but left untouched. A mount needs an existing directory (or file) to
+//! cover; where the stage has none, one is created in the root (where
+//! the destination resolves) before the command starts, listed
 //! first in the stage's `mountpoints` file, and removed again once no
 //! sandbox uses the stage ([`mountpoints`]): `stage commit` refuses to
 //! run while a sandbox is up and removes what a killed one left, so a
@@ -273,6 +299,8 @@ pub enum SandboxError {
     NoCommand,
     #[error("argument {arg:?} contains a NUL byte")]
     NulInArgument { arg: OsString },
+    #[error("cannot mount on {dest} in the stage: {reason}")]
+    Resolve { dest: PathBuf, reason: String },
     #[error("mount point {path} in the stage: {reason}")]
     MountPoint { path: PathBuf, reason: &'static str },
     #[error("{op} mount point {path} in the stage: {source}")]
@@ -306,14 +334,15 @@ pub enum SandboxError {
     BwrapSetup { status: ExitStatus },
 }
 
-/// Where each sandbox mount goes, checked: the fixed file systems, then
-/// the binds, shallowest first.
+/// The sandbox's mounts as asked for, checked: the fixed file systems,
+/// then the binds, shallowest first. Where they go is only known once
+/// they are resolved in the stage ([`mountpoints::resolve`]).
 struct Layout {
     /// Binds sorted by depth, with their destinations as relative paths.
     binds: Vec<(Bind, PathBuf, mountpoints::Kind)>,
 }
 
-/// The fixed mounts, relative to the root.
+/// The fixed mounts, relative to the root, in the order they are made.
 const FIXED: [&str; 5] = ["proc", "dev", "sys", "tmp", "run"];
 
 impl Layout {
@@ -360,30 +389,57 @@ impl Layout {
         Ok(Layout { binds })
     }
 
-    /// The mount that `rel` lies in (or is), other than the stage's root:
-    /// one of the fixed ones or an earlier bind. Mount points there are
-    /// made inside the sandbox, not in the stage.
-    fn covering(&self, index: usize, rel: &Path) -> Option<PathBuf> {
-        FIXED
+    /// Every mount, in the order they are made.
+    fn requests(&self) -> Vec<mountpoints::Request> {
+        use mountpoints::{Kind, Request, Target};
+        let fixed = FIXED.iter().map(|f| Request {
+            asked: PathBuf::from(f),
+            kind: Kind::Dir,
+            target: match *f {
+                "proc" | "sys" => Target::Closed,
+                "dev" => Target::Dev,
+                _ => Target::Tmpfs,
+            },
+        });
+        fixed
+            .chain(self.binds.iter().map(|(b, rel, kind)| Request {
+                asked: rel.clone(),
+                kind: *kind,
+                target: Target::Bind(b.source.clone()),
+            }))
+            .collect()
+    }
+}
+
+/// Where the mounts go, resolved in the stage: the fixed ones (in
+/// [`FIXED`]'s order), then the binds, in the order they are made.
+struct Placement {
+    fixed: Vec<mountpoints::Placed>,
+    binds: Vec<(Bind, mountpoints::Placed)>,
+    /// Every mount, fixed ones first (what `Placed::inside` indexes).
+    all: Vec<mountpoints::Placed>,
+}
+
+impl Placement {
+    fn new(layout: &Layout, placed: Vec<mountpoints::Placed>) -> Placement {
+        let fixed = placed[..FIXED.len()].to_vec();
+        let binds = layout
+            .binds
             .iter()
-            .map(PathBuf::from)
-            .chain(self.binds[..index].iter().map(|(_, r, _)| r.clone()))
-            .filter(|m| rel.starts_with(m))
-            .max_by_key(|m| m.components().count())
+            .map(|(b, _, _)| b.clone())
+            .zip(placed[FIXED.len()..].iter().cloned())
+            .collect();
+        Placement {
+            fixed,
+            binds,
+            all: placed,
+        }
     }
 
-    /// Mount points the stage itself must hold.
-    fn needed_in_stage(&self) -> Vec<(PathBuf, mountpoints::Kind)> {
-        let mut out: Vec<(PathBuf, mountpoints::Kind)> = FIXED
-            .iter()
-            .map(|f| (PathBuf::from(f), mountpoints::Kind::Dir))
-            .collect();
-        for (i, (_, rel, kind)) in self.binds.iter().enumerate() {
-            if self.covering(i, rel).is_none() {
-                out.push((rel.clone(), *kind));
-            }
-        }
-        out
+    /// Where fixed mount `name` goes, as an absolute path in the sandbox.
+    fn fixed_at(&self, name: &str) -> PathBuf {
+        let i = FIXED.iter().position(|f| *f == name).unwrap_or(0);
+        Path::new("/").join(&self.fixed[i].at)
     }
 }
 
@@ -599,7 +655,7 @@ pub struct Sandbox<'s, 'r> {
     name: String,
     root: PathBuf,
     opts: SandboxOptions,
-    layout: Layout,
+    placement: Placement,
     tool: Tool,
     /// Dropped before the stage lock: the last sandbox out removes the
     /// mount points while the stage is still held.
@@ -631,20 +687,21 @@ impl<'r> Stages<'r> {
         };
         let (record, lock) = self.use_stage(name)?;
         let root = record.root();
-        let mounts = mountpoints::Registration::begin(
+        let (mounts, placed) = mountpoints::Registration::begin(
             &self.dir,
             &self.stage_dir(name),
             name,
             &root,
-            &layout.needed_in_stage(),
+            &layout.requests(),
         )?;
+        let placement = Placement::new(&layout, placed);
         progress.report(Event::Note(&format!("sandbox: {tool}")));
         Ok(Sandbox {
             stages: self,
             name: name.to_string(),
             root,
             opts: opts.clone(),
-            layout,
+            placement,
             tool,
             _mounts: mounts,
             _lock: lock,
@@ -680,8 +737,8 @@ impl Sandbox<'_, '_> {
             return Err(SandboxError::NulInArgument { arg: arg.clone() });
         }
         match &self.tool {
-            Tool::Bwrap(path) => bwrap::run(path, &self.root, &self.opts, &self.layout, argv),
-            Tool::Builtin => builtin::run(&self.root, &self.opts, &self.layout, argv),
+            Tool::Bwrap(path) => bwrap::run(path, &self.root, &self.opts, &self.placement, argv),
+            Tool::Builtin => builtin::run(&self.root, &self.opts, &self.placement, argv),
         }
     }
 }
@@ -719,10 +776,21 @@ mod tests {
             order,
             ["src", "src/sub", "tmp/cache", "opt/x"].map(Path::new)
         );
-        let needed: Vec<PathBuf> = l.needed_in_stage().into_iter().map(|(p, _)| p).collect();
+        let asked: Vec<PathBuf> = l.requests().into_iter().map(|r| r.asked).collect();
         assert_eq!(
-            needed,
-            ["proc", "dev", "sys", "tmp", "run", "src", "opt/x"].map(PathBuf::from)
+            asked,
+            [
+                "proc",
+                "dev",
+                "sys",
+                "tmp",
+                "run",
+                "src",
+                "src/sub",
+                "tmp/cache",
+                "opt/x"
+            ]
+            .map(PathBuf::from)
         );
         for dest in ["/proc/x", "/sys", "/dev"] {
             let mut o = SandboxOptions::default();

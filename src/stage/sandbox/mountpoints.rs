@@ -3,7 +3,8 @@
 //!
 //! A sandbox mounts `/proc`, `/dev`, `/sys`, `/tmp`, `/run` and each bind
 //! destination over an existing entry of the stage's root (in its private
-//! mount namespace; see [the module above](super)). A tree made of chunks
+//! mount namespace; see [the module above](super)), found by [`resolve`]
+//! inside the root, as the command would find it. A tree made of chunks
 //! often has no `/proc` at all, so the directory (or empty file, for a
 //! file bind) is created in the root, where it lands in the writable
 //! layer like any change, and must be taken out again before a commit.
@@ -32,10 +33,10 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::SandboxError;
 use crate::stage::StageError;
@@ -87,15 +88,17 @@ fn lock(
 }
 
 impl Registration {
-    /// Takes the run lock (shared) and makes sure every `needed` mount
-    /// point exists in `root`, listing what it creates.
+    /// Takes the run lock (shared), resolves every requested mount
+    /// destination inside `root` ([`resolve`]) and makes sure each one
+    /// that lies in the stage exists there, listing what it creates.
+    /// Returns the mounts, placed, in the order they are to be made.
     pub(crate) fn begin(
         stages_dir: &OwnedFd,
         stage_dir_path: &Path,
         name: &str,
         root: &Path,
-        needed: &[(PathBuf, Kind)],
-    ) -> Result<Registration, SandboxError> {
+        requests: &[Request],
+    ) -> Result<(Registration, Vec<Placed>), SandboxError> {
         let stage_dir =
             crate::fs::open_dir(stages_dir, name).map_err(io_err("opening", stage_dir_path))?;
         let run = open_lock(&stage_dir, stage_dir_path)?;
@@ -110,14 +113,18 @@ impl Registration {
         lock(&edit, EDIT, true, true, stage_dir_path)?;
         let root_fd =
             crate::fs::open_dir(rustix::fs::CWD, root).map_err(io_err("opening", root))?;
+        let mut placed: Vec<Placed> = Vec::new();
         let mut missing = Vec::new();
-        for (rel, kind) in needed {
-            for entry in missing_entries(&root_fd, root, rel, *kind)? {
+        for req in requests {
+            let (p, create) = resolve(&root_fd, root, req, &placed)?;
+            for entry in create {
                 if !missing.contains(&entry) {
                     missing.push(entry);
                 }
             }
+            placed.push(p);
         }
+        check_order(&placed)?;
         if !missing.is_empty() {
             let mut recorded = reg.read_record()?;
             recorded.extend(missing.iter().cloned());
@@ -127,7 +134,7 @@ impl Registration {
             }
         }
         drop(edit);
-        Ok(reg)
+        Ok((reg, placed))
     }
 
     /// Ends the hold (also on drop); the last sandbox out removes the
@@ -301,94 +308,332 @@ fn open_path(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// The entries to create for `rel` to exist as `kind` (none when it
-/// does): the first missing component and everything below it.
-fn missing_entries(
+/// What a sandbox mount is, for what may be mounted inside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// proc or sysfs: nothing goes inside.
+    Closed,
+    /// The sandbox's /dev (a tmpfs with symlinks of its own).
+    Dev,
+    /// A fresh tmpfs.
+    Tmpfs,
+    /// A host file or directory.
+    Bind(PathBuf),
+}
+
+/// A mount destination as asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct Request {
+    /// Relative to the root, only normal components.
+    pub asked: PathBuf,
+    pub kind: Kind,
+    pub target: Target,
+}
+
+/// A mount destination resolved inside the root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Placed {
+    /// As asked for, relative to the root.
+    pub asked: PathBuf,
+    /// Where it is mounted: relative to the root, no `..`, and (when it
+    /// was resolved) no symlink on the way.
+    pub at: PathBuf,
+    /// The earlier mount that `at` lies in, whose mount point is then
+    /// made inside the sandbox, in that mount; `None`: in the stage.
+    pub inside: Option<usize>,
+    pub kind: Kind,
+    pub target: Target,
+}
+
+/// Symlinks followed in one resolution at most (the kernel's limit).
+const MAX_LINKS: u32 = 40;
+
+/// /dev entries that are symlinks in the sandbox.
+const DEV_LINKS: [&str; 6] = ["fd", "stdin", "stdout", "stderr", "core", "ptmx"];
+
+/// Resolves `req.asked` inside the root as the sandboxed command would,
+/// that is as if the root were `/`: symlinks are followed, absolute ones
+/// from the root, and `..` stops at the root; nothing is ever looked up
+/// outside it. Walks through directory descriptors (`O_PATH`,
+/// `O_NOFOLLOW`), reading each symlink itself. The walk stops where it
+/// reaches an earlier mount in `placed` (the rest lies in that mount,
+/// not in the stage). Returns where the mount goes and the entries to
+/// create in the stage for it: the first missing component and all below
+/// it, made as `mkdir -p` would (a symlink to a missing path is refused,
+/// as `mkdir -p` does).
+pub(crate) fn resolve(
     root_fd: &OwnedFd,
     root: &Path,
-    rel: &Path,
-    kind: Kind,
-) -> Result<Vec<(PathBuf, Kind)>, SandboxError> {
-    let comps: Vec<&OsStr> = rel.components().map(|c| c.as_os_str()).collect();
-    let mut cur: Option<OwnedFd> = None;
-    let mut here = PathBuf::new();
-    for (i, name) in comps.iter().enumerate() {
-        let last = i + 1 == comps.len();
-        here.push(name);
-        let dir = cur.as_ref().map_or(root_fd.as_fd(), |d| d.as_fd());
-        let st = match rustix::fs::statat(dir, *name, AtFlags::SYMLINK_NOFOLLOW) {
+    req: &Request,
+    placed: &[Placed],
+) -> Result<(Placed, Vec<(PathBuf, Kind)>), SandboxError> {
+    let shown = Path::new("/").join(&req.asked);
+    let refuse = |reason: String| SandboxError::Resolve {
+        dest: shown.clone(),
+        reason,
+    };
+    // Components still to walk, each with the symlink it came from.
+    let mut pending: std::collections::VecDeque<(std::ffi::OsString, Option<PathBuf>)> = req
+        .asked
+        .components()
+        .map(|c| (c.as_os_str().to_os_string(), None))
+        .collect();
+    let mut at = PathBuf::new();
+    // fds[i]: the directory at `at`'s first i+1 components.
+    let mut fds: Vec<OwnedFd> = Vec::new();
+    let mut links = 0;
+    while let Some((name, via)) = pending.pop_front() {
+        let here = at.join(&name);
+        match name.as_bytes() {
+            b"." => continue,
+            b".." => {
+                at.pop();
+                fds.pop();
+                continue;
+            }
+            _ => {}
+        }
+        // An earlier mount (whose mount point may not exist yet): the
+        // rest lies in it, not in the stage.
+        if let Some(i) = placed.iter().rposition(|p| p.at == here) {
+            return inside_mount(req, &shown, here, i, placed, pending).map(|p| (p, Vec::new()));
+        }
+        let dir = fds.last().map_or(root_fd.as_fd(), |d| d.as_fd());
+        let st = match rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             Err(rustix::io::Errno::NOENT) => {
+                if let Some(link) = via {
+                    return Err(refuse(format!(
+                        "{} is a symlink to a missing path; create what it points to",
+                        Path::new("/").join(link).display()
+                    )));
+                }
+                // The rest comes from the destination itself: plain names.
                 let mut out = Vec::new();
-                let mut p: PathBuf = comps[..i].iter().collect();
-                for (j, c) in comps.iter().enumerate().skip(i) {
-                    p.push(c);
-                    let k = if j + 1 == comps.len() {
-                        kind
-                    } else {
-                        Kind::Dir
-                    };
+                let mut p = here;
+                let rest: Vec<_> = pending.into_iter().map(|(n, _)| n).collect();
+                for (j, n) in std::iter::once(&name).chain(rest.iter()).enumerate() {
+                    if j > 0 {
+                        p.push(n);
+                    }
+                    let k = if j == rest.len() { req.kind } else { Kind::Dir };
                     out.push((p.clone(), k));
                 }
-                return Ok(out);
+                let placed = Placed {
+                    asked: req.asked.clone(),
+                    at: p,
+                    inside: None,
+                    kind: req.kind,
+                    target: req.target.clone(),
+                };
+                return Ok((placed, out));
             }
             Err(e) => return Err(mp_io("inspecting", root, &here)(e)),
         };
         match FileType::from_raw_mode(st.st_mode) {
-            FileType::Directory if last => {
-                return if kind == Kind::File {
-                    Err(SandboxError::MountPoint {
-                        path: root.join(&here),
-                        reason: "is a directory, but the bind source is a file",
-                    })
-                } else {
-                    Ok(Vec::new())
-                };
-            }
             FileType::Directory => {
-                cur = Some(open_path(dir, name).map_err(mp_io("opening", root, &here))?);
+                fds.push(open_path(dir, &name).map_err(mp_io("opening", root, &here))?);
+                at = here;
             }
             FileType::Symlink => {
-                // The sandbox resolves it inside the root; it must lead to
-                // something, which is then the mount point.
-                let found = rustix::fs::openat2(
-                    root_fd,
-                    rel,
-                    OFlags::PATH | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-                );
-                return match found {
-                    Ok(fd) => {
-                        let st = rustix::fs::fstat(&fd).map_err(mp_io("inspecting", root, rel))?;
-                        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
-                        if is_dir == (kind == Kind::Dir) {
-                            Ok(Vec::new())
-                        } else {
-                            Err(SandboxError::MountPoint {
-                                path: root.join(rel),
-                                reason: "is reached through a symlink and is not of the bind \
-                                         source's type",
-                            })
-                        }
-                    }
-                    Err(rustix::io::Errno::NOENT) => Err(SandboxError::MountPoint {
-                        path: root.join(&here),
-                        reason: "is a symlink to a missing path; create what it points to",
-                    }),
-                    Err(e) => Err(mp_io("resolving", root, rel)(e)),
-                };
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(refuse("too many levels of symbolic links".into()));
+                }
+                let target = rustix::fs::readlinkat(dir, &name, Vec::new())
+                    .map_err(mp_io("reading", root, &here))?;
+                let target = PathBuf::from(std::ffi::OsString::from_vec(target.into_bytes()));
+                if target.is_absolute() {
+                    at = PathBuf::new();
+                    fds.clear();
+                }
+                for c in target.components().rev() {
+                    let n = match c {
+                        std::path::Component::RootDir => continue,
+                        std::path::Component::CurDir => ".".into(),
+                        std::path::Component::ParentDir => "..".into(),
+                        std::path::Component::Normal(n) => n.to_os_string(),
+                        std::path::Component::Prefix(_) => continue,
+                    };
+                    pending.push_front((n, Some(here.clone())));
+                }
             }
-            _ if last && kind == Kind::File => return Ok(Vec::new()),
+            _ if pending.is_empty() && req.kind == Kind::File => {
+                at = here;
+                break;
+            }
             _ => {
-                return Err(SandboxError::MountPoint {
-                    path: root.join(&here),
-                    reason: "exists and is not a directory",
+                return Err(refuse(format!(
+                    "{} exists and is not a directory",
+                    Path::new("/").join(&here).display()
+                )));
+            }
+        }
+    }
+    if at.as_os_str().is_empty() {
+        return Err(refuse("it resolves to the root itself".into()));
+    }
+    let is_dir = fds.len() == at.components().count();
+    if is_dir && req.kind == Kind::File {
+        return Err(refuse(format!(
+            "{} is a directory, but the bind source is a file",
+            Path::new("/").join(&at).display()
+        )));
+    }
+    Ok((
+        Placed {
+            asked: req.asked.clone(),
+            at,
+            inside: None,
+            kind: req.kind,
+            target: req.target.clone(),
+        },
+        Vec::new(),
+    ))
+}
+
+/// `req` continues inside earlier mount `i`, at `at` plus `rest`: its
+/// mount point is made in the sandbox, in that mount. Only plain names
+/// may follow, and none of them a symlink: a fresh tmpfs has none, /dev
+/// has a few (refused), and a bind's source is looked at on the host
+/// without following any (what is missing there is made in the sandbox).
+fn inside_mount(
+    req: &Request,
+    shown: &Path,
+    at: PathBuf,
+    i: usize,
+    placed: &[Placed],
+    rest: std::collections::VecDeque<(std::ffi::OsString, Option<PathBuf>)>,
+) -> Result<Placed, SandboxError> {
+    let refuse = |reason: String| SandboxError::Resolve {
+        dest: shown.to_path_buf(),
+        reason,
+    };
+    let rest: Vec<std::ffi::OsString> = rest.into_iter().map(|(n, _)| n).collect();
+    if rest
+        .iter()
+        .any(|n| n.as_bytes() == b".." || n.as_bytes() == b".")
+    {
+        return Err(refuse(format!(
+            "it leads through /{} with `.` or `..`",
+            placed[i].asked.display()
+        )));
+    }
+    let mut full = at;
+    full.extend(&rest);
+    // The deepest mount it lies in (a bind inside /tmp, say).
+    let i = (0..placed.len())
+        .filter(|j| full.starts_with(&placed[*j].at))
+        .max_by_key(|j| placed[*j].at.components().count())
+        .unwrap_or(i);
+    let outer = &placed[i];
+    let names: Vec<&OsStr> = full
+        .strip_prefix(&outer.at)
+        .unwrap_or(Path::new(""))
+        .components()
+        .map(|c| c.as_os_str())
+        .collect();
+    let outer_shown = Path::new("/").join(&outer.asked);
+    match &outer.target {
+        Target::Closed => {
+            return Err(refuse(format!(
+                "it lies in {}, where nothing can be mounted",
+                outer_shown.display()
+            )));
+        }
+        Target::Dev => {
+            if let Some(first) = names.first()
+                && DEV_LINKS.iter().any(|l| first.as_bytes() == l.as_bytes())
+            {
+                return Err(refuse(format!(
+                    "/dev/{} is a symlink in the sandbox",
+                    first.to_string_lossy()
+                )));
+            }
+        }
+        Target::Tmpfs => {}
+        Target::Bind(source) if outer.kind == Kind::Dir => {
+            let mut dir = crate::fs::open_dir(rustix::fs::CWD, source).map_err(|source_err| {
+                SandboxError::BindSource {
+                    path: source.clone(),
+                    source: source_err,
+                }
+            })?;
+            let mut p = source.clone();
+            for (j, n) in names.iter().enumerate() {
+                p.push(n);
+                let st = match rustix::fs::statat(&dir, *n, AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(rustix::io::Errno::NOENT) => break,
+                    Err(e) => {
+                        return Err(SandboxError::BindSource {
+                            path: p,
+                            source: e.into(),
+                        });
+                    }
+                };
+                match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Directory => {
+                        dir = open_path(dir.as_fd(), n).map_err(|e| SandboxError::BindSource {
+                            path: p.clone(),
+                            source: e.into(),
+                        })?;
+                    }
+                    FileType::Symlink => {
+                        return Err(refuse(format!(
+                            "{} is a symlink in the source of the bind on {}; not followed",
+                            p.display(),
+                            outer_shown.display()
+                        )));
+                    }
+                    _ if j + 1 == names.len() && req.kind == Kind::File => {}
+                    _ => {
+                        return Err(refuse(format!(
+                            "{} exists and is not a directory",
+                            p.display()
+                        )));
+                    }
+                }
+            }
+        }
+        Target::Bind(_) if names.is_empty() && req.kind == Kind::File => {}
+        Target::Bind(_) => {
+            return Err(refuse(format!(
+                "it lies in {}, a file bind",
+                outer_shown.display()
+            )));
+        }
+    }
+    Ok(Placed {
+        asked: req.asked.clone(),
+        at: full,
+        inside: Some(i),
+        kind: req.kind,
+        target: req.target.clone(),
+    })
+}
+
+/// Mounts are made in order, so one that would cover an earlier bind
+/// (a later destination resolving above it) would hide it: refused.
+fn check_order(placed: &[Placed]) -> Result<(), SandboxError> {
+    for (j, later) in placed.iter().enumerate() {
+        for earlier in &placed[..j] {
+            if matches!(earlier.target, Target::Bind(_))
+                && earlier.at != later.at
+                && earlier.at.starts_with(&later.at)
+            {
+                return Err(SandboxError::Resolve {
+                    dest: Path::new("/").join(&later.asked),
+                    reason: format!(
+                        "it resolves to /{}, which would hide the bind on {}",
+                        later.at.display(),
+                        Path::new("/").join(&earlier.asked).display()
+                    ),
                 });
             }
         }
     }
-    Ok(Vec::new())
+    Ok(())
 }
 
 /// Opens the directory holding `rel`, walking from the root without
@@ -476,24 +721,102 @@ mod tests {
         );
     }
 
+    fn req(asked: &str, kind: Kind, target: Target) -> Request {
+        Request {
+            asked: asked.into(),
+            kind,
+            target,
+        }
+    }
+
+    /// Resolution inside the root: symlinks (absolute ones from the root,
+    /// `..` clamped there), what to create, and refusals.
+    #[test]
+    fn resolve_in_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mk = |p: &str| std::fs::create_dir_all(root.join(p)).unwrap();
+        let ln = |t: &str, p: &str| std::os::unix::fs::symlink(t, root.join(p)).unwrap();
+        mk("usr/lib");
+        mk("var/tmp");
+        std::fs::write(root.join("file"), b"").unwrap();
+        ln("lib", "usr/lib64");
+        ln("/var/tmp", "tmp");
+        ln("../../../..", "up");
+        ln("/", "slash");
+        ln("nowhere", "dangling");
+        ln("loop", "loop");
+        ln("proc/x", "inproc");
+        let fd = crate::fs::open_dir(rustix::fs::CWD, root).unwrap();
+        let r = |asked: &str, kind, placed: &[Placed]| {
+            resolve(&fd, root, &req(asked, kind, Target::Tmpfs), placed)
+        };
+        let at = |asked: &str, kind| {
+            let (p, create) = r(asked, kind, &[]).unwrap();
+            (p.at.to_str().unwrap().to_string(), create)
+        };
+        assert_eq!(at("usr/lib64", Kind::Dir), ("usr/lib".into(), vec![]));
+        assert_eq!(
+            at("usr/lib64/a/b", Kind::File),
+            (
+                "usr/lib/a/b".into(),
+                vec![
+                    (PathBuf::from("usr/lib/a"), Kind::Dir),
+                    (PathBuf::from("usr/lib/a/b"), Kind::File)
+                ]
+            )
+        );
+        assert_eq!(at("up/tmp/x", Kind::Dir).0, "var/tmp/x");
+        assert_eq!(at("file", Kind::File), ("file".into(), vec![]));
+        for (bad, kind, says) in [
+            ("slash", Kind::Dir, "the root itself"),
+            ("up", Kind::Dir, "the root itself"),
+            (
+                "dangling/x",
+                Kind::Dir,
+                "/dangling is a symlink to a missing path",
+            ),
+            ("loop/x", Kind::Dir, "too many levels"),
+            ("file/x", Kind::Dir, "/file exists and is not a directory"),
+            ("usr", Kind::File, "/usr is a directory"),
+        ] {
+            let e = r(bad, kind, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains(&format!("/{bad}")),
+                "{bad}: {e}"
+            );
+        }
+        // Walks stop at earlier mounts: inside /proc nothing; inside a
+        // tmpfs the rest is made in the sandbox.
+        mk("proc");
+        let proc = r("proc", Kind::Dir, &[]).unwrap().0;
+        let proc = Placed {
+            target: Target::Closed,
+            ..proc
+        };
+        let e = r("inproc", Kind::Dir, std::slice::from_ref(&proc)).unwrap_err();
+        assert!(e.to_string().contains("lies in /proc"), "{e}");
+        let t = r("tmp", Kind::Dir, &[]).unwrap().0;
+        let (p, create) = r("up/var/tmp/a/b", Kind::Dir, &[proc, t]).unwrap();
+        assert_eq!(
+            (p.at, p.inside, create),
+            ("var/tmp/a/b".into(), Some(1), vec![])
+        );
+    }
+
     #[test]
     fn create_and_remove_only_what_is_unchanged() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         std::fs::create_dir(root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("etc", root.join("link")).unwrap();
-        std::os::unix::fs::symlink("nowhere", root.join("dangling")).unwrap();
         let fd = crate::fs::open_dir(rustix::fs::CWD, root).unwrap();
-        let m = |rel: &str, kind| missing_entries(&fd, root, Path::new(rel), kind);
-        assert_eq!(m("etc", Kind::Dir).unwrap(), vec![]);
-        assert_eq!(m("link", Kind::Dir).unwrap(), vec![]);
-        assert!(m("etc", Kind::File).is_err());
-        assert!(m("dangling/x", Kind::Dir).is_err());
         let want = vec![
             (PathBuf::from("etc/a"), Kind::Dir),
             (PathBuf::from("etc/a/b"), Kind::File),
         ];
-        assert_eq!(m("etc/a/b", Kind::File).unwrap(), want);
+        let (_, create_list) =
+            resolve(&fd, root, &req("etc/a/b", Kind::File, Target::Tmpfs), &[]).unwrap();
+        assert_eq!(create_list, want);
         for (rel, kind) in &want {
             create(&fd, root, rel, *kind).unwrap();
         }
