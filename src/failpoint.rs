@@ -15,3 +15,13 @@ pub(crate) fn crash(name: &str) {
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
 }
+
+/// A named step where a test may make the process wait
+/// (`FAILPOINTS=NAME=sleep(MS)`), to widen a race window on purpose.
+#[inline]
+pub(crate) fn delay(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name);
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}

@@ -1336,6 +1336,72 @@ fn commit_waits_for_the_sandbox() {
     destroy_clean(&s, "busy");
 }
 
+/// Sandboxes that end at the same moment, two in one stage (one per tool)
+/// and one in another stage: whichever ends last removes the stage's mount
+/// points, so none is left in either root, with no record, round after
+/// round. Fail points widen the two windows: an arbor that finds it is
+/// not the last one out waits 300 ms before it lets go of the stage (two
+/// enders could each see the other still there and both leave the mount
+/// points), and each holds the stage exclusively for 100 ms while it checks
+/// its mount at the start (a second `stage exec` starting then was refused
+/// as "in use").
+#[test]
+fn sandboxes_ending_together() {
+    let s = store();
+    for name in ["t1", "t2"] {
+        create(&s.repo, name, &["base"], &["--backend", "overlay"]).assert_ok();
+    }
+    let gate = s.base.join("gate");
+    make_dir(&gate, 0o755);
+    let bind = format!("{}:/gate", gate.display());
+    let base_top = top_level(&template().sources["base"]);
+    for round in 0..4 {
+        let script = format!(
+            "echo ready; while [ ! -e /gate/go{round} ]; do sleep 0.01; done; echo x > /dev/null"
+        );
+        let other = TOOLS[round % 2];
+        let mut children: Vec<Running> = [("t1", "bwrap"), ("t1", "builtin"), ("t2", other)]
+            .into_iter()
+            .map(|(name, tool)| {
+                let mut c = arbor_command();
+                c.arg("--repo").arg(&s.repo);
+                c.args(sandbox_args(
+                    name,
+                    tool,
+                    &["--bind", &bind],
+                    &["sh", "-c", &script],
+                ));
+                c.env(
+                    "FAILPOINTS",
+                    "sandbox:finish-not-last=sleep(300);stage:use-exclusive=sleep(100)",
+                );
+                c.stdin(Stdio::null()).stdout(Stdio::piped());
+                Running(c.spawn().unwrap())
+            })
+            .collect();
+        for c in &mut children {
+            assert_eq!(read_line(c), "ready\n");
+        }
+        write_file(&gate.join(format!("go{round}")), b"", 0o644);
+        for c in &mut children {
+            assert!(c.wait().unwrap().success(), "round {round}");
+        }
+        for name in ["t1", "t2"] {
+            assert_eq!(
+                top_level(&s.default_root(name)),
+                base_top,
+                "round {round}: mount points left in {name}"
+            );
+            assert!(
+                !s.stage_dir(name).join("mountpoints").exists(),
+                "round {round}: record left in {name}"
+            );
+        }
+    }
+    destroy_clean(&s, "t1");
+    destroy_clean(&s, "t2");
+}
+
 // ---------------------------------------------------------------------------
 // Integration commands
 // ---------------------------------------------------------------------------

@@ -353,6 +353,15 @@ impl<'r> Stages<'r> {
 
     /// Takes the stage's lock; `None` when another process holds it.
     fn lock(&self, name: &str, exclusive: bool) -> Result<Option<StageLock>, StageError> {
+        self.lock_maybe_waiting(name, exclusive, false)
+    }
+
+    fn lock_maybe_waiting(
+        &self,
+        name: &str,
+        exclusive: bool,
+        wait: bool,
+    ) -> Result<Option<StageLock>, StageError> {
         let lock_name = format!("{name}.lock");
         let path = self.dir_path.join(&lock_name);
         loop {
@@ -363,7 +372,7 @@ impl<'r> Stages<'r> {
                 Mode::from_raw_mode(0o600),
             )
             .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-            if !crate::fs::ofd_lock(fd.as_fd(), exclusive, false)
+            if !crate::fs::ofd_lock(fd.as_fd(), exclusive, wait)
                 .map_err(|e| StageError::io(&path, "locking", e))?
             {
                 return Ok(None);
@@ -794,44 +803,54 @@ impl<'r> Stages<'r> {
 
     /// Makes sure the stage's root is usable (remounting it when it is not
     /// mounted or its mount is dead) and returns its record. The returned
-    /// lock is shared: destroy waits for it, other users do not.
+    /// lock is shared: destroy waits for it, other users do not. Waits
+    /// while another process creates, remounts or destroys the stage.
     fn use_stage(&self, name: &str) -> Result<(Record, StageLock), StageError> {
         validate_name(name)?;
         if !self.stage_dir(name).is_dir() {
             return Err(StageError::NoSuchStage { name: name.into() });
         }
-        if let Some(lock) = self.lock(name, true)? {
-            let record = self.record(name)?;
-            if let Some(StageBackend::Union(b)) = record.backend {
-                match mount_state(&record) {
-                    State::Mounted => {}
-                    State::Broken => {
-                        unmount_path(&record.root())?;
-                        self.mount_record(&record, b)?;
+        loop {
+            if let Some(lock) = self.lock(name, true)? {
+                crate::failpoint::delay("stage:use-exclusive");
+                let record = self.record(name)?;
+                if let Some(StageBackend::Union(b)) = record.backend {
+                    match mount_state(&record) {
+                        State::Mounted => {}
+                        State::Broken => {
+                            unmount_path(&record.root())?;
+                            self.mount_record(&record, b)?;
+                        }
+                        _ => self.mount_record(&record, b)?,
                     }
-                    _ => self.mount_record(&record, b)?,
                 }
+                lock.downgrade()
+                    .map_err(|e| StageError::io(&self.stage_dir(name), "locking", e))?;
+                return Ok((record, lock));
             }
-            lock.downgrade()
-                .map_err(|e| StageError::io(&self.stage_dir(name), "locking", e))?;
-            return Ok((record, lock));
+            // Someone else uses it (shared) or is changing it (exclusive).
+            if let Some(lock) = self.lock(name, false)? {
+                let record = self.record(name)?;
+                if matches!(record.backend, Some(StageBackend::Union(_)))
+                    && mount_state(&record) != State::Mounted
+                {
+                    return Err(StageError::NotUsable {
+                        name: name.into(),
+                        state: mount_state(&record),
+                        reason: "another process holds it; try again when it has finished",
+                    });
+                }
+                return Ok((record, lock));
+            }
+            // Held exclusively: by a create, remount or destroy, or by
+            // another user for its moment above (two `stage exec` started
+            // together). Wait for it to end, then look again: the stage
+            // may be gone, or need a remount.
+            drop(self.lock_maybe_waiting(name, false, true)?);
+            if !self.stage_dir(name).is_dir() {
+                return Err(StageError::NoSuchStage { name: name.into() });
+            }
         }
-        // Someone else uses it (shared) or is changing it (exclusive).
-        let lock = self.lock(name, false)?.ok_or(StageError::InUse {
-            name: name.into(),
-            what: "being created, remounted or destroyed",
-        })?;
-        let record = self.record(name)?;
-        if matches!(record.backend, Some(StageBackend::Union(_)))
-            && mount_state(&record) != State::Mounted
-        {
-            return Err(StageError::NotUsable {
-                name: name.into(),
-                state: mount_state(&record),
-                reason: "another process holds it; try again when it has finished",
-            });
-        }
-        Ok((record, lock))
     }
 
     /// Runs `cmd` with the stage's root as its working directory (on the

@@ -29,7 +29,11 @@
 //!   root.
 //! * byte 1, *edit*: exclusive, briefly, around reading the record and
 //!   creating entries, so sandboxes starting together do not lose each
-//!   other's lines. Taken on a second descriptor, closed to release it.
+//!   other's lines, and around a sandbox's end: it tries the run lock
+//!   exclusively and lets go of its own run lock before the next sandbox
+//!   that ends looks, so of several ending together the last one always
+//!   finds itself alone and removes the entries. Taken on a second
+//!   descriptor, closed to release it.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -141,11 +145,22 @@ impl Registration {
     /// listed entries (best effort: a failure leaves them listed for the
     /// next one, or for `stage commit`, which reports it).
     pub(crate) fn finish(&mut self) {
-        if let Some(run) = self.lock.take()
-            && lock(&run, RUN, true, false, &self.stage_dir_path).unwrap_or(false)
-        {
+        let Some(run) = self.lock.take() else {
+            return;
+        };
+        // Sandboxes that end together take turns (the edit lock), and each
+        // lets go of the run lock before the next one looks: otherwise two
+        // could each see the other still there, and both leave the entries.
+        let edit = open_lock(&self.stage_dir, &self.stage_dir_path)
+            .and_then(|edit| lock(&edit, EDIT, true, true, &self.stage_dir_path).map(|_| edit));
+        if lock(&run, RUN, true, false, &self.stage_dir_path).unwrap_or(false) {
             let _ = self.remove_all();
+        } else {
+            // Another sandbox holds the stage: the last one out removes them.
+            crate::failpoint::delay("sandbox:finish-not-last");
         }
+        drop(run);
+        drop(edit);
     }
 
     fn read_record(&self) -> Result<Vec<(PathBuf, Kind)>, SandboxError> {
