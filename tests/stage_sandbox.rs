@@ -689,6 +689,58 @@ fn environment_is_clean_builtin() {
     environment_is_clean("builtin");
 }
 
+/// Without `--sandbox-tool`, bubblewrap runs when `bwrap` is in arbor's
+/// PATH (here a directory holding only a link to it) and the built-in
+/// sandbox otherwise (PATH without it); `-v` says which, and the sandbox's
+/// pid 1 shows it (bubblewrap's init, or arbor's own). `--sandbox-tool
+/// bwrap` without it in PATH is refused, saying so.
+#[test]
+fn automatic_tool_choice() {
+    let s = store();
+    create(&s.repo, "auto", &["base"], &["--backend", "overlay"]).assert_ok();
+    let with = s.base.join("path-with-bwrap");
+    let without = s.base.join("path-without");
+    make_dir(&with, 0o755);
+    make_dir(&without, 0o755);
+    let real = find_program("bwrap");
+    symlink(&real, with.join("bwrap")).unwrap();
+    let exec = |path: &Path, extra: &[&str]| {
+        let mut c = arbor_command();
+        c.arg("--repo").arg(&s.repo).arg("-v");
+        c.args(["stage", "exec", "auto", "--sandbox"]);
+        c.args(extra);
+        c.args(["--", "cat", "/proc/1/comm"]);
+        c.env("PATH", path);
+        run(c)
+    };
+    let r = exec(&with, &[]).assert_ok();
+    assert_eq!(r.stdout_str(), "bwrap\n", "{}", r.describe());
+    let note = format!("sandbox: bubblewrap ({})", with.join("bwrap").display());
+    assert!(r.stderr_str().contains(&note), "{}", r.describe());
+    let r = exec(&without, &[]).assert_ok();
+    assert_eq!(r.stdout_str(), "arbor\n", "{}", r.describe());
+    assert!(
+        r.stderr_str().contains("sandbox: built-in (unshare and mount system calls)"),
+        "{}",
+        r.describe()
+    );
+    let r = exec(&without, &["--sandbox-tool", "bwrap"]).assert_clean_failure();
+    assert!(
+        r.stderr_str().contains("bubblewrap (`bwrap`) is not in PATH"),
+        "{}",
+        r.describe()
+    );
+    destroy_clean(&s, "auto");
+}
+
+/// `name`'s path in this process's PATH.
+fn find_program(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not in PATH"))
+}
+
 /// The capabilities integration commands need, nothing more (see the
 /// sandbox module's "Privilege").
 const KEPT_CAPS: u64 = 0xa004_05fb;
