@@ -720,13 +720,15 @@ fn automatic_tool_choice() {
     let r = exec(&without, &[]).assert_ok();
     assert_eq!(r.stdout_str(), "arbor\n", "{}", r.describe());
     assert!(
-        r.stderr_str().contains("sandbox: built-in (unshare and mount system calls)"),
+        r.stderr_str()
+            .contains("sandbox: built-in (unshare and mount system calls)"),
         "{}",
         r.describe()
     );
     let r = exec(&without, &["--sandbox-tool", "bwrap"]).assert_clean_failure();
     assert!(
-        r.stderr_str().contains("bubblewrap (`bwrap`) is not in PATH"),
+        r.stderr_str()
+            .contains("bubblewrap (`bwrap`) is not in PATH"),
         "{}",
         r.describe()
     );
@@ -1211,34 +1213,78 @@ fn inherited_fds_stay_out_builtin() {
     inherited_fds_stay_out("builtin");
 }
 
-/// The terminal's Ctrl-C (SIGINT to the foreground process group) reaches
-/// the command; the stage stays intact and usable. arbor itself ignores
+/// Starts `arbor` as the session leader of a new pseudo-terminal (its
+/// controlling terminal and stdin), stdout piped. Writing ^C to the
+/// returned master is a real Ctrl-C: the terminal signals its foreground
+/// process group (with `si_code` `SI_KERNEL`, unlike a `kill`). Dropping
+/// the master hangs the terminal up.
+fn spawn_arbor_on_pty(repo: &Path, args: &[&str]) -> (Running, fs::File) {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // SAFETY: plain libc pty calls on a descriptor we own and a buffer of
+    // the size passed.
+    let (master, slave_path) = unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut buf = [0 as libc::c_char; 128];
+        assert_eq!(libc::ptsname_r(m, buf.as_mut_ptr(), buf.len()), 0);
+        let path = std::ffi::CStr::from_ptr(buf.as_ptr())
+            .to_str()
+            .unwrap()
+            .to_string();
+        (fs::File::from_raw_fd(m), path)
+    };
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(slave_path)
+        .unwrap();
+    let mut c = arbor_command();
+    c.arg("--repo").arg(repo).args(args);
+    c.stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid and ioctl only, between fork and exec (after stdin
+    // is the terminal).
+    unsafe {
+        c.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    (Running(c.spawn().unwrap()), master)
+}
+
+/// The terminal's Ctrl-C (here a real one, on a pseudo-terminal) reaches
+/// the command; the stage stays intact and usable. arbor itself survives
 /// it, so with the built-in sandbox the command handles it as it likes:
 /// here a shell that, like an interactive one, survives the first Ctrl-C
 /// and exits (with its own code, passed through) at the second, after
 /// writing a file. bubblewrap dies of the first and takes the command with
-/// it (arbor exits 130).
+/// it (arbor exits 130). No mount is left either way.
 fn ctrl_c(tool: &str) {
+    use std::io::Write;
     let s = store();
     create(&s.repo, "intr", &["base"], &["--backend", "overlay"]).assert_ok();
     let root = s.default_root("intr");
     let script = "n=0; trap 'n=$((n+1)); echo trapped $n; \
                   if [ $n = 2 ]; then echo handled > /handled; exit 5; fi' INT; \
                   echo ready; while :; do sleep 0.05; done";
-    let mut child = spawn_arbor(
+    let (mut child, mut terminal) = spawn_arbor_on_pty(
         &s.repo,
         &sandbox_args("intr", tool, &[], &["bash", "-c", script]),
-        true,
     );
-    let ctrl_c = |child: &Running| {
-        // SAFETY: signalling the child's own process group.
-        assert_eq!(unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) }, 0);
-    };
+    let mut ctrl_c = || terminal.write_all(b"\x03").unwrap();
     assert_eq!(read_line(&mut child), "ready\n");
-    ctrl_c(&child);
+    ctrl_c();
     if tool == "builtin" {
         assert_eq!(read_line(&mut child), "trapped 1\n");
-        ctrl_c(&child);
+        ctrl_c();
         assert_eq!(read_line(&mut child), "trapped 2\n");
     }
     let mut rest = String::new();
@@ -1249,6 +1295,7 @@ fn ctrl_c(tool: &str) {
         .read_to_string(&mut rest)
         .unwrap();
     let status = child.wait().unwrap();
+    drop(terminal);
     if tool == "builtin" {
         assert_eq!(status.code(), Some(5), "{rest}");
         assert_eq!(rest, "");
@@ -1271,6 +1318,52 @@ fn ctrl_c_bwrap() {
 #[test]
 fn ctrl_c_builtin() {
     ctrl_c("builtin");
+}
+
+/// SIGINT sent to arbor alone (`kill -INT PID`, as a supervisor or a CI
+/// timeout would; no terminal): arbor passes it on, the command gets it
+/// (its trap writes a file and exits 130), arbor exits 130, the stage is
+/// intact with no mount left, and usable.
+fn sigint_to_arbor(tool: &str) {
+    let s = store();
+    create(&s.repo, "sig", &["base"], &["--backend", "overlay"]).assert_ok();
+    let root = s.default_root("sig");
+    let script = "trap 'echo got INT > /got; exit 130' INT; echo ready; \
+                  while :; do sleep 0.05; done";
+    let mut child = spawn_arbor(
+        &s.repo,
+        &sandbox_args("sig", tool, &[], &["sh", "-c", script]),
+        true,
+    );
+    assert_eq!(read_line(&mut child), "ready\n");
+    // SAFETY: signalling the child only.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let mut status = None;
+    wait_until("arbor to exit", Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert_eq!(status.unwrap().code(), Some(130), "{status:?}");
+    assert_eq!(fs::read(root.join("got")).unwrap(), b"got INT\n");
+    assert_eq!(list_row(&s.repo, "sig").unwrap().state, "mounted");
+    assert_eq!(mounts_below(&root), Vec::<PathBuf>::new());
+    let mut want = top_level(&template().sources["base"]);
+    want.push("got".into());
+    want.sort();
+    assert_eq!(top_level(&root), want, "mount points left");
+    let again = sandbox(&s.repo, "sig", tool, &[], &["sh", "-c", "echo usable"]).assert_ok();
+    assert_eq!(again.stdout_str(), "usable\n");
+    destroy_clean(&s, "sig");
+}
+
+#[test]
+fn sigint_to_arbor_bwrap() {
+    sigint_to_arbor("bwrap");
+}
+
+#[test]
+fn sigint_to_arbor_builtin() {
+    sigint_to_arbor("builtin");
 }
 
 /// kill -9 of `stage exec` while the sandboxed command runs: the sandbox

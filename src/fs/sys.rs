@@ -1,7 +1,7 @@
 //! Small system-call wrappers beyond what rustix offers.
 //! All of the crate's `unsafe` is here, but for the stage sandbox's
 //! fork-to-exec code (`stage::sandbox`), which must make raw system calls
-//! between fork and exec.
+//! between fork and exec, and its signal handler (`stage::sandbox::signals`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};

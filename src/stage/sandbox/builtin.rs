@@ -495,6 +495,7 @@ pub(super) fn run(
         sandbox_parent(&plan, caller, report_w.as_fd());
     }
     drop(report_w);
+    let running = super::signals::Running::new(pid as u32);
     let mut report = Vec::new();
     let read = std::fs::File::from(report_r)
         .take(64 * MSG_LEN as u64)
@@ -507,6 +508,7 @@ pub(super) fn run(
             Err(e) => return Err(spawn_err(e.into())),
         }
     };
+    drop(running);
     drop(plan.fds);
     read.map_err(spawn_err)?;
     for msg in report.chunks_exact(MSG_LEN) {

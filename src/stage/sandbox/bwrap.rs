@@ -29,7 +29,12 @@
 //! `--die-with-parent` then kills the sandbox: the command gets SIGINT but
 //! is killed right after, so a command that handles it has no time to
 //! clean up (the built-in sandbox keeps its outer process alive and lets
-//! the command finish). The caller sees bubblewrap killed by SIGINT.
+//! the command finish). The caller sees bubblewrap killed by SIGINT
+//! (exit status 130). bubblewrap cannot be kept alive instead: it passes
+//! an ignored SIGINT on to the command, and a shell cannot trap a signal
+//! ignored when it started. A SIGINT sent to the caller alone is passed
+//! to the command itself, which handles it as it likes (see
+//! `super::signals`).
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -141,6 +146,7 @@ pub(super) fn run(
         source,
     })?;
     drop(status_w);
+    let _running = super::signals::Running::new(child.id());
     // Read to the end while bubblewrap runs (it writes a line at the
     // start and one at the end; the pipe never fills).
     let mut report = Vec::new();

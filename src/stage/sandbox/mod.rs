@@ -126,13 +126,16 @@
 //! it (`PR_SET_PDEATHSIG`), so a caller that Ctrl-C kills takes the
 //! command with it before it has finished handling the signal. A caller
 //! that runs an interactive command (a shell, where Ctrl-C is routine)
-//! should therefore ignore SIGINT and SIGQUIT itself while it waits:
+//! should therefore survive SIGINT and SIGQUIT itself while it waits:
 //! [`ignore_terminal_signals`] (the `arbor` binary does, for `stage
-//! exec`).
+//! exec`), which also passes the same signals on to the command when
+//! they are sent to the caller alone (`kill -INT PID`, no terminal), so
+//! that they are not lost ([`signals`]).
 
 mod builtin;
 mod bwrap;
 pub(crate) mod mountpoints;
+mod signals;
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -492,17 +495,14 @@ fn check_env(env: &[(OsString, OsString)]) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Makes this process ignore SIGINT and SIGQUIT from now on, so that a
+/// Makes this process survive SIGINT and SIGQUIT from now on, so that a
 /// terminal's Ctrl-C or Ctrl-\\ acts on the sandboxed command only (which
-/// gets them at their default action whatever this process does). For
-/// programs whose remaining work is waiting for the command.
+/// gets them at their default action whatever this process does); the
+/// same signals sent to this process alone by another (`kill`) are passed
+/// on to the running command ([`signals`]). For programs whose remaining
+/// work is waiting for the command.
 pub fn ignore_terminal_signals() {
-    // SAFETY: setting a disposition to SIG_IGN has no precondition; it
-    // replaces any handler, which is what is asked for.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
+    signals::install();
 }
 
 /// The capabilities the command keeps: what installing and integrating
