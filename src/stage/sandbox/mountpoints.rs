@@ -423,13 +423,21 @@ pub(crate) fn resolve(
                         Path::new("/").join(link).display()
                     )));
                 }
-                // The rest comes from the destination itself: plain names.
+                // The rest comes from the destination itself: plain names,
+                // to be made, unless they reach an earlier mount whose
+                // mount point is still to be made too (`/a/b` bound, then
+                // `/a/b/c`, with no `a` in the stage).
                 let mut out = Vec::new();
                 let mut p = here;
-                let rest: Vec<_> = pending.into_iter().map(|(n, _)| n).collect();
+                let rest: Vec<_> = pending.iter().map(|(n, _)| n.clone()).collect();
                 for (j, n) in std::iter::once(&name).chain(rest.iter()).enumerate() {
                     if j > 0 {
                         p.push(n);
+                        if let Some(i) = placed.iter().rposition(|m| m.at == p) {
+                            let after = pending.split_off(j);
+                            return inside_mount(req, &shown, p, i, placed, after)
+                                .map(|m| (m, out));
+                        }
                     }
                     let k = if j == rest.len() { req.kind } else { Kind::Dir };
                     out.push((p.clone(), k));
@@ -812,10 +820,28 @@ mod tests {
         let e = r("inproc", Kind::Dir, std::slice::from_ref(&proc)).unwrap_err();
         assert!(e.to_string().contains("lies in /proc"), "{e}");
         let t = r("tmp", Kind::Dir, &[]).unwrap().0;
-        let (p, create) = r("up/var/tmp/a/b", Kind::Dir, &[proc, t]).unwrap();
+        let (p, create) = r("up/var/tmp/a/b", Kind::Dir, &[proc, t.clone()]).unwrap();
         assert_eq!(
             (p.at, p.inside, create),
             ("var/tmp/a/b".into(), Some(1), vec![])
+        );
+        // Mount points still to be made: a bind inside a bind whose mount
+        // point is missing goes inside it all the same.
+        let src = tempfile::tempdir().unwrap();
+        let bind = |asked: &str, placed: &[Placed]| {
+            let req = req(asked, Kind::Dir, Target::Bind(src.path().into()));
+            resolve(&fd, root, &req, placed).unwrap()
+        };
+        let (outer, create) = bind("new/outer", &[]);
+        assert_eq!(create.len(), 2);
+        let (inner, create) = bind("new/outer/in/ner", &[t, outer]);
+        assert_eq!(
+            (inner.at, inner.inside, create),
+            (
+                "new/outer/in/ner".into(),
+                Some(1),
+                vec![(PathBuf::from("new"), Kind::Dir)]
+            )
         );
     }
 
