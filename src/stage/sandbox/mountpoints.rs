@@ -466,6 +466,14 @@ pub(crate) fn resolve(
                 let target = rustix::fs::readlinkat(dir, &name, Vec::new())
                     .map_err(mp_io("reading", root, &here))?;
                 let target = PathBuf::from(std::ffi::OsString::from_vec(target.into_bytes()));
+                if target.as_os_str().is_empty() {
+                    // Linux makes none, but a file system might hold one;
+                    // the kernel finds nothing through it.
+                    return Err(refuse(format!(
+                        "{} is an empty symlink",
+                        Path::new("/").join(&here).display()
+                    )));
+                }
                 if target.is_absolute() {
                     at = PathBuf::new();
                     fds.clear();
