@@ -162,6 +162,50 @@ fn delta_objects(repo: &Path, name: &str) -> (BTreeSet<String>, BTreeSet<String>
     (parts, fallbacks)
 }
 
+/// No object travels twice: each appears in one part only, once, and
+/// never also as a fallback; no fallback is listed twice. (Object *sets*,
+/// as [`delta_objects`] gives them, would hide a duplicate.)
+#[track_caller]
+fn assert_no_duplicate_objects(repo: &Path, name: &str) {
+    let d = DeltaName::parse(name).unwrap();
+    let raw = fs::read(repo.join(d.superblock_path())).unwrap();
+    let sb = Superblock::parse(&raw).unwrap();
+    let mut seen = BTreeSet::new();
+    for (i, p) in sb.parts.iter().enumerate() {
+        for o in &p.objects {
+            assert!(
+                seen.insert(*o),
+                "{name}: {}.{} twice in the parts (again in part {i})",
+                o.checksum,
+                o.objtype.name()
+            );
+        }
+    }
+    let mut fallbacks = BTreeSet::new();
+    for f in &sb.fallbacks {
+        assert!(
+            fallbacks.insert(f.object),
+            "{name}: fallback {} listed twice",
+            f.object.checksum
+        );
+        assert!(
+            !seen.contains(&f.object),
+            "{name}: {} is both in a part and a fallback",
+            f.object.checksum
+        );
+    }
+}
+
+/// Bytes of a delta as clients fetch it: superblock and part files.
+fn delta_bytes(repo: &Path, name: &str) -> u64 {
+    let d = DeltaName::parse(name).unwrap();
+    fs::read_dir(repo.join(d.dir()))
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
 /// `ostree summary -u` and `arbor summary -u` on the same repository (refs
 /// with and without a version, deltas made by ostree, `-m` metadata) write
 /// the same bytes, timestamps aside; the delta indexes are identical; the
@@ -503,6 +547,8 @@ fn publish_flow_ostree_pull_over_nginx() {
     );
     assert_eq!(delta_objects(&copy, &name), delta_objects(&repo, &name));
     assert_eq!(delta_objects(&copy, &c1), delta_objects(&repo, &c1));
+    assert_no_duplicate_objects(&repo, &name);
+    assert_no_duplicate_objects(&repo, &c1);
 
     // arbor's own HTTP pull verifies GPG and ed25519 signatures, summary too.
     let (_t, store) = new_store(Mode::BareUser);
@@ -957,6 +1003,8 @@ fn chunked_parts_and_disabled_bsdiff_apply() {
         show.contains("bspatch=0") && !show.contains(" write=0 "),
         "{show}"
     );
+    assert_no_duplicate_objects(&repo, &c1);
+    assert_no_duplicate_objects(&repo, &name);
     let client = t.path().join("client");
     ostree_init(&client, Mode::BareUser);
     for n in [c1.as_str(), name.as_str()] {
@@ -1047,4 +1095,107 @@ fn interrupted_generation_keeps_the_old_delta() {
         assert_ne!(ino, before_ino);
     }
     ostree_repo_ok(&repo_path, ["static-delta", "show", &c]);
+}
+
+/// A delta of files bsdiff'd (changed near their start, so rollsum cannot
+/// match them) carries each one once, as a patch: not also whole or as a
+/// fallback. It has ostree's objects, parts and fallbacks, and is about as
+/// small as ostree's delta of the same commits (≤ 1.05x); ostree applies it.
+#[test]
+fn bsdiff_delta_sends_each_file_once() {
+    let t = shared_tempdir();
+    let repo = t.path().join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = t.path().join("tree");
+    make_dir(&tree, 0o755);
+    for i in 0..8u64 {
+        write_file(
+            &tree.join(format!("lib{i}.so")),
+            &pseudo_random_bytes(200_000, 101 + 2 * i),
+            0o644,
+        );
+    }
+    // Above the fallback size (1 MB here), yet bsdiff'd: paired files
+    // never fall back.
+    write_file(
+        &tree.join("big.img"),
+        &pseudo_random_bytes(1_200_000, 201),
+        0o644,
+    );
+    let c1 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    for i in 0..8u64 {
+        let p = tree.join(format!("lib{i}.so"));
+        let mut b = fs::read(&p).unwrap();
+        b[100..110].copy_from_slice(b"0123456789");
+        fs::write(&p, b).unwrap();
+    }
+    let p = tree.join("big.img");
+    let mut b = fs::read(&p).unwrap();
+    b[100..110].copy_from_slice(b"0123456789");
+    fs::write(&p, b).unwrap();
+    // New and large: a fallback.
+    write_file(
+        &tree.join("new.dat"),
+        &pseudo_random_bytes(1_100_000, 203),
+        0o644,
+    );
+    let c2 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 1));
+    let copy = t.path().join("copy");
+    copy_tree(&repo, &copy);
+    let args = [
+        "static-delta",
+        "generate",
+        "--min-fallback-size=1",
+        "--to",
+        "main",
+    ];
+    arbor_repo_ok(&repo, args);
+    ostree_repo_ok(&copy, args);
+    let name = format!("{c1}-{c2}");
+    assert_no_duplicate_objects(&repo, &name);
+    assert_eq!(delta_objects(&repo, &name), delta_objects(&copy, &name));
+    let big = file_checksum(&repo, &c2, "/big.img");
+    let new = file_checksum(&repo, &c2, "/new.dat");
+    let (parts, fallbacks) = delta_objects(&repo, &name);
+    assert!(parts.contains(&format!("{big}.file")));
+    assert_eq!(fallbacks, BTreeSet::from([format!("{new}.file")]));
+    let show = arbor_repo_ok(&repo, ["static-delta", "show", &name]).stdout_str();
+    assert!(show.contains("bspatch=9"), "{show}");
+    // Nine patched files, the new dirtree: nothing else is spliced.
+    assert!(show.contains("openspliceclose=1 "), "{show}");
+    let (ours, theirs) = (delta_bytes(&repo, &name), delta_bytes(&copy, &name));
+    assert!(
+        ours as f64 <= theirs as f64 * 1.05,
+        "arbor's delta is {ours} bytes, ostree's {theirs}"
+    );
+    let client = t.path().join("client");
+    ostree_init(&client, Mode::BareUser);
+    ostree_repo_ok(&client, ["pull-local", repo.to_str().unwrap(), &c1]);
+    // apply-offline cannot fetch fallbacks: regenerated without any.
+    arbor_repo_ok(
+        &repo,
+        [
+            "static-delta",
+            "generate",
+            "--min-fallback-size=0",
+            "--to",
+            "main",
+        ],
+    );
+    assert_no_duplicate_objects(&repo, &name);
+    let d = DeltaName::parse(&name).unwrap();
+    ostree_repo_ok(
+        &client,
+        [
+            "static-delta",
+            "apply-offline",
+            repo.join(d.superblock_path()).to_str().unwrap(),
+        ],
+    );
+    ostree_repo_ok(&client, ["fsck"]);
+    let out = t.path().join("co");
+    ostree_repo_ok(&client, ["checkout", "-U", &c2, out.to_str().unwrap()]);
+    for f in ["big.img", "lib3.so", "new.dat"] {
+        assert!(fs::read(out.join(f)).unwrap() == fs::read(tree.join(f)).unwrap());
+    }
 }

@@ -504,16 +504,16 @@ fn plan_and_layout(
         }
     }
     for c in &new_content {
-        if let Some(Method::Bsdiff(..)) = methods.get(c) {
-            let Some(Method::Bsdiff(f, patch)) = methods.remove(c) else {
-                unreachable!()
-            };
+        // The patch moves into the layout; the entry stays, so the file is
+        // not also sent whole below.
+        if let Some(Method::Bsdiff(f, patch)) = methods.get_mut(c) {
             let i = info(c);
-            layout.add_bsdiff(*c, &content_meta(i), i.size, f, patch);
+            layout.add_bsdiff(*c, &content_meta(i), i.size, *f, std::mem::take(patch));
             out.bsdiff += 1;
         }
     }
-    // Plain regular files, with fallbacks for the large ones.
+    // Plain regular files (new, or paired but neither rollsum'd nor
+    // bsdiff'd), with fallbacks for the large ones.
     for c in &new_content {
         let i = info(c);
         if !i.header.is_regular() || methods.contains_key(c) {
