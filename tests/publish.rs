@@ -877,16 +877,31 @@ fn publishing_errors_are_clear() {
     fail(&["summary", "-u", "-m", "k=bare"], &["GVariant text"]);
     assert!(!repo.join("summary").exists());
 
-    // A corrupt object fails the delta, named, and leaves no delta.
+    // A corrupt object fails the delta, named, and leaves no delta: a
+    // valid object stored under another's name fails the checksum check
+    // (it decompresses and parses fine)...
     let readme = file_checksum(&repo, &a, "/README");
     let obj = object_path(&repo, &readme, "filez");
-    let len = fs::metadata(&obj).unwrap().len();
+    let good = fs::read(&obj).unwrap();
+    let x = file_checksum(&repo, &b, "/x");
+    fs::copy(object_path(&repo, &x, "filez"), &obj).unwrap();
+    fail(
+        &["static-delta", "generate", "--empty", "--to", "a"],
+        &[&format!(
+            "object {readme}.file is corrupt: checksum expected={readme} actual={x}"
+        )],
+    );
+    assert!(!repo.join(DeltaName::parse(&a).unwrap().dir()).exists());
+    // ... and a damaged stream fails to decompress.
+    fs::write(&obj, &good).unwrap();
+    let len = good.len() as u64;
     flip_byte(&obj, len - 2);
     fail(
         &["static-delta", "generate", "--empty", "--to", "a"],
         &[&readme],
     );
     assert!(!repo.join(DeltaName::parse(&a).unwrap().dir()).exists());
+    fs::write(&obj, &good).unwrap();
 
     // A bare repository gets a summary, with a warning about HTTP.
     let bare = t.path().join("bare");
