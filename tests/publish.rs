@@ -1214,3 +1214,54 @@ fn bsdiff_delta_sends_each_file_once() {
         assert!(fs::read(out.join(f)).unwrap() == fs::read(tree.join(f)).unwrap());
     }
 }
+
+/// A gpg.conf asking for ASCII armor and text mode changes nothing: arbor
+/// gets a binary signature over the exact bytes (class 0x00) that `gpg
+/// --verify` accepts.
+#[test]
+fn gpg_conf_cannot_change_signatures() {
+    let base = scratch_dir("publish-gpgconf");
+    let (home, fpr, _) = gpg_key(&base);
+    fs::write(home.join("gpg.conf"), "armor\ntextmode\n").unwrap();
+    let repo = base.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = base.join("tree");
+    build_small_tree(&tree);
+    let c = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(
+        &repo,
+        [
+            "gpg-sign",
+            "main",
+            &fpr,
+            "--gpg-homedir",
+            home.to_str().unwrap(),
+        ],
+    );
+    let meta = fs::read(object_path(&repo, &c, "commitmeta")).unwrap();
+    let md = Metadata::parse(&meta).unwrap();
+    let Some(Value::ByteArrays(sigs)) = md.get("ostree.gpgsigs") else {
+        panic!("no ostree.gpgsigs");
+    };
+    let sig_path = base.join("sig");
+    fs::write(&sig_path, &sigs[0]).unwrap();
+    let packets = gpg(&home, [OsStr::new("--list-packets"), sig_path.as_os_str()])
+        .assert_ok()
+        .stdout_str();
+    assert!(packets.contains("sigclass 0x00"), "{packets}");
+    let data_path = base.join("data");
+    fs::write(
+        &data_path,
+        fs::read(object_path(&repo, &c, "commit")).unwrap(),
+    )
+    .unwrap();
+    gpg(
+        &home,
+        [
+            OsStr::new("--verify"),
+            sig_path.as_os_str(),
+            data_path.as_os_str(),
+        ],
+    )
+    .assert_ok();
+}

@@ -273,9 +273,22 @@ pub fn base64_encode(data: &[u8]) -> String {
 }
 
 /// `gpg --detach-sign` of `data` with `key_id`: a binary signature.
+///
+/// Options a `gpg.conf` may set that would change what comes out are
+/// turned off on the command line, which wins over the file: `armor`
+/// (ASCII output instead of the packet ostree stores) and `textmode` (a
+/// class 0x01 signature over line-ending-normalised text, not over the
+/// exact bytes). The hash algorithm (`digest-algo`) is left to the user,
+/// as gpgme leaves it for ostree.
 fn gpg_sign(key_id: &str, homedir: Option<&Path>, data: &[u8]) -> Result<Vec<u8>, SignError> {
     let mut cmd = Command::new("gpg");
-    cmd.args(["--batch", "--no-tty", "--yes"]);
+    cmd.args([
+        "--batch",
+        "--no-tty",
+        "--yes",
+        "--no-armor",
+        "--no-textmode",
+    ]);
     if let Some(h) = homedir {
         cmd.arg("--homedir").arg(h);
     }
