@@ -9,26 +9,43 @@
 //!    bsdiff patch when allowed and both files together stay within
 //!    `max_bsdiff_size`, else the file is sent whole. New files sent whole
 //!    and larger than `min_fallback_size` become fallbacks (fetched as
-//!    ordinary `.filez`).
+//!    ordinary `.filez`). Each file travels one way only.
 //! 3. **Lay out** the parts ([`super::layout`]), exactly, from sizes alone.
-//! 4. **Build** the parts, in parallel: fill each blob from the objects,
-//!    serialize the payload, xz-compress it (preset 8 and CRC64 as
-//!    libostree, the dictionary sized to the payload), write the part.
+//! 4. **Build** the parts, in parallel ([`super::build`]): each payload is
+//!    streamed from the objects and patches through xz (preset 8 and CRC64
+//!    as libostree, the dictionary sized to the payload) into its file.
 //! 5. **Superblock** last: caller-free metadata (`ostree.endianness`, inline
 //!    parts, the target's detached metadata), the TO commit, part headers
 //!    and fallbacks, optionally wrapped and signed.
 //!
 //! Nothing half-written is ever visible: the delta is built in a private
-//! directory under `tmp/` (superblock last) and moved into `deltas/` whole,
-//! exchanged with an older delta of the same name, which stays valid until
-//! then; on failure or interruption the private directory is removed. Memory stays bounded: at most
-//! [`DeltaOptions::jobs`] objects or parts are in memory at a time, and
-//! pair analysis shares a byte budget.
+//! working directory under `tmp/` ([`crate::store::workdir`], superblock
+//! last) and moved into `deltas/` whole, exchanged with an older delta of
+//! the same name, which stays valid until then. On failure or interruption
+//! the working directory is removed; if the process is killed, the next
+//! generation, summary update or write transaction removes it (its
+//! liveness lock is free).
+//!
+//! # Memory
+//!
+//! Bounded whatever the size of the trees or files, by:
+//! * **pair analysis**: at most [`PAIR_BUDGET`] bytes of file pairs and
+//!   bsdiff working space at once over all workers (old and new file, 17
+//!   bytes per old byte for bsdiff's suffix array, the patch), a pair
+//!   larger than the budget running alone, as libostree (which maps both
+//!   files) needs it too. Patches go to a scratch file in the working
+//!   directory as soon as they are made;
+//! * **part building**: per worker, one xz encoder (its dictionary no
+//!   larger than the part, at most 32 MiB; preset 8 needs about ten times
+//!   the dictionary) and fixed-size buffers: objects and patches are
+//!   streamed, never held whole. Inline parts are held in memory up to
+//!   the superblock size limit in total;
+//! * the **plan**: a few dozen bytes per object of the two trees, and the
+//!   matched chunk list of each rollsum'd file.
 //!
 //! The summary and delta indexes are not touched: run `arbor summary -u`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -38,19 +55,20 @@ use rustix::fs::{AtFlags, FileType};
 use thiserror::Error;
 
 use crate::ostree::delta::DeltaName;
-use crate::ostree::delta::part::{Compression, FileMode, PartPayload, XZ_PRESET};
-use crate::ostree::delta::superblock::PART_VERSION;
+use crate::ostree::delta::part::FileMode;
 use crate::ostree::delta::superblock::{
     ENDIANNESS_KEY, Endianness, Fallback, PartHeader, SignedSuperblock, Superblock,
 };
-use crate::ostree::{Checksum, Commit, FileHeader, Metadata, ObjectName, ObjectType, Value};
+use crate::ostree::{Checksum, Commit, Metadata, ObjectName, ObjectType, Value};
 use crate::progress::{self, Event, Phase, Progress};
+use crate::store::workdir::{WorkDir, clean_dead};
 use crate::store::{Repo, StoreError};
 
+use super::build::{BuiltPart, MIN_XZ_BLOCK, PartOut, Scratch, build_part, stream_content};
 use super::commit_sign::load_commitmeta;
 use super::deltas::has_delta;
 use super::files::{PublishIo, mkdir_p, write_tmp};
-use super::layout::{ContentMeta, Layout, PartRecipe, Segment};
+use super::layout::{ContentMeta, Layout, PartRecipe};
 use super::plan::{ContentInfo, content_infos, similar_objects, walk};
 use super::rollsum;
 use super::sign::{SignError, SigningKey};
@@ -177,8 +195,35 @@ pub enum DeltaError {
         #[source]
         source: std::io::Error,
     },
-    #[error("compressing part {part}: {reason}")]
-    Compress { part: usize, reason: String },
+    #[error("reading object {object}: {source}")]
+    ReadObject {
+        object: ObjectName,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "object {object} is corrupt: {found} bytes where its header (or the delta's plan) says \
+         {expected}"
+    )]
+    ObjectSize {
+        object: ObjectName,
+        expected: u64,
+        found: u64,
+    },
+    #[error("compressing part {part}: {source}")]
+    Compress {
+        part: usize,
+        #[source]
+        source: liblzma::stream::Error,
+    },
+    #[error("framing part {part}: {source}")]
+    Frame {
+        part: usize,
+        #[source]
+        source: crate::ostree::delta::error::DeltaError,
+    },
+    #[error("starting the worker threads: {0}")]
+    ThreadPool(#[source] rayon::ThreadPoolBuildError),
     #[error("interrupted")]
     Interrupted,
 }
@@ -219,6 +264,8 @@ pub fn generate_delta(
         });
     }
     check_commits(repo, from, to, opts.allow_unrelated)?;
+    // What killed generations left behind.
+    clean_dead(repo)?;
 
     let jobs = opts.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -229,22 +276,24 @@ pub fn generate_delta(
         .num_threads(jobs.max(1))
         .thread_name(|i| format!("delta-{i}"))
         .build()
-        .map_err(|e| PublishIo::new(repo.path(), std::io::Error::other(e.to_string())))?;
+        .map_err(DeltaError::ThreadPool)?;
 
-    // Built in a private directory of tmp/, moved into place whole.
-    let build_rel = format!("tmp/{}", super::files::tmp_name("delta"));
-    let result = pool.install(|| {
-        let parts = plan_and_layout(repo, from, to, opts, progress, interrupt)?;
+    // Built in a private directory of tmp/, moved into place whole. On
+    // success it then holds the replaced delta, if any; on failure,
+    // whatever was written: removed with it either way.
+    let work = WorkDir::create(repo, "delta", 0o755)?;
+    let scratch = Scratch::new(work.dir(), work.path())?;
+    let out = pool.install(|| {
+        let parts = plan_and_layout(repo, &scratch, from, to, opts, progress, interrupt)?;
         write_delta(
-            repo, &name, &build_rel, from, to, opts, parts, progress, interrupt,
+            repo, &name, &work, &scratch, from, to, opts, parts, progress, interrupt,
         )
-    });
-    // On success it holds the replaced delta, if any; on failure, whatever
-    // was written.
-    let _ = crate::fs::remove_tree(repo.dir(), &build_rel);
-    result.map(|mut o| {
-        o.name = Some(name);
-        o
+    })?;
+    drop(scratch);
+    drop(work);
+    Ok(DeltaOutcome {
+        name: Some(name),
+        ..out
     })
 }
 
@@ -290,10 +339,11 @@ fn check_commits(
     Err(DeltaError::Unrelated { from, to })
 }
 
-/// How a new regular file travels.
+/// How a new regular file travels (besides whole).
 enum Method {
     Rollsum(Checksum, rollsum::Matches),
-    Bsdiff(Checksum, Vec<u8>),
+    /// Patched from the old file, the patch in the scratch file.
+    Bsdiff(Checksum, super::layout::PatchRef),
 }
 
 /// A byte budget shared by workers holding file pairs in memory.
@@ -341,38 +391,15 @@ impl Drop for BudgetGuard<'_> {
 /// Bytes of memory that pair analysis may hold at once.
 const PAIR_BUDGET: u64 = 2 << 30;
 
-/// Reads a content object's data whole (a symlink's is empty) and checks
-/// it against its checksum: a corrupt object in the repository must fail
-/// here, naming it, not on every client that applies the delta.
-fn read_data(repo: &Repo, c: &Checksum) -> Result<Vec<u8>, StoreError> {
-    read_object(repo, c).map(|(_, data)| data)
-}
-
-/// [`read_data`], with the object's header.
-fn read_object(repo: &Repo, c: &Checksum) -> Result<(FileHeader, Vec<u8>), StoreError> {
-    let obj = repo.open_content(c)?;
-    let name = ObjectName::new(*c, ObjectType::File);
-    let bad = |reason: String| StoreError::BadObject {
-        object: name,
-        reason,
-    };
-    let mut data = Vec::with_capacity(obj.size.min(1 << 30) as usize);
-    obj.reader
-        .take(obj.size)
-        .read_to_end(&mut data)
-        .map_err(|e| bad(e.to_string()))?;
-    if data.len() as u64 != obj.size {
-        return Err(bad(format!("{} bytes instead of {}", data.len(), obj.size)));
-    }
-    let actual = crate::store::objects::hash_content(&obj.header, &data[..])
-        .map_err(|e| bad(e.to_string()))?;
-    if actual != *c {
-        return Err(StoreError::ChecksumMismatch {
-            object: name,
-            actual,
-        });
-    }
-    Ok((obj.header, data))
+/// Reads a regular file's data whole (for pair analysis, within the
+/// budget), checked against its checksum.
+fn read_data(repo: &Repo, c: &Checksum, size: u64) -> Result<Vec<u8>, DeltaError> {
+    let mut data = Vec::with_capacity(size.min(1 << 30) as usize);
+    stream_content(repo, c, size, |_, chunk| {
+        data.extend_from_slice(chunk);
+        Ok(())
+    })?;
+    Ok(data)
 }
 
 fn content_meta(i: &ContentInfo) -> ContentMeta {
@@ -397,6 +424,7 @@ struct Planned {
 
 fn plan_and_layout(
     repo: &Repo,
+    scratch: &Scratch,
     from: Option<Checksum>,
     to: Checksum,
     opts: &DeltaOptions,
@@ -461,11 +489,13 @@ fn plan_and_layout(
             progress::check(interrupt)?;
             let (ts, fs) = (info(t).size, info(f).size);
             let try_bsdiff = opts.bsdiff && ts + fs <= opts.max_bsdiff_size;
-            // bsdiff's suffix array takes 16 bytes per old byte.
-            let cost = ts + fs + if try_bsdiff { 17 * fs + ts } else { 0 };
+            // bsdiff's suffix array takes 16 bytes per old byte (and its
+            // working copy one more); the raw patch is about the new
+            // file's size.
+            let cost = ts + fs + if try_bsdiff { 17 * fs + 2 * ts } else { 0 };
             let _mem = budget.take(cost);
-            let old = read_data(repo, f)?;
-            let new = read_data(repo, t)?;
+            let old = read_data(repo, f, fs)?;
+            let new = read_data(repo, t, ts)?;
             let m = rollsum::compute(&old, &new);
             if m.worth_it() {
                 return Ok(Some((*t, Method::Rollsum(*f, m))));
@@ -475,12 +505,14 @@ fn plan_and_layout(
                 let mut patch = Vec::new();
                 bsdiff::diff(&old, &new, &mut patch)
                     .map_err(|source| DeltaError::Bsdiff { object: *t, source })?;
-                return Ok(Some((*t, Method::Bsdiff(*f, patch))));
+                drop((old, new));
+                let at = scratch.put(&patch)?;
+                return Ok(Some((*t, Method::Bsdiff(*f, at))));
             }
             Ok(None)
         })
         .collect::<Result<_, _>>()?;
-    let mut methods: HashMap<Checksum, Method> = methods.into_iter().flatten().collect();
+    let methods: HashMap<Checksum, Method> = methods.into_iter().flatten().collect();
 
     let mut layout = Layout::new(opts.max_chunk_size);
     for m in &new_meta {
@@ -504,11 +536,10 @@ fn plan_and_layout(
         }
     }
     for c in &new_content {
-        // The patch moves into the layout; the entry stays, so the file is
-        // not also sent whole below.
-        if let Some(Method::Bsdiff(f, patch)) = methods.get_mut(c) {
+        // The entry stays, so the file is not also sent whole below.
+        if let Some(Method::Bsdiff(f, patch)) = methods.get(c) {
             let i = info(c);
-            layout.add_bsdiff(*c, &content_meta(i), i.size, *f, std::mem::take(patch));
+            layout.add_bsdiff(*c, &content_meta(i), i.size, *f, *patch);
             out.bsdiff += 1;
         }
     }
@@ -615,158 +646,12 @@ fn install(repo: &Repo, name: &DeltaName, build_rel: &str, fsync: bool) -> Resul
     Ok(())
 }
 
-/// A built part: its header and file bytes.
-struct BuiltPart {
-    header: PartHeader,
-    file: Vec<u8>,
-}
-
-/// Fills a part's blob from its segments.
-fn fill_blob(repo: &Repo, p: &PartRecipe) -> Result<Vec<u8>, DeltaError> {
-    let mut blob = Vec::with_capacity(p.blob_len as usize);
-    // Rollsum literals come from one object in several pieces: keep the
-    // last one read.
-    let mut cached: Option<(Checksum, Vec<u8>)> = None;
-    for s in &p.segments {
-        match s {
-            Segment::Meta(name) => {
-                let data = repo.load_verified_metadata(name)?;
-                blob.extend_from_slice(&data);
-            }
-            Segment::Content(c) => {
-                let (header, data) = read_object(repo, c)?;
-                if header.is_symlink() {
-                    blob.extend_from_slice(header.symlink_target.as_bytes());
-                } else {
-                    blob.extend_from_slice(&data);
-                }
-            }
-            Segment::ContentRange { object, start, len } => {
-                if cached.as_ref().is_none_or(|(c, _)| c != object) {
-                    cached = Some((*object, read_data(repo, object)?));
-                }
-                let data = &cached.as_ref().expect("just set").1;
-                let (s, e) = (*start as usize, (*start + *len) as usize);
-                let range = data.get(s..e).ok_or_else(|| StoreError::BadObject {
-                    object: ObjectName::new(*object, ObjectType::File),
-                    reason: "changed size while the delta was made".into(),
-                })?;
-                blob.extend_from_slice(range);
-            }
-            Segment::Bytes(b) => blob.extend_from_slice(b),
-        }
-    }
-    debug_assert_eq!(blob.len() as u64, p.blob_len);
-    Ok(blob)
-}
-
-/// Smallest xz block of a part compressed on several threads: smaller
-/// blocks lose too much of the dictionary.
-const MIN_XZ_BLOCK: u64 = 8 << 20;
-
-/// xz as libostree writes parts (preset 8, CRC64), with the dictionary no
-/// larger than the payload (or block) needs: the same compression, a
-/// fraction of the encoder's memory and setup time for small parts. With
-/// `threads` > 1 the payload is cut into that many blocks (at least
-/// [`MIN_XZ_BLOCK`] each) compressed in parallel; readers (libostree,
-/// arbor) decode multi-block streams like any other.
-fn xz_compress(
-    part: usize,
-    payload: &[u8],
-    threads: usize,
-    interrupt: &AtomicBool,
-) -> Result<Vec<u8>, DeltaError> {
-    use liblzma::stream::{Action, Check, Filters, LzmaOptions, MtStreamBuilder, Status, Stream};
-    let err = |reason: String| DeltaError::Compress { part, reason };
-    let len = payload.len() as u64;
-    let block = if threads > 1 {
-        len.div_ceil(threads as u64).max(MIN_XZ_BLOCK)
-    } else {
-        len
-    };
-    let mut lz = LzmaOptions::new_preset(XZ_PRESET).map_err(|e| err(e.to_string()))?;
-    let preset_dict = 32u64 << 20;
-    lz.dict_size(
-        block
-            .clamp(4096, preset_dict)
-            .next_power_of_two()
-            .min(preset_dict) as u32,
-    );
-    let mut filters = Filters::new();
-    filters.lzma2(&lz);
-    let mut stream = if block < len {
-        MtStreamBuilder::new()
-            .threads(threads.min(64) as u32)
-            .block_size(block)
-            .filters(filters)
-            .check(Check::Crc64)
-            .encoder()
-    } else {
-        Stream::new_stream_encoder(&filters, Check::Crc64)
-    }
-    .map_err(|e| err(e.to_string()))?;
-    let mut out = Vec::with_capacity(payload.len() / 3 + 1024);
-    out.push(Compression::Xz.byte());
-    let mut input = payload;
-    loop {
-        if out.capacity() - out.len() < 64 * 1024 {
-            out.reserve(1 << 20);
-        }
-        // preset 8 compresses a few MB/s: feed 1 MiB at a time and check
-        // the interrupt flag between them.
-        progress::check(interrupt)?;
-        let before = stream.total_in();
-        let action = if input.is_empty() {
-            Action::Finish
-        } else {
-            Action::Run
-        };
-        let chunk = &input[..input.len().min(1 << 20)];
-        let status = stream
-            .process_vec(chunk, &mut out, action)
-            .map_err(|e| err(e.to_string()))?;
-        input = &input[(stream.total_in() - before) as usize..];
-        if status == Status::StreamEnd {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-fn build_part(
-    repo: &Repo,
-    i: usize,
-    p: &PartRecipe,
-    threads: usize,
-    interrupt: &AtomicBool,
-) -> Result<BuiltPart, DeltaError> {
-    let blob = fill_blob(repo, p)?;
-    let payload = PartPayload {
-        modes: p.modes.clone(),
-        xattrs: p.xattrs.clone(),
-        blob: &blob,
-        ops: &p.ops,
-    }
-    .serialize();
-    drop(blob);
-    let file = xz_compress(i, &payload, threads, interrupt)?;
-    Ok(BuiltPart {
-        header: PartHeader {
-            version: PART_VERSION,
-            checksum: Checksum::digest(&file),
-            size: file.len() as u64,
-            usize: p.usize,
-            objects: p.objects.clone(),
-        },
-        file,
-    })
-}
-
 #[allow(clippy::too_many_arguments)]
 fn write_delta(
     repo: &Repo,
     name: &DeltaName,
-    build_rel: &str,
+    work: &WorkDir,
+    scratch: &Scratch,
     from: Option<Checksum>,
     to: Checksum,
     opts: &DeltaOptions,
@@ -775,17 +660,8 @@ fn write_delta(
     interrupt: &AtomicBool,
 ) -> Result<DeltaOutcome, DeltaError> {
     let fsync = repo.fsync_enabled();
-    let dir_path = repo.path().join(build_rel);
-    rustix::fs::mkdirat(
-        repo.dir(),
-        build_rel,
-        rustix::fs::Mode::from_raw_mode(0o755),
-    )
-    .map_err(|e| PublishIo::new(&dir_path, e.into()))?;
-    // The umask may have taken bits off: served directories are readable.
-    let dir =
-        crate::fs::open_dir(repo.dir(), build_rel).map_err(|e| PublishIo::new(&dir_path, e))?;
-    let _ = rustix::fs::fchmod(&dir, rustix::fs::Mode::from_raw_mode(0o755));
+    let dir = work.dir();
+    let dir_path = work.path();
     let n = planned.parts.len();
     progress.report(Event::Start {
         phase: Phase::GenerateDelta,
@@ -793,15 +669,30 @@ fn write_delta(
     });
     let done = AtomicU64::new(0);
     let bytes = AtomicU64::new(0);
-    let finish = |i: usize, part: BuiltPart| -> Result<_, DeltaError> {
-        let keep = if opts.inline {
-            Some(part.file)
-        } else {
-            let tmp = write_tmp(&dir, &dir_path, &i.to_string(), &part.file, fsync)?;
-            rustix::fs::renameat(&dir, tmp.as_str(), &dir, i.to_string().as_str())
-                .map_err(|e| PublishIo::new(dir_path.join(i.to_string()), e.into()))?;
-            None
-        };
+    let inline_total = AtomicU64::new(0);
+    let part_out = if opts.inline {
+        PartOut::Memory {
+            name,
+            inline_total: &inline_total,
+        }
+    } else {
+        PartOut::File {
+            dir,
+            dir_path,
+            fsync,
+        }
+    };
+    let build = |i: usize, threads: usize| -> Result<_, DeltaError> {
+        progress::check(interrupt)?;
+        let part: BuiltPart = build_part(
+            repo,
+            scratch,
+            i,
+            &planned.parts[i],
+            threads,
+            &part_out,
+            interrupt,
+        )?;
         let d = done.fetch_add(1, Ordering::Relaxed) + 1;
         let b = bytes.fetch_add(part.header.size, Ordering::Relaxed) + part.header.size;
         progress.report(Event::Advance {
@@ -810,7 +701,7 @@ fn write_delta(
             total: Some(n as u64),
             bytes: b,
         });
-        Ok((i, part.header, keep))
+        Ok((i, part.header, part.inline))
     };
     // Small parts are compressed one per core; big ones one at a time, each
     // split into one xz block per core (liblzma's threaded encoder), so no
@@ -820,15 +711,10 @@ fn write_delta(
         (0..n).partition(|i| threads > 1 && planned.parts[*i].blob_len >= 2 * MIN_XZ_BLOCK);
     let mut built: Vec<(usize, PartHeader, Option<Vec<u8>>)> = small
         .par_iter()
-        .map(|&i| {
-            progress::check(interrupt)?;
-            finish(i, build_part(repo, i, &planned.parts[i], 1, interrupt)?)
-        })
+        .map(|&i| build(i, 1))
         .collect::<Result<_, _>>()?;
     for i in big {
-        progress::check(interrupt)?;
-        let part = build_part(repo, i, &planned.parts[i], threads, interrupt)?;
-        built.push(finish(i, part)?);
+        built.push(build(i, threads)?);
     }
     progress::check(interrupt)?;
     built.sort_by_key(|(i, _, _)| *i);
@@ -904,15 +790,16 @@ fn write_delta(
     }
     out.superblock_size = bytes.len() as u64;
     if fsync {
-        rustix::fs::fsync(&dir).map_err(|e| PublishIo::new(&dir_path, e.into()))?;
+        rustix::fs::fsync(dir).map_err(|e| PublishIo::new(dir_path, e.into()))?;
     }
-    let tmp = write_tmp(&dir, &dir_path, "superblock", &bytes, fsync)?;
-    rustix::fs::renameat(&dir, tmp.as_str(), &dir, "superblock")
+    crate::failpoint::crash("static-delta:parts-written");
+    let tmp = write_tmp(dir, dir_path, "superblock", &bytes, fsync)?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, "superblock")
         .map_err(|e| PublishIo::new(dir_path.join("superblock"), e.into()))?;
     if fsync {
-        rustix::fs::fsync(&dir).map_err(|e| PublishIo::new(&dir_path, e.into()))?;
+        rustix::fs::fsync(dir).map_err(|e| PublishIo::new(dir_path, e.into()))?;
     }
-    install(repo, name, build_rel, fsync)?;
+    install(repo, name, &work.rel(), fsync)?;
     progress.report(Event::Finish {
         phase: Phase::GenerateDelta,
     });

@@ -29,14 +29,32 @@ pub enum Segment {
     /// A content object's data (a regular file's bytes, or a symlink's
     /// target), whole.
     Content(Checksum),
-    /// `len` bytes at `start` of a regular file's data.
-    ContentRange {
+    /// Pieces of a regular file of `size` bytes, `(start, len)` in
+    /// ascending order (the literal runs of a rollsum'd file), one after
+    /// the other.
+    Literals {
         object: Checksum,
-        start: u64,
-        len: u64,
+        size: u64,
+        ranges: Vec<(u64, u64)>,
     },
-    /// Literal bytes: a raw checksum, a bsdiff patch.
+    /// A bsdiff patch, kept in the generation's scratch file.
+    Patch(PatchRef),
+    /// Literal bytes: a raw checksum.
     Bytes(Vec<u8>),
+}
+
+/// Where a bsdiff patch lies in the scratch file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PatchRef {
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A segment and the number of blob bytes it fills.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    pub segment: Segment,
+    pub len: u64,
 }
 
 /// One part, laid out.
@@ -46,7 +64,7 @@ pub struct PartRecipe {
     pub modes: Vec<FileMode>,
     pub xattrs: Vec<Xattrs>,
     pub ops: Vec<u8>,
-    pub segments: Vec<Segment>,
+    pub segments: Vec<Placed>,
     pub blob_len: u64,
     /// Sum of the objects' sizes (symlinks count 0), for the header.
     pub usize: u64,
@@ -59,10 +77,10 @@ impl PartRecipe {
         self.blob_len + self.ops.len() as u64 + self.tables_size
     }
 
-    fn push(&mut self, s: Segment, len: u64) -> u64 {
+    fn push(&mut self, segment: Segment, len: u64) -> u64 {
         let at = self.blob_len;
         self.blob_len += len;
-        self.segments.push(s);
+        self.segments.push(Placed { segment, len });
         at
     }
 
@@ -184,6 +202,11 @@ impl Layout {
             xattr: x,
             size,
         });
+        // The literal runs follow each other in the blob, read from the
+        // new file in one pass when the part is built.
+        let lit_start = p.blob_len;
+        let mut lit_end = lit_start;
+        let mut ranges = Vec::new();
         let mut written = 0u64;
         let mut reading_blob = true;
         for mt in &matches.matches {
@@ -193,18 +216,12 @@ impl Layout {
                     p.op(Op::UnsetReadSource);
                     reading_blob = true;
                 }
-                let at = p.push(
-                    Segment::ContentRange {
-                        object,
-                        start: written,
-                        len: prefix,
-                    },
-                    prefix,
-                );
+                ranges.push((written, prefix));
                 p.op(Op::Write {
                     len: prefix,
-                    offset: at,
+                    offset: lit_end,
                 });
+                lit_end += prefix;
                 written += prefix;
             }
             if reading_blob {
@@ -222,18 +239,22 @@ impl Layout {
         }
         let rest = size - written;
         if rest > 0 {
-            let at = p.push(
-                Segment::ContentRange {
-                    object,
-                    start: written,
-                    len: rest,
-                },
-                rest,
-            );
+            ranges.push((written, rest));
             p.op(Op::Write {
                 len: rest,
-                offset: at,
+                offset: lit_end,
             });
+            lit_end += rest;
+        }
+        if !ranges.is_empty() {
+            p.push(
+                Segment::Literals {
+                    object,
+                    size,
+                    ranges,
+                },
+                lit_end - lit_start,
+            );
         }
         p.op(Op::Close);
     }
@@ -246,7 +267,7 @@ impl Layout {
         meta: &ContentMeta,
         size: u64,
         from: Checksum,
-        patch: Vec<u8>,
+        patch: PatchRef,
     ) {
         let max = self.max_chunk;
         self.maybe_cut(|e| e > max);
@@ -261,8 +282,8 @@ impl Layout {
             xattr: x,
             size,
         });
-        let len = patch.len() as u64;
-        let at = p.push(Segment::Bytes(patch), len);
+        let len = patch.len;
+        let at = p.push(Segment::Patch(patch), len);
         p.op(Op::Bspatch { offset: at, len });
         p.op(Op::Close);
         p.op(Op::UnsetReadSource);
@@ -332,7 +353,10 @@ mod tests {
             &meta(),
             7,
             Checksum::from_array([2; 32]),
-            vec![0; 24],
+            PatchRef {
+                offset: 1000,
+                len: 24,
+            },
         );
         let p = &l.finish()[0];
         let checker = OpChecker::new(&p.objects, p.blob_len, p.modes.len(), p.xattrs.len());
@@ -343,5 +367,10 @@ mod tests {
         // 32 + 10 + 5 literal bytes, then 32 + 24.
         assert_eq!(p.blob_len, 32 + 10 + 5 + 32 + 24);
         assert_eq!(p.usize, 47);
+        assert!(matches!(
+            &p.segments[1].segment,
+            Segment::Literals { ranges, .. } if ranges == &[(0, 10), (35, 5)]
+        ));
+        assert_eq!(p.segments.iter().map(|s| s.len).sum::<u64>(), p.blob_len);
     }
 }

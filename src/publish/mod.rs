@@ -15,6 +15,7 @@
 //! Formats are those of [`crate::ostree`] (summary, delta superblock and
 //! parts): this module decides what goes in them and writes the files.
 
+pub mod build;
 pub mod commit_sign;
 pub mod deltas;
 pub mod files;

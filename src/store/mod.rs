@@ -51,7 +51,9 @@
 //! then synced. A crash at any point leaves every visible object complete
 //! and every ref pointing to a complete commit. Staging directories of dead
 //! processes are detected by their liveness lock and recovered or removed
-//! by the next transaction.
+//! by the next transaction. Working directories of other long operations
+//! (static-delta generation, summary updates, see [`workdir`]) carry the
+//! same kind of liveness lock and are removed once their owner is gone.
 //!
 //! Deleting runs in the opposite order: refs first (gc), then commits,
 //! each before its detached metadata and `commitpartial` marker, and only
@@ -75,6 +77,7 @@ pub mod repo;
 pub mod transaction;
 pub mod tree;
 pub mod used;
+pub mod workdir;
 
 pub use error::{Result, StoreError};
 pub use lock::LockMode;

@@ -853,7 +853,7 @@ impl Staged {
 /// the filesystem has no `O_TMPFILE`, the file is created under its name
 /// and locked at once; a cleaner may have removed it in between, which is
 /// seen by comparing inodes, and then it is made again.
-fn create_liveness(
+pub(crate) fn create_liveness(
     tmp: &OwnedFd,
     tmp_path: &std::path::Path,
     name: &str,
@@ -1124,6 +1124,8 @@ pub(crate) fn clean_stale(repo: &Repo) -> Result<()> {
             remove_tree(tmp.as_fd(), name).at(tmp_path.join(name))?;
         }
     }
+    // Working directories of killed generations and summary updates.
+    super::workdir::clean_dead(repo)?;
     Ok(())
 }
 

@@ -219,6 +219,52 @@ impl<'a> PartPayload<'a> {
     }
 }
 
+/// A payload's bytes around its data blob, for writers that stream the
+/// blob rather than hold it: `head` (the mode and xattr tables) comes
+/// before the blob, `tail` (the opcodes and the framing offsets) after.
+/// `head ‖ blob ‖ tail` is exactly [`PartPayload::serialize`]'s output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadFrame {
+    pub head: Vec<u8>,
+    pub tail: Vec<u8>,
+}
+
+impl PayloadFrame {
+    pub fn new(modes: &[FileMode], xattrs: &[Xattrs], blob_len: u64, ops: &[u8]) -> Result<Self> {
+        let mut head = serialize_modes(modes);
+        let modes_end = head.len();
+        head.extend_from_slice(&serialize_xattr_table(xattrs));
+        // No padding anywhere: only the first member is aligned (4), at 0,
+        // and the others are byte arrays.
+        let blob_end =
+            to_usize(blob_len)?
+                .checked_add(head.len())
+                .ok_or(FormatError::TooLarge {
+                    what: "delta part payload",
+                    size: blob_len,
+                    max: usize::MAX as u64,
+                })?;
+        let body_len = blob_end
+            .checked_add(ops.len())
+            .ok_or(FormatError::TooLarge {
+                what: "delta part payload",
+                size: blob_len,
+                max: usize::MAX as u64,
+            })?;
+        let mut tail = ops.to_vec();
+        tail.extend_from_slice(&frame::offsets_trailer(
+            body_len,
+            &[modes_end, head.len(), blob_end],
+        ));
+        Ok(PayloadFrame { head, tail })
+    }
+
+    /// Bytes of the whole payload.
+    pub fn payload_len(&self, blob_len: u64) -> u64 {
+        self.head.len() as u64 + blob_len + self.tail.len() as u64
+    }
+}
+
 /// The xz preset and check libostree compresses parts with.
 pub const XZ_PRESET: u32 = 8;
 
@@ -289,6 +335,20 @@ mod tests {
         };
         let bytes = p.serialize();
         assert_eq!(PartPayload::parse(&bytes).unwrap(), p);
+        // The same bytes, framed around a streamed blob.
+        let f = PayloadFrame::new(&p.modes, &p.xattrs, p.blob.len() as u64, p.ops).unwrap();
+        assert_eq!([&f.head[..], p.blob, &f.tail[..]].concat(), bytes);
+        assert_eq!(f.payload_len(p.blob.len() as u64), bytes.len() as u64);
+        // Wider framing offsets (2 and 4 bytes) too.
+        for n in [300usize, 70_000] {
+            let blob = vec![7u8; n];
+            let q = PartPayload {
+                blob: &blob,
+                ..p.clone()
+            };
+            let f = PayloadFrame::new(&q.modes, &q.xattrs, n as u64, q.ops).unwrap();
+            assert_eq!([&f.head[..], &blob, &f.tail[..]].concat(), q.serialize());
+        }
         // The layout from the tail alone agrees.
         let t = PayloadLayout::tail_len(bytes.len() as u64).unwrap();
         let l = PayloadLayout::from_tail(bytes.len() as u64, &bytes[bytes.len() - t..]).unwrap();
