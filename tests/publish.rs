@@ -1265,3 +1265,138 @@ fn gpg_conf_cannot_change_signatures() {
     )
     .assert_ok();
 }
+
+/// A signed delta (`--sign`, the `OSTSGNDT` wrapper) is left out of the
+/// summary and the delta indexes: libostree's HTTP pull reads a listed
+/// superblock as a plain one and fails on the wrapper. With a signed delta
+/// and an unsigned one in the repository, `ostree pull` over nginx succeeds
+/// (using the unsigned delta, never fetching the signed superblock), and
+/// arbor's pull verifying ed25519 commit and summary signatures succeeds;
+/// the signed delta still applies offline.
+#[test]
+fn signed_delta_is_not_listed_and_pulls_work() {
+    let base = scratch_dir("publish-signed-delta");
+    let (sk, pk) = ed25519_key(11);
+    let www = base.join("www");
+    let repo = www.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = base.join("tree");
+    build_tree(&tree);
+    let c1 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    arbor_repo_ok(&repo, ["sign", &c1, &sk]);
+    evolve_tree(&tree);
+    let c2 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 10));
+    arbor_repo_ok(&repo, ["sign", &c2, &sk]);
+    // C1→C2 signed; C2 from scratch unsigned.
+    arbor_repo_ok(
+        &repo,
+        ["static-delta", "generate", "--to", "main", "--sign", &sk],
+    );
+    arbor_repo_ok(
+        &repo,
+        ["static-delta", "generate", "--empty", "--to", "main"],
+    );
+    let signed = DeltaName::parse(&format!("{c1}-{c2}")).unwrap();
+    let scratch = DeltaName::parse(&c2).unwrap();
+    assert!(is_signed(
+        &fs::read(repo.join(signed.superblock_path())).unwrap()
+    ));
+    let out = arbor_repo_ok(&repo, ["summary", "-u", "--sign", &sk]);
+    assert!(
+        out.stderr_str()
+            .contains(&format!("static delta {signed} is signed")),
+        "{}",
+        out.stderr_str()
+    );
+    let summary = Summary::parse(&fs::read(repo.join("summary")).unwrap()).unwrap();
+    let listed = arbor::ostree::delta::DeltaList::from_metadata(&summary.metadata).unwrap();
+    let names: Vec<DeltaName> = listed.0.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, [scratch]);
+    let index =
+        fs::read(repo.join(DeltaName::index_path(&Checksum::from_hex(&c2).unwrap()))).unwrap();
+    let index = arbor::ostree::delta::DeltaIndex::parse(&index).unwrap();
+    assert_eq!(
+        index.deltas.0.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [scratch]
+    );
+
+    let nginx = Nginx::start(&www);
+    // ostree, from C1: the signed delta is not offered, so it pulls objects.
+    let client = base.join("client");
+    ostree_init(&client, Mode::BareUser);
+    ostree_repo_ok(
+        &client,
+        [
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            "origin",
+            &nginx.url("repo"),
+        ],
+    );
+    ostree_repo_ok(&client, ["pull", "origin", &format!("main@{c1}")]);
+    let mark = nginx.mark();
+    ostree_repo_ok(&client, ["pull", "origin", "main"]);
+    assert_eq!(rev_parse_ostree(&client, "origin:main"), c2);
+    let reqs = nginx.requests_since(mark);
+    assert!(
+        !reqs.iter().any(|r| r.path.contains(&signed.dir())),
+        "{reqs:#?}"
+    );
+    assert_fsck_clean(&client);
+    // ostree from nothing uses the unsigned scratch delta.
+    let fresh = base.join("fresh");
+    ostree_init(&fresh, Mode::BareUser);
+    ostree_repo_ok(
+        &fresh,
+        [
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            "origin",
+            &nginx.url("repo"),
+        ],
+    );
+    let mark = nginx.mark();
+    ostree_repo_ok(&fresh, ["pull", "origin", "main"]);
+    let (_, fallbacks) = delta_objects(&repo, &c2);
+    let fallbacks: Vec<String> = fallbacks.into_iter().collect();
+    assert_used_delta(&repo, &nginx.requests_since(mark), &scratch, &fallbacks);
+    assert_fsck_clean(&fresh);
+
+    // arbor, verifying ed25519 signatures of commits and summary, from C1.
+    let (_t, store) = new_store(Mode::BareUser);
+    add_remote(
+        &store,
+        "origin",
+        &nginx.url("repo"),
+        &[
+            "--no-gpg-verify",
+            "--sign-verify",
+            &format!("ed25519=inline:{pk}"),
+            "--set",
+            "sign-verify-summary=true",
+        ],
+    );
+    pull_ok(&store, &["origin", &format!("main@{c1}")]);
+    pull_ok(&store, &["origin", "main"]);
+    assert_eq!(
+        read_ref(&store, "remotes/origin/main").as_deref(),
+        Some(c2.as_str())
+    );
+    assert_fsck_clean(&store);
+
+    // Offline, the signed delta applies.
+    let offline = base.join("offline");
+    ostree_init(&offline, Mode::BareUser);
+    ostree_repo_ok(&offline, ["pull-local", repo.to_str().unwrap(), &c1]);
+    ostree_repo_ok(
+        &offline,
+        [
+            "static-delta",
+            "apply-offline",
+            repo.join(signed.superblock_path()).to_str().unwrap(),
+        ],
+    );
+    ostree_repo_ok(&offline, ["show", &c2]);
+}

@@ -69,7 +69,8 @@ struct GenerateArgs {
     max_bsdiff_size: u64,
     /// Sign the superblock with this secret key (repeatable). Signed
     /// superblocks are for `static-delta apply-offline`: `ostree pull` does
-    /// not read them
+    /// not read them, so `summary -u` leaves signed deltas out (over HTTP
+    /// the signed summary authenticates each listed delta)
     #[arg(long = "sign", value_name = "KEY")]
     sign: Vec<String>,
     /// Signature type of --sign keys

@@ -67,6 +67,13 @@ pub fn run(ctx: &Ctx, a: SummaryArgs) -> Result<ExitCode> {
     let bars = ctx.progress(true);
     let out = update_summary(&mut repo, &opts, bars, &ctx.interrupt)
         .with_context(|| format!("updating the summary of {}", repo.path().display()))?;
+    for d in &out.signed_deltas {
+        eprintln!(
+            "warning: static delta {d} is signed (for `static-delta apply-offline`): left out of \
+             the summary and the delta indexes, since `ostree pull` cannot read a signed \
+             superblock; regenerate it without --sign to publish it"
+        );
+    }
     if ctx.verbose {
         eprintln!(
             "summary: {} refs, {} deltas, {} bytes, {} signature{}",

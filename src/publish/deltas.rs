@@ -10,7 +10,7 @@ use rustix::fs::{AtFlags, FileType};
 
 use crate::fs::{list_dir_typed, open_dir, remove_tree};
 use crate::ostree::delta::name::{MB64_LEN, from_mb64};
-use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
+use crate::ostree::delta::superblock::{MAX_SUPERBLOCK_SIZE, is_signed};
 use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName};
 use crate::ostree::glib_order::dict_order;
 use crate::ostree::{Checksum, MAX_METADATA_SIZE};
@@ -110,13 +110,27 @@ pub fn superblock_digest(repo: &Repo, name: &DeltaName) -> Result<Checksum, Publ
     Ok(Checksum::digest(&read_superblock(repo, name)?))
 }
 
-/// Every delta with its digest, in name order.
-pub fn delta_list(repo: &Repo) -> Result<DeltaList, PublishIo> {
+/// The deltas a summary and the delta indexes list, with their digests,
+/// in name order; and the signed ones, left out.
+///
+/// A signed superblock (the `OSTSGNDT` wrapper `--sign` writes, as
+/// `ostree static-delta generate --sign` does) is for `static-delta
+/// apply-offline`: libostree's HTTP pull checks the listed digest over the
+/// file it fetched and then reads the file as a plain superblock, so a
+/// listed signed delta makes every `ostree pull` that picks it fail.
+/// Online, the signed summary already authenticates each listed digest.
+pub fn delta_list(repo: &Repo) -> Result<(DeltaList, Vec<DeltaName>), PublishIo> {
     let mut out = Vec::new();
+    let mut signed = Vec::new();
     for name in list_deltas(repo)? {
-        out.push((name, superblock_digest(repo, &name)?));
+        let bytes = read_superblock(repo, &name)?;
+        if is_signed(&bytes) {
+            signed.push(name);
+        } else {
+            out.push((name, Checksum::digest(&bytes)));
+        }
     }
-    Ok(DeltaList(out))
+    Ok((DeltaList(out), signed))
 }
 
 /// Removes a delta's directory; `false` when there was none.

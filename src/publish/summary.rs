@@ -12,6 +12,8 @@
 //!   `ostree.summary.mode` (`core.mode` verbatim), `…tombstone-commits`,
 //!   `…indexed-deltas` (true) and `…collection-id` when the repository has
 //!   one.
+//!   Signed deltas are left out of both, see [`super::deltas::delta_list`]
+//!   (ostree lists them, and its own HTTP clients then fail on them).
 //! * Delta indexes are regenerated and `core.indexed-deltas=true` is set.
 //! * Publishing: `summary` and `summary.sig` are written and synced in a
 //!   private directory under `tmp/`, then renamed into place one after the
@@ -71,6 +73,9 @@ pub struct SummaryOutcome {
     pub size: u64,
     /// Deltas listed.
     pub deltas: usize,
+    /// Signed deltas, left out of the summary and the indexes (see
+    /// [`super::deltas::delta_list`]).
+    pub signed_deltas: Vec<crate::ostree::delta::DeltaName>,
     /// Signatures in `summary.sig` (0: none, and an old one was removed).
     pub signatures: usize,
     pub indexes: ReindexOutcome,
@@ -211,7 +216,7 @@ pub fn update_summary(
             .expect("valid group and key");
         repo.write_config(config)?;
     }
-    let deltas = delta_list(repo)?;
+    let (deltas, signed_deltas) = delta_list(repo)?;
     progress::check(interrupt)?;
     let summary = build_summary(repo, opts, &deltas)?;
     let bytes = summary.serialize();
@@ -242,6 +247,7 @@ pub fn update_summary(
     Ok(SummaryOutcome {
         size: bytes.len() as u64,
         deltas: deltas.0.len(),
+        signed_deltas,
         signatures,
         summary,
         indexes,
