@@ -12,7 +12,7 @@ mod common;
 mod pull_support;
 
 use std::collections::BTreeSet;
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1399,4 +1399,92 @@ fn signed_delta_is_not_listed_and_pulls_work() {
         ],
     );
     ostree_repo_ok(&offline, ["show", &c2]);
+}
+
+/// `commit --sign`: the branch moves only once the detached metadata with
+/// the signatures is written. A key that fails to sign (a GnuPG key ID the
+/// home directory does not have) and a crash just before signing both
+/// leave the branch on the old commit and write no detached metadata; a
+/// good key moves it to a commit whose signature verifies.
+#[test]
+fn commit_sign_moves_the_branch_only_once_signed() {
+    let base = scratch_dir("publish-commit-sign");
+    let repo = base.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = base.join("tree");
+    build_tree(&tree);
+    let c1 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    evolve_tree(&tree);
+    let home = base.join("empty-gnupg");
+    fs::create_dir_all(&home).unwrap();
+    fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let args = |extra: &[&str]| -> Vec<OsString> {
+        // The parent given, so the same tree makes the same commit again.
+        let mut o = CommitOpts::new("two", "", TS + 1);
+        o.parent = Some(c1.clone());
+        let mut a = o.arbor_args(&tree, "main");
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let metas = |repo: &Path| -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for d in fs::read_dir(repo.join("objects")).unwrap().flatten() {
+            for f in fs::read_dir(d.path()).unwrap().flatten() {
+                if f.path().extension().is_some_and(|e| e == "commitmeta") {
+                    out.push(f.path());
+                }
+            }
+        }
+        out
+    };
+    let r = arbor_repo(
+        &repo,
+        args(&[
+            "--gpg-sign",
+            "0123456789ABCDEF0123456789ABCDEF01234567",
+            "--gpg-homedir",
+            home.to_str().unwrap(),
+        ]),
+    );
+    let r = r.assert_clean_failure();
+    assert!(
+        r.stderr_str().contains("was not moved"),
+        "{}",
+        r.stderr_str()
+    );
+    assert_eq!(read_ref(&repo, "heads/main").as_deref(), Some(c1.as_str()));
+    assert_eq!(metas(&repo), Vec::<PathBuf>::new());
+
+    let (sk, pk) = ed25519_key(13);
+    if !cfg!(feature = "failpoints") {
+        panic!("crash points need the failpoints feature: cargo test --features failpoints");
+    }
+    let mut cmd = arbor_command();
+    cmd.arg("--repo")
+        .arg(&repo)
+        .args(args(&["--sign", &sk]))
+        .env("FAILPOINTS", "commit:before-sign=return");
+    let r = run(cmd);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&r.status),
+        Some(9),
+        "{}",
+        r.stderr_str()
+    );
+    assert_eq!(read_ref(&repo, "heads/main").as_deref(), Some(c1.as_str()));
+    assert_eq!(metas(&repo), Vec::<PathBuf>::new());
+
+    let c2 = expect_checksum_line(&arbor_repo_ok(&repo, args(&["--sign", &sk])));
+    assert_eq!(read_ref(&repo, "heads/main").as_deref(), Some(c2.as_str()));
+    let meta = fs::read(object_path(&repo, &c2, "commitmeta")).unwrap();
+    let commit = fs::read(object_path(&repo, &c2, "commit")).unwrap();
+    assert!(ed25519_verifies(&meta, &commit, &pk));
+    // Committing the same again (same commit) keeps the one signature.
+    let again = expect_checksum_line(&arbor_repo_ok(&repo, args(&["--sign", &sk])));
+    assert_eq!(again, c2);
+    assert_eq!(
+        fs::read(object_path(&repo, &c2, "commitmeta")).unwrap(),
+        meta
+    );
+    assert_fsck_clean(&repo);
 }

@@ -6,8 +6,9 @@ use clap::Args;
 
 use super::Ctx;
 use arbor::ostree::Value;
+use arbor::publish::commit_signed;
 use arbor::stage::integrate::{INTEGRATION_KEY, IntegrationCommand, to_value};
-use arbor::store::commit::{CommitOptions, Parent, commit};
+use arbor::store::commit::{CommitOptions, Parent};
 use arbor::store::{RefName, Repo};
 
 #[derive(Args, Debug)]
@@ -56,13 +57,9 @@ pub struct CommitArgs {
 
 pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     let branch = local_branch(&a.branch)?;
-    // Keys are loaded and tried first: a key that cannot sign must not
-    // leave the branch on an unsigned commit.
+    // Keys are loaded before any work, so a key that does not parse fails
+    // early; one that fails to sign leaves the branch unmoved anyway.
     let keys = a.signing.keys()?;
-    for k in &keys {
-        k.sign(b"arbor: checking the signing key")
-            .with_context(|| format!("signing with {}", k.describe()))?;
-    }
     let repo = ctx.open_for_write()?;
     let mut opts = CommitOptions::new(branch);
     opts.parent = parent(&repo, a.parent.as_deref())?;
@@ -98,17 +95,15 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
     opts.owner_uid = a.owner_uid;
     opts.owner_gid = a.owner_gid;
     let bars = ctx.progress(false);
-    let outcome = commit(&repo, &a.dir, &opts, bars, &ctx.interrupt)
-        .with_context(|| format!("committing {}", a.dir.display()))?;
-    bars.clear();
-    if !keys.is_empty() {
-        arbor::publish::sign_commit(&repo, &outcome.commit, &keys).with_context(|| {
+    let outcome =
+        commit_signed(&repo, &a.dir, &opts, &keys, bars, &ctx.interrupt).with_context(|| {
             format!(
-                "{} was committed but not signed; sign it with `arbor sign` or `arbor gpg-sign`",
-                outcome.commit
+                "committing {} (the branch {} was not moved)",
+                a.dir.display(),
+                a.branch
             )
         })?;
-    }
+    bars.clear();
     super::gc::after_write(
         &repo,
         outcome.content_bytes_written + outcome.objects_written * 4096,

@@ -26,7 +26,7 @@ pub mod rollsum;
 pub mod sign;
 pub mod summary;
 
-pub use commit_sign::{CommitSignError, SignOutcome, sign_commit};
+pub use commit_sign::{CommitSignError, SignOutcome, commit_signed, sign_commit};
 pub use files::PublishIo;
 pub use generate::{DeltaError, DeltaFrom, DeltaOptions, DeltaOutcome, generate_delta};
 pub use sign::{SignError, SigningKey};

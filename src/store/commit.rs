@@ -111,6 +111,22 @@ pub fn commit(
     progress: &dyn Progress,
     interrupt: &AtomicBool,
 ) -> Result<CommitOutcome> {
+    commit_then(repo, dir, opts, progress, interrupt, |_, _, _| Ok(()))
+}
+
+/// [`commit`], calling `before_ref(txn, checksum, commit_bytes)` once the
+/// commit object is written and before the branch is set, in the same
+/// transaction: what it stages (the detached metadata with signatures)
+/// is published before the branch moves. If it fails, the objects are kept
+/// (as on an interrupt) and the branch does not move.
+pub fn commit_then<E: From<StoreError>>(
+    repo: &Repo,
+    dir: &Path,
+    opts: &CommitOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+    before_ref: impl FnOnce(&Transaction<'_>, &Checksum, &[u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<CommitOutcome, E> {
     let info = commit_info(repo, opts)?;
     let parent = info.parent;
     let txn = Transaction::begin(repo)?;
@@ -129,12 +145,16 @@ pub fn commit(
         Err(e) => {
             // Keep what was written, so a re-run does not write it again.
             let _ = txn.publish_objects_only();
-            return Err(e);
+            return Err(e.into());
         }
     };
     let files = writer.files_written();
     drop(writer);
-    let checksum = write_commit(&txn, tree, meta, info)?;
+    let (checksum, bytes) = write_commit_bytes(&txn, tree, meta, info)?;
+    if let Err(e) = before_ref(&txn, &checksum, &bytes) {
+        let _ = txn.publish_objects_only();
+        return Err(e);
+    }
     txn.set_ref(opts.branch.clone(), Some(checksum));
     let stats = txn.commit()?;
     super::used::record(repo, &[checksum]);
@@ -279,6 +299,16 @@ pub fn write_commit(
     root_meta: Checksum,
     info: CommitInfo,
 ) -> Result<Checksum> {
+    write_commit_bytes(txn, root_tree, root_meta, info).map(|(c, _)| c)
+}
+
+/// [`write_commit`], returning the commit object's bytes too.
+fn write_commit_bytes(
+    txn: &Transaction<'_>,
+    root_tree: Checksum,
+    root_meta: Checksum,
+    info: CommitInfo,
+) -> Result<(Checksum, Vec<u8>)> {
     let commit = Commit {
         metadata: info.metadata,
         parent: info.parent,
@@ -289,9 +319,11 @@ pub fn write_commit(
         root_tree,
         root_meta,
     };
-    Ok(txn
-        .write_metadata(ObjectType::Commit, &commit.serialize(), None)?
-        .checksum)
+    let bytes = commit.serialize();
+    let checksum = txn
+        .write_metadata(ObjectType::Commit, &bytes, None)?
+        .checksum;
+    Ok((checksum, bytes))
 }
 
 /// A progress reporter and interrupt flag watching a [`TreeWriter`].
