@@ -1488,3 +1488,136 @@ fn commit_sign_moves_the_branch_only_once_signed() {
     );
     assert_fsck_clean(&repo);
 }
+
+/// Names in the repository's `tmp/` starting with `prefix`.
+fn tmp_entries(repo: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(repo.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every file below `dir`, relative, sorted.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(
+                    e.path()
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Runs arbor on `repo` killed (SIGKILL) at crash point `point`.
+fn arbor_killed_at(repo: &Path, point: &str, args: &[&str]) {
+    if !cfg!(feature = "failpoints") {
+        panic!("crash points need the failpoints feature: cargo test --features failpoints");
+    }
+    let mut cmd = arbor_command();
+    cmd.arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env("FAILPOINTS", format!("{point}=return"));
+    let r = run(cmd);
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&r.status),
+        Some(9),
+        "{}",
+        r.stderr_str()
+    );
+}
+
+/// A generation or summary update killed (SIGKILL) after writing its files
+/// leaves them in its own working directory of `tmp/` only: the served
+/// delta, indexes and summary are the old ones, whole. The next
+/// generation, summary update or write transaction removes the leftovers,
+/// and a re-run replaces the delta directory in one rename.
+#[test]
+fn killed_generation_and_summary_leave_nothing_behind() {
+    let base = scratch_dir("publish-killed");
+    let repo = base.join("repo");
+    arbor_init(&repo, Mode::Archive);
+    let tree = base.join("tree");
+    build_tree(&tree);
+    let c1 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+    evolve_tree(&tree);
+    let c2 = arbor_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 1));
+    let gen_args = ["static-delta", "generate", "--to", "main"];
+    arbor_repo_ok(&repo, gen_args);
+    arbor_repo_ok(&repo, ["summary", "-u"]);
+    let d = DeltaName::parse(&format!("{c1}-{c2}")).unwrap();
+    let delta_dir = repo.join(d.dir());
+    let snapshot = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        files_below(dir)
+            .into_iter()
+            .map(|f| {
+                let b = fs::read(dir.join(&f)).unwrap();
+                (f, b)
+            })
+            .collect()
+    };
+    let delta_before = snapshot(&delta_dir);
+    let indexes_before = snapshot(&repo.join("delta-indexes"));
+    let summary_before = fs::read(repo.join("summary")).unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    let dir_ino = ino(&delta_dir);
+
+    // Killed with every part written, before the superblock.
+    arbor_killed_at(&repo, "static-delta:parts-written", &gen_args);
+    let left = tmp_entries(&repo, "arbor-work-delta-");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left[1].ends_with(".lock") && left[1].starts_with(&left[0]));
+    assert!(repo.join("tmp").join(&left[0]).join("0").is_file());
+    assert_eq!(snapshot(&delta_dir), delta_before);
+    // Killed with the summary and indexes written, before their renames.
+    arbor_killed_at(&repo, "summary:written", &["summary", "-u"]);
+    assert_eq!(tmp_entries(&repo, "arbor-work-summary-").len(), 2);
+    assert_eq!(snapshot(&repo.join("delta-indexes")), indexes_before);
+    assert_eq!(fs::read(repo.join("summary")).unwrap(), summary_before);
+    assert!(
+        files_below(&repo)
+            .iter()
+            .all(|f| f.starts_with("tmp/") || !f.contains(".tmp-")),
+        "{:#?}",
+        files_below(&repo)
+    );
+
+    // The next summary update removes both.
+    arbor_repo_ok(&repo, ["summary", "-u"]);
+    assert_eq!(tmp_entries(&repo, "arbor-work-"), Vec::<String>::new());
+    // A write transaction (a commit) does too.
+    arbor_killed_at(&repo, "static-delta:parts-written", &gen_args);
+    assert_eq!(tmp_entries(&repo, "arbor-work-").len(), 2);
+    arbor_commit(&repo, &tree, "other", &CommitOpts::new("x", "", TS));
+    assert_eq!(tmp_entries(&repo, "arbor-work-"), Vec::<String>::new());
+    // And a generation; its delta replaces the old directory whole.
+    arbor_killed_at(&repo, "static-delta:parts-written", &gen_args);
+    arbor_repo_ok(&repo, gen_args);
+    assert_eq!(tmp_entries(&repo, "arbor-work-"), Vec::<String>::new());
+    assert_ne!(ino(&delta_dir), dir_ino);
+    assert_eq!(
+        files_below(&delta_dir),
+        delta_before
+            .iter()
+            .map(|(f, _)| f.clone())
+            .collect::<Vec<_>>()
+    );
+    ostree_repo_ok(&repo, ["static-delta", "show", &d.to_string()]);
+    ostree_repo_ok(&repo, ["fsck"]);
+}

@@ -170,7 +170,12 @@ pub struct ReindexOutcome {
 /// sorted, so the bytes are reproducible), leaves files already right
 /// untouched, and removes indexes of commits without deltas, as
 /// `ostree_repo_static_delta_reindex` does.
-pub fn reindex(repo: &Repo, deltas: &DeltaList, fsync: bool) -> Result<ReindexOutcome, PublishIo> {
+pub fn reindex(
+    repo: &Repo,
+    stage: &crate::store::workdir::WorkDir,
+    deltas: &DeltaList,
+    fsync: bool,
+) -> Result<ReindexOutcome, PublishIo> {
     let mut by_to: BTreeMap<Checksum, Vec<(DeltaName, Checksum)>> = BTreeMap::new();
     for (name, digest) in &deltas.0 {
         by_to.entry(name.to).or_default().push((*name, *digest));
@@ -191,7 +196,7 @@ pub fn reindex(repo: &Repo, deltas: &DeltaList, fsync: bool) -> Result<ReindexOu
             out.unchanged += 1;
             continue;
         }
-        write_replace(repo, dir, file, &bytes, fsync)?;
+        write_replace(repo, stage, dir, file, &bytes, fsync)?;
         out.written += 1;
     }
     // Indexes of TOs that no longer have a delta.

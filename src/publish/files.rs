@@ -85,10 +85,12 @@ pub(crate) fn write_tmp(
     Ok(tmp)
 }
 
-/// Replaces `rel_dir/name` of the repository with `data` (temporary file,
-/// rename), creating `rel_dir`.
+/// Replaces `rel_dir/name` of the repository with `data`, creating
+/// `rel_dir`: written in `stage` (a private working directory of `tmp/`,
+/// so a killed process leaves nothing in the served tree) and renamed.
 pub(crate) fn write_replace(
     repo: &Repo,
+    stage: &crate::store::workdir::WorkDir,
     rel_dir: &str,
     name: &str,
     data: &[u8],
@@ -96,9 +98,9 @@ pub(crate) fn write_replace(
 ) -> Result<(), PublishIo> {
     let dir = mkdir_p(repo, rel_dir)?;
     let dir_path = repo.path().join(rel_dir);
-    let tmp = write_tmp(&dir, &dir_path, name, data, fsync)?;
-    rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).map_err(|e| {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    let tmp = write_tmp(stage.dir(), stage.path(), name, data, fsync)?;
+    rustix::fs::renameat(stage.dir(), tmp.as_str(), &dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(stage.dir(), tmp.as_str(), AtFlags::empty());
         PublishIo::new(dir_path.join(name), e.into())
     })?;
     if fsync {

@@ -37,6 +37,7 @@ use crate::ostree::delta::index::{INDEXED_DELTAS_KEY, STATIC_DELTAS_KEY};
 use crate::ostree::glib_order::dict_order;
 use crate::ostree::{Metadata, Summary, SummaryRef, Value};
 use crate::progress::{self, Event, Progress};
+use crate::store::workdir::{WorkDir, clean_dead};
 use crate::store::{LockMode, RefName, Repo, StoreError};
 
 use super::deltas::{ReindexOutcome, delta_list, reindex};
@@ -225,7 +226,11 @@ pub fn update_summary(
         progress::check(interrupt)?;
         key.append_signature(&bytes, &mut sigs, "the summary")?;
     }
-    let indexes = reindex(repo, &deltas, fsync)?;
+    // Everything is written in a private directory of tmp/ and renamed
+    // into place; what a killed update left there is removed first.
+    clean_dead(repo)?;
+    let work = WorkDir::create(repo, "summary", 0o700)?;
+    let indexes = reindex(repo, &work, &deltas, fsync)?;
     progress.report(Event::Note(&format!(
         "delta indexes: {} written, {} unchanged, {} removed",
         indexes.written, indexes.unchanged, indexes.removed
@@ -240,6 +245,7 @@ pub fn update_summary(
         .sum();
     publish(
         repo,
+        &work,
         &bytes,
         (!sigs.is_empty()).then(|| sigs.serialize()),
         fsync,
@@ -259,69 +265,62 @@ pub fn update_summary(
 /// `summary.sig`).
 fn publish(
     repo: &Repo,
+    work: &WorkDir,
     summary: &[u8],
     sig: Option<Vec<u8>>,
     fsync: bool,
 ) -> Result<(), SummaryError> {
-    let tmp_name = super::files::tmp_name("summary");
-    let tmp_rel = format!("tmp/{tmp_name}");
-    let tmp_path = repo.path().join(&tmp_rel);
-    rustix::fs::mkdirat(repo.dir(), tmp_rel.as_str(), Mode::from_raw_mode(0o700))
-        .map_err(|e| PublishIo::new(&tmp_path, e.into()))?;
-    let result = (|| -> Result<(), SummaryError> {
-        let dir = crate::fs::open_dir(repo.dir(), tmp_rel.as_str())
-            .map_err(|e| PublishIo::new(&tmp_path, e))?;
-        let s = write_tmp(&dir, &tmp_path, "summary", summary, fsync)?;
-        let g = match &sig {
-            Some(sig) => Some(write_tmp(&dir, &tmp_path, "summary.sig", sig, fsync)?),
-            None => None,
-        };
-        if let Some(g) = &g {
-            // Same times on both files, so mirrors comparing mtimes see
-            // one update.
-            let sigfd = rustix::fs::openat(
-                &dir,
-                g.as_str(),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| PublishIo::new(tmp_path.join(g), e.into()))?;
-            let st = rustix::fs::fstat(&sigfd).map_err(|e| PublishIo::new(&tmp_path, e.into()))?;
-            let times = rustix::fs::Timestamps {
-                last_access: rustix::fs::Timespec {
-                    tv_sec: st.st_atime,
-                    tv_nsec: st.st_atime_nsec as _,
-                },
-                last_modification: rustix::fs::Timespec {
-                    tv_sec: st.st_mtime,
-                    tv_nsec: st.st_mtime_nsec as _,
-                },
-            };
-            let _ = rustix::fs::utimensat(&dir, s.as_str(), &times, AtFlags::empty());
-        }
-        let root = repo.dir();
-        rustix::fs::renameat(&dir, s.as_str(), root, "summary")
-            .map_err(|e| PublishIo::new(repo.path().join("summary"), e.into()))?;
-        match &g {
-            Some(g) => {
-                if let Err(e) = rustix::fs::renameat(&dir, g.as_str(), root, "summary.sig") {
-                    // Never leave the old signature beside the new summary.
-                    let _ = rustix::fs::unlinkat(root, "summary.sig", AtFlags::empty());
-                    return Err(PublishIo::new(repo.path().join("summary.sig"), e.into()).into());
-                }
-            }
-            None => match rustix::fs::unlinkat(root, "summary.sig", AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => {
-                    return Err(PublishIo::new(repo.path().join("summary.sig"), e.into()).into());
-                }
+    let tmp_path = work.path();
+    let dir = work.dir();
+    let s = write_tmp(dir, tmp_path, "summary", summary, fsync)?;
+    let g = match &sig {
+        Some(sig) => Some(write_tmp(dir, tmp_path, "summary.sig", sig, fsync)?),
+        None => None,
+    };
+    if let Some(g) = &g {
+        // Same times on both files, so mirrors comparing mtimes see
+        // one update.
+        let sigfd = rustix::fs::openat(
+            dir,
+            g.as_str(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| PublishIo::new(tmp_path.join(g), e.into()))?;
+        let st = rustix::fs::fstat(&sigfd).map_err(|e| PublishIo::new(tmp_path, e.into()))?;
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: st.st_atime,
+                tv_nsec: st.st_atime_nsec as _,
             },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: st.st_mtime,
+                tv_nsec: st.st_mtime_nsec as _,
+            },
+        };
+        let _ = rustix::fs::utimensat(dir, s.as_str(), &times, AtFlags::empty());
+    }
+    crate::failpoint::crash("summary:written");
+    let root = repo.dir();
+    rustix::fs::renameat(dir, s.as_str(), root, "summary")
+        .map_err(|e| PublishIo::new(repo.path().join("summary"), e.into()))?;
+    match &g {
+        Some(g) => {
+            if let Err(e) = rustix::fs::renameat(dir, g.as_str(), root, "summary.sig") {
+                // Never leave the old signature beside the new summary.
+                let _ = rustix::fs::unlinkat(root, "summary.sig", AtFlags::empty());
+                return Err(PublishIo::new(repo.path().join("summary.sig"), e.into()).into());
+            }
         }
-        if fsync {
-            rustix::fs::fsync(root).map_err(|e| PublishIo::new(repo.path(), e.into()))?;
-        }
-        Ok(())
-    })();
-    let _ = crate::fs::remove_tree(repo.dir(), tmp_rel.as_str());
-    result
+        None => match rustix::fs::unlinkat(root, "summary.sig", AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(PublishIo::new(repo.path().join("summary.sig"), e.into()).into());
+            }
+        },
+    }
+    if fsync {
+        rustix::fs::fsync(root).map_err(|e| PublishIo::new(repo.path(), e.into()))?;
+    }
+    Ok(())
 }
