@@ -1621,3 +1621,114 @@ fn killed_generation_and_summary_leave_nothing_behind() {
     ostree_repo_ok(&repo, ["static-delta", "show", &d.to_string()]);
     ostree_repo_ok(&repo, ["fsck"]);
 }
+
+/// `n` files of 256 KiB of pseudo-random bytes (seeded by index), and in
+/// generation 2 the same files with one byte in every 2 KiB changed:
+/// rollsum finds no chunk in common, so each file is bsdiff'd.
+fn random_files(dir: &Path, n: usize, generation: u8) {
+    make_dir(dir, 0o755);
+    for i in 0..n {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+        let mut b: Vec<u8> = (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        if generation == 2 {
+            for k in (0..b.len()).step_by(2048) {
+                b[k] ^= 0xff;
+            }
+        }
+        fs::write(dir.join(format!("f{i:04}.bin")), b).unwrap();
+    }
+}
+
+/// Peak RSS in KiB of `arbor --repo REPO ARGS`, through GNU `time` (see
+/// tests/pull_memory.rs).
+fn arbor_peak_rss(repo: &Path, args: &[&str]) -> (i64, String) {
+    let out = repo.with_extension("rss");
+    let r = run({
+        let mut c = Command::new("/usr/bin/time");
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out)
+            .arg(arbor_bin())
+            .arg("--repo")
+            .arg(repo)
+            .args(args);
+        c
+    })
+    .assert_ok();
+    let text = fs::read_to_string(&out).unwrap();
+    (
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("time wrote {text:?}")),
+        r.stderr_str(),
+    )
+}
+
+/// Generation memory does not grow with the delta: with 1 MB parts, a
+/// C1→C2 delta of 64 bsdiff'd files (16 MiB of patches, 16 parts) peaks
+/// within 8 MiB of one of 16 files (4 MiB), where holding the patches (as
+/// generation did) adds 12 MiB; and a from-scratch delta of the 16 MiB
+/// tree (22 parts) stays as low. Parts and patches are streamed, never held whole.
+#[test]
+fn generation_memory_does_not_grow_with_the_delta() {
+    let base = scratch_dir("publish-memory");
+    let mut peaks = Vec::new();
+    for n in [16usize, 64] {
+        let repo = base.join(format!("repo{n}"));
+        arbor_init(&repo, Mode::Archive);
+        let tree = base.join(format!("tree{n}"));
+        random_files(&tree, n, 1);
+        arbor_commit(&repo, &tree, "main", &CommitOpts::new("one", "", TS));
+        random_files(&tree, n, 2);
+        arbor_commit(&repo, &tree, "main", &CommitOpts::new("two", "", TS + 1));
+        let (peak, err) = arbor_peak_rss(
+            &repo,
+            &[
+                "-v",
+                "static-delta",
+                "generate",
+                "--to",
+                "main",
+                "--max-chunk-size",
+                "1",
+                "--jobs",
+                "2",
+            ],
+        );
+        assert!(err.contains(&format!("bsdiff {n}")), "{err}");
+        peaks.push(peak);
+        if n == 64 {
+            let (scratch, err) = arbor_peak_rss(
+                &repo,
+                &[
+                    "-v",
+                    "static-delta",
+                    "generate",
+                    "--empty",
+                    "--to",
+                    "main",
+                    "--max-chunk-size",
+                    "1",
+                    "--min-fallback-size",
+                    "0",
+                    "--jobs",
+                    "2",
+                ],
+            );
+            assert!(err.contains(" parts, 66 objects, "), "{err}");
+            eprintln!("from scratch: {scratch} KiB");
+            assert!(scratch < peaks[0] + 8 * 1024, "{scratch} KiB vs {peaks:?}");
+        }
+    }
+    eprintln!("peak RSS (KiB): {peaks:?}");
+    assert!(peaks[1] < peaks[0] + 8 * 1024, "peak RSS (KiB): {peaks:?}");
+    let _ = fs::remove_dir_all(&base);
+}
