@@ -29,7 +29,8 @@ pub struct CommitArgs {
     /// [default: the branch's current commit]
     #[arg(long, value_name = "REV|none")]
     parent: Option<String>,
-    /// Commit time in seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now]
+    /// Commit time in seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now].
+    /// The time is part of the commit, so of its checksum
     #[arg(long, value_name = "UNIX_SECONDS")]
     timestamp: Option<u64>,
     /// Record this uid as the owner of every file and directory

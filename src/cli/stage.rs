@@ -143,7 +143,8 @@ enum StageCommand {
         /// Longer description
         #[arg(short = 'm', long, default_value = "")]
         body: String,
-        /// Commit time in seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now]
+        /// Commit time in seconds since the epoch [default: $SOURCE_DATE_EPOCH, else now].
+        /// The time is part of the commit, so of its checksum
         #[arg(long, value_name = "UNIX_SECONDS")]
         timestamp: Option<u64>,
     },

@@ -40,6 +40,11 @@ enum DeltaCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Environment:\n  SOURCE_DATE_EPOCH  seconds since the epoch written as the \
+superblock's timestamp instead of the current time (reproducible builds); with it, the same \
+commits and options (--jobs included) give the same delta, byte for byte"
+)]
 struct GenerateArgs {
     /// Target commit (ref, checksum or unique prefix)
     #[arg(long, value_name = "REV")]

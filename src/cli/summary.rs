@@ -13,6 +13,11 @@ use arbor::ostree::{Metadata, Summary, Value, variant_text};
 use arbor::publish::{SummaryOptions, update_summary};
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Environment:\n  SOURCE_DATE_EPOCH  seconds since the epoch written as \
+ostree.summary.last-modified instead of the current time (reproducible builds); nothing \
+else in the summary depends on the clock"
+)]
 pub struct SummaryArgs {
     /// Regenerate the summary (and summary.sig when signing), the delta
     /// indexes, and set core.indexed-deltas=true

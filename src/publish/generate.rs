@@ -114,7 +114,8 @@ pub struct DeltaOptions {
     pub jobs: Option<usize>,
     /// Accept a FROM that is not an ancestor of TO.
     pub allow_unrelated: bool,
-    /// Superblock timestamp, seconds since the epoch [default: now].
+    /// Superblock timestamp, seconds since the epoch [default:
+    /// `$SOURCE_DATE_EPOCH` when set, else now].
     pub timestamp: Option<u64>,
     /// Skip when the delta already exists (`--if-not-exists`).
     pub if_not_exists: bool,

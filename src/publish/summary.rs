@@ -62,7 +62,7 @@ pub struct SummaryOptions {
     /// Keys that sign `summary`, in order (GnuPG keys first, as ostree).
     pub keys: Vec<SigningKey>,
     /// `ostree.summary.last-modified`, seconds since the epoch [default:
-    /// now].
+    /// `$SOURCE_DATE_EPOCH` when set, else now].
     pub timestamp: Option<u64>,
 }
 
@@ -165,7 +165,8 @@ pub fn build_summary(
     }
     let now = match opts.timestamp {
         Some(t) => t,
-        None => crate::store::commit::default_timestamp().unwrap_or(0),
+        // A malformed $SOURCE_DATE_EPOCH is an error, not the epoch.
+        None => crate::store::commit::default_timestamp()?,
     };
     md.insert(LAST_MODIFIED_KEY, Value::U64(now.to_be()));
     md.insert(
