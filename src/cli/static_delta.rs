@@ -1,17 +1,15 @@
 //! `arbor static-delta generate | list | show | delete`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use arbor::ostree::ObjectName;
-use arbor::ostree::delta::part::PartPayload;
-use arbor::ostree::delta::superblock::{SignedSuperblock, is_signed};
-use arbor::ostree::delta::{Compression, DeltaName, Op, Superblock};
-use arbor::publish::deltas::{delete_delta, list_deltas, read_superblock};
+use arbor::ostree::delta::{DeltaName, Endianness};
+use arbor::publish::deltas::{delete_delta, list_deltas};
+use arbor::publish::show::{DeltaInfo, PartState, describe_delta};
 use arbor::publish::{DeltaFrom, DeltaOptions, SigningKey, generate_delta};
 
 #[derive(Args, Debug)]
@@ -214,20 +212,21 @@ fn generate(ctx: &Ctx, a: GenerateArgs) -> Result<ExitCode> {
 fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let d = DeltaName::parse(name)?;
-    let raw = read_superblock(&repo, &d)
+    let info = describe_delta(&repo, &d)
         .with_context(|| format!("static delta {name} (see `arbor static-delta list`)"))?;
-    let signed = is_signed(&raw);
-    let inner: &[u8] = if signed {
-        SignedSuperblock::parse(&raw)?.superblock
-    } else {
-        &raw
-    };
-    let sb =
-        Superblock::parse(inner).with_context(|| format!("parsing the superblock of {name}"))?;
-    use std::fmt::Write as _;
     let mut o = String::new();
-    writeln!(o, "Delta: {name}")?;
-    writeln!(o, "Signed: {}", if signed { "yes" } else { "no" })?;
+    render(&info, &mut o)?;
+    super::stdout_result(std::io::stdout().lock().write_all(o.as_bytes()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The delta as `ostree static-delta show` prints it, with payload
+/// statistics for inline parts too.
+fn render(info: &DeltaInfo, o: &mut String) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    let sb = &info.superblock;
+    writeln!(o, "Delta: {}", info.name)?;
+    writeln!(o, "Signed: {}", if info.signed { "yes" } else { "no" })?;
     match &sb.from {
         Some(f) => writeln!(o, "From: {f}")?,
         None => writeln!(o, "From <scratch>")?,
@@ -237,8 +236,8 @@ fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         o,
         "Endianness: {}{}",
         match sb.endianness {
-            arbor::ostree::delta::superblock::Endianness::Little => "little",
-            arbor::ostree::delta::superblock::Endianness::Big => "big",
+            Endianness::Little => "little",
+            Endianness::Big => "big",
         },
         if sb.endianness_guessed {
             " (heuristic)"
@@ -259,7 +258,7 @@ fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
     writeln!(o, "Total Fallback Uncompressed Size: {fu}")?;
     writeln!(o, "Number of parts: {}", sb.parts.len())?;
     let (mut ts, mut tu) = (0u64, 0u64);
-    for (i, p) in sb.parts.iter().enumerate() {
+    for (i, (p, state)) in sb.parts.iter().zip(&info.parts).enumerate() {
         writeln!(
             o,
             "PartMeta{i}: nobjects={} size={} usize={}",
@@ -269,89 +268,34 @@ fn show(ctx: &Ctx, name: &str) -> Result<ExitCode> {
         )?;
         ts += p.size;
         tu += p.usize;
-        let file = match sb.inline_part(i) {
-            Some(b) => Some(b.to_vec()),
-            None => std::fs::read(repo.path().join(d.part_path(i))).ok(),
-        };
-        match file.as_deref().map(|f| decode_part(f, p.size, &p.objects)) {
-            Some(Ok(line)) => o.push_str(&line.replace("{i}", &i.to_string())),
-            Some(Err(e)) => writeln!(o, "PartPayload{i}: unreadable: {e:#}")?,
-            None => writeln!(o, "PartPayload{i}: part file missing")?,
+        match state {
+            PartState::Read(s) => {
+                let n = &s.ops;
+                writeln!(
+                    o,
+                    "PartPayload{i}: nmodes={} nxattrs={} blobsize={} opsize={}",
+                    s.modes, s.xattrs, s.blob_size, s.ops_size
+                )?;
+                writeln!(
+                    o,
+                    "PartPayloadOps{i}: openspliceclose={} open={} write={} setread={} \
+                     unsetread={} close={} bspatch={}",
+                    n.open_splice_close,
+                    n.open,
+                    n.write,
+                    n.set_read_source,
+                    n.unset_read_source,
+                    n.close,
+                    n.bspatch
+                )?;
+            }
+            PartState::Unreadable(e) => writeln!(o, "PartPayload{i}: unreadable: {e}")?,
+            PartState::Missing => writeln!(o, "PartPayload{i}: part file missing")?,
         }
     }
     writeln!(o, "Total Part Size: {ts}")?;
     writeln!(o, "Total Part Uncompressed Size: {tu}")?;
     writeln!(o, "Total Size: {}", ts + fs)?;
     writeln!(o, "Total Uncompressed Size: {}", tu + fu)?;
-    super::stdout_result(std::io::stdout().lock().write_all(o.as_bytes()))?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Payload statistics of a part file, bounded by what its xz index declares.
-fn decode_part(file: &[u8], size: u64, objects: &[ObjectName]) -> Result<String> {
-    if file.len() as u64 != size {
-        bail!("{} bytes, the header says {size}", file.len());
-    }
-    let (&c, rest) = file.split_first().context("empty part")?;
-    let payload = match Compression::from_byte(c)? {
-        Compression::None => rest.to_vec(),
-        Compression::Xz => {
-            let declared = arbor::ostree::delta::xz::declared_size(rest)?;
-            if declared > 1 << 32 {
-                bail!("declares {declared} bytes decompressed");
-            }
-            let mut out = Vec::with_capacity(declared as usize);
-            liblzma::read::XzDecoder::new(rest)
-                .take(declared + 1)
-                .read_to_end(&mut out)?;
-            if out.len() as u64 != declared {
-                bail!(
-                    "decompresses to {} bytes, its index says {declared}",
-                    out.len()
-                );
-            }
-            out
-        }
-    };
-    let p = PartPayload::parse(&payload)?;
-    let mut counts = [0usize; 7];
-    let (mut at, mut obj) = (0usize, 0usize);
-    while at < p.ops.len() {
-        // What `S` carries depends on the object it creates.
-        let next_is_meta = objects.get(obj).is_some_and(|o| o.objtype.is_meta());
-        let (op, n) = Op::decode(&p.ops[at..], next_is_meta)
-            .map_err(|e| anyhow::anyhow!("opcode at {at}: {e}"))?;
-        at += n;
-        let k = match op {
-            Op::SpliceMeta { .. } | Op::SpliceContent { .. } => {
-                obj += 1;
-                0
-            }
-            Op::Open { .. } => 1,
-            Op::Write { .. } => 2,
-            Op::SetReadSource { .. } => 3,
-            Op::UnsetReadSource => 4,
-            Op::Close => {
-                obj += 1;
-                5
-            }
-            Op::Bspatch { .. } => 6,
-        };
-        counts[k] += 1;
-    }
-    Ok(format!(
-        "PartPayload{{i}}: nmodes={} nxattrs={} blobsize={} opsize={}\n\
-         PartPayloadOps{{i}}: openspliceclose={} open={} write={} setread={} unsetread={} close={} bspatch={}\n",
-        p.modes.len(),
-        p.xattrs.len(),
-        p.blob.len(),
-        p.ops.len(),
-        counts[0],
-        counts[1],
-        counts[2],
-        counts[3],
-        counts[4],
-        counts[5],
-        counts[6]
-    ))
+    Ok(())
 }

@@ -23,6 +23,7 @@ pub mod generate;
 pub mod layout;
 pub mod plan;
 pub mod rollsum;
+pub mod show;
 pub mod sign;
 pub mod summary;
 
