@@ -25,6 +25,7 @@ use crate::ostree::delta::part::{Compression, PayloadFrame, XZ_PRESET};
 use crate::ostree::delta::superblock::{MAX_SUPERBLOCK_SIZE, PART_VERSION, PartHeader};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress;
+use crate::store::objects::ContentObject;
 use crate::store::{Repo, StoreError};
 
 use super::files::PublishIo;
@@ -282,10 +283,19 @@ pub fn stream_content(
     repo: &Repo,
     object: &Checksum,
     len: u64,
+    each: impl FnMut(u64, &[u8]) -> Result<(), DeltaError>,
+) -> Result<(), DeltaError> {
+    stream_open(repo.open_content(object)?, object, len, each)
+}
+
+/// [`stream_content`] of an object already open.
+fn stream_open(
+    mut obj: ContentObject,
+    object: &Checksum,
+    len: u64,
     mut each: impl FnMut(u64, &[u8]) -> Result<(), DeltaError>,
 ) -> Result<(), DeltaError> {
     let name = ObjectName::new(*object, ObjectType::File);
-    let mut obj = repo.open_content(object)?;
     if obj.size != len {
         return Err(DeltaError::ObjectSize {
             object: name,
@@ -411,8 +421,7 @@ pub fn build_part(
                     }
                     xz.write(target)?;
                 } else {
-                    drop(info);
-                    stream_content(repo, c, len, |_, chunk| xz.write(chunk))?;
+                    stream_open(info, c, len, |_, chunk| xz.write(chunk))?;
                 }
             }
             Segment::Literals {
