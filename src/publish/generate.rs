@@ -69,7 +69,7 @@ use super::commit_sign::load_commitmeta;
 use super::deltas::has_delta;
 use super::files::{PublishIo, mkdir_p, write_tmp};
 use super::layout::{ContentMeta, Layout, PartRecipe};
-use super::plan::{ContentInfo, content_infos, similar_objects, walk};
+use super::plan::{ContentInfo, content_infos, pairable, similar_objects, walk};
 use super::rollsum;
 use super::sign::{SignError, SigningKey};
 
@@ -453,7 +453,10 @@ fn plan_and_layout(
         .collect();
     let mut wanted: Vec<Checksum> = new_content.clone();
     if let Some(f) = &from_tree {
-        wanted.extend(f.content.iter().map(|(c, _)| *c));
+        // Old files are read only to pair them: those sharing a name with
+        // a new file (before knowing which new files are regular).
+        let new: HashSet<Checksum> = new_content.iter().copied().collect();
+        wanted.extend(pairable(f, &to_tree, &new));
     }
     wanted.sort();
     wanted.dedup();

@@ -195,6 +195,39 @@ fn names_intersect(a: &[String], b: &[String], fuzzy: bool) -> bool {
     false
 }
 
+/// The name key [`names_intersect`] matches fuzzily: the part before the
+/// first dot, when there is one after the first byte.
+fn fuzzy_key(name: &str) -> Option<&str> {
+    name.find('.').filter(|&i| i > 0).map(|i| &name[..i])
+}
+
+/// The objects of `from` that [`similar_objects`] could pair with one of
+/// `new` (a name in common, exactly or fuzzily): only their headers are
+/// needed, not those of the whole old tree.
+pub fn pairable<'a>(
+    from: &'a TreeObjects,
+    to: &TreeObjects,
+    new: &HashSet<Checksum>,
+) -> impl Iterator<Item = Checksum> + 'a {
+    let mut names: HashSet<String> = HashSet::new();
+    let mut keys: HashSet<String> = HashSet::new();
+    for (c, ns) in &to.content {
+        if new.contains(c) {
+            for n in ns {
+                names.insert(n.clone());
+                if let Some(k) = fuzzy_key(n) {
+                    keys.insert(k.to_string());
+                }
+            }
+        }
+    }
+    from.content.iter().filter_map(move |(c, ns)| {
+        ns.iter()
+            .any(|n| names.contains(n) || fuzzy_key(n).is_some_and(|k| keys.contains(k)))
+            .then_some(*c)
+    })
+}
+
 /// New regular file → old regular file it is delta'd against.
 pub fn similar_objects(
     from: &TreeObjects,
@@ -248,6 +281,35 @@ pub fn similar_objects(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairable_keeps_old_files_sharing_a_name() {
+        let c = |b: u8| Checksum::from_array([b; 32]);
+        let tree = |v: &[(u8, &[&str])]| TreeObjects {
+            metadata: Vec::new(),
+            content: v
+                .iter()
+                .map(|(b, ns)| (c(*b), ns.iter().map(|n| n.to_string()).collect()))
+                .collect(),
+        };
+        let from = tree(&[
+            (1, &["libfoo.so.1"]),
+            (2, &["other"]),
+            (3, &["x", "README"]),
+            (4, &[".hidden"]),
+            (5, &["libbar.so.1"]),
+        ]);
+        let to = tree(&[
+            (11, &["libfoo.so.2"]),
+            (12, &["README"]),
+            (13, &[".hidden2"]),
+            (5, &["libbar.so.1"]),
+            (14, &["libbaz.so.3"]),
+        ]);
+        let new: HashSet<Checksum> = [c(11), c(12), c(13)].into();
+        let got: Vec<Checksum> = pairable(&from, &to, &new).collect();
+        assert_eq!(got, [c(1), c(3)]);
+    }
 
     #[test]
     fn fuzzy_names() {
