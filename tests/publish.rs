@@ -359,6 +359,9 @@ fn summary_signature_and_stale_signature() {
             .stdout_str()
             .is_empty()
     );
+    // Moved out whole, then removed: nothing left in deltas/ or tmp/.
+    assert_eq!(files_below(&repo.join("deltas")), Vec::<String>::new());
+    assert_eq!(tmp_entries(&repo, "arbor-work-"), Vec::<String>::new());
     arbor_repo_ok(&repo, ["summary", "-u"]);
     assert!(!repo.join("summary.sig").exists());
     assert!(!repo.join(&idx).exists());

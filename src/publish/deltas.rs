@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 
 use rustix::fs::{AtFlags, FileType};
 
-use crate::fs::{list_dir_typed, open_dir, remove_tree};
+use crate::fs::{list_dir_typed, open_dir};
 use crate::ostree::delta::name::{MB64_LEN, from_mb64};
 use crate::ostree::delta::superblock::{MAX_SUPERBLOCK_SIZE, is_signed};
 use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName};
@@ -133,7 +133,10 @@ pub fn delta_list(repo: &Repo) -> Result<(DeltaList, Vec<DeltaName>), PublishIo>
     Ok((DeltaList(out), signed))
 }
 
-/// Removes a delta's directory; `false` when there was none.
+/// Removes a delta's directory; `false` when there was none. The
+/// directory leaves the served tree in one rename (into a private working
+/// directory of `tmp/`, removed there), so a reader sees the delta whole or
+/// not at all.
 pub fn delete_delta(repo: &Repo, name: &DeltaName) -> Result<bool, PublishIo> {
     let dir = name.dir();
     let path = repo.path().join(&dir);
@@ -148,7 +151,11 @@ pub fn delete_delta(repo: &Repo, name: &DeltaName) -> Result<bool, PublishIo> {
         Err(e) => return Err(PublishIo::new(path, e.into())),
         Ok(_) => {}
     }
-    remove_tree(pfd.as_fd(), leaf).map_err(|e| PublishIo::new(&path, e))?;
+    let work = crate::store::workdir::WorkDir::create(repo, "delete", 0o700)
+        .map_err(|e| PublishIo::new(repo.path().join("tmp"), std::io::Error::other(e)))?;
+    rustix::fs::renameat(&pfd, leaf, work.dir(), "delta")
+        .map_err(|e| PublishIo::new(&path, e.into()))?;
+    drop(work);
     // Drop the two-character directory once empty, as a tidy repository
     // has none; another delta being written there keeps it.
     let _ = rustix::fs::unlinkat(repo.dir(), parent, AtFlags::REMOVEDIR);
