@@ -42,6 +42,25 @@ const OUT_CHUNK: usize = 256 << 10;
 /// blocks lose too much of the dictionary.
 pub const MIN_XZ_BLOCK: u64 = 8 << 20;
 
+/// Largest xz block: liblzma's threaded encoder holds about two blocks of
+/// input and output per thread, so a part holding one huge file (rollsum
+/// literals, `--min-fallback-size 0`) must not make its blocks huge. As
+/// large as preset 8's dictionary, so a block loses nothing of it.
+pub const MAX_XZ_BLOCK: u64 = 32 << 20;
+
+/// The xz block size for a payload of `len` bytes compressed on `threads`
+/// threads: one block per thread, within [`MIN_XZ_BLOCK`] and
+/// [`MAX_XZ_BLOCK`]; the whole payload (one block, a plain stream) on one
+/// thread.
+fn xz_block(len: u64, threads: usize) -> u64 {
+    if threads > 1 {
+        len.div_ceil(threads as u64)
+            .clamp(MIN_XZ_BLOCK, MAX_XZ_BLOCK)
+    } else {
+        len
+    }
+}
+
 /// bsdiff patches, written as pairs are analysed and read back when the
 /// parts holding them are built: an anonymous file in the build directory,
 /// so they cost disk, not memory, and vanish with the process.
@@ -165,8 +184,8 @@ impl Sink<'_> {
 /// An xz encoder as libostree compresses parts (preset 8, CRC64), with the
 /// dictionary no larger than the payload (or block) needs: the same
 /// compression, a fraction of the encoder's memory and setup time for
-/// small parts. With `threads` > 1 the payload is cut into that many blocks
-/// (at least [`MIN_XZ_BLOCK`] each) compressed in parallel; readers
+/// small parts. With `threads` > 1 the payload is cut into blocks (one per
+/// thread, see [`xz_block`]) compressed in parallel; readers
 /// (libostree, arbor) decode multi-block streams like any other.
 struct Xz<'a, 'b> {
     stream: liblzma::stream::Stream,
@@ -187,11 +206,7 @@ impl<'a, 'b> Xz<'a, 'b> {
     ) -> Result<Self, DeltaError> {
         use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder, Stream};
         let err = |source| DeltaError::Compress { part, source };
-        let block = if threads > 1 {
-            payload_len.div_ceil(threads as u64).max(MIN_XZ_BLOCK)
-        } else {
-            payload_len
-        };
+        let block = xz_block(payload_len, threads);
         let mut lz = LzmaOptions::new_preset(XZ_PRESET).map_err(err)?;
         let preset_dict = 32u64 << 20;
         lz.dict_size(
@@ -476,4 +491,19 @@ pub fn build_part(
         },
         inline: sink.memory,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xz_blocks_are_bounded() {
+        const M: u64 = 1 << 20;
+        assert_eq!(xz_block(100 * M, 1), 100 * M);
+        assert_eq!(xz_block(32 * M, 2), 16 * M);
+        assert_eq!(xz_block(10 * M, 4), MIN_XZ_BLOCK);
+        // A 4 GiB part on 2 threads: 32 MiB blocks, not 2 GiB ones.
+        assert_eq!(xz_block(4096 * M, 2), MAX_XZ_BLOCK);
+    }
 }

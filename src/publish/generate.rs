@@ -38,7 +38,9 @@
 //! * **part building**: per worker, one xz encoder (its dictionary no
 //!   larger than the part, at most 32 MiB; preset 8 needs about ten times
 //!   the dictionary) and fixed-size buffers: objects and patches are
-//!   streamed, never held whole. Inline parts are held in memory up to
+//!   streamed, never held whole. A big part compressed on every core uses
+//!   liblzma's threaded encoder, which holds about two blocks per thread,
+//!   blocks of at most [`super::build::MAX_XZ_BLOCK`] whatever the part. Inline parts are held in memory up to
 //!   the superblock size limit in total;
 //! * the **plan**: a few dozen bytes per object of the two trees, and the
 //!   matched chunk list of each rollsum'd file.
