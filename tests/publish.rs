@@ -1118,7 +1118,7 @@ fn interrupted_generation_keeps_the_old_delta() {
 /// A delta of files bsdiff'd (changed near their start, so rollsum cannot
 /// match them) carries each one once, as a patch: not also whole or as a
 /// fallback. It has ostree's objects, parts and fallbacks, and is about as
-/// small as ostree's delta of the same commits (≤ 1.05x); ostree applies it.
+/// small as ostree's delta of the same commits (≤ 1.05x, plus the framing of one more xz block); ostree applies it.
 #[test]
 fn bsdiff_delta_sends_each_file_once() {
     let t = shared_tempdir();
@@ -1182,8 +1182,12 @@ fn bsdiff_delta_sends_each_file_once() {
     // Nine patched files, the new dirtree: nothing else is spliced.
     assert!(show.contains("openspliceclose=1 "), "{show}");
     let (ours, theirs) = (delta_bytes(&repo, &name), delta_bytes(&copy, &name));
+    // A delta with fewer parts than cores has its part compressed as one
+    // xz block per core: on this 2 KB delta that framing (a block header
+    // and index entry, about 130 bytes) is 6 %; on real updates the size
+    // is the same (BENCHMARKS.md).
     assert!(
-        ours as f64 <= theirs as f64 * 1.05,
+        ours as f64 <= theirs as f64 * 1.05 + 256.0,
         "arbor's delta is {ours} bytes, ostree's {theirs}"
     );
     let client = t.path().join("client");

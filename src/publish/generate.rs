@@ -66,7 +66,9 @@ use crate::progress::{self, Event, Phase, Progress};
 use crate::store::workdir::{WorkDir, clean_dead};
 use crate::store::{Repo, StoreError};
 
-use super::build::{BuiltPart, MIN_XZ_BLOCK, PartOut, Scratch, build_part, stream_content};
+use super::build::{
+    BuiltPart, MIN_XZ_BLOCK, MIN_XZ_BLOCK_FEW_PARTS, PartOut, Scratch, build_part, stream_content,
+};
 use super::commit_sign::load_commitmeta;
 use super::deltas::has_delta;
 use super::files::{PublishIo, mkdir_p, write_tmp};
@@ -688,7 +690,7 @@ fn write_delta(
             fsync,
         }
     };
-    let build = |i: usize, threads: usize| -> Result<_, DeltaError> {
+    let build = |i: usize, threads: (usize, u64)| -> Result<_, DeltaError> {
         progress::check(interrupt)?;
         let part: BuiltPart = build_part(
             repo,
@@ -712,15 +714,22 @@ fn write_delta(
     // Small parts are compressed one per core; big ones one at a time, each
     // split into one xz block per core (liblzma's threaded encoder), so no
     // core idles while the last big parts finish.
+    // With fewer parts than cores (an update's one part), parts down to
+    // half a megabyte are split too.
     let threads = rayon::current_num_threads().max(1);
+    let min_block = if n < threads {
+        MIN_XZ_BLOCK_FEW_PARTS
+    } else {
+        MIN_XZ_BLOCK
+    };
     let (big, small): (Vec<usize>, Vec<usize>) =
-        (0..n).partition(|i| threads > 1 && planned.parts[*i].blob_len >= 2 * MIN_XZ_BLOCK);
+        (0..n).partition(|i| threads > 1 && planned.parts[*i].blob_len >= 2 * min_block);
     let mut built: Vec<(usize, PartHeader, Option<Vec<u8>>)> = small
         .par_iter()
-        .map(|&i| build(i, 1))
+        .map(|&i| build(i, (1, MIN_XZ_BLOCK)))
         .collect::<Result<_, _>>()?;
     for i in big {
-        built.push(build(i, threads)?);
+        built.push(build(i, (threads, min_block))?);
     }
     progress::check(interrupt)?;
     built.sort_by_key(|(i, _, _)| *i);
