@@ -472,6 +472,7 @@ impl Sweep<'_, '_> {
         }
         self.rule.add_ref_roots(self.repo, &mut plan.reach)?;
         roots::add_stage_roots(self.repo, &mut plan.reach)?;
+        plan.reach.retry_missing();
         plan.reach.finish(interrupt)
     }
 
@@ -555,7 +556,7 @@ impl Sweep<'_, '_> {
 
     /// Deletes `chunk` in parallel, its commits before anything else.
     fn delete_chunk(
-        &self,
+        &mut self,
         chunk: &[(ObjectName, Freed)],
         out: &mut PruneOutcome,
     ) -> Result<(), PruneError> {
@@ -571,6 +572,12 @@ impl Sweep<'_, '_> {
                 .collect();
             for ((name, size), r) in part.iter().zip(results) {
                 if r? {
+                    if name.objtype == ObjectType::Commit {
+                        // No longer known: if a pull brings it back, the
+                        // watch reports it as new and it becomes a root,
+                        // so its tree is not deleted under it.
+                        self.plan.listing.commits.remove(&name.checksum);
+                    }
                     out.deleted.push(*name);
                     out.bytes_freed += size.bytes;
                     out.disk_bytes_freed += size.disk_bytes;
