@@ -51,6 +51,7 @@ use thiserror::Error;
 use super::prune::reach::{Depth, Reach};
 use super::prune::roots::all_refs;
 use super::prune::{PruneError, PruneOptions, PruneOutcome, prune};
+use super::refs::{AnyRef, RefListing};
 use super::{RefName, Repo, StoreError, used};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Progress};
@@ -389,7 +390,7 @@ fn choose(
     let pinned: std::collections::HashSet<Checksum> = pins.commits.iter().copied().collect();
     let mut reach = Reach::new(repo, false);
     let mut candidates = Vec::new();
-    for (name, commit) in repo.list_refs()? {
+    for (name, commit) in repo.list_refs_with(RefListing::Strict)? {
         if opts.evictable(&name.to_string()) && !pinned.contains(&commit) {
             let last_use = ref_last_use(repo, &name, &commit);
             candidates.push(Victim {
@@ -402,8 +403,8 @@ fn choose(
         }
     }
     // Collection refs are never evicted.
-    for (name, commit) in all_refs(repo, true)? {
-        if name.starts_with('(') {
+    for (name, commit) in all_refs(repo)? {
+        if let AnyRef::Collection { .. } = name {
             reach.add_commit(commit, Depth::ALL)?;
         }
     }

@@ -278,9 +278,12 @@ pub fn prune(
 /// `--delete-commit`: refused while a ref points at the commit; turns
 /// tombstones on for good, as ostree does. The caller holds the lock.
 fn delete_one_commit(repo: &Repo, c: Checksum, out: &mut PruneOutcome) -> Result<(), PruneError> {
-    for (name, target) in roots::all_refs(repo, true)? {
+    for (name, target) in roots::all_refs(repo)? {
         if target == c {
-            return Err(PruneError::CommitReferenced { commit: c, name });
+            return Err(PruneError::CommitReferenced {
+                commit: c,
+                name: name.to_string(),
+            });
         }
     }
     let name = ObjectName::new(c, ObjectType::Commit);
