@@ -223,3 +223,67 @@ fn gc_by_hand() {
     assert!(v["still_over"].as_bool().unwrap(), "{v}");
     assert_eq!(refs(&repo).len(), left);
 }
+
+/// The automatic gc after a pull by checksum (which names the commit by
+/// no ref) evicts the old artifact and prunes what it alone held, but
+/// never the commit the pull just brought, nor any other commit no ref
+/// names: evicting refs frees what those refs held, nothing else.
+#[test]
+fn gc_after_a_pull_by_checksum_keeps_the_pulled_commit() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let src = dir.join("src");
+    ostree_init(&src, Mode::Archive);
+    let small = dir.join("small");
+    make_dir(&small, 0o755);
+    write_file(&small.join("s"), &pseudo_random_bytes(60_000, 5), 0o644);
+    let pulled = ostree_commit(&src, &small, "small", &CommitOpts::new("s", "", TS));
+
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    let old = dir.join("old");
+    make_dir(&old, 0o755);
+    for f in 0..10 {
+        write_file(
+            &old.join(format!("f{f}")),
+            &pseudo_random_bytes(50_000, 100 + f),
+            0o644,
+        );
+    }
+    arbor_commit(
+        &repo,
+        &old,
+        "artifacts/old",
+        &CommitOpts::new("old", "", TS),
+    );
+    // An unnamed commit that was there before: gc leaves it too.
+    let loose = dir.join("loose");
+    make_dir(&loose, 0o755);
+    write_file(&loose.join("l"), &pseudo_random_bytes(3_000, 9), 0o644);
+    let unnamed = arbor_commit(&repo, &loose, "tmp", &CommitOpts::new("l", "", TS));
+    arbor_repo_ok(&repo, ["refs", "--delete", "tmp"]);
+    // Over the cap once the pull is in; evicting the old artifact alone
+    // brings the store well under it.
+    let cap = du(&repo) - (20 << 10);
+    ostree_repo_ok(&repo, ["config", "set", "arbor.max-size", &cap.to_string()]);
+    ostree_repo_ok(
+        &repo,
+        ["config", "set", "arbor.evict-prefixes", "artifacts/;"],
+    );
+
+    arbor_repo_ok(&repo, ["pull", src.to_str().unwrap(), &pulled, "-q"]);
+    assert!(!refs(&repo).contains("artifacts/old"));
+    assert!(du(&repo) <= cap, "{} > {cap}", du(&repo));
+    for c in [&pulled, &unnamed] {
+        assert!(object_path(&repo, c, "commit").exists(), "{c} was pruned");
+    }
+    assert!(!repo.join("extensions/arbor/gc-evicted").exists());
+    assert_fsck_clean(&repo);
+    assert_arbor_fsck_clean(&repo);
+    let co = dir.join("co");
+    arbor_repo_ok(&repo, ["checkout", &pulled, co.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(co.join("s")).unwrap(),
+        pseudo_random_bytes(60_000, 5)
+    );
+}

@@ -225,5 +225,21 @@ fn gc_killed_at_each_step() {
         let refs = arbor_repo_ok(&repo, ["refs"]).stdout_str();
         assert!(refs.lines().any(|l| l == "keep"), "{point}: {refs}");
         assert!(refs.lines().any(|l| l == "artifacts/a7"), "{point}: {refs}");
+        // What the killed run evicted was pruned by the re-run: every
+        // commit left is a ref's, and nothing waits in the journal.
+        let named: BTreeSet<String> = refs
+            .lines()
+            .map(|r| {
+                arbor_repo_ok(&repo, ["rev-parse", r])
+                    .stdout_str()
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(commits_present(&repo), named, "{point}");
+        assert!(
+            !repo.join("extensions/arbor/gc-evicted").exists(),
+            "{point}"
+        );
     }
 }

@@ -29,8 +29,13 @@
 //!    chosen, and no stage has taken its commit as a layer meanwhile (so
 //!    a ref being pulled, committed to, checked out or staged is never
 //!    evicted: those hold the shared lock until they are done, and then
-//!    count as a use). Then a refs-only prune (whole history of the kept
-//!    refs) removes what they alone reached, in the prune's batches.
+//!    count as a use). Their commits and ancestors are first written to
+//!    a [`journal`]. Then a prune removes what those commits alone held,
+//!    in the prune's batches: every other commit is a root by itself
+//!    (one pulled by checksum, a stage's commit without a ref), every ref
+//!    keeps its whole history, and a journaled commit used again since
+//!    (pulled or checked out by checksum) is kept. A gc killed before the
+//!    prune leaves the journal to the next gc.
 //! 6. The store is measured again; if estimates were off (objects shared
 //!    with checkouts outside the store, say), more rounds follow.
 //!
@@ -38,9 +43,10 @@
 //! removed by rename-then-delete, refs before their objects, and the
 //! prune's own order (see [`super::prune`]).
 
+mod journal;
 pub mod size;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
@@ -50,7 +56,7 @@ use thiserror::Error;
 
 use super::prune::reach::{Depth, Reach};
 use super::prune::roots::all_refs;
-use super::prune::{PruneError, PruneOptions, PruneOutcome, prune};
+use super::prune::{PruneError, PruneOptions, PruneOutcome};
 use super::refs::{AnyRef, RefListing};
 use super::{RefName, Repo, StoreError, used};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
@@ -241,6 +247,13 @@ pub fn gc(
     out.size_after = size;
     if size <= opts.max_size {
         if !opts.dry_run {
+            // What an interrupted gc evicted but did not prune.
+            if !journal::read(repo).is_empty() {
+                out.prunes
+                    .push(prune_evicted(repo, opts, progress, interrupt)?);
+                size = measure(repo)?;
+                out.size_after = size;
+            }
             forget_absent_marks(repo)?;
             save_state(repo, size);
         }
@@ -310,15 +323,8 @@ pub fn gc(
             out.still_over = size > opts.max_size;
             break;
         }
-        let prune_opts = PruneOptions {
-            refs_only: true,
-            depth: -1,
-            batch_size: opts.batch_size,
-            lock_timeout: opts.lock_timeout,
-            ..Default::default()
-        };
         out.prunes
-            .push(prune(repo, &prune_opts, progress, interrupt)?);
+            .push(prune_evicted(repo, opts, progress, interrupt)?);
         size = measure(repo)?;
         if !any {
             out.still_over = size > opts.max_size;
@@ -408,6 +414,19 @@ fn choose(
             reach.add_commit(commit, Depth::ALL)?;
         }
     }
+    // Every other commit stays whatever is evicted (gc's prune deletes
+    // only what the evicted refs held): those outside the candidates'
+    // histories and outside what earlier evictions left to prune.
+    let mut evictable: HashSet<Checksum> =
+        journal::read(repo).into_iter().map(|(c, _)| c).collect();
+    for v in &candidates {
+        ancestors(repo, v.commit, &mut evictable)?;
+    }
+    for n in &objects {
+        if n.objtype == ObjectType::Commit && !evictable.contains(&n.checksum) {
+            reach.add_commit(n.checksum, Depth::TIP)?;
+        }
+    }
     for c in &pins.commits {
         reach.add_commit(*c, Depth::TIP)?;
     }
@@ -452,7 +471,9 @@ fn is_candidate(n: &ObjectName) -> bool {
 
 /// Deletes the chosen refs that are still as they were chosen, under the
 /// exclusive lock (so no pull, commit, checkout or stage create is
-/// running); returns those deleted.
+/// running); returns those deleted. Their commits and ancestors are first
+/// written to the [`journal`], which the prune that follows (this gc's, or
+/// the next one's if this one is killed) deletes, and only those.
 fn evict_refs(
     repo: &Repo,
     victims: &[Victim],
@@ -467,7 +488,7 @@ fn evict_refs(
         .commits
         .into_iter()
         .collect();
-    let mut out = Vec::new();
+    let mut chosen = Vec::new();
     for v in victims {
         if repo.read_ref(&v.name)? != Some(v.commit)
             || pinned.contains(&v.commit)
@@ -475,14 +496,76 @@ fn evict_refs(
         {
             continue;
         }
+        chosen.push(v);
+    }
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut history = HashSet::new();
+    for v in &chosen {
+        ancestors(repo, v.commit, &mut history)?;
+    }
+    // File times (the use marks) come from the kernel's coarse clock,
+    // which lags the precise one by up to a tick: a use after this moment
+    // must not look older than it.
+    let now = SystemTime::now() - Duration::from_millis(20);
+    journal::add(repo, history.into_iter().map(|c| (c, now)))?;
+    let mut out = Vec::new();
+    for v in chosen {
         repo.write_ref(&v.name, None)?;
         out.push((v.name.to_string(), v.commit));
     }
+    sync(repo)?;
+    Ok(out)
+}
+
+/// Adds `commit` and its ancestors present in the store to `into`.
+fn ancestors(repo: &Repo, commit: Checksum, into: &mut HashSet<Checksum>) -> Result<(), GcError> {
+    let mut next = Some(commit);
+    while let Some(c) = next.take() {
+        if into.contains(&c) {
+            break;
+        }
+        match repo.load_commit(&c) {
+            Ok(parsed) => {
+                into.insert(c);
+                next = parsed.parent;
+            }
+            Err(StoreError::MissingObject(_)) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn sync(repo: &Repo) -> Result<(), GcError> {
     if repo.fsync_enabled() {
         rustix::fs::syncfs(repo.dir()).map_err(|e| StoreError::Io {
             path: repo.path().to_path_buf(),
             source: e.into(),
         })?;
+    }
+    Ok(())
+}
+
+/// Prunes what the [`journal`]'s evicted commits alone held, then takes
+/// them off the journal.
+fn prune_evicted(
+    repo: &Repo,
+    opts: &GcOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, GcError> {
+    let evicted = journal::read(repo);
+    let prune_opts = PruneOptions {
+        batch_size: opts.batch_size,
+        lock_timeout: opts.lock_timeout,
+        ..Default::default()
+    };
+    let out = super::prune::prune_evicted(repo, &prune_opts, &evicted, progress, interrupt)?;
+    if !evicted.is_empty() {
+        let _lock = super::prune::exclusive(repo, opts.lock_timeout, interrupt)?;
+        journal::remove(repo, evicted.iter().map(|(c, _)| *c))?;
     }
     Ok(out)
 }

@@ -221,6 +221,41 @@ pub fn prune(
         return Err(PruneError::DryRunDeletesNothing);
     }
     let rule = RootRule::from_options(repo, opts)?;
+    prune_with(repo, opts, rule, progress, interrupt)
+}
+
+/// gc's prune after it deleted refs: deletes what only `evicted` (the
+/// commits those refs named and their ancestors, each with when it was
+/// evicted) held, and what nothing reaches; every other commit stays, with
+/// its tree, as do the refs' whole histories (see
+/// [`RootRule::AllCommitsBut`]). Only `batch_size`, `lock_timeout` and
+/// `dry_run` of `opts` are used.
+pub(crate) fn prune_evicted(
+    repo: &Repo,
+    opts: &PruneOptions,
+    evicted: &[(Checksum, std::time::SystemTime)],
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, PruneError> {
+    let opts = PruneOptions {
+        batch_size: opts.batch_size,
+        lock_timeout: opts.lock_timeout,
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let rule = RootRule::AllCommitsBut {
+        evicted: evicted.iter().copied().collect(),
+    };
+    prune_with(repo, &opts, rule, progress, interrupt)
+}
+
+fn prune_with(
+    repo: &Repo,
+    opts: &PruneOptions,
+    rule: RootRule,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, PruneError> {
     let mut out = PruneOutcome {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -322,8 +357,8 @@ fn plan<'r>(
     let watch = Watch::start(repo);
     let listing = listing::list(repo, opts.commit_only)?;
     let mut reach = Reach::new(repo, opts.commit_only);
-    if let Some(depth) = rule.all_commits_depth() {
-        for c in &listing.commits {
+    for c in &listing.commits {
+        if let Some(depth) = rule.commit_root(repo, c) {
             reach.add_commit(*c, depth)?;
         }
     }
@@ -469,11 +504,12 @@ impl Sweep<'_, '_> {
         let new = plan
             .watch
             .new_commits(self.repo, &mut plan.listing.commits)?;
-        let depth = self.rule.all_commits_depth().unwrap_or(Depth::TIP);
+        let depth = self.rule.new_commit_depth();
         for c in new {
             plan.reach.add_commit(c, depth)?;
         }
         self.rule.add_ref_roots(self.repo, &mut plan.reach)?;
+        self.rule.add_used_since(self.repo, &mut plan.reach)?;
         roots::add_stage_roots(self.repo, &mut plan.reach)?;
         plan.reach.retry_missing();
         plan.reach.finish(interrupt)

@@ -2,8 +2,9 @@
 //! libostree's prune modes, with what depth, plus what arbor's stages pin.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
-use super::reach::{Depth, Reach};
+use super::reach::{Depth, FastMap, Reach};
 use super::{PruneError, PruneOptions};
 use crate::ostree::Checksum;
 use crate::store::Repo;
@@ -30,6 +31,15 @@ pub(super) enum RootRule {
         /// Refs not named by `--only-branch` keep their whole history.
         only: Option<Vec<String>>,
         younger_than: Option<i64>,
+    },
+    /// gc's prune, after it deleted refs: only what those refs alone held
+    /// goes. Every ref keeps its whole history and every commit is a root
+    /// by itself (its parents need not stay), except `evicted`: the
+    /// commits of the deleted refs and their ancestors, each with the time
+    /// it was evicted. One of them used since then (pulled, checked out)
+    /// is a root again.
+    AllCommitsBut {
+        evicted: FastMap<Checksum, SystemTime>,
     },
 }
 
@@ -72,6 +82,13 @@ impl RootRule {
     pub fn add_ref_roots(&self, repo: &Repo, reach: &mut Reach<'_>) -> Result<usize, PruneError> {
         match self {
             RootRule::AllCommits { .. } => Ok(0),
+            RootRule::AllCommitsBut { .. } => {
+                let refs = all_refs(repo)?;
+                for (_, c) in &refs {
+                    reach.add_commit(*c, Depth::ALL)?;
+                }
+                Ok(refs.len())
+            }
             RootRule::Refs { depth } => {
                 let refs = all_refs(repo)?;
                 for (_, c) in &refs {
@@ -108,13 +125,39 @@ impl RootRule {
         }
     }
 
-    /// The depth every commit of the store is walked with, when all
-    /// commits are roots.
-    pub fn all_commits_depth(&self) -> Option<Depth> {
+    /// Whether commit `c`, found in the store, is a root by itself, and
+    /// with what depth.
+    pub fn commit_root(&self, repo: &Repo, c: &Checksum) -> Option<Depth> {
         match self {
             RootRule::AllCommits { depth } => Some(*depth),
+            RootRule::AllCommitsBut { evicted } => match evicted.get(c) {
+                Some(at) if !used_since(repo, c, *at) => None,
+                _ => Some(Depth::TIP),
+            },
             _ => None,
         }
+    }
+
+    /// The depth a commit that appeared during the prune is kept with: it
+    /// is always a root (a writer just made it; nothing names it yet).
+    pub fn new_commit_depth(&self) -> Depth {
+        match self {
+            RootRule::AllCommits { depth } => *depth,
+            _ => Depth::TIP,
+        }
+    }
+
+    /// Under the lock, before a batch: the evicted commits used since
+    /// their eviction become roots ([`RootRule::AllCommitsBut`]).
+    pub fn add_used_since(&self, repo: &Repo, reach: &mut Reach<'_>) -> Result<(), PruneError> {
+        if let RootRule::AllCommitsBut { evicted } = self {
+            for (c, at) in evicted {
+                if used_since(repo, c, *at) {
+                    reach.add_commit(*c, Depth::TIP)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -129,6 +172,11 @@ pub(super) fn add_stage_roots(repo: &Repo, reach: &mut Reach<'_>) -> Result<usiz
         reach.add_tree(*t, *m);
     }
     Ok(pins.commits.len() + pins.trees.len())
+}
+
+/// Whether `c` was marked used at or after `at`.
+fn used_since(repo: &Repo, c: &Checksum, at: SystemTime) -> bool {
+    crate::store::used::last_use(repo, c).is_some_and(|t| t >= at)
 }
 
 /// Every ref of every kind with its commit (see [`Repo::list_all_refs`]):
