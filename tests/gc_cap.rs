@@ -287,3 +287,66 @@ fn gc_after_a_pull_by_checksum_keeps_the_pulled_commit() {
         pseudo_random_bytes(60_000, 5)
     );
 }
+
+/// A `stage create` holding the stage registry (shared, until its record
+/// names its layers) keeps gc from evicting cache entries meanwhile, but
+/// never blocks it without limit: gc waits at most the lock timeout, then
+/// goes on without the cache, and Ctrl-C stops the wait at once.
+#[test]
+fn gc_does_not_hang_on_a_busy_stage_registry() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    for i in 0..3 {
+        commit(&repo, dir, i);
+    }
+    std::fs::create_dir_all(repo.join("extensions/arbor")).unwrap();
+    let registry = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(repo.join("extensions/arbor/stages.lock"))
+        .unwrap();
+    ofd_lock(&registry, false);
+
+    ostree_repo_ok(&repo, ["config", "set", "core.lock-timeout-secs", "1"]);
+    let started = std::time::Instant::now();
+    let r = arbor_repo_ok(
+        &repo,
+        ["gc", "--max-size=1", "--evict=artifacts/", "--json"],
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["refs_evicted"].as_array().unwrap().len(), 3, "{v}");
+    assert_eq!(v["cache_evicted"].as_array().unwrap().len(), 0, "{v}");
+
+    // Without a limit (-1, as libostree), Ctrl-C ends the wait.
+    ostree_repo_ok(
+        &repo,
+        ["config", "set", "--", "core.lock-timeout-secs", "-1"],
+    );
+    let child = arbor_command()
+        .arg("--repo")
+        .arg(&repo)
+        .args(["gc", "--max-size=1", "--evict=artifacts/"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(registry);
+}

@@ -130,7 +130,7 @@ fn prune_killed_at_arbitrary_moments() {
 
 /// A bare store with eight artifacts (≈ 200 KiB each, distinct) under
 /// `artifacts/`, a `keep` ref, and cached checkouts of the first four left
-/// by stages since destroyed; a7 is the most recently used (checked out).
+/// by (union) stages since destroyed; a7 is the most recently used (checked out).
 fn gc_store(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     arbor_init(&repo, Mode::Bare);
@@ -165,7 +165,7 @@ fn gc_store(dir: &Path) -> PathBuf {
                 &name,
                 &format!("artifacts/a{i}"),
                 "--backend",
-                "copy",
+                "overlay",
             ],
         );
         arbor_repo_ok(&repo, ["stage", "destroy", &name]);

@@ -270,17 +270,24 @@ pub fn gc(
         .map(|e| e.commit)
         .collect();
     if opts.dry_run {
-        let dir = repo
+        let path = repo
             .path()
             .join(crate::stage::EXTENSION_DIR)
             .join("checkouts");
+        let rel = format!("{}/{}", crate::stage::EXTENSION_DIR, "checkouts");
+        let dir =
+            crate::fs::open_dir(repo.dir(), rel.as_str()).map_err(|source| GcError::Measure {
+                path: path.clone(),
+                source,
+            })?;
         for c in order {
             if size <= target {
                 break;
             }
-            let u = size::disk_usage_path(&dir.join(c.to_string())).map_err(|source| {
+            let name = c.to_string();
+            let u = size::disk_usage(std::os::fd::AsFd::as_fd(&dir), &name).map_err(|source| {
                 GcError::Measure {
-                    path: dir.join(c.to_string()),
+                    path: path.join(&name),
                     source,
                 }
             })?;
@@ -292,8 +299,20 @@ pub fn gc(
         }
     } else {
         let start = size;
-        out.cache_evicted =
-            stages.evict_cache(&order, |freed| start.saturating_sub(freed) <= target)?;
+        let timeout = opts
+            .lock_timeout
+            .or_else(|| super::lock::configured_timeout(repo));
+        match stages.evict_cache(
+            &order,
+            |freed| start.saturating_sub(freed) <= target,
+            timeout,
+            interrupt,
+        )? {
+            Some(evicted) => out.cache_evicted = evicted,
+            None => progress.report(Event::Note(
+                "checkout cache busy (a stage is being created): not evicting from it",
+            )),
+        }
         size = start.saturating_sub(out.cache_evicted.iter().map(|e| e.bytes).sum::<u64>());
     }
     drop(stages);

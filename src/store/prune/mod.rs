@@ -277,6 +277,12 @@ fn prune_with(
         drop(lock);
     }
 
+    if crate::store::lock::ostree_locking_off(repo) {
+        progress.report(Event::Note(
+            "core.locking is off: ostree processes writing to this repository take no lock, \
+             and no prune can keep clear of them",
+        ));
+    }
     progress.report(Event::Note("finding reachable objects"));
     let plan = match plan(repo, opts, &rule, interrupt) {
         Err(PruneError::MissingObject { .. }) => {
@@ -380,30 +386,17 @@ pub(crate) fn exclusive(
     timeout: Option<Duration>,
     interrupt: &AtomicBool,
 ) -> Result<crate::store::lock::RepoLock, PruneError> {
-    use crate::store::lock::{POLL, RepoLock};
-    let timeout = timeout.unwrap_or_else(|| {
-        Duration::from_secs(
-            repo.config()
-                .get_u64("core", "lock-timeout-secs")
-                .ok()
-                .flatten()
-                .unwrap_or(300),
-        )
-    });
-    let start = Instant::now();
-    loop {
-        if let Some(lock) = RepoLock::try_acquire(repo, LockMode::Exclusive)? {
-            return Ok(lock);
-        }
-        crate::progress::check(interrupt)?;
-        if start.elapsed() >= timeout {
-            return Err(PruneError::Busy {
-                path: repo.path().join(".lock"),
-                waited: timeout,
-            });
-        }
-        std::thread::sleep(POLL);
-    }
+    crate::store::lock::RepoLock::acquire_interruptible(
+        repo,
+        LockMode::Exclusive,
+        timeout,
+        interrupt,
+    )
+    .map_err(|e| match e {
+        StoreError::Interrupted => PruneError::Interrupted,
+        StoreError::LockTimeout { path, waited, .. } => PruneError::Busy { path, waited },
+        e => e.into(),
+    })
 }
 
 impl PruneOutcome {
