@@ -72,6 +72,12 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// gap between two of them (OFD locks queue nobody: a waiter that polls
 /// would otherwise rarely find the lock free).
 const WAITERS: &str = "tmp/arbor-lock-waiters";
+/// Locked shared by a prune while it leaves the exclusive lock free for
+/// writers between two batches: another arbor prune or gc waiting for the
+/// exclusive lock does not take it meanwhile (two prunes taking turns
+/// would otherwise fill each other's gaps, and a writer would wait for
+/// both to end).
+const GAP: &str = "tmp/arbor-prune-gap";
 
 pub struct RepoLock {
     _fd: OwnedFd,
@@ -170,30 +176,25 @@ impl RepoLock {
     /// Whether an arbor writer (or lock-reading reader) is waiting for the
     /// shared lock: prune lets it in between two batches.
     pub(crate) fn writers_waiting(repo: &Repo) -> bool {
-        rustix::fs::openat(
-            repo.dir(),
-            WAITERS,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .ok()
-        .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
+        locked_elsewhere(repo, WAITERS)
     }
 
     /// Says "waiting for the shared lock" until the returned file is
     /// closed: a shared lock on [`WAITERS`] (best effort).
     fn announce_wait(repo: &Repo) -> Option<OwnedFd> {
-        let fd = rustix::fs::openat(
-            repo.dir(),
-            WAITERS,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o660),
-        )
-        .ok()?;
-        sys::ofd_lock(fd.as_fd(), false, false)
-            .ok()
-            .filter(|got| *got)
-            .map(|_| fd)
+        announce(repo, WAITERS)
+    }
+
+    /// Says "this prune leaves the lock to writers" until the returned
+    /// file is closed (best effort): other processes waiting for the
+    /// exclusive lock do not take it meanwhile.
+    pub(crate) fn announce_gap(repo: &Repo) -> Option<OwnedFd> {
+        announce(repo, GAP)
+    }
+
+    /// Whether another process leaves the lock to writers now.
+    fn gap_elsewhere(repo: &Repo) -> bool {
+        locked_elsewhere(repo, GAP)
     }
 
     /// Polls for the lock until `timeout` (`None`: for as long as it
@@ -211,7 +212,9 @@ impl RepoLock {
         let start = Instant::now();
         // Poll rather than block so the wait is bounded and can be reported.
         loop {
-            if sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
+            // A prune's gap belongs to writers, not to another prune.
+            let may_try = !exclusive || !Self::gap_elsewhere(repo);
+            if may_try && sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
                 return Ok(RepoLock { _fd: fd, mode });
             }
             if !exclusive && announced.is_none() {
@@ -232,6 +235,35 @@ impl RepoLock {
             std::thread::sleep(POLL);
         }
     }
+}
+
+/// A shared lock on the signal file `name` under `tmp/`, held until the
+/// returned file is closed; `None` if it cannot be had (best effort).
+fn announce(repo: &Repo, name: &str) -> Option<OwnedFd> {
+    let fd = rustix::fs::openat(
+        repo.dir(),
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o660),
+    )
+    .ok()?;
+    sys::ofd_lock(fd.as_fd(), false, false)
+        .ok()
+        .filter(|got| *got)
+        .map(|_| fd)
+}
+
+/// Whether another open file description holds a lock on the signal file
+/// `name` (false when there is no such file).
+fn locked_elsewhere(repo: &Repo, name: &str) -> bool {
+    rustix::fs::openat(
+        repo.dir(),
+        name,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .ok()
+    .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
 }
 
 #[cfg(test)]

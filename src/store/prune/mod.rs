@@ -41,9 +41,23 @@
 //!    was computing, and then referenced it, has finished and published
 //!    its commit by then; that commit is one of the new ones.
 //! 3. Between two batches the lock is free. OFD locks queue nobody and
-//!    waiters poll, so an arbor writer waiting for the shared lock
-//!    announces itself (see `RepoLock::writers_waiting`), and the prune
-//!    then pauses for two of its polls before taking the lock again.
+//!    waiters poll, so a prune taking the lock again at once would starve
+//!    them:
+//!    * an arbor writer waiting for the shared lock announces itself (see
+//!      `RepoLock::writers_waiting`), and the prune then leaves the lock
+//!      free for two of its polls (100 ms);
+//!    * libostree's writers (`ostree commit`, `pull`) say nothing and try
+//!      the lock once a second (`ostree_repo_lock_push`: a non-blocking
+//!      `F_OFD_SETLK`, then `sleep (1)`, up to `core.lock-timeout-secs`),
+//!      so after every [`HOLD_BUDGET`] (1.5 s) of holding the lock the
+//!      prune leaves it free for [`FAIR_GAP`] (1.1 s), in which every such
+//!      waiter tries once. A writer thus waits at most about 2.8 s, however
+//!      long the prune; a prune that holds the lock for less than 1.5 s in
+//!      all never pauses.
+//!
+//!    During either pause the prune says so (`RepoLock::announce_gap`),
+//!    and another arbor prune or gc waiting for the exclusive lock leaves
+//!    it alone: two prunes would otherwise fill each other's gaps.
 //! 4. Commits are deleted before anything else, so at every moment each
 //!    remaining commit's tree is whole; a kill at any point leaves a store
 //!    that `fsck` passes, and orphans that the next prune removes.
@@ -66,6 +80,7 @@ use thiserror::Error;
 
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Phase, Progress};
+use crate::store::lock::RepoLock;
 use crate::store::{LockMode, Repo, StoreError};
 pub use date::parse_date;
 use extras::Freed;
@@ -78,6 +93,19 @@ use roots::RootRule;
 pub const MAX_HOLD: Duration = Duration::from_millis(200);
 /// Objects deleted in parallel between checks of the hold time.
 const CHUNK: usize = 256;
+/// Time holding the exclusive lock after which the prune leaves it free
+/// for [`FAIR_GAP`]. libostree's writers (an `ostree commit` or `pull`)
+/// do not say that they wait (as arbor's do, see
+/// `RepoLock::writers_waiting`) and try the lock once a second: without
+/// such gaps they would wait for the whole prune, and fail once it lasts
+/// longer than their `core.lock-timeout-secs`.
+pub const HOLD_BUDGET: Duration = Duration::from_millis(1500);
+/// How long the lock is left free after [`HOLD_BUDGET`]: more than
+/// libostree's one-second retry, so that a waiting ostree writer gets it.
+pub const FAIR_GAP: Duration = Duration::from_millis(1100);
+/// How long the lock is left free for an arbor writer that announced it
+/// waits: two of its polls.
+const WRITER_GAP: Duration = crate::store::lock::POLL.saturating_mul(2);
 
 /// What to prune; `ostree prune`'s options.
 #[derive(Clone, Debug)]
@@ -385,18 +413,29 @@ pub(crate) fn exclusive(
     repo: &Repo,
     timeout: Option<Duration>,
     interrupt: &AtomicBool,
-) -> Result<crate::store::lock::RepoLock, PruneError> {
-    crate::store::lock::RepoLock::acquire_interruptible(
-        repo,
-        LockMode::Exclusive,
-        timeout,
-        interrupt,
-    )
-    .map_err(|e| match e {
-        StoreError::Interrupted => PruneError::Interrupted,
-        StoreError::LockTimeout { path, waited, .. } => PruneError::Busy { path, waited },
-        e => e.into(),
+) -> Result<RepoLock, PruneError> {
+    RepoLock::acquire_interruptible(repo, LockMode::Exclusive, timeout, interrupt).map_err(|e| {
+        match e {
+            StoreError::Interrupted => PruneError::Interrupted,
+            StoreError::LockTimeout { path, waited, .. } => PruneError::Busy { path, waited },
+            e => e.into(),
+        }
     })
+}
+
+/// Leaves the lock free for `d` (stopping early once `interrupt` is
+/// set), saying so, so that no other prune or gc takes it meanwhile.
+fn leave_gap(repo: &Repo, d: Duration, interrupt: &AtomicBool) -> Result<(), PruneError> {
+    let _gap = RepoLock::announce_gap(repo);
+    let end = Instant::now() + d;
+    loop {
+        crate::progress::check(interrupt)?;
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        std::thread::sleep((end - now).min(crate::store::lock::POLL));
+    }
 }
 
 impl PruneOutcome {
@@ -516,11 +555,16 @@ impl Sweep<'_, '_> {
     ) -> Result<(), PruneError> {
         let doomed = self.measure(self.doomed()?)?;
         let total = doomed.len() as u64;
+        progress.report(Event::Note(&format!(
+            "{total} unreachable objects to delete"
+        )));
         progress.report(Event::Start {
             phase: Phase::Prune,
             total: Some(total),
         });
         let mut next = 0;
+        // Hold time since the lock was last left free for FAIR_GAP.
+        let mut since_gap = Duration::ZERO;
         loop {
             crate::progress::check(interrupt)?;
             let lock = exclusive(self.repo, self.lock_timeout, interrupt)?;
@@ -549,6 +593,7 @@ impl Sweep<'_, '_> {
                 self.final_cleanup(out)?;
             }
             out.note_hold(held.elapsed());
+            since_gap += held.elapsed();
             drop(lock);
             progress.report(Event::Advance {
                 phase: Phase::Prune,
@@ -559,9 +604,14 @@ impl Sweep<'_, '_> {
             if finished {
                 break;
             }
-            // A writer waiting for the shared lock polls: give it a turn.
-            if crate::store::lock::RepoLock::writers_waiting(self.repo) {
-                std::thread::sleep(crate::store::lock::POLL * 2);
+            if since_gap >= HOLD_BUDGET {
+                // Whoever waits without saying so (ostree) gets a turn.
+                leave_gap(self.repo, FAIR_GAP, interrupt)?;
+                since_gap = Duration::ZERO;
+            } else if RepoLock::writers_waiting(self.repo) {
+                // An arbor writer waiting for the shared lock polls: give
+                // it a turn.
+                leave_gap(self.repo, WRITER_GAP, interrupt)?;
             }
         }
         progress.report(Event::Finish {
