@@ -117,48 +117,88 @@ fn partial_commit_completed_during_prune_keeps_what_the_pull_found() {
 }
 
 /// A commit deleted by an early batch and pulled again by checksum before
-/// the next one: its tree is still there (deleted commits go first), the
-/// pull fetches only the commit, and the prune must see the commit as new
-/// (a root) and keep its tree.
+/// a later one (by arbor, or by `ostree pull-local`): after the first
+/// batch only the commit is gone (deleted commits go first) and the pull
+/// fetches just the commit; after the third, two of the three objects
+/// only its tree had are gone too and the pull fetches them again. Either
+/// way the prune must see the commit as new (a root) and keep its whole
+/// tree: what is left of it, and what the pull wrote again.
 #[test]
 fn commit_recreated_between_batches_keeps_its_tree() {
-    let tmp = tempdir();
-    let (src, ca, _cb) = source(tmp.path());
-    let store = tmp.path().join("store");
-    arbor_init(&store, Mode::Bare);
-    let src_arg = src.to_str().unwrap();
-    arbor_repo_ok(&store, ["pull", src_arg, "a", "b", "-q"]);
-    arbor_repo_ok(&store, ["refs", "--delete", "a"]);
+    for (after, puller) in [(1u64, "arbor"), (3, "arbor"), (3, "ostree")] {
+        let case = format!("pulled by {puller} after {after} deleted");
+        let tmp = tempdir();
+        let (src, ca, _cb) = source(tmp.path());
+        let store = tmp.path().join("store");
+        arbor_init(&store, Mode::Bare);
+        let src_arg = src.to_str().unwrap();
+        arbor_repo_ok(&store, ["pull", src_arg, "a", "b", "-q"]);
+        arbor_repo_ok(&store, ["refs", "--delete", "a"]);
+        // What only a's tree has: its root and /x dirtrees and /x/g.
+        let tree = |rev: &str| -> std::collections::BTreeSet<String> {
+            let co = ostree_repo_ok(&src, ["ls", "-R", "-C", rev]).stdout_str();
+            co.lines()
+                .flat_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    // dirs: checksum of the dirtree and the dirmeta.
+                    f[4..f.len() - 1]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let only_a: Vec<String> = tree(&ca).difference(&tree("b")).cloned().collect();
+        assert_eq!(only_a.len(), 3, "{case}: {only_a:?}");
 
-    let repo = Repo::open(&store).unwrap();
-    let opts = PruneOptions {
-        refs_only: true,
-        batch_size: 1,
-        ..Default::default()
-    };
-    let done = Mutex::new(false);
-    let hook = |e: Event<'_>| {
-        if let Event::Advance {
-            phase: Phase::Prune,
-            done: 1,
-            ..
-        } = e
-            && !*done.lock().unwrap()
-        {
-            assert!(!object_path(&store, &ca, "commit").exists());
-            pull_once(&store, &["pull", src_arg, &ca, "-q"], &done);
-        }
-    };
-    let out = prune(&repo, &opts, &hook, &AtomicBool::new(false)).unwrap();
-    assert!(*done.lock().unwrap(), "the pull did not run");
-    assert!(out.spared > 0, "{out:?}");
-    assert!(object_path(&store, &ca, "commit").exists());
-    assert_fsck_clean(&store);
-    assert_arbor_fsck_clean(&store);
-    let co = tmp.path().join("co");
-    arbor_repo_ok(&store, ["checkout", &ca, co.to_str().unwrap()]);
-    assert_eq!(
-        std::fs::read(co.join("x/g")).unwrap(),
-        pseudo_random_bytes(9_000, 2)
-    );
+        let repo = Repo::open(&store).unwrap();
+        let opts = PruneOptions {
+            refs_only: true,
+            batch_size: 1,
+            ..Default::default()
+        };
+        let done = Mutex::new(false);
+        let hook = |e: Event<'_>| {
+            if let Event::Advance {
+                phase: Phase::Prune,
+                done: d,
+                ..
+            } = e
+                && d == after
+                && !*done.lock().unwrap()
+            {
+                assert!(!object_path(&store, &ca, "commit").exists());
+                if puller == "arbor" {
+                    pull_once(&store, &["pull", src_arg, &ca, "-q"], &done);
+                } else {
+                    *done.lock().unwrap() = true;
+                    ostree_repo_ok(&store, ["pull-local", src_arg, &ca]);
+                }
+            }
+        };
+        let out = prune(&repo, &opts, &hook, &AtomicBool::new(false)).unwrap();
+        assert!(*done.lock().unwrap(), "{case}: the pull did not run");
+        assert!(out.spared > 0, "{case}: {out:?}");
+        let deleted_of_a = out
+            .deleted
+            .iter()
+            .filter(|n| only_a.contains(&n.checksum.to_hex()))
+            .count() as u64;
+        assert_eq!(deleted_of_a, after - 1, "{case}: {out:?}");
+        assert!(object_path(&store, &ca, "commit").exists(), "{case}");
+        assert_fsck_clean(&store);
+        assert_arbor_fsck_clean(&store);
+        let co = tmp.path().join("co");
+        arbor_repo_ok(&store, ["checkout", &ca, co.to_str().unwrap()]);
+        assert_eq!(
+            std::fs::read(co.join("x/g")).unwrap(),
+            pseudo_random_bytes(9_000, 2),
+            "{case}"
+        );
+        assert_eq!(
+            std::fs::read(co.join("x/f")).unwrap(),
+            pseudo_random_bytes(20_000, 1),
+            "{case}"
+        );
+    }
 }
