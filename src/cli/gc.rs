@@ -30,6 +30,10 @@ pub struct GcArgs {
     /// Print the outcome as JSON on standard output
     #[arg(long)]
     json: bool,
+    /// Objects its prune deletes per hold of the repository's exclusive
+    /// lock (writers wait at most that long)
+    #[arg(long, value_name = "N", hide = true)]
+    batch_size: Option<usize>,
 }
 
 pub fn run(ctx: &Ctx, a: GcArgs) -> Result<ExitCode> {
@@ -52,6 +56,9 @@ pub fn run(ctx: &Ctx, a: GcArgs) -> Result<ExitCode> {
         opts.evict_prefixes = a.evict;
     }
     opts.dry_run = a.dry_run;
+    if let Some(n) = a.batch_size {
+        opts.batch_size = n;
+    }
     let bars = ctx.progress(a.json);
     let outcome = gc(&repo, &opts, bars, &ctx.interrupt);
     bars.clear();

@@ -529,9 +529,11 @@ fn evict_refs(
     // must not look older than it.
     let now = SystemTime::now() - Duration::from_millis(20);
     journal::add(repo, history.into_iter().map(|c| (c, now)))?;
+    crate::failpoint::crash("gc:journaled");
     let mut out = Vec::new();
     for v in chosen {
         repo.write_ref(&v.name, None)?;
+        crate::failpoint::crash("gc:ref-deleted");
         out.push((v.name.to_string(), v.commit));
     }
     sync(repo)?;
@@ -582,6 +584,7 @@ fn prune_evicted(
         ..Default::default()
     };
     let out = super::prune::prune_evicted(repo, &prune_opts, &evicted, progress, interrupt)?;
+    crate::failpoint::crash("gc:pruned");
     if !evicted.is_empty() {
         let _lock = super::prune::exclusive(repo, opts.lock_timeout, interrupt)?;
         journal::remove(repo, evicted.iter().map(|(c, _)| *c))?;

@@ -686,6 +686,7 @@ impl Sweep<'_, '_> {
                 out.deltas_deleted.push(d.name());
             }
         }
+        crate::failpoint::crash("prune:deltas-deleted");
         for name in extras::stale_summary_caches(repo)? {
             extras::remove_summary_cache(repo, &name)?;
             out.summary_caches_removed.push(name);
