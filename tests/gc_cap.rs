@@ -350,3 +350,59 @@ fn gc_does_not_hang_on_a_busy_stage_registry() {
     );
     drop(registry);
 }
+
+/// The automatic gc after a commit waits for the exclusive lock (a
+/// writer holds the shared one) at most its 10 s, and Ctrl-C ends that
+/// wait at once: the commit is done and reported, nothing is evicted, and
+/// the message says how to finish.
+#[test]
+fn auto_gc_stops_on_ctrl_c() {
+    let tmp = tempdir();
+    let dir = tmp.path();
+    let repo = dir.join("repo");
+    arbor_init(&repo, Mode::Bare);
+    for i in 0..3 {
+        commit(&repo, dir, i);
+    }
+    ostree_repo_ok(&repo, ["config", "set", "arbor.max-size", "1"]);
+    ostree_repo_ok(
+        &repo,
+        ["config", "set", "arbor.evict-prefixes", "artifacts/;"],
+    );
+    let before = refs(&repo);
+    let writer = lock_repo(&repo, false);
+    let child = arbor_command()
+        .arg("--repo")
+        .arg(&repo)
+        .args(CommitOpts::new("artifact", "", TS + 3).arbor_args(&artifact(dir, 3), "artifacts/3"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the ref is written the commit is done and its gc begins.
+    let start = std::time::Instant::now();
+    while !repo.join("refs/heads/artifacts/3").exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let signalled = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let waited = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "{waited:?}: {stderr}"
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("gc: interrupted"), "{stderr}");
+    assert!(is_hex64(String::from_utf8_lossy(&out.stdout).trim()));
+    drop(writer);
+    let mut expected = before;
+    expected.insert("artifacts/3".to_string());
+    assert_eq!(refs(&repo), expected);
+    assert_fsck_clean(&repo);
+}

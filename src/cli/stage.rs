@@ -349,6 +349,7 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
                 &repo,
                 outcome.content_bytes_written + outcome.objects_written * 4096,
                 false,
+                &ctx.interrupt,
             );
             let checksum = outcome.commit;
             println!("{checksum}");

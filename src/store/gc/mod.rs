@@ -213,6 +213,21 @@ pub enum GcError {
     Interrupted,
 }
 
+impl GcError {
+    /// Whether the interrupt flag stopped the gc (at any of its steps).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            GcError::Interrupted
+                | GcError::Prune(PruneError::Interrupted)
+                | GcError::Prune(PruneError::Store(StoreError::Interrupted))
+                | GcError::Store(StoreError::Interrupted)
+                | GcError::Stages(StageError::Interrupted)
+                | GcError::Stages(StageError::Store(StoreError::Interrupted))
+        )
+    }
+}
+
 impl From<crate::progress::Interrupted> for GcError {
     fn from(_: crate::progress::Interrupted) -> Self {
         GcError::Interrupted
@@ -637,8 +652,10 @@ fn read_state(repo: &Repo) -> Option<(u64, u64)> {
 /// bytes; `None` when no cap is configured or the store is under it.
 /// The size is the last measurement plus what writers reported since,
 /// measured afresh when that is over the cap or older than an hour, so
-/// a write costs no walk of the store.
-pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
+/// a write costs no walk of the store. Every lock wait is bounded (10 s)
+/// and polled, and the gc stops ([`GcError::is_interrupted`]) once
+/// `interrupt` is set: Ctrl-C after the write is done stops it at once.
+pub fn auto(repo: &Repo, added: u64, interrupt: &AtomicBool) -> Result<Option<GcOutcome>, GcError> {
     let Some(mut opts) = GcOptions::from_config(repo)? else {
         return Ok(None);
     };
@@ -655,12 +672,7 @@ pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
             return Ok(None);
         }
     }
-    let out = gc(
-        repo,
-        &opts,
-        &crate::progress::NoProgress,
-        &AtomicBool::new(false),
-    )?;
+    let out = gc(repo, &opts, &crate::progress::NoProgress, interrupt)?;
     Ok((out.size_before > opts.max_size).then_some(out))
 }
 
