@@ -43,6 +43,7 @@
 //! removed by rename-then-delete, refs before their objects, and the
 //! prune's own order (see [`super::prune`]).
 
+mod auto;
 mod journal;
 pub mod size;
 
@@ -63,19 +64,11 @@ use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Progress};
 use crate::stage::StageError;
 use crate::stage::evict::Evicted;
+pub use auto::auto;
 use size::Usage;
 
 /// Rounds of evict-prune-measure before giving up on reaching the target.
 const MAX_ROUNDS: usize = 4;
-/// How old a measurement [`auto`] trusts (plus what writers added since).
-const MEASURE_EVERY: Duration = Duration::from_secs(3600);
-/// Added to every write's own estimate: the ref file, and a new
-/// `objects/XX` or refs directory it may have made.
-const WRITE_OVERHEAD: u64 = 16 << 10;
-/// How long [`auto`] waits for the exclusive lock each time.
-const AUTO_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// Where [`auto`] keeps its last measurement.
-const STATE_FILE: &str = "extensions/arbor/gc-state";
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -270,7 +263,7 @@ pub fn gc(
                 out.size_after = size;
             }
             forget_absent_marks(repo)?;
-            save_state(repo, size);
+            auto::save_state(repo, size);
         }
         return Ok(out);
     }
@@ -369,7 +362,7 @@ pub fn gc(
     out.size_after = size;
     if !opts.dry_run {
         forget_absent_marks(repo)?;
-        save_state(repo, size);
+        auto::save_state(repo, size);
     }
     Ok(out)
 }
@@ -615,65 +608,6 @@ fn forget_absent_marks(repo: &Repo) -> Result<(), GcError> {
         }
     }
     Ok(())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Remembers a measurement for [`auto`] (best effort).
-fn save_state(repo: &Repo, bytes: u64) {
-    write_state(repo, bytes, now_secs());
-}
-
-fn write_state(repo: &Repo, bytes: u64, at: u64) {
-    let Ok(dir) = crate::fs::open_dir(repo.dir(), "extensions/arbor") else {
-        return;
-    };
-    let _ = crate::store::repo::write_file_atomic(
-        std::os::fd::AsFd::as_fd(&dir),
-        &repo.path().join("extensions/arbor"),
-        "gc-state",
-        format!("{bytes} {at}\n").as_bytes(),
-        0o644,
-    );
-}
-
-fn read_state(repo: &Repo) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(repo.path().join(STATE_FILE)).ok()?;
-    let mut it = text.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
-/// Applies the config's cap after a write that added about `added`
-/// bytes; `None` when no cap is configured or the store is under it.
-/// The size is the last measurement plus what writers reported since,
-/// measured afresh when that is over the cap or older than an hour, so
-/// a write costs no walk of the store. Every lock wait is bounded (10 s)
-/// and polled, and the gc stops ([`GcError::is_interrupted`]) once
-/// `interrupt` is set: Ctrl-C after the write is done stops it at once.
-pub fn auto(repo: &Repo, added: u64, interrupt: &AtomicBool) -> Result<Option<GcOutcome>, GcError> {
-    let Some(mut opts) = GcOptions::from_config(repo)? else {
-        return Ok(None);
-    };
-    // The write that called us is done: it must not hang on behind a long
-    // pull of another process. The next write tries again.
-    opts.lock_timeout = Some(AUTO_LOCK_WAIT);
-    let now = now_secs();
-    if let Some((bytes, at)) = read_state(repo)
-        && now.saturating_sub(at) < MEASURE_EVERY.as_secs()
-    {
-        let estimate = bytes.saturating_add(added).saturating_add(WRITE_OVERHEAD);
-        if estimate <= opts.max_size {
-            write_state(repo, estimate, at);
-            return Ok(None);
-        }
-    }
-    let out = gc(repo, &opts, &crate::progress::NoProgress, interrupt)?;
-    Ok((out.size_before > opts.max_size).then_some(out))
 }
 
 #[cfg(test)]
