@@ -1,4 +1,4 @@
-//! gc after every write ([`auto`]): the cap from the repository config,
+//! gc after every write ([`auto()`]): the cap from the repository config,
 //! checked against a remembered measurement (`extensions/arbor/gc-state`:
 //! bytes and when) plus what each write reports it added, so that a write
 //! costs no walk of the store; the store is measured again (by the gc)
@@ -14,14 +14,14 @@ use rustix::fs::{Mode, OFlags};
 use super::{GcError, GcOptions, GcOutcome, gc};
 use crate::store::Repo;
 
-/// How old a measurement [`auto`] trusts (plus what writers added since).
+/// How old a measurement [`auto()`] trusts (plus what writers added since).
 const MEASURE_EVERY: Duration = Duration::from_secs(3600);
 /// Added to every write's own estimate: the ref file, and a new
 /// `objects/XX` or refs directory it may have made.
 const WRITE_OVERHEAD: u64 = 16 << 10;
-/// How long [`auto`] waits for the exclusive lock each time.
+/// How long [`auto()`] waits for the exclusive lock each time.
 const AUTO_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// Where [`auto`] keeps its last measurement, under [`STATE_DIR`].
+/// Where [`auto()`] keeps its last measurement, under [`STATE_DIR`].
 const STATE_DIR: &str = "extensions/arbor";
 const STATE_FILE: &str = "gc-state";
 /// Longer than any state file arbor writes ("BYTES SECS\n").
@@ -62,7 +62,7 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Remembers a measurement for [`auto`] (best effort).
+/// Remembers a measurement for [`auto()`] (best effort).
 pub(super) fn save_state(repo: &Repo, bytes: u64) {
     write_state(repo, bytes, now_secs());
 }

@@ -8,7 +8,7 @@
 //! max-size=20G
 //! evict-prefixes=artifacts/;cache/;
 //! ```
-//! and are then applied after every pull and commit ([`auto`]).
+//! and are then applied after every pull and commit ([`auto()`]).
 //!
 //! # What gc does
 //! 1. Measures the store as `du -sx` would ([`size`]).
