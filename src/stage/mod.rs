@@ -516,7 +516,8 @@ impl<'r> Stages<'r> {
     /// Creates stage `name` over `opts.layers` (bottom first).
     ///
     /// Progress: [`Phase::StageCreate`] in layers checked out into the
-    /// cache (each checkout reports its own [`Phase::Checkout`]). An
+    /// cache, or (copy backend) in the one checkout of the merged tree;
+    /// each checkout reports its own [`Phase::Checkout`]. An
     /// interrupt stops it with [`StageError::Interrupted`] and removes the
     /// half-made stage; cache entries already built are kept.
     pub fn create(
@@ -808,6 +809,12 @@ impl<'r> Stages<'r> {
         // A copy is the stage's root, not a union's layer: it shows the
         // commits' xattrs as they are (and commits them back).
         opts.keep_overlay_xattrs = true;
+        // One checkout, of the merged tree (a union stage's are its layers').
+        let total = Some(1);
+        progress.report(crate::progress::Event::Start {
+            phase: Phase::StageCreate,
+            total,
+        });
         crate::checkout::checkout_tree(
             self.repo,
             &record.root(),
@@ -817,6 +824,15 @@ impl<'r> Stages<'r> {
             progress,
             interrupt,
         )?;
+        progress.report(crate::progress::Event::Advance {
+            phase: Phase::StageCreate,
+            done: 1,
+            total,
+            bytes: 0,
+        });
+        progress.report(crate::progress::Event::Finish {
+            phase: Phase::StageCreate,
+        });
         // An exact image of the objects: index it so commits skip hashing
         // what did not change (see `copy_index`).
         if !opts.user_mode && self.repo.mode() != crate::store::RepoMode::BareUserOnly {
