@@ -115,6 +115,14 @@ pub enum StoreError {
     /// A stack of trees to merge that has no tree.
     #[error("a merged tree needs at least one layer")]
     NoLayers,
+    /// A whiteout of a layer being merged names no entry it may hide
+    /// (`.wh..`, `.wh...`: it would remove `.` or `..`).
+    #[error("whiteout {name:?} in dirtree {dirtree}: it would remove {target:?}")]
+    InvalidWhiteout {
+        dirtree: Checksum,
+        name: String,
+        target: String,
+    },
 }
 
 impl From<crate::progress::Interrupted> for StoreError {
