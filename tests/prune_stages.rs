@@ -226,6 +226,15 @@ fn cache_entry_removal_killed_midway() {
 /// base; its files stay readable (the overlay's lower layers are
 /// hardlinks into the store's objects) and its next commit, which reuses
 /// what the first one wrote, is complete.
+/// Destroys a stage when dropped, so that a failing test leaves no mount.
+struct Destroy<'a>(&'a Path, &'a str);
+
+impl Drop for Destroy<'_> {
+    fn drop(&mut self) {
+        let _ = arbor_repo(self.0, ["stage", "destroy", self.1]);
+    }
+}
+
 #[test]
 fn live_stages_survive_prune_and_gc() {
     for backend in ["overlay", "copy"] {
@@ -244,6 +253,7 @@ fn live_stages_survive_prune_and_gc() {
             &repo,
             ["stage", "create", "s", "l1", "l2", "--backend", backend],
         );
+        let _destroy = Destroy(&repo, "s");
         let cached = cache_entries(&repo);
         assert_eq!(cached.len(), if backend == "overlay" { 2 } else { 0 });
         let root = arbor_repo_ok(&repo, ["stage", "path", "s"]).stdout_str();
@@ -307,6 +317,5 @@ fn live_stages_survive_prune_and_gc() {
         }
         assert_fsck_clean(&repo);
         assert_arbor_fsck_clean(&repo);
-        arbor_repo_ok(&repo, ["stage", "destroy", "s"]);
     }
 }
