@@ -3,6 +3,9 @@
 //! leaves behind. Compiled in only with the `failpoints` cargo feature
 //! (the `fail` crate; the binary then reads `FAILPOINTS=NAME=return`);
 //! in a normal build [`crash`] is empty and nothing reads the environment.
+//! The `fail` crate's other actions work too: `NAME=3*off->return` kills
+//! at the fourth pass through a step that repeats (a batch, a ref), and
+//! `NAME=sleep(80)` slows a step down (the lock-fairness tests).
 
 /// Kills the process at `name` when the tests armed that point.
 #[inline]

@@ -52,7 +52,8 @@ pub enum Phase {
     Commit,
     /// Fsck: re-hashing objects (units: objects).
     Fsck,
-    /// Stage create: checking out layers (units: layers).
+    /// Stage create: checking out layers, or a copy stage's merged tree
+    /// (units: checkouts).
     StageCreate,
     /// Stage commit: writing what changed (units: files).
     StageCommit,

@@ -258,3 +258,119 @@ fn interrupted_while_waiting_for_the_lock() {
     assert!(!commits_present(&repo).contains(&h.g[1]));
     assert_fsck_clean(&repo);
 }
+
+/// A store where a refs-only prune deletes `n` content objects, and the
+/// commit and root dirtree of the deleted ref `gone` (its dirmeta is
+/// `keep`'s too).
+fn store_with_garbage(tmp: &Path, n: u64) -> std::path::PathBuf {
+    let repo = tmp.join("repo");
+    ostree_init(&repo, Mode::Archive);
+    ostree_repo_ok(&repo, ["config", "set", "core.fsync", "false"]);
+    let gone = tmp.join("gone");
+    make_dir(&gone, 0o755);
+    for i in 0..n {
+        write_file(
+            &gone.join(format!("f{i}")),
+            &pseudo_random_bytes(500, 7001 + 2 * i),
+            0o644,
+        );
+    }
+    ostree_commit(&repo, &gone, "gone", &CommitOpts::new("gone", "", TS));
+    ostree_repo_ok(&repo, ["refs", "--delete", "gone"]);
+    let keep = tmp.join("keep");
+    make_dir(&keep, 0o755);
+    write_file(&keep.join("k"), b"kept", 0o644);
+    ostree_commit(&repo, &keep, "keep", &CommitOpts::new("keep", "", TS));
+    repo
+}
+
+/// libostree's writers try the lock once a second and tell nobody they
+/// wait: two long prunes (every one-object batch holds the exclusive lock
+/// 80 ms, through the `prune:batch` failpoint's sleep; 1.8 s of holds
+/// each) still let a waiting `ostree commit` in within HOLD_BUDGET +
+/// FAIR_GAP (1.5 s + 1.1 s, plus a batch), and an `arbor commit` within a
+/// batch or two, while a prune is still running. The second prune waits
+/// through the first one's gaps instead of filling them (when it took
+/// them, the `ostree commit` waited 4 s, for both prunes).
+#[test]
+fn writers_get_the_lock_during_long_prunes() {
+    if !cfg!(feature = "failpoints") {
+        panic!("this test slows batches down with a failpoint: cargo test --features failpoints");
+    }
+    let tmp = tempdir();
+    let repo = store_with_garbage(tmp.path(), 20);
+    let commits_before = commits_present(&repo);
+    let slow_prune = || {
+        arbor_command()
+            .env("FAILPOINTS", "prune:batch=sleep(80)")
+            .arg("--repo")
+            .arg(&repo)
+            .args(["prune", "--refs-only", "--batch-size=1", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Both prunes compute, then wait for the lock this "writer" holds.
+    let lock = lock_repo(&repo, false);
+    let mut first = slow_prune();
+    let mut second = slow_prune();
+    let_it_compute();
+    drop(lock);
+    // Wait for the deleting to start (the commit goes first).
+    let start = std::time::Instant::now();
+    while commits_present(&repo) == commits_before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no prune started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let ostree_tree = tmp.path().join("w1");
+    make_dir(&ostree_tree, 0o755);
+    write_file(&ostree_tree.join("a"), b"ostree writer", 0o644);
+    let arbor_tree = tmp.path().join("w2");
+    make_dir(&arbor_tree, 0o755);
+    write_file(&arbor_tree.join("a"), b"arbor writer", 0o644);
+    let (ostree_wait, arbor_wait) = std::thread::scope(|s| {
+        let o = s.spawn(|| {
+            let t = std::time::Instant::now();
+            ostree_commit(&repo, &ostree_tree, "w1", &CommitOpts::new("w1", "", TS));
+            t.elapsed()
+        });
+        let a = s.spawn(|| {
+            let t = std::time::Instant::now();
+            arbor_commit(&repo, &arbor_tree, "w2", &CommitOpts::new("w2", "", TS));
+            t.elapsed()
+        });
+        (o.join().unwrap(), a.join().unwrap())
+    });
+    let running = [&mut first, &mut second]
+        .into_iter()
+        .filter_map(|c| c.try_wait().unwrap().is_none().then_some(()))
+        .count();
+    assert!(
+        ostree_wait < Duration::from_millis(3500),
+        "ostree commit waited {ostree_wait:?}"
+    );
+    assert!(
+        arbor_wait < Duration::from_millis(1500),
+        "arbor commit waited {arbor_wait:?}"
+    );
+    assert!(running > 0, "the prunes ended before the writers did");
+    let first = finish(first);
+    let second = finish(second);
+    // Between them, the garbage went: the commit, the dirtree and the 20
+    // files.
+    let deleted =
+        first["deleted"].as_array().unwrap().len() + second["deleted"].as_array().unwrap().len();
+    assert_eq!(deleted, 22, "{first}\n{second}");
+    eprintln!("waited: ostree {ostree_wait:?}, arbor {arbor_wait:?}");
+    assert_fsck_clean(&repo);
+    assert_arbor_fsck_clean(&repo);
+    for b in ["w1", "w2", "keep"] {
+        let co = tmp.path().join(format!("co-{b}"));
+        ostree_repo_ok(&repo, ["checkout", b, co.to_str().unwrap()]);
+    }
+}

@@ -58,7 +58,13 @@ fn crash_at(cmd: &mut Command, point: &str) {
             "crash points need the failpoints feature: cargo test --features failpoints (scripts/test passes it)"
         );
     }
-    cmd.env("FAILPOINTS", format!("{point}=return"));
+    // A bare name kills at the first pass; `NAME=K*off->return` at the
+    // (K+1)-th.
+    if point.contains('=') {
+        cmd.env("FAILPOINTS", point);
+    } else {
+        cmd.env("FAILPOINTS", format!("{point}=return"));
+    }
 }
 
 fn arbor_in(repo: &Path, args: &[&str]) -> Command {
@@ -104,23 +110,51 @@ fn prune_killed_at_each_step() {
     }
 }
 
+/// Kills in the middle of the deleting, at exact points instead of after
+/// arbitrary delays: with one object per batch, at the first, a middle
+/// and the last commit deleted (`prune:commit-deleted`, after the commit
+/// and before its detached metadata and marker), and after the first, a
+/// quarter, half and the last but one of the other objects
+/// (`prune:batch`), and between the deltas and the markers of the final
+/// clean-up (`prune:deltas-deleted`).
 #[test]
-fn prune_killed_at_arbitrary_moments() {
-    for delay_ms in [2u64, 10, 25, 50, 90, 150, 250] {
+fn prune_killed_mid_deletion() {
+    let args = ["prune", "--refs-only", "--depth=0", "--batch-size=1"];
+    let dry = arbor_repo_ok(
+        fixture(),
+        ["prune", "--refs-only", "--depth=0", "--dry-run", "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    let deleted: Vec<&str> = v["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let commits = deleted.iter().filter(|d| d.ends_with(".commit")).count();
+    let others = deleted.len() - commits;
+    assert!(commits >= 3 && others >= 8, "{v}");
+    let mut points = Vec::new();
+    for k in [0, commits / 2, commits - 1] {
+        points.push(format!("prune:commit-deleted={k}*off->return"));
+    }
+    for k in [0, others / 4, others / 2, others - 2] {
+        points.push(format!("prune:batch={k}*off->return"));
+    }
+    points.push("prune:deltas-deleted=return".to_string());
+    for point in points {
         let tmp = tempdir();
         let repo = copy_repo(fixture(), &tmp.path().join("repo"));
-        // One object per hold of the lock: the prune lasts long enough to
-        // be caught in the middle.
-        let mut child = arbor_in(
-            &repo,
-            &["prune", "--refs-only", "--depth=0", "--batch-size=1"],
-        )
-        .spawn()
-        .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        child.wait().unwrap();
-        assert_consistent_then_finish(&repo, &format!("killed after {delay_ms} ms"));
+        let mut cmd = arbor_in(&repo, &args);
+        crash_at(&mut cmd, &point);
+        let r = run(cmd);
+        assert_eq!(
+            r.status.signal(),
+            Some(9),
+            "{point}: not killed\n{}",
+            r.describe()
+        );
+        assert_consistent_then_finish(&repo, &point);
     }
 }
 
@@ -130,7 +164,7 @@ fn prune_killed_at_arbitrary_moments() {
 
 /// A bare store with eight artifacts (≈ 200 KiB each, distinct) under
 /// `artifacts/`, a `keep` ref, and cached checkouts of the first four left
-/// by stages since destroyed; a7 is the most recently used (checked out).
+/// by (union) stages since destroyed; a7 is the most recently used (checked out).
 fn gc_store(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     arbor_init(&repo, Mode::Bare);
@@ -165,7 +199,7 @@ fn gc_store(dir: &Path) -> PathBuf {
                 &name,
                 &format!("artifacts/a{i}"),
                 "--backend",
-                "copy",
+                "overlay",
             ],
         );
         arbor_repo_ok(&repo, ["stage", "destroy", &name]);
@@ -194,12 +228,26 @@ fn gc_killed_at_each_step() {
     let template = gc_store(&scratch);
     let cap = du(&template) * 6 / 10;
     let cap_arg = format!("--max-size={cap}");
-    let gc = ["gc", cap_arg.as_str(), "--evict=artifacts/"];
+    // One object per batch, so that kills between batches are exact.
+    let gc = [
+        "gc",
+        cap_arg.as_str(),
+        "--evict=artifacts/",
+        "--batch-size=1",
+    ];
     for point in [
         "gc:cache-entry",
+        "gc:journaled",
+        "gc:ref-deleted",
+        "gc:ref-deleted=1*off->return",
         "gc:refs-deleted",
+        "prune:computed",
         "prune:commit-deleted",
+        "prune:commit-deleted=1*off->return",
         "prune:batch",
+        "prune:batch=5*off->return",
+        "prune:objects-deleted",
+        "gc:pruned",
     ] {
         let tmp = tempdir();
         let repo = copy_repo(&template, &tmp.path().join("repo"));
@@ -225,5 +273,21 @@ fn gc_killed_at_each_step() {
         let refs = arbor_repo_ok(&repo, ["refs"]).stdout_str();
         assert!(refs.lines().any(|l| l == "keep"), "{point}: {refs}");
         assert!(refs.lines().any(|l| l == "artifacts/a7"), "{point}: {refs}");
+        // What the killed run evicted was pruned by the re-run: every
+        // commit left is a ref's, and nothing waits in the journal.
+        let named: BTreeSet<String> = refs
+            .lines()
+            .map(|r| {
+                arbor_repo_ok(&repo, ["rev-parse", r])
+                    .stdout_str()
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(commits_present(&repo), named, "{point}");
+        assert!(
+            !repo.join("extensions/arbor/gc-evicted").exists(),
+            "{point}"
+        );
     }
 }

@@ -606,8 +606,13 @@ fn full_cycle(backend: &str) {
         )
     });
 
-    // One cache entry per chunk commit.
-    let expected_cache: BTreeSet<String> = c.commits.iter().cloned().collect();
+    // One cache entry per chunk commit; none for a copy, which is checked
+    // out from the merged tree.
+    let expected_cache: BTreeSet<String> = if backend == "copy" {
+        BTreeSet::new()
+    } else {
+        c.commits.iter().cloned().collect()
+    };
     assert_eq!(
         cache_entries(&f),
         expected_cache,
@@ -644,7 +649,11 @@ fn full_cycle(backend: &str) {
             &format!("{backend}: merged view after integration"),
         )
     });
-    soft.check(|| assert_cache_untouched(&f));
+    // (A copy has no cache entries; its writes reaching the store's
+    // objects is checked at the end.)
+    if backend != "copy" {
+        soft.check(|| assert_cache_untouched(&f));
+    }
 
     // Commit.
     let branch = format!("system/{name}");
@@ -717,7 +726,9 @@ fn full_cycle(backend: &str) {
         expected_cache,
         "{backend}: cache after destroy"
     );
-    soft.check(|| assert_cache_untouched(&f));
+    if backend != "copy" {
+        soft.check(|| assert_cache_untouched(&f));
+    }
     soft.check(|| assert_objects_unchanged(&before, &f.repo));
     ostree_repo_ok(&f.repo, ["fsck"]);
     soft.finish();

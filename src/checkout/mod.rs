@@ -327,8 +327,11 @@ fn run_checkout(
 
 /// Checks out the tree (`root_tree`, `root_meta`) — objects in `repo` that
 /// no commit needs to name, such as the merged tree of a stage — as if it
-/// were the tree of `opts.commit`.
-pub fn checkout_tree(
+/// were the tree of `opts.commit`. Not public: nothing keeps such a tree
+/// from a prune but the caller, which must hold the shared lock from
+/// writing it (or finding it present) until this returns, as a copy
+/// stage's create does.
+pub(crate) fn checkout_tree(
     repo: &Repo,
     dest: &Path,
     root_tree: Checksum,

@@ -109,6 +109,7 @@ pub fn run(ctx: &Ctx, a: CommitArgs) -> Result<ExitCode> {
         &repo,
         outcome.content_bytes_written + outcome.objects_written * 4096,
         false,
+        &ctx.interrupt,
     );
     if ctx.verbose {
         eprintln!(

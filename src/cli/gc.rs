@@ -9,6 +9,8 @@ use clap::Args;
 use super::Ctx;
 use super::progress::format_bytes;
 use super::prune::outcome_json;
+use std::sync::atomic::AtomicBool;
+
 use arbor::store::Repo;
 use arbor::store::gc::{GcOptions, GcOutcome, auto, gc, parse_size};
 
@@ -30,6 +32,10 @@ pub struct GcArgs {
     /// Print the outcome as JSON on standard output
     #[arg(long)]
     json: bool,
+    /// Objects its prune deletes per hold of the repository's exclusive
+    /// lock (writers wait at most that long)
+    #[arg(long, value_name = "N", hide = true)]
+    batch_size: Option<usize>,
 }
 
 pub fn run(ctx: &Ctx, a: GcArgs) -> Result<ExitCode> {
@@ -52,6 +58,9 @@ pub fn run(ctx: &Ctx, a: GcArgs) -> Result<ExitCode> {
         opts.evict_prefixes = a.evict;
     }
     opts.dry_run = a.dry_run;
+    if let Some(n) = a.batch_size {
+        opts.batch_size = n;
+    }
     let bars = ctx.progress(a.json);
     let outcome = gc(&repo, &opts, bars, &ctx.interrupt);
     bars.clear();
@@ -117,9 +126,10 @@ fn json(o: &GcOutcome) -> serde_json::Value {
 }
 
 /// After a pull or commit: the configured cap, if any. A failure here does
-/// not fail the write that triggered it; it is reported.
-pub(crate) fn after_write(repo: &Repo, added: u64, quiet: bool) {
-    match auto(repo, added) {
+/// not fail the write that triggered it; it is reported. Ctrl-C stops it
+/// (the write is done, and the command goes on to report it).
+pub(crate) fn after_write(repo: &Repo, added: u64, quiet: bool, interrupt: &AtomicBool) {
+    match auto(repo, added, interrupt) {
         Ok(Some(o)) if !quiet => eprintln!(
             "gc: store over its cap of {}: evicted {} refs and {} cached checkouts, {} -> {}",
             format_bytes(o.max_size),
@@ -129,6 +139,9 @@ pub(crate) fn after_write(repo: &Repo, added: u64, quiet: bool) {
             format_bytes(o.size_after)
         ),
         Ok(_) => {}
+        Err(e) if e.is_interrupted() => eprintln!(
+            "gc: interrupted (the write is done); run `arbor gc` to bring the store under its cap"
+        ),
         Err(e) => eprintln!(
             "warning: keeping the store under its size cap failed: {e} (run `arbor gc` to retry)"
         ),

@@ -135,7 +135,12 @@ pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
             outcome.cache_rejected
         );
     }
-    super::gc::after_write(&repo, outcome.bytes_written, a.quiet || a.json);
+    super::gc::after_write(
+        &repo,
+        outcome.bytes_written,
+        a.quiet || a.json,
+        &ctx.interrupt,
+    );
     if a.json {
         super::json::print(&super::json::pull(&outcome))?;
     } else if !a.quiet {

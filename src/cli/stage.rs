@@ -285,7 +285,7 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
         StageCommand::Gc => {
             let repo = ctx.open()?;
             let stages = Stages::open(&repo)?;
-            let n = stages.gc()?;
+            let n = stages.gc(&ctx.interrupt)?;
             eprintln!("removed {n} unused checkouts from the cache");
         }
         StageCommand::Exec {
@@ -349,6 +349,7 @@ pub fn run(ctx: &Ctx, a: StageArgs) -> Result<ExitCode> {
                 &repo,
                 outcome.content_bytes_written + outcome.objects_written * 4096,
                 false,
+                &ctx.interrupt,
             );
             let checksum = outcome.commit;
             println!("{checksum}");

@@ -178,17 +178,11 @@ impl<'r> Cache<'r> {
         let Some(_lock) = self.try_lock_entry(c)? else {
             return Ok(false);
         };
-        // The sidecar first: an entry without it is not used (`lookup`).
-        for side in ["wh", "ok-overlay", "ok-fuse-overlayfs", "ok-unionfs"] {
-            let _ = rustix::fs::unlinkat(
-                &self.dir,
-                format!("{c}.{side}").as_str(),
-                rustix::fs::AtFlags::empty(),
-            );
-        }
-        // Out of the way before removing: a removal that stops part-way
-        // leaves `C.tmp`, which the next build of C clears, never a
-        // half-removed `C` that would block that build's rename.
+        // `C` out of the way first (no entry without `C` is used, see
+        // `lookup`), then its sidecars, then its files: killed at any
+        // point this leaves `C.tmp`, which the next build of C clears, or
+        // sidecars alone, which it rewrites; never a `C` that would block
+        // that build's rename.
         let dir = c.to_string();
         let tmp = format!("{c}.tmp");
         remove_tree(self.dir.as_fd(), &tmp)
@@ -196,6 +190,14 @@ impl<'r> Cache<'r> {
         match rustix::fs::renameat(&self.dir, dir.as_str(), &self.dir, tmp.as_str()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(StageError::io(&self.path.join(&dir), "renaming", e.into())),
+        }
+        crate::failpoint::crash("stage-cache:remove");
+        for side in ["wh", "ok-overlay", "ok-fuse-overlayfs", "ok-unionfs"] {
+            let _ = rustix::fs::unlinkat(
+                &self.dir,
+                format!("{c}.{side}").as_str(),
+                rustix::fs::AtFlags::empty(),
+            );
         }
         remove_tree(self.dir.as_fd(), &tmp)
             .map_err(|e| StageError::io(&self.path.join(&tmp), "removing", e))?;
@@ -269,6 +271,12 @@ impl<'r> Cache<'r> {
         let tmp_path = self.path.join(&tmp);
         remove_tree(self.dir.as_fd(), &tmp)
             .map_err(|e| StageError::io(&tmp_path, "removing a dead build", e))?;
+        // A `C` without its sidecar (`lookup` found no entry, and we hold
+        // `C.lock`) is what an interrupted removal by an older arbor left
+        // (it unlinked the sidecar first): not an entry, and in the way of
+        // the rename that publishes this one.
+        remove_tree(self.dir.as_fd(), &c.to_string())
+            .map_err(|e| StageError::io(&self.path.join(c.to_string()), "removing", e))?;
         let whiteouts = Merger::new(self.repo).layer_whiteouts(c)?;
         let mut opts = CheckoutOptions::new(*c);
         opts.whiteouts = true;

@@ -3,6 +3,7 @@
 //! least-recently-used order.
 
 use std::os::fd::AsFd;
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use super::{StageError, Stages, cache};
@@ -31,7 +32,7 @@ impl Stages<'_> {
     pub fn cache_entries(&self) -> Result<Vec<CacheEntry>, StageError> {
         let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
         let used: std::collections::HashSet<Checksum> =
-            super::pins::pins(self.repo)?.commits.into_iter().collect();
+            super::pins::pins(self.repo)?.cached.into_iter().collect();
         let cache_dir = crate::store::repo::open_dir(&self.base, cache::CACHE_DIR)?;
         let mut out: Vec<CacheEntry> = cache
             .entries()?
@@ -53,15 +54,20 @@ impl Stages<'_> {
     /// Removes the entries of `order` that no stage uses, in that order,
     /// until `enough` says so (it gets the bytes freed so far). Holds the
     /// stage registry lock exclusively, so no stage is created meanwhile
-    /// over an entry being removed.
+    /// over an entry being removed; `None` when a `stage create` kept it
+    /// longer than `timeout` (nothing removed).
     pub fn evict_cache(
         &self,
         order: &[Checksum],
         mut enough: impl FnMut(u64) -> bool,
-    ) -> Result<Vec<Evicted>, StageError> {
-        let _registry = self.registry_lock(true)?;
+        timeout: Option<std::time::Duration>,
+        interrupt: &AtomicBool,
+    ) -> Result<Option<Vec<Evicted>>, StageError> {
+        let Some(_registry) = self.registry_lock(true, timeout, interrupt)? else {
+            return Ok(None);
+        };
         let used: std::collections::HashSet<Checksum> =
-            super::pins::pins(self.repo)?.commits.into_iter().collect();
+            super::pins::pins(self.repo)?.cached.into_iter().collect();
         let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
         let cache_dir = crate::store::repo::open_dir(&self.base, cache::CACHE_DIR)?;
         let mut freed = 0;
@@ -85,6 +91,6 @@ impl Stages<'_> {
                 });
             }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 }

@@ -125,7 +125,7 @@ impl<'r> Merger<'r> {
         })
     }
 
-    fn markers(&self, tree: &DirTree) -> Result<Markers> {
+    fn markers(&self, tree_csum: &Checksum, tree: &DirTree) -> Result<Markers> {
         let mut m = Markers::default();
         if !tree
             .files
@@ -143,10 +143,16 @@ impl<'r> Merger<'r> {
                     continue;
                 }
                 // The dirtree parser validated `f.name`; `target` may still
-                // be "." or "..", which must never hide anything.
-                if crate::ostree::names::validate_file_name(target).is_ok() {
-                    m.hidden.push(target.to_string());
+                // be "." or "..": refused, as a checkout with whiteouts
+                // refuses it (a union stage's layers are such checkouts).
+                if crate::ostree::names::validate_file_name(target).is_err() {
+                    return Err(StoreError::InvalidWhiteout {
+                        dirtree: *tree_csum,
+                        name: f.name.clone(),
+                        target: target.to_string(),
+                    });
                 }
+                m.hidden.push(target.to_string());
                 m.skip.push(i);
             }
         }
@@ -161,7 +167,7 @@ impl<'r> Merger<'r> {
             let m = if dir.clean {
                 Markers::default()
             } else {
-                self.markers(&tree)?
+                self.markers(tree_csum, &tree)?
             };
             if m.opaque {
                 out.clear();
@@ -302,7 +308,7 @@ impl<'r> Merger<'r> {
             return Ok(());
         }
         let tree = self.load_dirtree(tree_csum)?;
-        let m = self.markers(&tree)?;
+        let m = self.markers(tree_csum, &tree)?;
         if m.opaque {
             out.opaque.push(rel.clone());
         }

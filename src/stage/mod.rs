@@ -386,9 +386,16 @@ impl<'r> Stages<'r> {
         }
     }
 
-    /// `extensions/arbor/stages.lock`: shared by `stage create`, exclusive
-    /// by `stage gc`.
-    fn registry_lock(&self, exclusive: bool) -> Result<OwnedFd, StageError> {
+    /// `extensions/arbor/stages.lock`: shared by `stage create` until its
+    /// record names its layers, exclusive while cache entries are removed
+    /// (`stage gc`, gc). Polled, so a wait stops on `interrupt` and, with
+    /// a `timeout`, gives up: `None` then.
+    fn registry_lock(
+        &self,
+        exclusive: bool,
+        timeout: Option<std::time::Duration>,
+        interrupt: &AtomicBool,
+    ) -> Result<Option<OwnedFd>, StageError> {
         let path = self.base_path.join("stages.lock");
         let fd = rustix::fs::openat(
             &self.base,
@@ -397,17 +404,31 @@ impl<'r> Stages<'r> {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| StageError::io(&path, "opening", e.into()))?;
-        crate::fs::ofd_lock(fd.as_fd(), exclusive, true)
-            .map_err(|e| StageError::io(&path, "locking", e))?;
-        Ok(fd)
+        let start = std::time::Instant::now();
+        loop {
+            if crate::fs::ofd_lock(fd.as_fd(), exclusive, false)
+                .map_err(|e| StageError::io(&path, "locking", e))?
+            {
+                return Ok(Some(fd));
+            }
+            crate::progress::check(interrupt)?;
+            if timeout.is_some_and(|t| start.elapsed() >= t) {
+                return Ok(None);
+            }
+            std::thread::sleep(crate::store::lock::POLL);
+        }
     }
 
     /// Removes the checkout-cache entries no stage uses; returns how many.
-    pub fn gc(&self) -> Result<usize, StageError> {
-        let _registry = self.registry_lock(true)?;
+    /// Waits for running `stage create`s to name their layers, stopping on
+    /// `interrupt`.
+    pub fn gc(&self, interrupt: &AtomicBool) -> Result<usize, StageError> {
+        let _registry = self.registry_lock(true, None, interrupt)?;
         let mut used = std::collections::HashSet::new();
         for info in self.list()? {
             match info.record {
+                // A copy stage's root is its own checkout.
+                Some(r) if r.backend == Some(StageBackend::Copy) => {}
                 Some(r) => used.extend(r.layers),
                 // A stage whose record is unreadable may use anything:
                 // say which one stops the collection.
@@ -495,7 +516,8 @@ impl<'r> Stages<'r> {
     /// Creates stage `name` over `opts.layers` (bottom first).
     ///
     /// Progress: [`Phase::StageCreate`] in layers checked out into the
-    /// cache (each checkout reports its own [`Phase::Checkout`]). An
+    /// cache, or (copy backend) in the one checkout of the merged tree;
+    /// each checkout reports its own [`Phase::Checkout`]. An
     /// interrupt stops it with [`StageError::Interrupted`] and removes the
     /// half-made stage; cache entries already built are kept.
     pub fn create(
@@ -512,8 +534,11 @@ impl<'r> Stages<'r> {
             return Err(StageError::NoLayers);
         }
         // Shared: `stage gc` (exclusive) must not remove a cache entry
-        // between our finding it and our record naming it.
-        let _registry = self.registry_lock(false)?;
+        // between our finding it and our record naming it; released with
+        // the store lock below, once the record names the layers (a gc
+        // then sees them in use), so that a long create (integration
+        // commands) holds up no gc.
+        let registry = self.registry_lock(false, None, interrupt)?;
         // The store's shared lock, until the record names the layers: a
         // prune must not delete them between our checking them and the
         // record (which prune reads) pinning them. Building the cache and
@@ -572,6 +597,7 @@ impl<'r> Stages<'r> {
             .map_err(|e| StageError::io(&dir, "creating", e.into()))?;
         self.write_record(name, &record)?;
         drop(store_lock);
+        drop(registry);
         match crate::workers::deep(|| {
             self.populate(name, &mut record, opts.backend, progress, interrupt)
         }) {
@@ -619,8 +645,15 @@ impl<'r> Stages<'r> {
         progress: &dyn Progress,
         interrupt: &AtomicBool,
     ) -> Result<CreateOutcome, StageError> {
-        let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
-        let (entries, cached) = cache.ensure(&record.layers, progress, interrupt)?;
+        // A copy is checked out from the merged tree, not from the cache:
+        // entries built for it would never be used (`auto` builds them,
+        // for the unions it tries first).
+        let (entries, cached) = if choice == BackendChoice::Copy {
+            (Vec::new(), 0)
+        } else {
+            let cache = cache::Cache::open(self.repo, &self.base, &self.base_path)?;
+            cache.ensure(&record.layers, progress, interrupt)?
+        };
         crate::progress::check(interrupt)?;
         for d in [record.root(), record.upper(), record.work()] {
             std::fs::create_dir_all(&d).map_err(|e| StageError::io(&d, "creating", e))?;
@@ -776,6 +809,12 @@ impl<'r> Stages<'r> {
         // A copy is the stage's root, not a union's layer: it shows the
         // commits' xattrs as they are (and commits them back).
         opts.keep_overlay_xattrs = true;
+        // One checkout, of the merged tree (a union stage's are its layers').
+        let total = Some(1);
+        progress.report(crate::progress::Event::Start {
+            phase: Phase::StageCreate,
+            total,
+        });
         crate::checkout::checkout_tree(
             self.repo,
             &record.root(),
@@ -785,6 +824,15 @@ impl<'r> Stages<'r> {
             progress,
             interrupt,
         )?;
+        progress.report(crate::progress::Event::Advance {
+            phase: Phase::StageCreate,
+            done: 1,
+            total,
+            bytes: 0,
+        });
+        progress.report(crate::progress::Event::Finish {
+            phase: Phase::StageCreate,
+        });
         // An exact image of the objects: index it so commits skip hashing
         // what did not change (see `copy_index`).
         if !opts.user_mode && self.repo.mode() != crate::store::RepoMode::BareUserOnly {

@@ -1,14 +1,22 @@
 //! What the stages of a store need kept, for prune and gc: every stage's
 //! layers (their commits and trees) and the merged tree its commits build
-//! on (the `base` file). Stages still being created count: their record
-//! names their layers before anything is checked out.
+//! on (the `base` file); and which checkout-cache entries they use. Stages
+//! still being created count: their record names their layers before
+//! anything is checked out.
 
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
-use super::record::{RECORD, Record};
+use rustix::fs::{FileType, Mode, OFlags};
+
+use super::record::{RECORD, Record, StageBackend};
 use super::{BASE_FILE, EXTENSION_DIR, STAGES_DIR, StageError, parse_base, validate_name};
 use crate::ostree::Checksum;
 use crate::store::Repo;
+
+/// Largest record or base file read (they are a few hundred bytes).
+const MAX_FILE: u64 = 1 << 20;
 
 /// Commits and trees the stages use.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,54 +25,84 @@ pub struct Pins {
     pub commits: Vec<Checksum>,
     /// (dirtree, dirmeta) of each stage's merged layers, once written.
     pub trees: Vec<(Checksum, Checksum)>,
+    /// Layers whose checkout-cache entries a stage uses: those of union
+    /// stages and of stages whose backend is not decided yet. A copy
+    /// stage's root is its own checkout: it uses no cache entry.
+    pub cached: Vec<Checksum>,
 }
 
 /// Reads the records of every stage of `repo`, without creating or
-/// cleaning anything. A record that cannot be read is an error: what it
-/// pins cannot be known.
+/// cleaning anything, through directory descriptors. A record that cannot
+/// be read is an error: what it pins cannot be known.
 pub fn pins(repo: &Repo) -> Result<Pins, StageError> {
-    let dir = repo.path().join(EXTENSION_DIR).join(STAGES_DIR);
+    let path = repo.path().join(EXTENSION_DIR).join(STAGES_DIR);
     let mut pins = Pins::default();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
+    let rel = format!("{EXTENSION_DIR}/{STAGES_DIR}");
+    let dir = match crate::fs::open_dir(repo.dir(), rel.as_str()) {
+        Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pins),
-        Err(e) => return Err(StageError::io(&dir, "listing", e)),
+        Err(e) => return Err(StageError::io(&path, "opening", e)),
     };
-    for entry in entries {
-        let entry = entry.map_err(|e| StageError::io(&dir, "listing", e))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-            continue;
-        };
-        if validate_name(&name).is_err() || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+    let entries =
+        crate::fs::list_dir_typed(dir.as_fd()).map_err(|e| StageError::io(&path, "listing", e))?;
+    for (name, ty) in entries {
+        let Some(name) = name.to_str() else { continue };
+        if ty != FileType::Directory || validate_name(name).is_err() {
             continue;
         }
-        let stage = dir.join(&name);
-        add_stage(&stage, &mut pins)?;
+        let stage_path = path.join(name);
+        let stage = match crate::fs::open_dir(&dir, name) {
+            Ok(d) => d,
+            // Destroyed since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StageError::io(&stage_path, "opening", e)),
+        };
+        add_stage(&stage, &stage_path, &mut pins)?;
     }
-    pins.commits.sort();
-    pins.commits.dedup();
+    for list in [&mut pins.commits, &mut pins.cached] {
+        list.sort();
+        list.dedup();
+    }
     pins.trees.sort();
     pins.trees.dedup();
     Ok(pins)
 }
 
-fn add_stage(stage: &Path, pins: &mut Pins) -> Result<(), StageError> {
-    let record = stage.join(RECORD);
-    match std::fs::read(&record) {
-        Ok(text) => pins.commits.extend(Record::decode(&text, &record)?.layers),
-        // A stage directory whose record is not written yet names nothing.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StageError::io(&record, "reading", e)),
-    }
-    let base = stage.join(BASE_FILE);
-    match std::fs::read_to_string(&base) {
-        Ok(text) => {
-            if let Some(b) = parse_base(&text) {
-                pins.trees.push(b);
-            }
+fn add_stage(stage: &OwnedFd, path: &Path, pins: &mut Pins) -> Result<(), StageError> {
+    let record = path.join(RECORD);
+    // A stage directory whose record is not written yet names nothing.
+    if let Some(text) = read_small(stage, RECORD, &record)? {
+        let r = Record::decode(&text, &record)?;
+        if r.backend != Some(StageBackend::Copy) {
+            pins.cached.extend(&r.layers);
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StageError::io(&base, "reading", e)),
+        pins.commits.extend(r.layers);
+    }
+    let base = path.join(BASE_FILE);
+    if let Some(text) = read_small(stage, BASE_FILE, &base)?
+        && let Some(b) = parse_base(&String::from_utf8_lossy(&text))
+    {
+        pins.trees.push(b);
     }
     Ok(())
+}
+
+/// The content of `name` in `dir`, `None` when it does not exist.
+fn read_small(dir: &OwnedFd, name: &str, path: &Path) -> Result<Option<Vec<u8>>, StageError> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(StageError::io(path, "reading", e.into())),
+    };
+    let mut out = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_FILE)
+        .read_to_end(&mut out)
+        .map_err(|e| StageError::io(path, "reading", e))?;
+    Ok(Some(out))
 }

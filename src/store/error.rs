@@ -49,6 +49,11 @@ pub enum StoreError {
     /// A revision that is neither a ref nor the prefix of a commit here.
     #[error("{0}: no ref or commit matches")]
     UnknownRev(String),
+    /// An entry of a refs directory that cannot be read as a ref, found by
+    /// a listing that must know every ref (prune and gc: what such a ref
+    /// names could otherwise be deleted).
+    #[error("{path}: {reason}; prune and gc must be able to read every ref (rename or remove it)", path = .path.display())]
+    UnlistableRef { path: PathBuf, reason: String },
     /// A ref file that does not hold a checksum.
     #[error("ref {name} ({path}) does not contain a valid checksum", path = .path.display())]
     BadRef { name: String, path: PathBuf },
@@ -110,6 +115,14 @@ pub enum StoreError {
     /// A stack of trees to merge that has no tree.
     #[error("a merged tree needs at least one layer")]
     NoLayers,
+    /// A whiteout of a layer being merged names no entry it may hide
+    /// (`.wh..`, `.wh...`: it would remove `.` or `..`).
+    #[error("whiteout {name:?} in dirtree {dirtree}: it would remove {target:?}")]
+    InvalidWhiteout {
+        dirtree: Checksum,
+        name: String,
+        target: String,
+    },
 }
 
 impl From<crate::progress::Interrupted> for StoreError {

@@ -6,6 +6,7 @@
 //! lock.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags};
@@ -22,6 +23,48 @@ pub enum LockMode {
 
 /// libostree's default `core.lock-timeout-secs`.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long to wait for the lock, from `core.lock-timeout-secs` read as
+/// libostree reads it (`strtoll`: leading digits, anything else 0): N
+/// seconds, or `None` (no limit) for −1. libostree's −2 (and
+/// `core.locking=false`) turns its locking off; arbor locks all the same,
+/// waiting without limit: its prune can only be safe against the writers
+/// that lock, and arbor's own processes still do (ostree processes with
+/// locking off are not protected from a prune, by ostree's nor arbor's).
+pub(crate) fn configured_timeout(repo: &Repo) -> Option<Duration> {
+    let Some(text) = repo.config().get("core", "lock-timeout-secs") else {
+        return Some(DEFAULT_TIMEOUT);
+    };
+    match strtoll(&text) {
+        n if n < 0 => None,
+        n => Some(Duration::from_secs(n as u64)),
+    }
+}
+
+/// Whether `core.locking` turns ostree's locking off (see
+/// [`configured_timeout`]).
+pub(crate) fn ostree_locking_off(repo: &Repo) -> bool {
+    matches!(repo.config().get_bool("core", "locking"), Ok(Some(false)))
+        || repo
+            .config()
+            .get("core", "lock-timeout-secs")
+            .is_some_and(|t| strtoll(&t) <= -2)
+}
+
+/// C's `strtoll` in base 10: blanks, a sign, digits; 0 without digits.
+fn strtoll(s: &str) -> i64 {
+    let t = s.trim_start();
+    let (neg, rest) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let v: i64 = rest[..digits]
+        .parse()
+        .unwrap_or(if digits == 0 { 0 } else { i64::MAX });
+    if neg { -v } else { v }
+}
 /// How often a waiter tries the lock again.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// Locked shared by arbor processes while they wait for the shared lock,
@@ -29,6 +72,12 @@ pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// gap between two of them (OFD locks queue nobody: a waiter that polls
 /// would otherwise rarely find the lock free).
 const WAITERS: &str = "tmp/arbor-lock-waiters";
+/// Locked shared by a prune while it leaves the exclusive lock free for
+/// writers between two batches: another arbor prune or gc waiting for the
+/// exclusive lock does not take it meanwhile (two prunes taking turns
+/// would otherwise fill each other's gaps, and a writer would wait for
+/// both to end).
+const GAP: &str = "tmp/arbor-prune-gap";
 
 pub struct RepoLock {
     _fd: OwnedFd,
@@ -104,63 +153,79 @@ impl RepoLock {
         mode: LockMode,
         timeout: Duration,
     ) -> Result<RepoLock> {
-        Self::wait(repo, Self::open(repo)?, mode, timeout)
+        Self::wait(repo, Self::open(repo)?, mode, Some(timeout), None)
+    }
+
+    /// The lock, waiting at most `timeout` (`None`: the configured
+    /// [`configured_timeout`]) and, while it waits, stopping with
+    /// [`StoreError::Interrupted`] once `interrupt` is set.
+    pub(crate) fn acquire_interruptible(
+        repo: &Repo,
+        mode: LockMode,
+        timeout: Option<Duration>,
+        interrupt: &AtomicBool,
+    ) -> Result<RepoLock> {
+        let timeout = timeout.or_else(|| configured_timeout(repo));
+        Self::wait(repo, Self::open(repo)?, mode, timeout, Some(interrupt))
     }
 
     fn wait_for(repo: &Repo, fd: OwnedFd, mode: LockMode) -> Result<RepoLock> {
-        let timeout = repo
-            .config()
-            .get_u64("core", "lock-timeout-secs")
-            .ok()
-            .flatten()
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TIMEOUT);
-        Self::wait(repo, fd, mode, timeout)
+        Self::wait(repo, fd, mode, configured_timeout(repo), None)
     }
 
     /// Whether an arbor writer (or lock-reading reader) is waiting for the
     /// shared lock: prune lets it in between two batches.
     pub(crate) fn writers_waiting(repo: &Repo) -> bool {
-        rustix::fs::openat(
-            repo.dir(),
-            WAITERS,
-            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .ok()
-        .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
+        locked_elsewhere(repo, WAITERS)
     }
 
     /// Says "waiting for the shared lock" until the returned file is
     /// closed: a shared lock on [`WAITERS`] (best effort).
     fn announce_wait(repo: &Repo) -> Option<OwnedFd> {
-        let fd = rustix::fs::openat(
-            repo.dir(),
-            WAITERS,
-            OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::from_raw_mode(0o660),
-        )
-        .ok()?;
-        sys::ofd_lock(fd.as_fd(), false, false)
-            .ok()
-            .filter(|got| *got)
-            .map(|_| fd)
+        announce(repo, WAITERS)
     }
 
-    fn wait(repo: &Repo, fd: OwnedFd, mode: LockMode, timeout: Duration) -> Result<RepoLock> {
+    /// Says "this prune leaves the lock to writers" until the returned
+    /// file is closed (best effort): other processes waiting for the
+    /// exclusive lock do not take it meanwhile.
+    pub(crate) fn announce_gap(repo: &Repo) -> Option<OwnedFd> {
+        announce(repo, GAP)
+    }
+
+    /// Whether another process leaves the lock to writers now.
+    fn gap_elsewhere(repo: &Repo) -> bool {
+        locked_elsewhere(repo, GAP)
+    }
+
+    /// Polls for the lock until `timeout` (`None`: for as long as it
+    /// takes) or `interrupt`.
+    fn wait(
+        repo: &Repo,
+        fd: OwnedFd,
+        mode: LockMode,
+        timeout: Option<Duration>,
+        interrupt: Option<&AtomicBool>,
+    ) -> Result<RepoLock> {
         let path = repo.path().join(".lock");
         let mut announced = None;
         let exclusive = mode == LockMode::Exclusive;
         let start = Instant::now();
         // Poll rather than block so the wait is bounded and can be reported.
         loop {
-            if sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
+            // A prune's gap belongs to writers, not to another prune.
+            let may_try = !exclusive || !Self::gap_elsewhere(repo);
+            if may_try && sys::ofd_lock(fd.as_fd(), exclusive, false).at(&path)? {
                 return Ok(RepoLock { _fd: fd, mode });
             }
             if !exclusive && announced.is_none() {
                 announced = Self::announce_wait(repo);
             }
-            if start.elapsed() >= timeout {
+            if let Some(flag) = interrupt {
+                crate::progress::check(flag)?;
+            }
+            if let Some(timeout) = timeout
+                && start.elapsed() >= timeout
+            {
                 return Err(StoreError::LockTimeout {
                     path,
                     mode: if exclusive { "exclusive" } else { "shared" },
@@ -169,5 +234,48 @@ impl RepoLock {
             }
             std::thread::sleep(POLL);
         }
+    }
+}
+
+/// A shared lock on the signal file `name` under `tmp/`, held until the
+/// returned file is closed; `None` if it cannot be had (best effort).
+fn announce(repo: &Repo, name: &str) -> Option<OwnedFd> {
+    let fd = rustix::fs::openat(
+        repo.dir(),
+        name,
+        OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o660),
+    )
+    .ok()?;
+    sys::ofd_lock(fd.as_fd(), false, false)
+        .ok()
+        .filter(|got| *got)
+        .map(|_| fd)
+}
+
+/// Whether another open file description holds a lock on the signal file
+/// `name` (false when there is no such file).
+fn locked_elsewhere(repo: &Repo, name: &str) -> bool {
+    rustix::fs::openat(
+        repo.dir(),
+        name,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .ok()
+    .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strtoll;
+
+    #[test]
+    fn timeouts_read_as_strtoll() {
+        assert_eq!(strtoll("300"), 300);
+        assert_eq!(strtoll(" -1"), -1);
+        assert_eq!(strtoll("10s"), 10);
+        assert_eq!(strtoll("abc"), 0);
+        assert_eq!(strtoll("-"), 0);
     }
 }

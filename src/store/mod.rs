@@ -36,8 +36,13 @@
 //! before every batch: commits published since the listing (watched with
 //! inotify, see [`prune`]), every ref, and every stage's record (its
 //! layers and merged tree, which no ref may name) become roots, and what
-//! they reach is spared. Writers that waited for a batch resume as soon as
-//! it ends, so a concurrent pull is held up by one batch, not the prune.
+//! they reach is spared. Between batches the lock is left free for the
+//! writers waiting: arbor's say so and get it after the batch they waited
+//! for; libostree's try once a second without saying so, and get it in
+//! the 1.1 s gap the prune leaves after every 1.5 s of holding it (while
+//! no other prune or gc takes it). So a concurrent `arbor pull` is held up
+//! by about one batch, an `ostree pull` or `commit` by at most about
+//! 2.8 s, however long the prune (see [`prune`]).
 //! gc decides which refs to evict lock-free, then deletes each only if,
 //! under the exclusive lock, it still names the same commit, has not been
 //! used since and is no stage's layer; then it prunes the same way. The

@@ -3,9 +3,10 @@
 //! revision syntax (`REF`, `REMOTE:REF`, checksum, unique prefix, `REV^`).
 
 use std::fmt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
 
-use rustix::fs::{AtFlags, FileType};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use super::error::{IoContext, Result, StoreError};
 use super::repo::{Repo, open_dir, write_file_atomic};
@@ -60,25 +61,187 @@ impl fmt::Display for RefName {
     }
 }
 
+/// A ref of any kind: a local or remote ref, or a collection ref of
+/// another collection (`refs/mirrors/COLLECTION/NAME`, which [`RefName`]
+/// does not address). Prune and gc see all of them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AnyRef {
+    Ref(RefName),
+    /// Printed as ostree prints collection refs: `(COLLECTION, NAME)`.
+    Collection {
+        collection: String,
+        name: String,
+    },
+}
+
+impl fmt::Display for AnyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AnyRef::Ref(r) => r.fmt(f),
+            AnyRef::Collection { collection, name } => write!(f, "({collection}, {name})"),
+        }
+    }
+}
+
+/// How a listing treats what is in a refs directory but is not a ref.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RefListing {
+    /// As libostree: entries whose names are no valid ref component (files
+    /// other tools drop there, ostree#1285) and entries that are neither
+    /// files, symlinks nor directories are ignored.
+    Lenient,
+    /// For prune and gc, which must know every ref: such entries are
+    /// errors ([`StoreError::UnlistableRef`]). Hidden entries (`.` first)
+    /// are still ignored: no ref can be named so, and they are what an
+    /// interrupted atomic write of a ref leaves (ostree's and arbor's).
+    Strict,
+}
+
 /// Longest ref file accepted (a checksum, a newline, some slack).
 const MAX_REF_FILE: usize = 256;
+/// Deepest refs directory listed (libostree sets no bound; a ref name is
+/// at most [`crate::ostree::names::MAX_REF_NAME`] bytes, so at most 512
+/// components deep).
+const MAX_REF_DEPTH: usize = 512;
+
+/// Reads the ref file `leaf` of `dir` (following a symlink: ref aliases
+/// are symlinks); `None` when it does not exist. `name` is the ref's name
+/// for errors.
+pub(crate) fn read_ref_at(
+    dir: impl AsFd,
+    leaf: &str,
+    path: &std::path::Path,
+    name: &dyn fmt::Display,
+) -> Result<Option<Checksum>> {
+    use std::io::Read;
+    let fd = match rustix::fs::openat(
+        dir,
+        leaf,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => return Ok(None),
+        Err(e) => return Err(e).at(path),
+    };
+    let bad = || StoreError::BadRef {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+    };
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd).at(path)?.st_mode) != FileType::RegularFile {
+        return Err(bad());
+    }
+    let mut data = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_REF_FILE as u64 + 1)
+        .read_to_end(&mut data)
+        .at(path)?;
+    let text = std::str::from_utf8(&data).unwrap_or("").trim_end();
+    if data.len() > MAX_REF_FILE || !is_checksum_hex(text) {
+        return Err(bad());
+    }
+    Ok(Some(Checksum::from_hex(text)?))
+}
+
+/// Every ref below the refs directory `top` (at `top_path`), as names with
+/// `/` between components, walked through directory descriptors; `label`
+/// turns a name into what errors call the ref.
+fn walk_refs(
+    top: OwnedFd,
+    top_path: &std::path::Path,
+    mode: RefListing,
+    label: &dyn Fn(&str) -> String,
+) -> Result<Vec<(String, Checksum)>> {
+    let strict = mode == RefListing::Strict;
+    let unlistable =
+        |path: std::path::PathBuf, reason: String| StoreError::UnlistableRef { path, reason };
+    let mut out = Vec::new();
+    // Directories still to list: their parent (kept open while any of its
+    // subdirectories waits, so at most one descriptor per level is open),
+    // their name in it and their ref-name prefix.
+    let top = Rc::new(top);
+    let mut stack: Vec<(Rc<OwnedFd>, Option<String>, String)> = vec![(top, None, String::new())];
+    while let Some((parent, name, prefix)) = stack.pop() {
+        let here = if prefix.is_empty() {
+            top_path.to_path_buf()
+        } else {
+            top_path.join(&prefix)
+        };
+        let dir = match name {
+            None => parent,
+            Some(n) => match crate::fs::open_dir(&*parent, n.as_str()) {
+                Ok(fd) => Rc::new(fd),
+                // Removed since it was listed (a ref deleted meanwhile).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).at(&here),
+            },
+        };
+        let depth = if prefix.is_empty() {
+            0
+        } else {
+            prefix.split('/').count()
+        };
+        for (entry, ty) in list_dir_typed(dir.as_fd()).at(&here)? {
+            let Some(entry) = entry.to_str() else {
+                if strict {
+                    return Err(unlistable(
+                        here.join(&entry),
+                        "the name is not UTF-8, so no ref".into(),
+                    ));
+                }
+                continue;
+            };
+            if entry.starts_with('.') {
+                continue;
+            }
+            let path = here.join(entry);
+            let full = if prefix.is_empty() {
+                entry.to_string()
+            } else {
+                format!("{prefix}/{entry}")
+            };
+            if let Err(e) = validate_ref_name(&full) {
+                if strict {
+                    return Err(unlistable(path, e.to_string()));
+                }
+                continue;
+            }
+            match ty {
+                FileType::Directory => {
+                    if depth + 1 >= MAX_REF_DEPTH {
+                        return Err(unlistable(
+                            path,
+                            format!("refs directories nest deeper than {MAX_REF_DEPTH} levels"),
+                        ));
+                    }
+                    stack.push((dir.clone(), Some(entry.to_string()), full));
+                }
+                FileType::RegularFile | FileType::Symlink => {
+                    if let Some(c) = read_ref_at(&*dir, entry, &path, &label(&full))? {
+                        out.push((full, c));
+                    }
+                }
+                _ if strict => {
+                    return Err(unlistable(
+                        path,
+                        "neither a file, a symlink nor a directory".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
 
 impl Repo {
     /// The commit a ref points to, `None` when the ref does not exist.
     pub fn read_ref(&self, name: &RefName) -> Result<Option<Checksum>> {
-        let rel = name.relative_path();
-        let path = self.path().join(&rel);
+        let (dir, leaf) = name.location();
         // Names are validated (no `..`, no empty components); ref aliases
-        // are symlinks inside refs/heads, so the final component may link.
-        let data = match std::fs::File::open(&path) {
-            Ok(f) => {
-                use std::io::Read;
-                let mut buf = Vec::new();
-                f.take(MAX_REF_FILE as u64 + 1)
-                    .read_to_end(&mut buf)
-                    .at(&path)?;
-                buf
-            }
+        // are symlinks inside refs/heads, so the last component may link.
+        let fd = match crate::fs::open_dir(self.dir(), dir.as_str()) {
+            Ok(fd) => fd,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -87,16 +250,9 @@ impl Repo {
             {
                 return Ok(None);
             }
-            Err(e) => return Err(e).at(&path),
+            Err(e) => return Err(e).at(self.path().join(&dir)),
         };
-        let text = std::str::from_utf8(&data).unwrap_or("").trim_end();
-        if data.len() > MAX_REF_FILE || !is_checksum_hex(text) {
-            return Err(StoreError::BadRef {
-                name: name.to_string(),
-                path,
-            });
-        }
-        Ok(Some(Checksum::from_hex(text)?))
+        read_ref_at(&fd, leaf, &self.path().join(&dir).join(leaf), name)
     }
 
     /// Sets or (with `None`) deletes a ref. Not synced: transactions batch
@@ -127,29 +283,54 @@ impl Repo {
         }
     }
 
-    /// Every ref: local heads, then remote refs, sorted by name.
+    /// Every ref: local heads, then remote refs, sorted by name; entries
+    /// that are not refs are ignored as libostree ignores them.
     pub fn list_refs(&self) -> Result<Vec<(RefName, Checksum)>> {
+        self.list_refs_with(RefListing::Lenient)
+    }
+
+    /// Every local and remote ref, sorted by name; `mode` says what to do
+    /// with entries that are not refs.
+    pub fn list_refs_with(&self, mode: RefListing) -> Result<Vec<(RefName, Checksum)>> {
         let mut out = Vec::new();
-        for name in self.ref_names_under("refs/heads")? {
-            let r = RefName::Head(name);
-            if let Some(c) = self.read_ref(&r)? {
-                out.push((r, c));
+        if let Some(heads) = self.open_refs_dir("refs/heads")? {
+            for (n, c) in walk_refs(heads, &self.path().join("refs/heads"), mode, &|n| {
+                n.to_string()
+            })? {
+                out.push((RefName::Head(n), c));
             }
         }
-        let remotes_path = self.path().join("refs/remotes");
-        if let Ok(remotes) = open_dir(self.dir(), "refs/remotes") {
+        if let Some(remotes) = self.open_refs_dir("refs/remotes")? {
+            let remotes_path = self.path().join("refs/remotes");
             for (remote, ty) in list_dir_typed(remotes.as_fd()).at(&remotes_path)? {
-                let Some(remote) = remote.to_str() else {
+                let (Some(remote), FileType::Directory) = (remote.to_str(), ty) else {
+                    if mode == RefListing::Strict && !remote.as_encoded_bytes().starts_with(b".") {
+                        return Err(StoreError::UnlistableRef {
+                            path: remotes_path.join(&remote),
+                            reason: "not a remote's refs directory".into(),
+                        });
+                    }
                     continue;
                 };
-                if ty != FileType::Directory || validate_remote_name(remote).is_err() {
+                if remote.starts_with('.') {
                     continue;
                 }
-                for name in self.ref_names_under(&format!("refs/remotes/{remote}"))? {
-                    let r = RefName::Remote(remote.to_string(), name);
-                    if let Some(c) = self.read_ref(&r)? {
-                        out.push((r, c));
+                if let Err(e) = validate_remote_name(remote) {
+                    if mode == RefListing::Strict {
+                        return Err(StoreError::UnlistableRef {
+                            path: remotes_path.join(remote),
+                            reason: e.to_string(),
+                        });
                     }
+                    continue;
+                }
+                let Some(dir) = self.open_refs_dir(&format!("refs/remotes/{remote}"))? else {
+                    continue;
+                };
+                for (n, c) in walk_refs(dir, &remotes_path.join(remote), mode, &|n| {
+                    format!("{remote}:{n}")
+                })? {
+                    out.push((RefName::Remote(remote.to_string(), n), c));
                 }
             }
         }
@@ -157,40 +338,53 @@ impl Repo {
         Ok(out)
     }
 
-    /// Ref names (with `/` for subdirectories) below a refs directory.
-    fn ref_names_under(&self, base: &str) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack = vec![String::new()];
-        while let Some(prefix) = stack.pop() {
-            let rel = if prefix.is_empty() {
-                base.to_string()
-            } else {
-                format!("{base}/{prefix}")
+    /// Every ref of every kind, collection refs of `refs/mirrors/` too, for
+    /// prune and gc: an entry that cannot be read as a ref is an error
+    /// ([`RefListing::Strict`]), never skipped.
+    pub fn list_all_refs(&self) -> Result<Vec<(AnyRef, Checksum)>> {
+        let mode = RefListing::Strict;
+        let mut out: Vec<(AnyRef, Checksum)> = self
+            .list_refs_with(mode)?
+            .into_iter()
+            .map(|(r, c)| (AnyRef::Ref(r), c))
+            .collect();
+        let Some(mirrors) = self.open_refs_dir("refs/mirrors")? else {
+            return Ok(out);
+        };
+        let base = self.path().join("refs/mirrors");
+        for (cid, ty) in list_dir_typed(mirrors.as_fd()).at(&base)? {
+            if cid.as_encoded_bytes().starts_with(b".") {
+                continue;
+            }
+            let (Some(cid), FileType::Directory) = (cid.to_str(), ty) else {
+                return Err(StoreError::UnlistableRef {
+                    path: base.join(&cid),
+                    reason: "not a collection's refs directory".into(),
+                });
             };
-            let Ok(dir) = open_dir(self.dir(), &rel) else {
+            let Some(dir) = self.open_refs_dir(&format!("refs/mirrors/{cid}"))? else {
                 continue;
             };
-            for (name, ty) in list_dir_typed(dir.as_fd()).at(self.path().join(&rel))? {
-                let Some(name) = name.to_str() else { continue };
-                let full = if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                if validate_ref_name(&full).is_err() {
-                    continue;
-                }
-                match ty {
-                    FileType::Directory => {
-                        if stack.len() < 64 {
-                            stack.push(full)
-                        }
-                    }
-                    _ => out.push(full),
-                }
+            for (name, c) in walk_refs(dir, &base.join(cid), mode, &|n| format!("({cid}, {n})"))? {
+                out.push((
+                    AnyRef::Collection {
+                        collection: cid.to_string(),
+                        name,
+                    },
+                    c,
+                ));
             }
         }
         Ok(out)
+    }
+
+    /// A refs directory, `None` when it does not exist.
+    fn open_refs_dir(&self, rel: &str) -> Result<Option<OwnedFd>> {
+        match crate::fs::open_dir(self.dir(), rel) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(self.path().join(rel)),
+        }
     }
 
     /// Resolves a revision: `REF`, `REMOTE:REF`, a checksum, a unique

@@ -8,7 +8,7 @@
 //! max-size=20G
 //! evict-prefixes=artifacts/;cache/;
 //! ```
-//! and are then applied after every pull and commit ([`auto`]).
+//! and are then applied after every pull and commit ([`auto()`]).
 //!
 //! # What gc does
 //! 1. Measures the store as `du -sx` would ([`size`]).
@@ -29,8 +29,13 @@
 //!    chosen, and no stage has taken its commit as a layer meanwhile (so
 //!    a ref being pulled, committed to, checked out or staged is never
 //!    evicted: those hold the shared lock until they are done, and then
-//!    count as a use). Then a refs-only prune (whole history of the kept
-//!    refs) removes what they alone reached, in the prune's batches.
+//!    count as a use). Their commits and ancestors are first written to
+//!    a [`journal`]. Then a prune removes what those commits alone held,
+//!    in the prune's batches: every other commit is a root by itself
+//!    (one pulled by checksum, a stage's commit without a ref), every ref
+//!    keeps its whole history, and a journaled commit used again since
+//!    (pulled or checked out by checksum) is kept. A gc killed before the
+//!    prune leaves the journal to the next gc.
 //! 6. The store is measured again; if estimates were off (objects shared
 //!    with checkouts outside the store, say), more rounds follow.
 //!
@@ -38,9 +43,11 @@
 //! removed by rename-then-delete, refs before their objects, and the
 //! prune's own order (see [`super::prune`]).
 
+mod auto;
+mod journal;
 pub mod size;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
@@ -50,25 +57,18 @@ use thiserror::Error;
 
 use super::prune::reach::{Depth, Reach};
 use super::prune::roots::all_refs;
-use super::prune::{PruneError, PruneOptions, PruneOutcome, prune};
+use super::prune::{PruneError, PruneOptions, PruneOutcome};
+use super::refs::{AnyRef, RefListing};
 use super::{RefName, Repo, StoreError, used};
 use crate::ostree::{Checksum, ObjectName, ObjectType};
 use crate::progress::{Event, Progress};
 use crate::stage::StageError;
 use crate::stage::evict::Evicted;
+pub use auto::auto;
 use size::Usage;
 
 /// Rounds of evict-prune-measure before giving up on reaching the target.
 const MAX_ROUNDS: usize = 4;
-/// How old a measurement [`auto`] trusts (plus what writers added since).
-const MEASURE_EVERY: Duration = Duration::from_secs(3600);
-/// Added to every write's own estimate: the ref file, and a new
-/// `objects/XX` or refs directory it may have made.
-const WRITE_OVERHEAD: u64 = 16 << 10;
-/// How long [`auto`] waits for the exclusive lock each time.
-const AUTO_LOCK_WAIT: Duration = Duration::from_secs(10);
-/// Where [`auto`] keeps its last measurement.
-const STATE_FILE: &str = "extensions/arbor/gc-state";
 
 #[derive(Clone, Debug)]
 pub struct GcOptions {
@@ -206,6 +206,21 @@ pub enum GcError {
     Interrupted,
 }
 
+impl GcError {
+    /// Whether the interrupt flag stopped the gc (at any of its steps).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            GcError::Interrupted
+                | GcError::Prune(PruneError::Interrupted)
+                | GcError::Prune(PruneError::Store(StoreError::Interrupted))
+                | GcError::Store(StoreError::Interrupted)
+                | GcError::Stages(StageError::Interrupted)
+                | GcError::Stages(StageError::Store(StoreError::Interrupted))
+        )
+    }
+}
+
 impl From<crate::progress::Interrupted> for GcError {
     fn from(_: crate::progress::Interrupted) -> Self {
         GcError::Interrupted
@@ -240,8 +255,15 @@ pub fn gc(
     out.size_after = size;
     if size <= opts.max_size {
         if !opts.dry_run {
+            // What an interrupted gc evicted but did not prune.
+            if !journal::read(repo).is_empty() {
+                out.prunes
+                    .push(prune_evicted(repo, opts, progress, interrupt)?);
+                size = measure(repo)?;
+                out.size_after = size;
+            }
             forget_absent_marks(repo)?;
-            save_state(repo, size);
+            auto::save_state(repo, size);
         }
         return Ok(out);
     }
@@ -256,17 +278,24 @@ pub fn gc(
         .map(|e| e.commit)
         .collect();
     if opts.dry_run {
-        let dir = repo
+        let path = repo
             .path()
             .join(crate::stage::EXTENSION_DIR)
             .join("checkouts");
+        let rel = format!("{}/{}", crate::stage::EXTENSION_DIR, "checkouts");
+        let dir =
+            crate::fs::open_dir(repo.dir(), rel.as_str()).map_err(|source| GcError::Measure {
+                path: path.clone(),
+                source,
+            })?;
         for c in order {
             if size <= target {
                 break;
             }
-            let u = size::disk_usage_path(&dir.join(c.to_string())).map_err(|source| {
+            let name = c.to_string();
+            let u = size::disk_usage(std::os::fd::AsFd::as_fd(&dir), &name).map_err(|source| {
                 GcError::Measure {
-                    path: dir.join(c.to_string()),
+                    path: path.join(&name),
                     source,
                 }
             })?;
@@ -278,8 +307,20 @@ pub fn gc(
         }
     } else {
         let start = size;
-        out.cache_evicted =
-            stages.evict_cache(&order, |freed| start.saturating_sub(freed) <= target)?;
+        let timeout = opts
+            .lock_timeout
+            .or_else(|| super::lock::configured_timeout(repo));
+        match stages.evict_cache(
+            &order,
+            |freed| start.saturating_sub(freed) <= target,
+            timeout,
+            interrupt,
+        )? {
+            Some(evicted) => out.cache_evicted = evicted,
+            None => progress.report(Event::Note(
+                "checkout cache busy (a stage is being created): not evicting from it",
+            )),
+        }
         size = start.saturating_sub(out.cache_evicted.iter().map(|e| e.bytes).sum::<u64>());
     }
     drop(stages);
@@ -309,15 +350,8 @@ pub fn gc(
             out.still_over = size > opts.max_size;
             break;
         }
-        let prune_opts = PruneOptions {
-            refs_only: true,
-            depth: -1,
-            batch_size: opts.batch_size,
-            lock_timeout: opts.lock_timeout,
-            ..Default::default()
-        };
         out.prunes
-            .push(prune(repo, &prune_opts, progress, interrupt)?);
+            .push(prune_evicted(repo, opts, progress, interrupt)?);
         size = measure(repo)?;
         if !any {
             out.still_over = size > opts.max_size;
@@ -328,7 +362,7 @@ pub fn gc(
     out.size_after = size;
     if !opts.dry_run {
         forget_absent_marks(repo)?;
-        save_state(repo, size);
+        auto::save_state(repo, size);
     }
     Ok(out)
 }
@@ -389,7 +423,7 @@ fn choose(
     let pinned: std::collections::HashSet<Checksum> = pins.commits.iter().copied().collect();
     let mut reach = Reach::new(repo, false);
     let mut candidates = Vec::new();
-    for (name, commit) in repo.list_refs()? {
+    for (name, commit) in repo.list_refs_with(RefListing::Strict)? {
         if opts.evictable(&name.to_string()) && !pinned.contains(&commit) {
             let last_use = ref_last_use(repo, &name, &commit);
             candidates.push(Victim {
@@ -402,9 +436,22 @@ fn choose(
         }
     }
     // Collection refs are never evicted.
-    for (name, commit) in all_refs(repo, true)? {
-        if name.starts_with('(') {
+    for (name, commit) in all_refs(repo)? {
+        if let AnyRef::Collection { .. } = name {
             reach.add_commit(commit, Depth::ALL)?;
+        }
+    }
+    // Every other commit stays whatever is evicted (gc's prune deletes
+    // only what the evicted refs held): those outside the candidates'
+    // histories and outside what earlier evictions left to prune.
+    let mut evictable: HashSet<Checksum> =
+        journal::read(repo).into_iter().map(|(c, _)| c).collect();
+    for v in &candidates {
+        ancestors(repo, v.commit, &mut evictable)?;
+    }
+    for n in &objects {
+        if n.objtype == ObjectType::Commit && !evictable.contains(&n.checksum) {
+            reach.add_commit(n.checksum, Depth::TIP)?;
         }
     }
     for c in &pins.commits {
@@ -451,7 +498,9 @@ fn is_candidate(n: &ObjectName) -> bool {
 
 /// Deletes the chosen refs that are still as they were chosen, under the
 /// exclusive lock (so no pull, commit, checkout or stage create is
-/// running); returns those deleted.
+/// running); returns those deleted. Their commits and ancestors are first
+/// written to the [`journal`], which the prune that follows (this gc's, or
+/// the next one's if this one is killed) deletes, and only those.
 fn evict_refs(
     repo: &Repo,
     victims: &[Victim],
@@ -466,7 +515,7 @@ fn evict_refs(
         .commits
         .into_iter()
         .collect();
-    let mut out = Vec::new();
+    let mut chosen = Vec::new();
     for v in victims {
         if repo.read_ref(&v.name)? != Some(v.commit)
             || pinned.contains(&v.commit)
@@ -474,14 +523,79 @@ fn evict_refs(
         {
             continue;
         }
+        chosen.push(v);
+    }
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut history = HashSet::new();
+    for v in &chosen {
+        ancestors(repo, v.commit, &mut history)?;
+    }
+    // File times (the use marks) come from the kernel's coarse clock,
+    // which lags the precise one by up to a tick: a use after this moment
+    // must not look older than it.
+    let now = SystemTime::now() - Duration::from_millis(20);
+    journal::add(repo, history.into_iter().map(|c| (c, now)))?;
+    crate::failpoint::crash("gc:journaled");
+    let mut out = Vec::new();
+    for v in chosen {
         repo.write_ref(&v.name, None)?;
+        crate::failpoint::crash("gc:ref-deleted");
         out.push((v.name.to_string(), v.commit));
     }
+    sync(repo)?;
+    Ok(out)
+}
+
+/// Adds `commit` and its ancestors present in the store to `into`.
+fn ancestors(repo: &Repo, commit: Checksum, into: &mut HashSet<Checksum>) -> Result<(), GcError> {
+    let mut next = Some(commit);
+    while let Some(c) = next.take() {
+        if into.contains(&c) {
+            break;
+        }
+        match repo.load_commit(&c) {
+            Ok(parsed) => {
+                into.insert(c);
+                next = parsed.parent;
+            }
+            Err(StoreError::MissingObject(_)) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn sync(repo: &Repo) -> Result<(), GcError> {
     if repo.fsync_enabled() {
         rustix::fs::syncfs(repo.dir()).map_err(|e| StoreError::Io {
             path: repo.path().to_path_buf(),
             source: e.into(),
         })?;
+    }
+    Ok(())
+}
+
+/// Prunes what the [`journal`]'s evicted commits alone held, then takes
+/// them off the journal.
+fn prune_evicted(
+    repo: &Repo,
+    opts: &GcOptions,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, GcError> {
+    let evicted = journal::read(repo);
+    let prune_opts = PruneOptions {
+        batch_size: opts.batch_size,
+        lock_timeout: opts.lock_timeout,
+        ..Default::default()
+    };
+    let out = super::prune::prune_evicted(repo, &prune_opts, &evicted, progress, interrupt)?;
+    crate::failpoint::crash("gc:pruned");
+    if !evicted.is_empty() {
+        let _lock = super::prune::exclusive(repo, opts.lock_timeout, interrupt)?;
+        journal::remove(repo, evicted.iter().map(|(c, _)| *c))?;
     }
     Ok(out)
 }
@@ -494,68 +608,6 @@ fn forget_absent_marks(repo: &Repo) -> Result<(), GcError> {
         }
     }
     Ok(())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Remembers a measurement for [`auto`] (best effort).
-fn save_state(repo: &Repo, bytes: u64) {
-    write_state(repo, bytes, now_secs());
-}
-
-fn write_state(repo: &Repo, bytes: u64, at: u64) {
-    let Ok(dir) = crate::fs::open_dir(repo.dir(), "extensions/arbor") else {
-        return;
-    };
-    let _ = crate::store::repo::write_file_atomic(
-        std::os::fd::AsFd::as_fd(&dir),
-        &repo.path().join("extensions/arbor"),
-        "gc-state",
-        format!("{bytes} {at}\n").as_bytes(),
-        0o644,
-    );
-}
-
-fn read_state(repo: &Repo) -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string(repo.path().join(STATE_FILE)).ok()?;
-    let mut it = text.split_whitespace();
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
-
-/// Applies the config's cap after a write that added about `added`
-/// bytes; `None` when no cap is configured or the store is under it.
-/// The size is the last measurement plus what writers reported since,
-/// measured afresh when that is over the cap or older than an hour, so
-/// a write costs no walk of the store.
-pub fn auto(repo: &Repo, added: u64) -> Result<Option<GcOutcome>, GcError> {
-    let Some(mut opts) = GcOptions::from_config(repo)? else {
-        return Ok(None);
-    };
-    // The write that called us is done: it must not hang on behind a long
-    // pull of another process. The next write tries again.
-    opts.lock_timeout = Some(AUTO_LOCK_WAIT);
-    let now = now_secs();
-    if let Some((bytes, at)) = read_state(repo)
-        && now.saturating_sub(at) < MEASURE_EVERY.as_secs()
-    {
-        let estimate = bytes.saturating_add(added).saturating_add(WRITE_OVERHEAD);
-        if estimate <= opts.max_size {
-            write_state(repo, estimate, at);
-            return Ok(None);
-        }
-    }
-    let out = gc(
-        repo,
-        &opts,
-        &crate::progress::NoProgress,
-        &AtomicBool::new(false),
-    )?;
-    Ok((out.size_before > opts.max_size).then_some(out))
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@
 
 use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -53,14 +52,6 @@ pub fn disk_usage(dir: BorrowedFd<'_>, name: &str) -> std::io::Result<Usage> {
         usage += walk.dir(&fd)?;
     }
     Ok(usage)
-}
-
-/// Usage of the directory at `path`.
-pub fn disk_usage_path(path: &Path) -> std::io::Result<Usage> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or(".");
-    let pfd = crate::fs::open_dir(rustix::fs::CWD, parent)?;
-    disk_usage(pfd.as_fd(), name)
 }
 
 impl Walk {

@@ -41,9 +41,23 @@
 //!    was computing, and then referenced it, has finished and published
 //!    its commit by then; that commit is one of the new ones.
 //! 3. Between two batches the lock is free. OFD locks queue nobody and
-//!    waiters poll, so an arbor writer waiting for the shared lock
-//!    announces itself (see `RepoLock::writers_waiting`), and the prune
-//!    then pauses for two of its polls before taking the lock again.
+//!    waiters poll, so a prune taking the lock again at once would starve
+//!    them:
+//!    * an arbor writer waiting for the shared lock announces itself (see
+//!      `RepoLock::writers_waiting`), and the prune then leaves the lock
+//!      free for two of its polls (100 ms);
+//!    * libostree's writers (`ostree commit`, `pull`) say nothing and try
+//!      the lock once a second (`ostree_repo_lock_push`: a non-blocking
+//!      `F_OFD_SETLK`, then `sleep (1)`, up to `core.lock-timeout-secs`),
+//!      so after every [`HOLD_BUDGET`] (1.5 s) of holding the lock the
+//!      prune leaves it free for [`FAIR_GAP`] (1.1 s), in which every such
+//!      waiter tries once. A writer thus waits at most about 2.8 s, however
+//!      long the prune; a prune that holds the lock for less than 1.5 s in
+//!      all never pauses.
+//!
+//!    During either pause the prune says so (`RepoLock::announce_gap`),
+//!    and another arbor prune or gc waiting for the exclusive lock leaves
+//!    it alone: two prunes would otherwise fill each other's gaps.
 //! 4. Commits are deleted before anything else, so at every moment each
 //!    remaining commit's tree is whole; a kill at any point leaves a store
 //!    that `fsck` passes, and orphans that the next prune removes.
@@ -58,6 +72,7 @@ mod extras;
 mod listing;
 pub(crate) mod reach;
 pub(crate) mod roots;
+mod sweep;
 
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -65,19 +80,28 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::ostree::{Checksum, ObjectName, ObjectType};
-use crate::progress::{Event, Phase, Progress};
+use crate::progress::{Event, Progress};
+use crate::store::lock::RepoLock;
 use crate::store::{LockMode, Repo, StoreError};
 pub use date::parse_date;
-use extras::Freed;
 use listing::{Listing, Watch};
 pub use reach::Depth;
-use reach::{FastSet, Reach};
+use reach::Reach;
 use roots::RootRule;
+use sweep::Sweep;
 
 /// Longest time one batch holds the exclusive lock while deleting.
 pub const MAX_HOLD: Duration = Duration::from_millis(200);
-/// Objects deleted in parallel between checks of the hold time.
-const CHUNK: usize = 256;
+/// Time holding the exclusive lock after which the prune leaves it free
+/// for [`FAIR_GAP`]. libostree's writers (an `ostree commit` or `pull`)
+/// do not say that they wait (as arbor's do, see
+/// `RepoLock::writers_waiting`) and try the lock once a second: without
+/// such gaps they would wait for the whole prune, and fail once it lasts
+/// longer than their `core.lock-timeout-secs`.
+pub const HOLD_BUDGET: Duration = Duration::from_millis(1500);
+/// How long the lock is left free after [`HOLD_BUDGET`]: more than
+/// libostree's one-second retry, so that a waiting ostree writer gets it.
+pub const FAIR_GAP: Duration = Duration::from_millis(1100);
 
 /// What to prune; `ostree prune`'s options.
 #[derive(Clone, Debug)]
@@ -221,6 +245,41 @@ pub fn prune(
         return Err(PruneError::DryRunDeletesNothing);
     }
     let rule = RootRule::from_options(repo, opts)?;
+    prune_with(repo, opts, rule, progress, interrupt)
+}
+
+/// gc's prune after it deleted refs: deletes what only `evicted` (the
+/// commits those refs named and their ancestors, each with when it was
+/// evicted) held, and what nothing reaches; every other commit stays, with
+/// its tree, as do the refs' whole histories (see
+/// [`RootRule::AllCommitsBut`]). Only `batch_size`, `lock_timeout` and
+/// `dry_run` of `opts` are used.
+pub(crate) fn prune_evicted(
+    repo: &Repo,
+    opts: &PruneOptions,
+    evicted: &[(Checksum, std::time::SystemTime)],
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, PruneError> {
+    let opts = PruneOptions {
+        batch_size: opts.batch_size,
+        lock_timeout: opts.lock_timeout,
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let rule = RootRule::AllCommitsBut {
+        evicted: evicted.iter().copied().collect(),
+    };
+    prune_with(repo, &opts, rule, progress, interrupt)
+}
+
+fn prune_with(
+    repo: &Repo,
+    opts: &PruneOptions,
+    rule: RootRule,
+    progress: &dyn Progress,
+    interrupt: &AtomicBool,
+) -> Result<PruneOutcome, PruneError> {
     let mut out = PruneOutcome {
         dry_run: opts.dry_run,
         ..Default::default()
@@ -242,6 +301,12 @@ pub fn prune(
         drop(lock);
     }
 
+    if crate::store::lock::ostree_locking_off(repo) {
+        progress.report(Event::Note(
+            "core.locking is off: ostree processes writing to this repository take no lock, \
+             and no prune can keep clear of them",
+        ));
+    }
     progress.report(Event::Note("finding reachable objects"));
     let plan = match plan(repo, opts, &rule, interrupt) {
         Err(PruneError::MissingObject { .. }) => {
@@ -254,19 +319,7 @@ pub fn prune(
     };
     crate::failpoint::crash("prune:computed");
     out.objects_total = plan.listing.candidates.len() as u64;
-    let mut sweep = Sweep {
-        repo,
-        rule: &rule,
-        plan,
-        tombstones,
-        link_threshold: repo
-            .config()
-            .get_u64("core", "payload-link-threshold")
-            .ok()
-            .flatten(),
-        batch_size: opts.batch_size.max(1),
-        lock_timeout: opts.lock_timeout,
-    };
+    let mut sweep = Sweep::new(repo, &rule, plan, tombstones, opts);
     if opts.dry_run {
         sweep.dry_run(&mut out)?;
     } else {
@@ -278,9 +331,12 @@ pub fn prune(
 /// `--delete-commit`: refused while a ref points at the commit; turns
 /// tombstones on for good, as ostree does. The caller holds the lock.
 fn delete_one_commit(repo: &Repo, c: Checksum, out: &mut PruneOutcome) -> Result<(), PruneError> {
-    for (name, target) in roots::all_refs(repo, true)? {
+    for (name, target) in roots::all_refs(repo)? {
         if target == c {
-            return Err(PruneError::CommitReferenced { commit: c, name });
+            return Err(PruneError::CommitReferenced {
+                commit: c,
+                name: name.to_string(),
+            });
         }
     }
     let name = ObjectName::new(c, ObjectType::Commit);
@@ -319,8 +375,8 @@ fn plan<'r>(
     let watch = Watch::start(repo);
     let listing = listing::list(repo, opts.commit_only)?;
     let mut reach = Reach::new(repo, opts.commit_only);
-    if let Some(depth) = rule.all_commits_depth() {
-        for c in &listing.commits {
+    for c in &listing.commits {
+        if let Some(depth) = rule.commit_root(repo, c) {
             reach.add_commit(*c, depth)?;
         }
     }
@@ -341,278 +397,19 @@ pub(crate) fn exclusive(
     repo: &Repo,
     timeout: Option<Duration>,
     interrupt: &AtomicBool,
-) -> Result<crate::store::lock::RepoLock, PruneError> {
-    use crate::store::lock::{POLL, RepoLock};
-    let timeout = timeout.unwrap_or_else(|| {
-        Duration::from_secs(
-            repo.config()
-                .get_u64("core", "lock-timeout-secs")
-                .ok()
-                .flatten()
-                .unwrap_or(300),
-        )
-    });
-    let start = Instant::now();
-    loop {
-        if let Some(lock) = RepoLock::try_acquire(repo, LockMode::Exclusive)? {
-            return Ok(lock);
+) -> Result<RepoLock, PruneError> {
+    RepoLock::acquire_interruptible(repo, LockMode::Exclusive, timeout, interrupt).map_err(|e| {
+        match e {
+            StoreError::Interrupted => PruneError::Interrupted,
+            StoreError::LockTimeout { path, waited, .. } => PruneError::Busy { path, waited },
+            e => e.into(),
         }
-        crate::progress::check(interrupt)?;
-        if start.elapsed() >= timeout {
-            return Err(PruneError::Busy {
-                path: repo.path().join(".lock"),
-                waited: timeout,
-            });
-        }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 impl PruneOutcome {
     fn note_hold(&mut self, d: Duration) {
         self.lock_holds += 1;
         self.longest_lock_hold = self.longest_lock_hold.max(d);
-    }
-}
-
-/// Deleting what the plan found unreachable.
-struct Sweep<'a, 'r> {
-    repo: &'r Repo,
-    rule: &'a RootRule,
-    plan: Plan<'r>,
-    tombstones: bool,
-    link_threshold: Option<u64>,
-    batch_size: usize,
-    lock_timeout: Option<Duration>,
-}
-
-impl Sweep<'_, '_> {
-    /// Whether `name` must stay: reachable, or a payload link whose
-    /// target stays and is big enough to deserve one (as libostree).
-    fn keep(&self, name: &ObjectName) -> Result<bool, PruneError> {
-        if self.plan.reach.contains(name) {
-            return Ok(true);
-        }
-        if name.objtype != ObjectType::PayloadLink {
-            return Ok(false);
-        }
-        let Some(threshold) = self.link_threshold else {
-            return Ok(false);
-        };
-        let Some(target) = extras::payload_link_target(self.repo, name)? else {
-            return Ok(false);
-        };
-        let file = ObjectName::new(target, ObjectType::File);
-        if !self.plan.reach.contains(&file) {
-            return Ok(false);
-        }
-        Ok(extras::object_size(self.repo, &file)?.is_some_and(|(s, _)| s.bytes >= threshold))
-    }
-
-    /// The unreachable candidates, commits first.
-    fn doomed(&self) -> Result<Vec<ObjectName>, PruneError> {
-        let mut doomed = Vec::new();
-        for name in &self.plan.listing.candidates {
-            if !self.keep(name)? {
-                doomed.push(*name);
-            }
-        }
-        doomed.sort_by_key(|n| (n.objtype != ObjectType::Commit, *n));
-        Ok(doomed)
-    }
-
-    fn dry_run(&mut self, out: &mut PruneOutcome) -> Result<(), PruneError> {
-        let doomed = self.doomed()?;
-        let mut gone_commits = FastSet::default();
-        for name in doomed {
-            if let Some((size, _)) = extras::object_size(self.repo, &name)? {
-                out.bytes_freed += size.bytes;
-                out.disk_bytes_freed += size.disk_bytes;
-            }
-            if name.objtype == ObjectType::Commit {
-                gone_commits.insert(name.checksum);
-            }
-            out.deleted.push(name);
-        }
-        let present = |c: &Checksum| -> Result<bool, PruneError> {
-            Ok(!gone_commits.contains(c)
-                && self
-                    .repo
-                    .has_object(&ObjectName::new(*c, ObjectType::Commit))?)
-        };
-        for d in extras::list_deltas(self.repo)? {
-            if !present(&d.to)? {
-                out.deltas_deleted.push(d.name());
-            }
-        }
-        out.summary_caches_removed = extras::stale_summary_caches(self.repo)?;
-        for c in extras::partial_markers(self.repo)? {
-            if !present(&c)? && !extras::commit_staged(self.repo, &c)? {
-                out.markers_removed.push(c);
-            }
-        }
-        for c in self.plan.listing.commitmeta.clone() {
-            if !present(&c)? && !extras::commit_staged(self.repo, &c)? {
-                out.commitmeta_removed.push(c);
-            }
-        }
-        Ok(())
-    }
-
-    /// Under the exclusive lock: makes roots of what appeared since the
-    /// plan (new commits, moved refs, new stages) and walks them.
-    fn recheck(&mut self, interrupt: &AtomicBool) -> Result<(), PruneError> {
-        let plan = &mut self.plan;
-        let new = plan
-            .watch
-            .new_commits(self.repo, &mut plan.listing.commits)?;
-        let depth = self.rule.all_commits_depth().unwrap_or(Depth::TIP);
-        for c in new {
-            plan.reach.add_commit(c, depth)?;
-        }
-        self.rule.add_ref_roots(self.repo, &mut plan.reach)?;
-        roots::add_stage_roots(self.repo, &mut plan.reach)?;
-        plan.reach.finish(interrupt)
-    }
-
-    fn run(
-        &mut self,
-        out: &mut PruneOutcome,
-        progress: &dyn Progress,
-        interrupt: &AtomicBool,
-    ) -> Result<(), PruneError> {
-        let doomed = self.measure(self.doomed()?)?;
-        let total = doomed.len() as u64;
-        progress.report(Event::Start {
-            phase: Phase::Prune,
-            total: Some(total),
-        });
-        let mut next = 0;
-        loop {
-            crate::progress::check(interrupt)?;
-            let lock = exclusive(self.repo, self.lock_timeout, interrupt)?;
-            let held = Instant::now();
-            self.recheck(interrupt)?;
-            let mut handled = 0;
-            while next < doomed.len() && handled < self.batch_size && held.elapsed() < MAX_HOLD {
-                let end = (next + CHUNK)
-                    .min(doomed.len())
-                    .min(next + self.batch_size - handled);
-                let mut chunk = Vec::with_capacity(end - next);
-                for d in &doomed[next..end] {
-                    if self.keep(&d.0)? {
-                        out.spared += 1;
-                    } else {
-                        chunk.push(*d);
-                    }
-                }
-                self.delete_chunk(&chunk, out)?;
-                handled += end - next;
-                next = end;
-            }
-            let finished = next >= doomed.len();
-            if finished {
-                crate::failpoint::crash("prune:objects-deleted");
-                self.final_cleanup(out)?;
-            }
-            out.note_hold(held.elapsed());
-            drop(lock);
-            progress.report(Event::Advance {
-                phase: Phase::Prune,
-                done: out.deleted.len() as u64,
-                total: Some(total),
-                bytes: out.bytes_freed,
-            });
-            if finished {
-                break;
-            }
-            // A writer waiting for the shared lock polls: give it a turn.
-            if crate::store::lock::RepoLock::writers_waiting(self.repo) {
-                std::thread::sleep(crate::store::lock::POLL * 2);
-            }
-        }
-        progress.report(Event::Finish {
-            phase: Phase::Prune,
-        });
-        Ok(())
-    }
-
-    /// Sizes (and inode numbers) of what is to go, measured before any
-    /// lock is taken; objects already gone are dropped. Commits stay first;
-    /// the rest is ordered by inode, so that deleting walks the inode
-    /// tables in order (each table block and bitmap is updated in one run
-    /// instead of in checksum order).
-    fn measure(&self, doomed: Vec<ObjectName>) -> Result<Vec<(ObjectName, Freed)>, PruneError> {
-        use rayon::prelude::*;
-        let measured: Vec<Option<(ObjectName, Freed, u64)>> = doomed
-            .par_iter()
-            .map(|n| Ok(extras::object_size(self.repo, n)?.map(|(f, ino)| (*n, f, ino))))
-            .collect::<Result<_, StoreError>>()?;
-        let mut measured: Vec<(ObjectName, Freed, u64)> = measured.into_iter().flatten().collect();
-        measured.sort_by_key(|(n, _, ino)| (n.objtype != ObjectType::Commit, *ino));
-        Ok(measured.into_iter().map(|(n, f, _)| (n, f)).collect())
-    }
-
-    /// Deletes `chunk` in parallel, its commits before anything else.
-    fn delete_chunk(
-        &self,
-        chunk: &[(ObjectName, Freed)],
-        out: &mut PruneOutcome,
-    ) -> Result<(), PruneError> {
-        use rayon::prelude::*;
-        let split = chunk.partition_point(|(n, _)| n.objtype == ObjectType::Commit);
-        for part in [&chunk[..split], &chunk[split..]] {
-            if part.is_empty() {
-                continue;
-            }
-            let results: Vec<_> = part
-                .par_iter()
-                .map(|(n, _)| extras::delete_object(self.repo, n, self.tombstones))
-                .collect();
-            for ((name, size), r) in part.iter().zip(results) {
-                if r? {
-                    out.deleted.push(*name);
-                    out.bytes_freed += size.bytes;
-                    out.disk_bytes_freed += size.disk_bytes;
-                    if name.objtype == ObjectType::Commit && self.tombstones {
-                        out.tombstones_written += 1;
-                    }
-                }
-            }
-            if part[0].0.objtype != ObjectType::Commit {
-                crate::failpoint::crash("prune:batch");
-            }
-        }
-        Ok(())
-    }
-
-    /// Under the last hold: deltas to absent commits, stale markers and
-    /// detached metadata, summary caches of removed remotes.
-    fn final_cleanup(&mut self, out: &mut PruneOutcome) -> Result<(), PruneError> {
-        let repo = self.repo;
-        let present = |c: &Checksum| repo.has_object(&ObjectName::new(*c, ObjectType::Commit));
-        for d in extras::list_deltas(repo)? {
-            if !present(&d.to)? {
-                extras::remove_delta(repo, &d)?;
-                out.deltas_deleted.push(d.name());
-            }
-        }
-        for name in extras::stale_summary_caches(repo)? {
-            extras::remove_summary_cache(repo, &name)?;
-            out.summary_caches_removed.push(name);
-        }
-        for c in extras::partial_markers(repo)? {
-            if !present(&c)? && !extras::commit_staged(repo, &c)? {
-                repo.clear_commit_partial(&c)?;
-                out.markers_removed.push(c);
-            }
-        }
-        for c in std::mem::take(&mut self.plan.listing.commitmeta) {
-            if !present(&c)? && !extras::commit_staged(repo, &c)? {
-                extras::delete_commit_leftovers(repo, &c)?;
-                out.commitmeta_removed.push(c);
-            }
-        }
-        Ok(())
     }
 }

@@ -92,6 +92,12 @@ pub(crate) struct Reach<'r> {
     metas: FastSet<Checksum>,
     files: FastSet<Checksum>,
     pending: Vec<Pending>,
+    /// Dirtrees found missing where a gap is tolerated (below a partial
+    /// commit or a stage's tree), still marked reached: read again by
+    /// [`retry_missing`](Self::retry_missing). The pull that completes such
+    /// a commit fetches the tree but not the objects below it that it finds
+    /// already present, and those must then be reached too.
+    missing: Vec<Pending>,
     /// Objects newly reached since logging began (for gc's attribution).
     log: Option<Vec<ObjectName>>,
 }
@@ -106,6 +112,7 @@ impl<'r> Reach<'r> {
             metas: FastSet::default(),
             files: FastSet::default(),
             pending: Vec::new(),
+            missing: Vec::new(),
             log: None,
         }
     }
@@ -223,11 +230,20 @@ impl<'r> Reach<'r> {
         }
     }
 
+    /// Queues again every dirtree found missing so far, for the next
+    /// [`finish`](Self::finish) (see [`Reach::missing`]): a re-check under
+    /// the exclusive lock calls it, since what was missing may have
+    /// arrived.
+    pub fn retry_missing(&mut self) {
+        self.pending.append(&mut self.missing);
+    }
+
     /// Reads every queued dirtree and what is below it, a level at a time,
     /// the dirtrees of a level in parallel. A dirtree missing below a
     /// complete commit is an error (the store is damaged: prune must not
     /// guess); below a partial commit or a stage's tree it is skipped, as
-    /// libostree does for partial commits.
+    /// libostree does for partial commits, and remembered for
+    /// [`retry_missing`](Self::retry_missing).
     pub fn finish(&mut self, interrupt: &AtomicBool) -> Result<(), PruneError> {
         while !self.pending.is_empty() {
             crate::progress::check(interrupt).map_err(|_| PruneError::Interrupted)?;
@@ -245,7 +261,10 @@ impl<'r> Reach<'r> {
                 })
                 .collect();
             for (p, r) in level.iter().zip(read) {
-                let Some(tree) = r? else { continue };
+                let Some(tree) = r? else {
+                    self.missing.push(*p);
+                    continue;
+                };
                 for f in &tree.files {
                     if self.files.insert(f.checksum) {
                         self.logged(ObjectName::new(f.checksum, ObjectType::File));

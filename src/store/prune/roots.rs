@@ -2,17 +2,13 @@
 //! libostree's prune modes, with what depth, plus what arbor's stages pin.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::time::SystemTime;
 
-use rustix::fs::{FileType, Mode, OFlags};
-
-use super::reach::{Depth, Reach};
+use super::reach::{Depth, FastMap, Reach};
 use super::{PruneError, PruneOptions};
-use crate::fs::list_dir_typed;
 use crate::ostree::Checksum;
-use crate::ostree::checksum::is_checksum_hex;
-use crate::store::error::IoContext;
-use crate::store::{Repo, StoreError};
+use crate::store::Repo;
+use crate::store::refs::AnyRef;
 
 /// How the roots are chosen, from the options (see §14.2 of the format
 /// notes).
@@ -35,6 +31,15 @@ pub(super) enum RootRule {
         /// Refs not named by `--only-branch` keep their whole history.
         only: Option<Vec<String>>,
         younger_than: Option<i64>,
+    },
+    /// gc's prune, after it deleted refs: only what those refs alone held
+    /// goes. Every ref keeps its whole history and every commit is a root
+    /// by itself (its parents need not stay), except `evicted`: the
+    /// commits of the deleted refs and their ancestors, each with the time
+    /// it was evicted. One of them used since then (pulled, checked out)
+    /// is a root again.
+    AllCommitsBut {
+        evicted: FastMap<Checksum, SystemTime>,
     },
 }
 
@@ -77,8 +82,15 @@ impl RootRule {
     pub fn add_ref_roots(&self, repo: &Repo, reach: &mut Reach<'_>) -> Result<usize, PruneError> {
         match self {
             RootRule::AllCommits { .. } => Ok(0),
+            RootRule::AllCommitsBut { .. } => {
+                let refs = all_refs(repo)?;
+                for (_, c) in &refs {
+                    reach.add_commit(*c, Depth::ALL)?;
+                }
+                Ok(refs.len())
+            }
             RootRule::Refs { depth } => {
-                let refs = all_refs(repo, true)?;
+                let refs = all_refs(repo)?;
                 for (_, c) in &refs {
                     reach.add_commit(*c, *depth)?;
                 }
@@ -90,12 +102,13 @@ impl RootRule {
                 only,
                 younger_than,
             } => {
-                let refs = all_refs(repo, true)?;
-                for (name, c) in &refs {
-                    if name.starts_with('(') {
+                let refs = all_refs(repo)?;
+                for (r, c) in &refs {
+                    let AnyRef::Ref(r) = r else {
                         reach.add_commit(*c, Depth::ALL)?;
                         continue;
-                    }
+                    };
+                    let name = &r.to_string();
                     let explicit = per_ref.get(name).copied().or_else(|| {
                         only.as_ref()
                             .filter(|o| !o.iter().any(|b| b == name))
@@ -112,13 +125,39 @@ impl RootRule {
         }
     }
 
-    /// The depth every commit of the store is walked with, when all
-    /// commits are roots.
-    pub fn all_commits_depth(&self) -> Option<Depth> {
+    /// Whether commit `c`, found in the store, is a root by itself, and
+    /// with what depth.
+    pub fn commit_root(&self, repo: &Repo, c: &Checksum) -> Option<Depth> {
         match self {
             RootRule::AllCommits { depth } => Some(*depth),
+            RootRule::AllCommitsBut { evicted } => match evicted.get(c) {
+                Some(at) if !used_since(repo, c, *at) => None,
+                _ => Some(Depth::TIP),
+            },
             _ => None,
         }
+    }
+
+    /// The depth a commit that appeared during the prune is kept with: it
+    /// is always a root (a writer just made it; nothing names it yet).
+    pub fn new_commit_depth(&self) -> Depth {
+        match self {
+            RootRule::AllCommits { depth } => *depth,
+            _ => Depth::TIP,
+        }
+    }
+
+    /// Under the lock, before a batch: the evicted commits used since
+    /// their eviction become roots ([`RootRule::AllCommitsBut`]).
+    pub fn add_used_since(&self, repo: &Repo, reach: &mut Reach<'_>) -> Result<(), PruneError> {
+        if let RootRule::AllCommitsBut { evicted } = self {
+            for (c, at) in evicted {
+                if used_since(repo, c, *at) {
+                    reach.add_commit(*c, Depth::TIP)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -135,92 +174,13 @@ pub(super) fn add_stage_roots(repo: &Repo, reach: &mut Reach<'_>) -> Result<usiz
     Ok(pins.commits.len() + pins.trees.len())
 }
 
-/// Every ref with its commit, named as `arbor refs` prints them; with
-/// `mirrors`, also the collection refs of `refs/mirrors/COLLECTION/`
-/// (named `(COLLECTION, REF)`).
-pub(crate) fn all_refs(repo: &Repo, mirrors: bool) -> Result<Vec<(String, Checksum)>, PruneError> {
-    let mut out: Vec<(String, Checksum)> = repo
-        .list_refs()?
-        .into_iter()
-        .map(|(n, c)| (n.to_string(), c))
-        .collect();
-    if mirrors {
-        out.extend(mirror_refs(repo)?);
-    }
-    Ok(out)
+/// Whether `c` was marked used at or after `at`.
+fn used_since(repo: &Repo, c: &Checksum, at: SystemTime) -> bool {
+    crate::store::used::last_use(repo, c).is_some_and(|t| t >= at)
 }
 
-/// Refs below `refs/mirrors/` (libostree's collection refs of other
-/// collections), read through directory descriptors.
-fn mirror_refs(repo: &Repo) -> Result<Vec<(String, Checksum)>, StoreError> {
-    let base = repo.path().join("refs/mirrors");
-    let top = match crate::fs::open_dir(repo.dir(), "refs/mirrors") {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).at(&base),
-    };
-    let mut out = Vec::new();
-    for (cid, ty) in list_dir_typed(top.as_fd()).at(&base)? {
-        let Some(cid) = cid.to_str() else { continue };
-        if ty != FileType::Directory {
-            continue;
-        }
-        let dir = crate::fs::open_dir(&top, cid).at(base.join(cid))?;
-        let mut stack: Vec<(OwnedFd, String)> = vec![(dir, String::new())];
-        while let Some((dir, prefix)) = stack.pop() {
-            let here = base.join(cid).join(&prefix);
-            for (name, ty) in list_dir_typed(dir.as_fd()).at(&here)? {
-                let Some(name) = name.to_str() else { continue };
-                let full = if prefix.is_empty() {
-                    name.to_string()
-                } else {
-                    format!("{prefix}/{name}")
-                };
-                match ty {
-                    FileType::Directory if stack.len() < 64 => {
-                        let sub = crate::fs::open_dir(&dir, name).at(here.join(name))?;
-                        stack.push((sub, full));
-                    }
-                    FileType::RegularFile => {
-                        if let Some(c) = read_ref_file(&dir, name, &here.join(name))? {
-                            out.push((format!("({cid}, {full})"), c));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn read_ref_file(
-    dir: &OwnedFd,
-    name: &str,
-    path: &std::path::Path,
-) -> Result<Option<Checksum>, StoreError> {
-    use std::io::Read;
-    let fd = match rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(None),
-        Err(e) => return Err(e).at(path),
-    };
-    let mut buf = Vec::new();
-    std::fs::File::from(fd)
-        .take(257)
-        .read_to_end(&mut buf)
-        .at(path)?;
-    let text = std::str::from_utf8(&buf).unwrap_or("").trim_end();
-    if !is_checksum_hex(text) {
-        return Err(StoreError::BadRef {
-            name: path.display().to_string(),
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(Some(Checksum::from_hex(text)?))
+/// Every ref of every kind with its commit (see [`Repo::list_all_refs`]):
+/// one that cannot be read stops the prune rather than being skipped.
+pub(crate) fn all_refs(repo: &Repo) -> Result<Vec<(AnyRef, Checksum)>, PruneError> {
+    Ok(repo.list_all_refs()?)
 }
