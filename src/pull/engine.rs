@@ -382,6 +382,16 @@ impl<'a, 'r> Engine<'a, 'r> {
     }
 
     fn worker(&self) {
+        self.work();
+        // Stopped by the interrupt: the requests announced ahead go now,
+        // not when the watcher next looks (up to 50 ms later, longer on a
+        // loaded machine, while the source keeps requesting them).
+        if self.interrupt.load(Ordering::Relaxed) {
+            self.source.cancel_prefetches();
+        }
+    }
+
+    fn work(&self) {
         while let Some((task, ready)) = self.next_task() {
             let r = self.process(task, ready);
             let mut q = self.lock();

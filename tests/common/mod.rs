@@ -273,6 +273,32 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("create temp dir")
 }
 
+/// A fresh temporary directory named after this process
+/// (`arbor-it-KIND-PID-XXXX`), for state that may outlive the test that
+/// made it (a server kept in a static is never dropped): directories of
+/// the same kind left by finished processes are removed first.
+pub fn pid_tempdir(kind: &str) -> tempfile::TempDir {
+    let tmp = std::env::temp_dir();
+    let prefix = format!("arbor-it-{kind}-");
+    if let Ok(entries) = fs::read_dir(&tmp) {
+        for e in entries.flatten() {
+            let fname = e.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = fname.strip_prefix(&prefix)
+                && let Some((pid, _)) = rest.split_once('-')
+                && !pid.is_empty()
+                && pid.bytes().all(|b| b.is_ascii_digit())
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir()
+        .expect("create temp dir")
+}
+
 /// Repository modes shared by ostree and arbor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

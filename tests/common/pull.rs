@@ -270,7 +270,7 @@ impl Nginx {
         server_extra: &str,
         location_extra: &str,
     ) -> Nginx {
-        let dir = tempdir();
+        let dir = pid_tempdir("nginx");
         let d = dir.path();
         fs::create_dir_all(d.join("tmp")).unwrap();
         let access_log = d.join("access.log");
