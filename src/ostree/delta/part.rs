@@ -17,11 +17,13 @@ use std::ops::Range;
 use gvariant::aligned_bytes::AsAligned;
 use gvariant::{Marker, Structure, gv};
 
+use super::super::content::MAX_SYMLINK_TARGET;
 use super::super::error::FormatError;
 use super::super::gv::{aligned, check_normal_form};
 use super::super::xattrs::Xattrs;
 use super::error::{DeltaError, Result};
 use super::frame::{self, Member};
+use super::opcodes::MAX_OP_LEN;
 
 /// Most bytes of mode and xattr tables read into memory for one part.
 /// Tables are deduplicated per part; real ones are kilobytes.
@@ -34,6 +36,54 @@ const MEMBERS: [Member; 4] = [
     Member::var(1),
 ];
 const MODE_ENTRY_LEN: usize = 12;
+
+/// Payload bytes per byte of the objects a part creates (its header's
+/// `usize`), at most, for what libostree's (and arbor's) compiler writes;
+/// see [`max_payload_size`].
+pub const MAX_PAYLOAD_PER_BYTE: u64 = 28;
+/// Payload bytes per object beyond [`MAX_PAYLOAD_PER_BYTE`], at most: a
+/// symlink's target, which libostree counts as 0 bytes of `usize` when it
+/// reads an `archive` repository, and its `S` operation.
+pub const MAX_PAYLOAD_PER_OBJECT: u64 = MAX_SYMLINK_TARGET as u64 + MAX_OP_LEN as u64;
+/// The payload's three framing offsets.
+const PAYLOAD_FRAMING: u64 = 3 * 8;
+
+/// The largest decompressed payload a part creating `objects` objects of
+/// `usize` bytes in all can have, when a real compiler made it: an xz part
+/// declaring more is refused before a byte is decompressed.
+///
+/// The payload is not bounded by `usize` alone: `usize` counts the objects
+/// a part creates, while the payload holds what creates them. libostree's
+/// compiler (which flatpak and rpm-ostree call; arbor's mirrors it) writes,
+/// per object of `s` bytes:
+/// - `S`: the object's bytes (`s`) and one operation (at most 41 bytes),
+///   or for a symlink its target (at most 4095 bytes, counted 0 in
+///   `usize` when the source repository is `archive`);
+/// - bsdiff: a 32-byte source checksum, 5 operations (65 bytes) and the
+///   patch: every new byte once (diff or extra) plus a 24-byte control
+///   triple each time bsdiff's scan emits one, which it does at distinct
+///   positions of the new file, so at most `s + 1` of them: `25 s + 24`;
+/// - rollsum: a 32-byte source checksum, `o`, `c`, a final `R` and `w`
+///   (54 bytes) and, per matched chunk, the literal bytes before it and up
+///   to 54 bytes of `R w r w`. Chunks end where bup's rolling sum says, so
+///   a 1-byte literal and a 1-byte match are possible: 55 bytes per 2
+///   bytes of object, 27.5 per byte (varints at their 10-byte maximum).
+///
+/// So the payload is at most 28 bytes per byte of `usize`, plus 4136 per
+/// object, plus the tables (at most [`MAX_TABLES_SIZE`], checked again
+/// once decompressed) and the framing. Real parts are close to `usize`
+/// (chunks average 8 KiB, patches a little over the file), but a
+/// tighter bound would be a heuristic: libostree 2026.3 bounded the
+/// payload by `usize` plus a per-object margin and refused real Flathub
+/// deltas with large bsdiff'd files (ostree#3635). The free space of the
+/// staging filesystem bounds the rest (see `pull::delta`).
+pub fn max_payload_size(objects: usize, usize: u64) -> u64 {
+    (objects as u64)
+        .saturating_mul(MAX_PAYLOAD_PER_OBJECT)
+        .saturating_add(usize.saturating_mul(MAX_PAYLOAD_PER_BYTE))
+        .saturating_add(MAX_TABLES_SIZE)
+        .saturating_add(PAYLOAD_FRAMING)
+}
 
 /// How a part file's payload is stored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -382,6 +432,14 @@ mod tests {
         assert_eq!(xz[0], b'x');
         assert_eq!(&xz[1..7], &[0xfd, b'7', b'z', b'X', b'Z', 0]);
         assert!(Compression::from_byte(b'z').is_err());
+    }
+
+    #[test]
+    fn payload_bound() {
+        let tables = MAX_TABLES_SIZE + PAYLOAD_FRAMING;
+        assert_eq!(max_payload_size(0, 0), tables);
+        assert_eq!(max_payload_size(2, 100), tables + 2 * 4136 + 2800);
+        assert_eq!(max_payload_size(usize::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]

@@ -145,6 +145,12 @@ pub enum PartError {
         "the xz payload inflates past its declared {declared} bytes (refused as a decompression bomb)"
     )]
     Inflates { declared: u64 },
+    #[error(
+        "its xz stream declares a {declared}-byte payload, more than the {max} bytes a part with its header can hold (refused as a decompression bomb)"
+    )]
+    PayloadTooLarge { declared: u64, max: u64 },
+    #[error("xz decompression stopped making progress after {at} bytes (a corrupt stream)")]
+    DecompressStalled { at: u64 },
     #[error("the xz payload ends after {actual} of its declared {declared} bytes")]
     ShortPayload { declared: u64, actual: u64 },
     #[error(

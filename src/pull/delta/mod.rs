@@ -222,7 +222,7 @@ fn apply_one(
         Some(b) => (PartFile::Memory(b), 0),
         None => (fetch(i, h)?, h.size),
     };
-    let data: PartData = payload::open_payload(txn, file, budget, interrupt)?;
+    let data: PartData = payload::open_payload(txn, file, h, budget, interrupt)?;
     let stats = apply::execute_part(txn, &h.objects, &data, interrupt)?;
     Ok(Some((stats, bytes)))
 }

@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::PartError;
 use crate::ostree::Checksum;
+use crate::ostree::delta::part::max_payload_size;
 use crate::ostree::delta::{Compression, PartHeader, xz};
 use crate::pull::FetchError;
 use crate::store::Transaction;
@@ -221,6 +222,7 @@ pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
 pub(crate) fn open_payload(
     txn: &Transaction<'_>,
     part: PartFile<'_>,
+    header: &PartHeader,
     budget: &super::MemoryBudget,
     interrupt: &AtomicBool,
 ) -> Result<PartData, PartError> {
@@ -237,6 +239,10 @@ pub(crate) fn open_payload(
         }),
         Compression::Xz => {
             let declared = declared_size(&part)?;
+            let max = max_payload_size(header.objects.len(), header.usize);
+            if declared > max {
+                return Err(PartError::PayloadTooLarge { declared, max });
+            }
             // The decoder's dictionary is touched as far as the output
             // goes, up to its size (32 MiB for libostree's preset 8).
             let _charge = budget.acquire(declared.min(XZ_MEMLIMIT) + (1 << 20));
@@ -386,7 +392,10 @@ fn decompress(
             eof = in_len == 0;
         }
         // Room for at most one byte past the declared size.
-        let room = (declared - s.total_out().min(declared) + 1).min(IO_BUF as u64) as usize;
+        let room = declared
+            .saturating_sub(s.total_out())
+            .saturating_add(1)
+            .min(IO_BUF as u64) as usize;
         let (before_in, before_out) = (s.total_in(), s.total_out());
         let action = if eof { Action::Finish } else { Action::Run };
         let status = s
@@ -401,11 +410,19 @@ fn decompress(
         if status == Status::StreamEnd {
             break;
         }
-        if eof && made == 0 && s.total_in() == before_in {
-            return Err(PartError::ShortPayload {
-                declared,
-                actual: s.total_out(),
-            });
+        if made == 0 && s.total_in() == before_in {
+            // Room and input (or the end of it) were there, yet liblzma
+            // moved neither: a stream that ends early, or one it can make
+            // nothing of. Never loop on it.
+            if eof {
+                return Err(PartError::ShortPayload {
+                    declared,
+                    actual: s.total_out(),
+                });
+            }
+            if in_pos < in_len {
+                return Err(PartError::DecompressStalled { at: s.total_out() });
+            }
         }
     }
     if s.total_out() != declared {
@@ -455,5 +472,10 @@ mod tests {
             Err(PartError::ShortPayload { .. })
         ));
         assert!(run(&part[..part.len() - 10], Some(1 << 20)).is_err());
+        // However large the declared size, no overflow and no endless loop.
+        assert!(matches!(
+            run(&part, Some(u64::MAX)),
+            Err(PartError::ShortPayload { .. })
+        ));
     }
 }
