@@ -423,3 +423,132 @@ fn killed_mid_delta_then_resumed() {
     assert_pulled(&store, &s.repo, &s.c2, false);
     assert_eq!(read_ref(&store, "remotes/origin/main"), Some(s.c2.clone()));
 }
+
+/// Peak RSS in KiB of `arbor --repo STORE pull origin main` (GNU `time`'s
+/// count, as `pull_memory` measures it), and the run.
+fn pull_peak_rss(store: &Path) -> (i64, Run) {
+    let dir = tempdir();
+    let out = dir.path().join("rss");
+    let r = run({
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out)
+            .arg(arbor_bin())
+            .arg("--repo")
+            .arg(store)
+            .args(["pull", "origin", "main"]);
+        c
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("time wrote {text:?}"));
+    (kib, r)
+}
+
+/// A part whose xattr table frames 4,000,000 empty entries (16 MB of
+/// offsets, inside the tables' bound) is a valid delta: it applies, and the
+/// table is read entry by entry as objects use it, never parsed whole
+/// (which took 351 MB).
+#[test]
+fn xattr_table_of_millions_of_entries() {
+    let s = hostile("xattrmillions", |repo| {
+        rewrite_payload(repo, &update(), 0, |payload| {
+            let p = PartPayload::parse(&payload).unwrap();
+            let mut x = p.xattrs.clone();
+            x.resize(4_000_000, arbor::ostree::Xattrs::new());
+            PartPayload {
+                modes: p.modes.clone(),
+                xattrs: x,
+                blob: p.blob,
+                ops: p.ops,
+            }
+            .serialize()
+        });
+    });
+    let (_t, store) = store_at_c1(&s);
+    let (kib, r) = pull_peak_rss(&store);
+    r.assert_ok();
+    assert_eq!(
+        read_ref(&store, "remotes/origin/main"),
+        Some(delta_source().c2.clone())
+    );
+    assert_fsck_clean(&store);
+    eprintln!("peak RSS with a 4,000,000-entry xattr table: {kib} KiB");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB, over 64 MiB");
+}
+
+/// A real part whose LZMA2 block header asks for a 48 MiB dictionary
+/// (libostree's compiler writes 32 MiB): refused before the dictionary is
+/// allocated, rather than decoded with up to 100 MiB as libostree would.
+#[test]
+fn xz_part_asking_for_a_huge_dictionary() {
+    let s = hostile("bigdict", |repo| {
+        let path = repo.join(update().part_path(0));
+        let mut part = std::fs::read(&path).unwrap();
+        // Part byte 0 is 'x'; the stream header is 12 bytes; then the
+        // block header: size, flags (no sizes: libostree's encoder writes
+        // none), filter 0x21 (LZMA2), 1 property byte, the dictionary.
+        let b = 13;
+        let hlen = (part[b] as usize + 1) * 4;
+        assert_eq!(
+            &part[b + 1..b + 5],
+            &[0, 0x21, 1, 26],
+            "preset 8 block header"
+        );
+        part[b + 4] = 27; // 3 << 24: 48 MiB (26 is 2 << 24)
+        let crc = crc32(&part[b..b + hlen - 4]);
+        part[b + hlen - 4..b + hlen].copy_from_slice(&crc.to_le_bytes());
+        replace_part_file(repo, &update(), 0, &part);
+    });
+    assert_refused_delta(
+        &s,
+        &["part 0", "more than the 33620600 bytes of decoder memory"],
+    );
+}
+
+/// A superblock declaring a part of 2^64 − 1 bytes (honest, as far as the
+/// superblock goes): refused before any part is fetched, for want of
+/// space, rather than computing `size + 1` (a panic in debug builds) and
+/// writing until the disk is full.
+#[test]
+fn part_declaring_u64_max_bytes() {
+    let s = hostile("partsizemax", |repo| {
+        let mut sb = read_superblock(repo, &update());
+        sb.parts[0].size = u64::MAX;
+        write_superblock(repo, &update(), &sb);
+    });
+    let mark = served().nginx.mark();
+    assert_refused_delta(&s, &["needs 18446744073709551615 bytes", "free"]);
+    let parts: Vec<_> = served()
+        .nginx
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path.contains("/deltas/") && !r.path.ends_with("/superblock"))
+        .collect();
+    assert!(parts.is_empty(), "parts fetched: {parts:?}");
+}
+
+/// Objects declared larger than the disk (the index and superblock honest
+/// about it): refused before a part is fetched, naming the sizes.
+#[test]
+fn objects_larger_than_the_disk() {
+    let s = hostile("usizebomb", |repo| {
+        let mut sb = read_superblock(repo, &update());
+        sb.parts[0].usize = 1 << 60;
+        write_superblock(repo, &update(), &sb);
+    });
+    let mark = served().nginx.mark();
+    assert_refused_delta(&s, &["needs", "free"]);
+    let parts: Vec<_> = served()
+        .nginx
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path.contains("/deltas/") && !r.path.ends_with("/superblock"))
+        .collect();
+    assert!(parts.is_empty(), "parts fetched: {parts:?}");
+}

@@ -20,6 +20,7 @@ use gvariant::{Marker, Structure, gv};
 use super::super::content::MAX_SYMLINK_TARGET;
 use super::super::error::FormatError;
 use super::super::gv::{aligned, check_normal_form};
+use super::super::normal_form::offset_size;
 use super::super::xattrs::Xattrs;
 use super::error::{DeltaError, Result};
 use super::frame::{self, Member};
@@ -212,6 +213,111 @@ pub fn parse_xattr_table(data: &[u8]) -> Result<Vec<Xattrs>> {
     }
     check_normal_form("delta part xattr table", data, &serialize_xattr_table(&out))?;
     Ok(out)
+}
+
+/// Where the entries of an `aa(ayay)` xattr table of `len` bytes lie,
+/// from its framing alone. A table of a few megabytes can frame millions
+/// of (empty) entries, so a part's table is never parsed whole: its
+/// framing offsets are checked as a stream ([`check_offsets`]) and entries
+/// are read and parsed one at a time ([`parse_xattr_entry`]), which keeps
+/// memory bounded by the largest entry read, not by the entry count.
+///
+/// [`check_offsets`]: XattrTableFrame::check_offsets
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct XattrTableFrame {
+    /// Width of the framing offsets (0 for an empty table).
+    pub width: usize,
+    /// Where the entries end and the offsets start.
+    pub body_end: u64,
+    /// Number of entries: the table's own bytes bound it.
+    pub count: u64,
+}
+
+impl XattrTableFrame {
+    const WHAT: &'static str = "delta part xattr table";
+
+    /// The width of the offsets of a `len`-byte table: the number of
+    /// trailing bytes [`from_last_offset`](Self::from_last_offset) needs.
+    pub fn width(len: u64) -> Result<usize> {
+        Ok(offset_size(to_usize(len)?))
+    }
+
+    /// The frame, from the table's last [`width`](Self::width) bytes (its
+    /// last entry's end, which is where the offsets start).
+    pub fn from_last_offset(len: u64, last: &[u8]) -> Result<Self> {
+        let bad = || DeltaError::from(FormatError::NotNormalForm { what: Self::WHAT });
+        let width = Self::width(len)?;
+        if last.len() != width {
+            return Err(FormatError::Truncated { what: Self::WHAT }.into());
+        }
+        if width == 0 {
+            return Ok(XattrTableFrame {
+                width,
+                body_end: 0,
+                count: 0,
+            });
+        }
+        let body_end = read_le(last);
+        let offsets = len.checked_sub(body_end).ok_or_else(bad)?;
+        if offsets == 0 || !offsets.is_multiple_of(width as u64) {
+            return Err(bad());
+        }
+        Ok(XattrTableFrame {
+            width,
+            body_end,
+            count: offsets / width as u64,
+        })
+    }
+
+    /// Table offset of the framing offset holding entry `i`'s end.
+    pub fn offset_pos(&self, i: u64) -> u64 {
+        self.body_end + i * self.width as u64
+    }
+
+    /// Checks a run of consecutive framing offsets (starting at entry
+    /// `first`, whose predecessor ends at `prev_end`): each entry ends
+    /// where or after the previous one, inside the body. Returns the last
+    /// end, for the next run.
+    pub fn check_offsets(&self, bytes: &[u8], mut prev_end: u64) -> Result<u64> {
+        for o in bytes.chunks_exact(self.width.max(1)) {
+            let end = read_le(o);
+            if end < prev_end || end > self.body_end {
+                return Err(FormatError::NotNormalForm { what: Self::WHAT }.into());
+            }
+            prev_end = end;
+        }
+        Ok(prev_end)
+    }
+}
+
+fn read_le(b: &[u8]) -> u64 {
+    b.iter()
+        .enumerate()
+        .fold(0u64, |v, (i, b)| v | (u64::from(*b) << (8 * i)))
+}
+
+/// Reads a framing offset of `width` bytes.
+pub fn read_offset(b: &[u8]) -> u64 {
+    read_le(b)
+}
+
+/// Parses one entry of the xattr table, an `a(ayay)` (normal form checked).
+pub fn parse_xattr_entry(data: &[u8]) -> Result<Xattrs> {
+    let buf = aligned(data);
+    let list = gv!("a(ayay)").cast(buf.as_aligned());
+    let x = Xattrs::from_wire(list.iter().map(|e| e.to_tuple()))?;
+    let names = x.wire_names();
+    let pairs: Vec<(&[u8], &[u8])> = names
+        .iter()
+        .zip(x.iter())
+        .map(|(n, x)| (n.as_slice(), x.value.as_slice()))
+        .collect();
+    check_normal_form(
+        "delta part xattr table entry",
+        data,
+        &gv!("a(ayay)").serialize_to_vec(&pairs),
+    )?;
+    Ok(x)
 }
 
 pub fn serialize_xattr_table(table: &[Xattrs]) -> Vec<u8> {
@@ -440,6 +546,63 @@ mod tests {
         assert_eq!(max_payload_size(0, 0), tables);
         assert_eq!(max_payload_size(2, 100), tables + 2 * 4136 + 2800);
         assert_eq!(max_payload_size(usize::MAX, u64::MAX), u64::MAX);
+    }
+
+    /// Entries read one by one through the frame agree with the whole
+    /// table's parse, for every offset width; bad framing is refused.
+    fn lazy_entries(t: &[u8]) -> Result<Vec<Xattrs>> {
+        let len = t.len() as u64;
+        let w = XattrTableFrame::width(len)?;
+        let f = XattrTableFrame::from_last_offset(len, &t[t.len() - w..])?;
+        let offsets = &t[f.offset_pos(0) as usize..];
+        assert_eq!(f.check_offsets(offsets, 0)?, f.body_end);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 0..f.count {
+            let at = f.offset_pos(i) as usize;
+            let end = read_offset(&t[at..at + w]);
+            out.push(parse_xattr_entry(&t[start as usize..end as usize])?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn xattr_table_read_lazily() {
+        let x = |n: usize, v: usize| {
+            Xattrs::from_unsorted(
+                (0..n)
+                    .map(|i| Xattr {
+                        name: format!("user.a{i}").into_bytes(),
+                        value: vec![7; v],
+                    })
+                    .collect(),
+            )
+            .unwrap()
+        };
+        for table in [
+            vec![],
+            vec![Xattrs::new()],
+            vec![Xattrs::new(), x(1, 1), Xattrs::new(), x(3, 2)],
+            vec![x(2, 200), x(1, 0)],
+            vec![x(3, 30_000), Xattrs::new(), x(2, 60_000)],
+            vec![Xattrs::new(); 300],
+        ] {
+            let bytes = serialize_xattr_table(&table);
+            assert_eq!(parse_xattr_table(&bytes).unwrap(), table);
+            assert_eq!(lazy_entries(&bytes).unwrap(), table);
+        }
+        // An offset before its predecessor's, or past the body.
+        let mut bad = serialize_xattr_table(&[x(1, 1), x(1, 1)]);
+        let n = bad.len();
+        bad[n - 2] = bad[n - 1] + 1;
+        assert!(lazy_entries(&bad).is_err());
+        let bad2 = [0u8, 1, 0];
+        assert!(lazy_entries(&bad2).is_err());
+        // The last offset leaving no whole offsets.
+        assert!(XattrTableFrame::from_last_offset(5, &[5]).is_err());
+        assert!(XattrTableFrame::from_last_offset(5, &[6]).is_err());
+        assert_eq!(XattrTableFrame::from_last_offset(5, &[1]).unwrap().count, 4);
     }
 
     #[test]

@@ -48,6 +48,7 @@ impl DeltaPullError {
             DeltaFailure::Part(p) => matches!(
                 p,
                 PartError::Fetch(_)
+                    | PartError::NoSpace { .. }
                     | PartError::Store(_)
                     | PartError::Io(_)
                     | PartError::Interrupted
@@ -107,7 +108,7 @@ pub enum DeltaFailure {
     #[error("{0}")]
     Store(#[source] StoreError),
     #[error(
-        "its objects need {needed} bytes, but the filesystem of {path} has {available} free",
+        "it needs {needed} bytes (the objects it creates and its largest part files), but the filesystem of {path} has {available} free",
         path = .path.display()
     )]
     NoSpace {
@@ -149,6 +150,10 @@ pub enum PartError {
         "its xz stream declares a {declared}-byte payload, more than the {max} bytes a part with its header can hold (refused as a decompression bomb)"
     )]
     PayloadTooLarge { declared: u64, max: u64 },
+    #[error(
+        "its xz stream asks for more than the {limit} bytes of decoder memory that libostree's compiler (xz preset 8, a 32 MiB dictionary) needs (refused)"
+    )]
+    Dictionary { limit: u64 },
     #[error("xz decompression stopped making progress after {at} bytes (a corrupt stream)")]
     DecompressStalled { at: u64 },
     #[error("the xz payload ends after {actual} of its declared {declared} bytes")]
@@ -177,6 +182,10 @@ pub enum PartError {
     },
     #[error("{0}")]
     Store(#[source] StoreError),
+    #[error(
+        "it needs {needed} bytes of scratch space, but the staging filesystem has {available} free"
+    )]
+    NoSpace { needed: u64, available: u64 },
     #[error("reading the part data: {0}")]
     Io(#[source] std::io::Error),
     #[error("interrupted")]

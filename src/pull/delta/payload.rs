@@ -21,9 +21,20 @@ use crate::store::Transaction;
 
 /// Payloads up to this size are decompressed into memory.
 pub(crate) const MEMORY_PAYLOAD_MAX: u64 = 4 << 20;
-/// liblzma's decoder memory limit, as libostree sets it (ostree 2026's
-/// RHEL-189208 fix). Preset 8, which libostree writes, needs 33 MiB.
-pub(crate) const XZ_MEMLIMIT: u64 = 100 << 20;
+/// liblzma's decoder memory limit: exactly what decoding a stream made
+/// with preset 8 takes: its 32 MiB dictionary and the decoder's state,
+/// 66,168 bytes in the liblzma 5.8 the `liblzma` crate bundles (65,592 in
+/// 5.4's `xz --list -vv`; the unit test below pins it). libostree's
+/// compiler (and so flatpak's) has always written preset 8
+/// (`lzma_easy_encoder (…, 8, LZMA_CHECK_CRC64)` in
+/// ostree-lzma-compressor.c since 2014), so no real part asks for more; a
+/// part whose header asks for a larger dictionary is refused before any of
+/// it is allocated. (libostree's own decoder allows 100 MiB: a hostile part
+/// could make it hold 96 MiB of dictionary.) The dictionary's pages are
+/// touched only as far as the output goes, so a part uses at most the
+/// smaller of 32 MiB and its declared payload, which is what the
+/// [`super::MemoryBudget`] is charged.
+pub(crate) const XZ_MEMLIMIT: u64 = (32 << 20) + 66_168;
 const IO_BUF: usize = 128 * 1024;
 
 /// A part file: in memory (inline parts, small parts) or in a scratch file.
@@ -132,6 +143,23 @@ impl Read for RangeReader<'_> {
     }
 }
 
+/// The scratch file about to receive `len` bytes must fit in the staging
+/// filesystem's free space now: a part's header (or its xz index) may
+/// declare honest but huge sizes, and the disk must not be filled first.
+pub(crate) fn check_scratch_space(txn: &Transaction<'_>, len: u64) -> Result<(), PartError> {
+    let Ok(st) = rustix::fs::fstatvfs(txn.repo().dir()) else {
+        return Ok(());
+    };
+    let available = st.f_bavail.saturating_mul(st.f_frsize);
+    if len > available {
+        return Err(PartError::NoSpace {
+            needed: len,
+            available,
+        });
+    }
+    Ok(())
+}
+
 /// Copies a part file from `src` into a scratch file, hashing it on the
 /// way: it must be exactly `header.size` bytes with checksum
 /// `header.checksum`. Stops reading at one byte past the size.
@@ -142,6 +170,7 @@ pub(crate) fn receive_part(
     location: &str,
     interrupt: &AtomicBool,
 ) -> Result<PartFile<'static>, PartError> {
+    check_scratch_space(txn, header.size)?;
     let mut file = txn.scratch_file()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; IO_BUF];
@@ -151,7 +180,9 @@ pub(crate) fn receive_part(
             return Err(PartError::Interrupted);
         }
         // One byte more than expected is enough to know it is too long.
-        let want = (header.size + 1 - total.min(header.size + 1)).min(IO_BUF as u64) as usize;
+        // (The size is the superblock's: any u64, hence no `+ 1`.)
+        let limit = header.size.saturating_add(1);
+        let want = (limit - total.min(limit)).min(IO_BUF as u64) as usize;
         if want == 0 {
             break;
         }
@@ -242,6 +273,9 @@ pub(crate) fn open_payload(
             let max = max_payload_size(header.objects.len(), header.usize);
             if declared > max {
                 return Err(PartError::PayloadTooLarge { declared, max });
+            }
+            if declared > MEMORY_PAYLOAD_MAX {
+                check_scratch_space(txn, declared)?;
             }
             // The decoder's dictionary is touched as far as the output
             // goes, up to its size (32 MiB for libostree's preset 8).
@@ -400,7 +434,10 @@ fn decompress(
         let action = if eof { Action::Finish } else { Action::Run };
         let status = s
             .process(&inbuf[in_pos..in_len], &mut outbuf[..room], action)
-            .map_err(PartError::Decompress)?;
+            .map_err(|e| match e {
+                liblzma::stream::Error::MemLimit => PartError::Dictionary { limit: XZ_MEMLIMIT },
+                e => PartError::Decompress(e),
+            })?;
         in_pos += (s.total_in() - before_in) as usize;
         let made = (s.total_out() - before_out) as usize;
         if s.total_out() > declared {
@@ -455,6 +492,21 @@ mod tests {
             &AtomicBool::new(false),
         )
         .map(|()| out)
+    }
+
+    /// The memory limit is exactly what preset 8 needs: one byte less and
+    /// liblzma refuses a real part.
+    #[test]
+    fn memlimit_is_exactly_preset_8() {
+        use liblzma::stream::{Action, Stream};
+        let part = encode_part_file(b"some payload", Compression::Xz);
+        for (limit, ok) in [(XZ_MEMLIMIT, true), (XZ_MEMLIMIT - 1, false)] {
+            let mut s = Stream::new_stream_decoder(limit, 0).unwrap();
+            let mut out = vec![0u8; 64];
+            let r = s.process(&part[1..], &mut out, Action::Finish);
+            assert_eq!(r.is_ok(), ok, "limit {limit}: {r:?}");
+        }
+        assert_eq!(run(&part, None).unwrap(), b"some payload");
     }
 
     #[test]

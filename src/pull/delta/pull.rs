@@ -327,7 +327,16 @@ impl DeltaPull<'_, '_> {
                 needed_usize = needed_usize.saturating_add(f.usize);
             }
         }
-        self.check_space(name, needed_usize)?;
+        // Part files wait in scratch files while applied: one per worker
+        // at once, so the largest two (their sizes are the superblock's,
+        // any u64: refused here rather than filling the disk).
+        let mut sizes: Vec<u64> = to_fetch.iter().map(|&i| sb.parts[i].size).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let scratch = sizes
+            .iter()
+            .take(self.opts.jobs.clamp(1, 2))
+            .fold(0u64, |a, s| a.saturating_add(*s));
+        self.check_space(name, needed_usize.saturating_add(scratch))?;
         let to_apply = skip.iter().filter(|s| !**s).count();
         self.note(format!(
             "using static delta {name} ({}): {to_apply} of {} parts to apply{}",
