@@ -22,7 +22,10 @@
 //! remote's ed25519 keys when it verifies with them; the commit it carries
 //! must hash to TO, and its signatures (against the detached metadata the
 //! superblock carries) are checked before anything is written or any part
-//! fetched.
+//! fetched. `delta-indexes/` are not signed: when the remote verifies its
+//! summary, a delta only an index lists is used only if its superblock's
+//! signature or the commit's signatures could be checked (libostree trusts
+//! the index's digest alone); else the pull fetches objects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -121,7 +124,7 @@ impl DeltaPull<'_, '_> {
             ));
             return Ok(None);
         };
-        self.apply(name, listed, &bytes).map(Some)
+        self.apply(name, listed, &bytes)
     }
 
     /// The deltas the summary lists (empty without one).
@@ -249,8 +252,14 @@ impl DeltaPull<'_, '_> {
             .map_err(|e| DeltaPullError::new(name, DeltaFailure::SuperblockFetch(e)).into())
     }
 
-    /// Checks the superblock and applies the delta.
-    fn apply(&self, name: DeltaName, listed: Listed, bytes: &[u8]) -> Result<DeltaUse, PullError> {
+    /// Checks the superblock and applies the delta. `Ok(None)`: the delta
+    /// cannot be trusted enough to use; the object walk fetches everything.
+    fn apply(
+        &self,
+        name: DeltaName,
+        listed: Listed,
+        bytes: &[u8],
+    ) -> Result<Option<DeltaUse>, PullError> {
         let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
         let actual = Checksum::digest(bytes);
         let expected = match listed {
@@ -274,16 +283,40 @@ impl DeltaPull<'_, '_> {
             _ => {}
         }
         let (inner, signed) = split_signed(bytes).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
+        let mut signature_checked = false;
         if let Some(signed) = &signed {
             let sigs = signed.signatures.serialize();
             for v in self.verifiers.iter().filter(|v| v.keys.name() == "ed25519") {
                 v.keys
                     .verify(inner, Some(&sigs))
                     .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
+                signature_checked = true;
             }
         }
         let sb = Superblock::parse(inner).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
         check_superblock(name, &sb)?;
+        // A delta index is not signed: with a signed summary, a superblock
+        // found through it alone is trusted only once something signed
+        // vouches for what it carries beyond the commit (which hashes to
+        // TO): its own signature, or the commit's signatures checked
+        // against the detached metadata it carries (`verify_commit`). Else
+        // anyone able to rewrite `delta-indexes/` could have forged
+        // detached metadata stored, or objects outside the commit written.
+        // libostree trusts the index's digest as if the summary listed it.
+        if matches!(listed, Listed::Index(_))
+            && self.verifiers.iter().any(|v| v.summary)
+            && !signature_checked
+            && !self.verifiers.iter().any(|v| v.commits)
+        {
+            let why = "only the unsigned delta index lists it, and neither its superblock nor the commit can be verified, while the remote verifies its summary";
+            if self.opts.static_deltas == StaticDeltas::Required {
+                return Err(fail(DeltaFailure::Unsupported(why)));
+            }
+            self.note(format!(
+                "static delta {name} not used: {why}; fetching objects"
+            ));
+            return Ok(None);
+        }
         self.verify_commit(&sb)?;
         crate::progress::check(self.interrupt)?;
 
@@ -428,14 +461,14 @@ impl DeltaPull<'_, '_> {
         self.progress.report(Event::Finish {
             phase: Phase::ApplyDelta,
         });
-        Ok(DeltaUse {
+        Ok(Some(DeltaUse {
             delta: name,
             parts,
             parts_left_to_objects: left_to_objects,
             fallbacks: sb.fallbacks.len(),
             carried_commitmeta,
             fetched_commitmeta: commitmeta.into_inner().unwrap_or_else(|p| p.into_inner()),
-        })
+        }))
     }
 
     /// Fetches the delta's fallback objects (sent whole, outside the
