@@ -572,7 +572,7 @@ fn unsigned_index_does_not_vouch_for_a_delta_under_a_signed_summary() {
         let mut forged = Metadata::new();
         forged.insert("forged", Value::Str("by whoever wrote the index".into()));
         sb.metadata.insert(
-            &name.commitmeta_key(),
+            name.commitmeta_key(),
             Value::Other {
                 typestr: "a{sv}".into(),
                 data: forged.serialize(),
