@@ -552,3 +552,42 @@ fn objects_larger_than_the_disk() {
         .collect();
     assert!(parts.is_empty(), "parts fetched: {parts:?}");
 }
+
+/// Through the library: a delta failing in a part still reports the end of
+/// its `ApplyDelta` phase (a progress display is not left open).
+#[test]
+fn failed_delta_finishes_its_progress_phase() {
+    use arbor::progress::{Event, Phase, Progress};
+    use std::sync::Mutex;
+    struct Record(Mutex<Vec<String>>);
+    impl Progress for Record {
+        fn report(&self, e: Event<'_>) {
+            let s = match e {
+                Event::Start {
+                    phase: Phase::ApplyDelta,
+                    ..
+                } => "start",
+                Event::Finish {
+                    phase: Phase::ApplyDelta,
+                } => "finish",
+                _ => return,
+            };
+            self.0.lock().unwrap().push(s.into());
+        }
+    }
+    let s = hostile("badsum-lib", |repo| {
+        flip_byte(&repo.join(update().part_path(0)), 100);
+    });
+    let (_t, store) = store_at_c1(&s);
+    let repo = arbor::store::Repo::open(&store).unwrap();
+    let opts = arbor::pull::PullOptions {
+        targets: vec!["main".parse().unwrap()],
+        ..Default::default()
+    };
+    let source = arbor::pull::PullSource::Url(served().nginx.url(&s));
+    let rec = Record(Mutex::new(Vec::new()));
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let r = arbor::pull::pull(&repo, &source, &opts, &rec, &flag);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(*rec.0.lock().unwrap(), ["start", "finish"]);
+}

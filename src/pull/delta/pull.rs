@@ -139,6 +139,7 @@ impl DeltaPull<'_, '_> {
     }
 
     fn index_deltas(&self, to: Checksum) -> Result<Option<DeltaList>, PullError> {
+        crate::progress::check(self.interrupt)?;
         let rel = DeltaName::index_path(&to);
         let Some(bytes) = self
             .source
@@ -246,6 +247,7 @@ impl DeltaPull<'_, '_> {
     }
 
     fn fetch_superblock(&self, name: DeltaName) -> Result<Option<Vec<u8>>, PullError> {
+        crate::progress::check(self.interrupt)?;
         let rel = name.superblock_path();
         self.source
             .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
@@ -457,10 +459,11 @@ impl DeltaPull<'_, '_> {
         });
         // What was fetched ahead and not used (after a failure) is dropped.
         self.source.cancel_prefetches();
-        let parts = parts?;
+        // Finished either way: a progress display must not be left open.
         self.progress.report(Event::Finish {
             phase: Phase::ApplyDelta,
         });
+        let parts = parts?;
         Ok(Some(DeltaUse {
             delta: name,
             parts,
