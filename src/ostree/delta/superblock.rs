@@ -166,6 +166,32 @@ impl Superblock {
         let r = frame::split(WHAT, &MEMBERS, data)?;
         let member = |i: usize| &data[r[i].clone()];
         let metadata = Metadata::parse(member(0))?;
+        let rest: [&[u8]; 7] = std::array::from_fn(|i| member(i + 1));
+        Self::from_members(metadata, &rest)
+    }
+
+    /// How many trailing bytes of a `len`-byte superblock frame it.
+    pub fn tail_len(len: usize) -> usize {
+        frame::tail_len(&MEMBERS, len)
+    }
+
+    /// Where the members of a `len`-byte superblock lie, from its last
+    /// [`tail_len`](Self::tail_len) bytes, and the padding ranges between
+    /// them (which the caller must check are zero): for reading a
+    /// superblock too large to hold whole (its inline parts) by range.
+    pub fn split_from_tail(len: usize, tail: &[u8]) -> Result<frame::Split> {
+        Ok(frame::split_from_tail(
+            "static delta superblock",
+            &MEMBERS,
+            len,
+            tail,
+        )?)
+    }
+
+    /// The superblock from its metadata and its other seven members'
+    /// bytes (timestamp to fallbacks).
+    pub fn from_members(metadata: Metadata, rest: &[&[u8]; 7]) -> Result<Self> {
+        let member = |i: usize| rest[i - 1];
         let ts = u64::from_be_bytes(member(1).try_into().expect("fixed 8-byte member"));
         let from = match member(2) {
             [] => None,
@@ -427,6 +453,22 @@ pub struct SignedSuperblock<'a> {
 }
 
 impl<'a> SignedSuperblock<'a> {
+    /// How many trailing bytes of a `len`-byte signed superblock frame it.
+    pub fn tail_len(len: usize) -> usize {
+        frame::tail_len(&SIGNED_MEMBERS, len)
+    }
+
+    /// Where the magic, the superblock and the signatures of a `len`-byte
+    /// signed superblock lie, from its tail, and the padding ranges.
+    pub fn split_from_tail(len: usize, tail: &[u8]) -> Result<frame::Split> {
+        Ok(frame::split_from_tail(
+            "signed static delta superblock",
+            &SIGNED_MEMBERS,
+            len,
+            tail,
+        )?)
+    }
+
     pub fn parse(data: &'a [u8]) -> Result<Self> {
         const WHAT: &str = "signed static delta superblock";
         check_size(WHAT, data, MAX_SUPERBLOCK_SIZE)?;

@@ -41,6 +41,7 @@ impl DeltaPullError {
     pub fn keeps_objects(&self) -> bool {
         match &*self.kind {
             DeltaFailure::SuperblockFetch(_)
+            | DeltaFailure::SuperblockRead(_)
             | DeltaFailure::Store(_)
             | DeltaFailure::Read { .. }
             | DeltaFailure::NoSpace { .. }
@@ -85,6 +86,8 @@ impl std::error::Error for DeltaPullError {
 pub enum DeltaFailure {
     #[error("fetching the superblock failed: {0}")]
     SuperblockFetch(#[source] FetchError),
+    #[error("reading the superblock failed: {0}")]
+    SuperblockRead(#[source] std::io::Error),
     #[error("the superblock is invalid: {0}")]
     Superblock(#[source] crate::ostree::delta::DeltaError),
     #[error(
@@ -190,6 +193,24 @@ pub enum PartError {
     Io(#[source] std::io::Error),
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<super::superblock_file::SuperblockFileError> for DeltaFailure {
+    fn from(e: super::superblock_file::SuperblockFileError) -> Self {
+        use super::superblock_file::SuperblockFileError as E;
+        match e {
+            E::Format(e) => DeltaFailure::Superblock(e),
+            E::Io(e) => DeltaFailure::SuperblockRead(e),
+            E::TooLarge => DeltaFailure::Superblock(crate::ostree::delta::DeltaError::Format(
+                FormatError::TooLarge {
+                    what: "static delta superblock",
+                    size: crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64 + 1,
+                    max: crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64,
+                },
+            )),
+            E::Interrupted => DeltaFailure::Interrupted,
+        }
+    }
 }
 
 impl From<StoreError> for PartError {

@@ -37,31 +37,27 @@ pub(crate) const MEMORY_PAYLOAD_MAX: u64 = 4 << 20;
 pub(crate) const XZ_MEMLIMIT: u64 = (32 << 20) + 66_168;
 const IO_BUF: usize = 128 * 1024;
 
-/// A part file: in memory (inline parts, small parts) or in a scratch file.
-pub(crate) enum PartFile<'a> {
-    Memory(&'a [u8]),
-    File { file: File, len: u64 },
+/// A part file: `len` bytes of a file from `start` (a fetched part's
+/// scratch file, or an inline part in its superblock's file).
+pub(crate) struct PartFile {
+    pub file: File,
+    pub start: u64,
+    pub len: u64,
 }
 
-impl PartFile<'_> {
+impl PartFile {
     fn len(&self) -> u64 {
-        match self {
-            PartFile::Memory(b) => b.len() as u64,
-            PartFile::File { len, .. } => *len,
-        }
+        self.len
     }
 
     fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        match self {
-            PartFile::Memory(b) => {
-                let s = usize::try_from(off)
-                    .ok()
-                    .and_then(|o| b.get(o..o + buf.len()));
-                buf.copy_from_slice(s.ok_or_else(|| eof("part file"))?);
-                Ok(())
-            }
-            PartFile::File { file, .. } => file.read_exact_at(buf, off),
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(eof("part file"));
         }
+        self.file.read_exact_at(buf, self.start + off)
     }
 }
 
@@ -169,7 +165,7 @@ pub(crate) fn receive_part(
     header: &PartHeader,
     location: &str,
     interrupt: &AtomicBool,
-) -> Result<PartFile<'static>, PartError> {
+) -> Result<PartFile, PartError> {
     check_scratch_space(txn, header.size)?;
     let mut file = txn.scratch_file()?;
     let mut hasher = Sha256::new();
@@ -215,12 +211,16 @@ pub(crate) fn receive_part(
             actual,
         });
     }
-    Ok(PartFile::File { file, len: total })
+    Ok(PartFile {
+        file,
+        start: 0,
+        len: total,
+    })
 }
 
 /// What an xz part declares: its decompressed size (read from the end of
 /// the stream, which starts at byte 1 of the part file).
-pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
+pub(crate) fn declared_size(part: &PartFile) -> Result<u64, PartError> {
     let total = part.len();
     let stream_len = total.saturating_sub(1);
     if stream_len < (xz::HEADER_LEN + xz::FOOTER_LEN) as u64 {
@@ -252,7 +252,7 @@ pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
 /// file.
 pub(crate) fn open_payload(
     txn: &Transaction<'_>,
-    part: PartFile<'_>,
+    part: PartFile,
     header: &PartHeader,
     budget: &super::MemoryBudget,
     interrupt: &AtomicBool,
@@ -260,13 +260,10 @@ pub(crate) fn open_payload(
     let mut first = [0u8; 1];
     part.read_exact_at(0, &mut first).map_err(PartError::Io)?;
     match Compression::from_byte(first[0])? {
-        Compression::None => Ok(match part {
-            PartFile::Memory(b) => PartData::Memory(b[1..].to_vec()),
-            PartFile::File { file, len } => PartData::File {
-                file,
-                start: 1,
-                len: len - 1,
-            },
+        Compression::None => Ok(PartData::File {
+            file: part.file,
+            start: part.start + 1,
+            len: part.len - 1,
         }),
         Compression::Xz => {
             let declared = declared_size(&part)?;
@@ -281,14 +278,10 @@ pub(crate) fn open_payload(
             // goes, up to its size (32 MiB for libostree's preset 8).
             let _charge = budget.acquire(declared.min(XZ_MEMLIMIT) + (1 << 20));
             let stream_len = part.len() - 1;
-            let input: Box<dyn Read + '_> = match &part {
-                PartFile::Memory(b) => Box::new(&b[1..]),
-                PartFile::File { file, .. } => {
-                    let mut f = file;
-                    f.seek(SeekFrom::Start(1)).map_err(PartError::Io)?;
-                    Box::new(BufReader::with_capacity(IO_BUF, f))
-                }
-            };
+            let mut f = &part.file;
+            f.seek(SeekFrom::Start(part.start + 1))
+                .map_err(PartError::Io)?;
+            let input = BufReader::with_capacity(IO_BUF, f.take(part.len - 1));
             if declared <= MEMORY_PAYLOAD_MAX {
                 let mut out = Vec::with_capacity(declared as usize);
                 decompress(input, stream_len, declared, &mut out, interrupt)?;

@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{DeltaFailure, DeltaPullError, PartError};
 use super::payload::{PartFile, receive_part};
-use super::{PartsOutcome, apply_parts, check_superblock, split_signed, write_commit};
+use super::superblock_file::SuperblockFile;
+use super::{InlineParts, PartsOutcome, apply_parts, check_superblock, write_commit};
 use crate::ostree::delta::index::INDEXED_DELTAS_KEY;
-use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
 use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName, PartHeader, Superblock};
 use crate::ostree::{Checksum, ObjectName, ObjectType, Summary, Value};
 use crate::progress::{Event, Phase, Progress};
@@ -110,7 +110,7 @@ impl DeltaPull<'_, '_> {
         if self.complete_here(&to)? {
             return Ok(None);
         }
-        let Some((name, listed, bytes)) = self.find(to, local)? else {
+        let Some((name, listed, sbf)) = self.find(to, local)? else {
             if required {
                 return Err(PullError::DeltaRequired {
                     from: local,
@@ -124,7 +124,7 @@ impl DeltaPull<'_, '_> {
             ));
             return Ok(None);
         };
-        self.apply(name, listed, &bytes)
+        self.apply(name, listed, sbf)
     }
 
     /// The deltas the summary lists (empty without one).
@@ -143,7 +143,10 @@ impl DeltaPull<'_, '_> {
         let rel = DeltaName::index_path(&to);
         let Some(bytes) = self
             .source
-            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
+            .fetch_file(
+                &rel,
+                crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64,
+            )
             .map_err(PullError::Fetch)?
         else {
             return Ok(None);
@@ -189,7 +192,7 @@ impl DeltaPull<'_, '_> {
         &self,
         to: Checksum,
         local: Option<Checksum>,
-    ) -> Result<Option<(DeltaName, Listed, Vec<u8>)>, PullError> {
+    ) -> Result<Option<(DeltaName, Listed, SuperblockFile)>, PullError> {
         let from_summary = self.summary_deltas()?;
         let mut chosen = self
             .choose(&from_summary, to, local)?
@@ -223,8 +226,8 @@ impl DeltaPull<'_, '_> {
                     }
                     probes.push(DeltaName::scratch(to));
                     for p in probes {
-                        if let Some(bytes) = self.fetch_superblock(p)? {
-                            return Ok(Some((p, Listed::Probed, bytes)));
+                        if let Some(sbf) = self.fetch_superblock(p)? {
+                            return Ok(Some((p, Listed::Probed, sbf)));
                         }
                     }
                 }
@@ -235,7 +238,7 @@ impl DeltaPull<'_, '_> {
             return Ok(None);
         };
         match self.fetch_superblock(name)? {
-            Some(bytes) => Ok(Some((name, listed, bytes))),
+            Some(sbf) => Ok(Some((name, listed, sbf))),
             None => Err(DeltaPullError::new(
                 name,
                 DeltaFailure::SuperblockFetch(FetchError::not_found(
@@ -246,12 +249,34 @@ impl DeltaPull<'_, '_> {
         }
     }
 
-    fn fetch_superblock(&self, name: DeltaName) -> Result<Option<Vec<u8>>, PullError> {
+    /// The superblock, received into a scratch file (it may be as large
+    /// as libostree allows, 128 MiB of inline parts: never held whole).
+    fn fetch_superblock(&self, name: DeltaName) -> Result<Option<SuperblockFile>, PullError> {
         crate::progress::check(self.interrupt)?;
+        let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
         let rel = name.superblock_path();
-        self.source
-            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
-            .map_err(|e| DeltaPullError::new(name, DeltaFailure::SuperblockFetch(e)).into())
+        let Some(stream) = self
+            .source
+            .open_file(&rel)
+            .map_err(|e| fail(DeltaFailure::SuperblockFetch(e)))?
+        else {
+            return Ok(None);
+        };
+        let file = self
+            .txn
+            .scratch_file()
+            .map_err(|e| fail(DeltaFailure::Store(e)))?;
+        match SuperblockFile::receive(file, stream, self.interrupt) {
+            Ok(f) => Ok(Some(f)),
+            Err(super::superblock_file::SuperblockFileError::Io(e)) => {
+                let location = self.source.file_location(&rel);
+                let e = FetchError::from_io(e).unwrap_or_else(|e| {
+                    FetchError::fatal(&location, "reading the superblock failed").with_source(e)
+                });
+                Err(fail(DeltaFailure::SuperblockFetch(e)))
+            }
+            Err(e) => Err(fail(DeltaFailure::from(e))),
+        }
     }
 
     /// Checks the superblock and applies the delta. `Ok(None)`: the delta
@@ -260,10 +285,10 @@ impl DeltaPull<'_, '_> {
         &self,
         name: DeltaName,
         listed: Listed,
-        bytes: &[u8],
+        sbf: SuperblockFile,
     ) -> Result<Option<DeltaUse>, PullError> {
         let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
-        let actual = Checksum::digest(bytes);
+        let actual = sbf.digest;
         let expected = match listed {
             Listed::Summary(d) => Some((d, "summary")),
             Listed::Index(d) => Some((d, "delta index")),
@@ -284,19 +309,30 @@ impl DeltaPull<'_, '_> {
             }
             _ => {}
         }
-        let (inner, signed) = split_signed(bytes).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
+        let loaded = sbf.load().map_err(|e| fail(DeltaFailure::from(e)))?;
         let mut signature_checked = false;
-        if let Some(signed) = &signed {
-            let sigs = signed.signatures.serialize();
-            for v in self.verifiers.iter().filter(|v| v.keys.name() == "ed25519") {
-                v.keys
-                    .verify(inner, Some(&sigs))
-                    .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
-                signature_checked = true;
+        if let Some(signatures) = &loaded.signatures {
+            let sigs = signatures.serialize();
+            let ed25519: Vec<_> = self
+                .verifiers
+                .iter()
+                .filter(|v| v.keys.name() == "ed25519")
+                .collect();
+            if !ed25519.is_empty() {
+                // The signatures cover the inner superblock whole.
+                let inner = sbf
+                    .read_inner(&loaded)
+                    .map_err(|e| fail(DeltaFailure::SuperblockRead(e)))?;
+                for v in ed25519 {
+                    v.keys
+                        .verify(&inner, Some(&sigs))
+                        .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
+                    signature_checked = true;
+                }
             }
         }
-        let sb = Superblock::parse(inner).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
-        check_superblock(name, &sb)?;
+        let sb = &loaded.sb;
+        check_superblock(name, sb)?;
         // A delta index is not signed: with a signed summary, a superblock
         // found through it alone is trusted only once something signed
         // vouches for what it carries beyond the commit (which hashes to
@@ -319,7 +355,7 @@ impl DeltaPull<'_, '_> {
             ));
             return Ok(None);
         }
-        self.verify_commit(&sb)?;
+        self.verify_commit(sb)?;
         crate::progress::check(self.interrupt)?;
 
         // Part by part: the delta, or the missing objects one by one.
@@ -336,9 +372,9 @@ impl DeltaPull<'_, '_> {
             let n = h.objects.len() as u64;
             // Inline parts cost nothing more; a part whose objects are all
             // missing is the cheapest way to get them.
-            if sb.inline_part(i).is_some() || missing == n {
+            if loaded.inline.contains_key(&i) || missing == n {
                 needed_usize = needed_usize.saturating_add(h.usize);
-                if sb.inline_part(i).is_none() {
+                if !loaded.inline.contains_key(&i) {
                     to_fetch.push(i);
                 }
                 continue;
@@ -390,7 +426,7 @@ impl DeltaPull<'_, '_> {
             }
         ));
 
-        write_commit(self.txn, &sb).map_err(|e| fail(DeltaFailure::Store(e)))?;
+        write_commit(self.txn, sb).map_err(|e| fail(DeltaFailure::Store(e)))?;
         self.progress.report(Event::Start {
             phase: Phase::ApplyDelta,
             total: Some(to_apply as u64),
@@ -424,6 +460,10 @@ impl DeltaPull<'_, '_> {
         let stop = Arc::new(AtomicBool::new(false));
         let carried_commitmeta = sb.commitmeta().is_some();
         let commitmeta = Mutex::new(None);
+        let inline = InlineParts {
+            file: &sbf.file,
+            ranges: &loaded.inline,
+        };
         let parts = std::thread::scope(|s| {
             let fetching = s.spawn(|| {
                 // Checked (signatures included) and written by the walk
@@ -439,7 +479,8 @@ impl DeltaPull<'_, '_> {
             });
             let parts = apply_parts(
                 self.txn,
-                &sb,
+                sb,
+                &inline,
                 &fetch,
                 &skip,
                 self.opts.jobs,
@@ -575,12 +616,7 @@ impl DeltaPull<'_, '_> {
     /// off mid-way); a part whose bytes do not match its header's size or
     /// SHA-256 may have been damaged on the way, so it is fetched again,
     /// up to `network_retries` times.
-    fn fetch_part(
-        &self,
-        name: DeltaName,
-        i: usize,
-        h: &PartHeader,
-    ) -> Result<PartFile<'static>, PartError> {
+    fn fetch_part(&self, name: DeltaName, i: usize, h: &PartHeader) -> Result<PartFile, PartError> {
         let rel = name.part_path(i);
         let location = self.source.file_location(&rel);
         let mut attempt = 0;
