@@ -644,3 +644,56 @@ fn unsigned_index_does_not_vouch_for_a_delta_under_a_signed_summary() {
     );
     assert_pulled(&store, &s.repo, &c2(), false);
 }
+
+/// The store has C1, a local cache every object of C2 but the two that
+/// C1 → C2's part makes with bsdiff from C1's files (30 and 60 KB, where
+/// the part holds patches of a few hundred bytes): fetching those two as
+/// objects would cost their full sizes, so the part is fetched, and `-v`
+/// says why. (Their share of the part's file size, a few KB, used to make
+/// the loose objects look cheaper.)
+#[test]
+fn bsdiff_parts_are_not_undercut_by_their_objects() {
+    let s = delta_source();
+    let (_tc, cache) = new_store(Mode::Archive);
+    pull_ok(
+        &cache,
+        &[&s.repo.display().to_string(), &format!("main@{}", c2())],
+    );
+    for path in ["/lib/libbar.so.2", "/data/blob.bin"] {
+        let ls = ostree_repo_ok(&s.repo, ["ls", "-C", &c2(), path]).stdout_str();
+        let sum = ls
+            .split_whitespace()
+            .find(|w| w.len() == 64)
+            .unwrap_or_else(|| panic!("checksum in {ls}"));
+        std::fs::remove_file(object_path(&cache, sum, "filez")).unwrap();
+    }
+    let served = alias("bsdiffcost", "sum");
+    let (_t, store) = new_store(Mode::Bare);
+    origin(&store, &served);
+    pull_ok(
+        &store,
+        &[
+            "--disable-static-deltas",
+            "origin",
+            &format!("main@{}", c1()),
+        ],
+    );
+    let r = pull_ok(
+        &store,
+        &[
+            "-v",
+            "--localcache-repo",
+            &cache.display().to_string(),
+            "origin",
+            "main",
+        ],
+    );
+    assert_mentions(&r, &["2 of its", "rather than them one by one"]);
+    let name = DeltaName::new(Some(s.c1()), s.c2());
+    let reqs = requests_of(&served);
+    assert!(
+        reqs.iter().any(|q| q.path.ends_with(&name.part_path(0))),
+        "the part was fetched: {reqs:#?}"
+    );
+    assert_pulled(&store, &s.repo, &c2(), false);
+}

@@ -379,16 +379,28 @@ impl DeltaPull<'_, '_> {
                 }
                 continue;
             }
-            let loose = h.size.saturating_mul(missing) / n.max(1)
+            // Fetched one by one, the missing objects cost their own
+            // sizes: the part's object bytes (`usize`) in proportion, not
+            // its file size in proportion. A part of bsdiff patches
+            // against objects here is far smaller than the objects it
+            // makes, so its share would call loose objects cheap when
+            // they are not. (`usize` is uncompressed, `.filez` deflated:
+            // an upper bound, so a part is left out only when surely
+            // dearer.)
+            let loose = h.usize.saturating_mul(missing) / n.max(1)
                 + missing.saturating_mul(OBJECT_REQUEST_OVERHEAD);
             if loose < h.size {
                 skip[i] = true;
                 left_to_objects += 1;
                 self.note(format!(
-                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching them one by one (about {loose} bytes) rather than the {}-byte part",
-                    h.size
+                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching them one by one (at most about {loose} bytes: their share of the part's {} bytes of objects) rather than the {}-byte part",
+                    h.usize, h.size
                 ));
             } else {
+                self.note(format!(
+                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching the {}-byte part rather than them one by one (up to about {loose} bytes: their share of the part's {} bytes of objects, which its patches may make from objects here)",
+                    h.size, h.usize
+                ));
                 needed_usize = needed_usize.saturating_add(h.usize);
                 to_fetch.push(i);
             }
