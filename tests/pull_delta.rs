@@ -697,3 +697,49 @@ fn bsdiff_parts_are_not_undercut_by_their_objects() {
     );
     assert_pulled(&store, &s.repo, &c2(), false);
 }
+
+/// A delta the summary lists but the server lacks a file of (a part, or
+/// the superblock: published incompletely): the pull fetches objects
+/// instead, keeping what the delta verified; with
+/// `--require-static-deltas` it fails naming the delta. (libostree falls
+/// back for a missing superblock only.)
+#[test]
+fn missing_delta_files_fall_back_to_objects() {
+    let s = delta_source();
+    let root = s.base.join("missing-www");
+    std::fs::create_dir_all(&root).unwrap();
+    let from: &[&str] = &["--from", &s.c1, "--to", &s.c2];
+    let name = DeltaName::new(Some(s.c1()), s.c2());
+    let nopart = serve_copy(&root, "nopart", &[from], true);
+    std::fs::remove_file(nopart.join(name.part_path(0))).unwrap();
+    let nosb = serve_copy(&root, "nosb", &[from], true);
+    std::fs::remove_file(nosb.join(name.superblock_path())).unwrap();
+    let nginx = Nginx::start(&root);
+    for served in ["nopart", "nosb"] {
+        let at_c1 = || {
+            let (t, store) = new_store(Mode::Archive);
+            add_remote(&store, "origin", &nginx.url(served), &["--no-sign-verify"]);
+            pull_ok(
+                &store,
+                &[
+                    "--disable-static-deltas",
+                    "origin",
+                    &format!("main@{}", c1()),
+                ],
+            );
+            (t, store)
+        };
+        let (_t, store) = at_c1();
+        let r = pull_ok(&store, &["-v", "origin", "main"]);
+        assert_mentions(
+            &r,
+            &[&format!("static delta {name}"), "fetching objects instead"],
+        );
+        assert_pulled(&store, &s.repo, &c2(), false);
+
+        let (_t, store) = at_c1();
+        let r = pull(&store, &["--require-static-deltas", "origin", "main"]).assert_clean_failure();
+        assert_mentions(&r, &[&format!("static delta {name}")]);
+        assert_eq!(read_ref(&store, "remotes/origin/main"), Some(c1()));
+    }
+}

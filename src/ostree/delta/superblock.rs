@@ -391,7 +391,10 @@ impl Superblock {
 /// (`_ostree_delta_get_endianness`): read in this machine's order, the
 /// delta is taken as byte-swapped when some part is more than 1.2 times
 /// larger compressed than uncompressed, or when the average object is
-/// over 4 GiB.
+/// over 4 GiB. The same test, in exact integer arithmetic where libostree
+/// divides doubles. (An `ostree.endianness` other than 'l' or 'B' is
+/// refused; libostree reads such a delta in its own order.) A wrong guess
+/// cannot pass for a right one: part sizes and checksums are checked.
 fn guess_endianness(parts: &[RawPart<'_>]) -> Endianness {
     let native = Endianness::NATIVE;
     let mut total_size: u64 = 0;

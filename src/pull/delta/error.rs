@@ -58,6 +58,16 @@ impl DeltaPullError {
         }
     }
 
+    /// The server lacks a file of the delta (HTTP 404): not a sign of a
+    /// corrupt or hostile delta.
+    pub fn is_missing_file(&self) -> bool {
+        match &*self.kind {
+            DeltaFailure::SuperblockFetch(e) => e.is_not_found(),
+            DeltaFailure::Part(PartError::Fetch(e)) => e.is_not_found(),
+            _ => false,
+        }
+    }
+
     pub fn is_interrupted(&self) -> bool {
         matches!(
             *self.kind,

@@ -5,8 +5,19 @@
 //!   commit present here and the summary says `ostree.summary.indexed-deltas`
 //!   (every summary ostree ≥ 2020.8 writes), `delta-indexes/…/TO.index`;
 //! * without a summary, the index, and failing that the superblocks
-//!   themselves, probed as libostree does: from the ref's current commit,
-//!   then from scratch.
+//!   themselves, probed: from the ref's current commit, then from scratch.
+//!   libostree (`initiate_request`) probes one superblock only (from the
+//!   ref's commit when it is here and complete, else from scratch) and
+//!   reads `delta-indexes/` only when the remote's `config` says
+//!   `core.indexed-deltas=true`; arbor's extra requests are small 404s, and
+//!   a scratch delta's parts whose objects are mostly here are left to the
+//!   object walk anyway (below).
+//!
+//! A delta file missing on the server (404: the superblock, or a part)
+//! makes the pull fetch objects instead, keeping what the delta verified
+//! (libostree does so for a missing superblock, and fails on a missing
+//! part); any other failure, above all a corrupt or hostile delta, fails
+//! the pull, as in libostree.
 //!
 //! Choice: a delta from a complete commit present here (the ref's current
 //! commit first, else the newest), else a from-scratch delta. Then, part by
@@ -110,7 +121,14 @@ impl DeltaPull<'_, '_> {
         if self.complete_here(&to)? {
             return Ok(None);
         }
-        let Some((name, listed, sbf)) = self.find(to, local)? else {
+        let found = match self.find(to, local) {
+            Err(PullError::Delta(d)) if !required && d.is_missing_file() => {
+                self.note(format!("{d}; fetching objects instead"));
+                return Ok(None);
+            }
+            r => r?,
+        };
+        let Some((name, listed, sbf)) = found else {
             if required {
                 return Err(PullError::DeltaRequired {
                     from: local,
@@ -124,7 +142,19 @@ impl DeltaPull<'_, '_> {
             ));
             return Ok(None);
         };
-        self.apply(name, listed, sbf)
+        match self.apply(name, listed, sbf) {
+            // A file of the delta missing on the server (a delta published
+            // incompletely, or removed meanwhile): the objects are fetched
+            // instead, keeping what the delta verified. libostree does so
+            // for a missing superblock only, and fails the pull on a
+            // missing part. Never after the delta proved corrupt or
+            // hostile (checksums, format), nor with --require-static-deltas.
+            Err(PullError::Delta(d)) if !required && d.is_missing_file() => {
+                self.note(format!("{d}; fetching objects instead"));
+                Ok(None)
+            }
+            r => r,
+        }
     }
 
     /// The deltas the summary lists (empty without one).
