@@ -306,7 +306,11 @@ impl SuperblockFile {
             let inline_index = key
                 .strip_prefix(prefix.as_str())
                 .and_then(|k| k.strip_prefix('/'))
-                .filter(|k| !k.starts_with('0') || *k == "0")
+                // Exactly the decimal `part_path` writes ("+1", "01" are
+                // other keys).
+                .filter(|k| {
+                    k.bytes().all(|b| b.is_ascii_digit()) && (!k.starts_with('0') || *k == "0")
+                })
                 .and_then(|k| k.parse::<usize>().ok());
             if key != ENDIANNESS_KEY && key != commitmeta_key && inline_index.is_none() {
                 continue;
@@ -433,6 +437,17 @@ mod tests {
                 }
             }
         }
+        // Keys that only look like a part's are not inline parts.
+        let mut sb = sample(Endianness::Little, false);
+        let dir = sb.name().dir();
+        for k in ["+0", "00", "0x", ""] {
+            sb.metadata.insert(
+                format!("{dir}/{k}"),
+                Superblock::inline_part_value(b"\0abc"),
+            );
+        }
+        let (_, l) = load_bytes(&sb.serialize()).unwrap();
+        assert!(l.inline.is_empty());
         // Without inline parts or metadata at all.
         let mut sb = sample(Endianness::Little, false);
         sb.metadata = Metadata::new();
