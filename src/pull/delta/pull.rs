@@ -46,7 +46,8 @@ use super::payload::{PartFile, receive_part};
 use super::superblock_file::SuperblockFile;
 use super::{InlineParts, PartsOutcome, apply_parts, check_superblock, write_commit};
 use crate::ostree::delta::index::INDEXED_DELTAS_KEY;
-use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName, PartHeader, Superblock};
+use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
+use crate::ostree::delta::{DeltaList, DeltaName, PartHeader, Superblock};
 use crate::ostree::{Checksum, ObjectName, ObjectType, Summary, Value};
 use crate::progress::{Event, Phase, Progress};
 use crate::pull::source::{FetchError, ObjectSource};
@@ -168,24 +169,60 @@ impl DeltaPull<'_, '_> {
         }
     }
 
+    /// The deltas to `to` that `delta-indexes/` lists and could be used
+    /// here (from scratch, or from a complete commit here). The index may
+    /// be as large as a superblock (libostree's 128 MiB metadata limit):
+    /// it is received into a scratch file and read entry by entry, only
+    /// those deltas kept.
     fn index_deltas(&self, to: Checksum) -> Result<Option<DeltaList>, PullError> {
+        use super::superblock_file::SuperblockFileError as E;
         crate::progress::check(self.interrupt)?;
         let rel = DeltaName::index_path(&to);
-        let Some(bytes) = self
-            .source
-            .fetch_file(
-                &rel,
-                crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64,
-            )
-            .map_err(PullError::Fetch)?
-        else {
+        let location = self.source.file_location(&rel);
+        let Some(stream) = self.source.open_file(&rel).map_err(PullError::Fetch)? else {
             return Ok(None);
         };
-        let idx = DeltaIndex::parse(&bytes).map_err(|e| PullError::BadDeltaList {
-            listed_in: self.source.file_location(&rel),
-            source: e,
-        })?;
-        Ok(Some(idx.deltas))
+        let bad = |e: E| match e {
+            E::Format(source) => PullError::BadDeltaList {
+                listed_in: location.clone(),
+                source,
+            },
+            E::Io(e) => PullError::Fetch(FetchError::from_io(e).unwrap_or_else(|e| {
+                FetchError::fatal(&location, "reading the delta index failed").with_source(e)
+            })),
+            E::TooLarge => PullError::BadDeltaList {
+                listed_in: location.clone(),
+                source: crate::ostree::FormatError::TooLarge {
+                    what: "delta index",
+                    size: MAX_SUPERBLOCK_SIZE as u64 + 1,
+                    max: MAX_SUPERBLOCK_SIZE as u64,
+                }
+                .into(),
+            },
+            E::Interrupted => PullError::Interrupted,
+        };
+        let file = self.txn.scratch_file()?;
+        let index = SuperblockFile::receive(file, stream, self.interrupt).map_err(bad)?;
+        let mut store_error = None;
+        let deltas = index
+            .index_deltas(|n| {
+                if n.to != to {
+                    return Ok(false);
+                }
+                let Some(from) = n.from else { return Ok(true) };
+                match self.complete_here(&from) {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        store_error.get_or_insert(e);
+                        Ok(false)
+                    }
+                }
+            })
+            .map_err(bad)?;
+        if let Some(e) = store_error {
+            return Err(e);
+        }
+        Ok(Some(DeltaList(deltas)))
     }
 
     /// The best listed delta to `to`: from a complete commit here (the

@@ -243,21 +243,20 @@ impl SuperblockFile {
         })
     }
 
-    /// The entries of the `a{sv}` at `r` that a pull uses; the ranges of
-    /// the inline parts it lists.
-    fn scan_metadata(
+    /// Walks the `a{sv}` at `r`, checking its framing: `f` gets each
+    /// entry's key (`None` when longer than [`MAX_USED_KEY`], left unread)
+    /// and the range of its variant (see [`Self::variant`]).
+    fn scan_dict(
         &self,
         r: &Range<u64>,
-        name: &crate::ostree::delta::DeltaName,
-    ) -> Result<(Metadata, BTreeMap<usize, Range<u64>>)> {
-        const WHAT: &str = "superblock metadata";
-        let bad = || SuperblockFileError::from(FormatError::NotNormalForm { what: WHAT });
-        let mut md = Metadata::new();
-        let mut inline = BTreeMap::new();
+        what: &'static str,
+        mut f: impl FnMut(Option<&str>, Range<u64>) -> Result<()>,
+    ) -> Result<()> {
+        let bad = || SuperblockFileError::from(FormatError::NotNormalForm { what });
         let len = r.end - r.start;
         let w = offset_size(len);
         if w == 0 {
-            return Ok((md, inline));
+            return Ok(());
         }
         let read_off = |at: u64, w: usize| -> Result<u64> {
             let mut b = [0u8; 8];
@@ -270,8 +269,6 @@ impl SuperblockFile {
             return Err(bad());
         }
         let n = table / w as u64;
-        let prefix = name.dir();
-        let commitmeta_key = name.commitmeta_key();
         let mut prev_end = 0u64;
         for i in 0..n {
             let end = read_off(r.start + body_end + i * w as u64, w)?;
@@ -279,7 +276,7 @@ impl SuperblockFile {
             if start > end || end > body_end {
                 return Err(bad());
             }
-            self.check_zero(&(r.start + prev_end..r.start + start), WHAT)?;
+            self.check_zero(&(r.start + prev_end..r.start + start), what)?;
             prev_end = end;
             // One `{sv}`: key, padding to 8, variant, the key's end.
             let elen = end - start;
@@ -294,8 +291,10 @@ impl SuperblockFile {
             if key_end == 0 || v_start > v_end {
                 return Err(bad());
             }
-            self.check_zero(&(e0 + key_end..e0 + v_start), WHAT)?;
+            self.check_zero(&(e0 + key_end..e0 + v_start), what)?;
+            let v = e0 + v_start..e0 + v_end;
             if key_end > MAX_USED_KEY {
+                f(None, v)?;
                 continue;
             }
             let key = self.read_range(&(e0..e0 + key_end))?;
@@ -303,6 +302,39 @@ impl SuperblockFile {
                 Some((0, k)) if !k.contains(&0) => std::str::from_utf8(k).map_err(|_| bad())?,
                 _ => return Err(bad()),
             };
+            f(Some(key), v)?;
+        }
+        if prev_end != body_end {
+            return Err(bad());
+        }
+        Ok(())
+    }
+
+    /// A variant's value range and type string.
+    fn variant(&self, v: &Range<u64>, what: &'static str) -> Result<(Range<u64>, String)> {
+        let bad = || SuperblockFileError::from(FormatError::NotNormalForm { what });
+        let tail_start = v.end - (v.end - v.start).min(TYPE_TAIL);
+        let tail = self.read_range(&(tail_start..v.end))?;
+        let nul = tail.iter().rposition(|b| *b == 0).ok_or_else(bad)?;
+        let typestr = std::str::from_utf8(&tail[nul + 1..]).map_err(|_| bad())?;
+        Ok((v.start..tail_start + nul as u64, typestr.to_string()))
+    }
+
+    /// The entries of the `a{sv}` at `r` that a pull uses; the ranges of
+    /// the inline parts it lists.
+    fn scan_metadata(
+        &self,
+        r: &Range<u64>,
+        name: &crate::ostree::delta::DeltaName,
+    ) -> Result<(Metadata, BTreeMap<usize, Range<u64>>)> {
+        const WHAT: &str = "superblock metadata";
+        let bad = || SuperblockFileError::from(FormatError::NotNormalForm { what: WHAT });
+        let mut md = Metadata::new();
+        let mut inline = BTreeMap::new();
+        let prefix = name.dir();
+        let commitmeta_key = name.commitmeta_key();
+        self.scan_dict(r, WHAT, |key, v| {
+            let Some(key) = key else { return Ok(()) };
             let inline_index = key
                 .strip_prefix(prefix.as_str())
                 .and_then(|k| k.strip_prefix('/'))
@@ -313,15 +345,9 @@ impl SuperblockFile {
                 })
                 .and_then(|k| k.parse::<usize>().ok());
             if key != ENDIANNESS_KEY && key != commitmeta_key && inline_index.is_none() {
-                continue;
+                return Ok(());
             }
-            // The variant: value, a NUL, the type string.
-            let v = e0 + v_start..e0 + v_end;
-            let tail_start = v.end - (v.end - v.start).min(TYPE_TAIL);
-            let tail = self.read_range(&(tail_start..v.end))?;
-            let nul = tail.iter().rposition(|b| *b == 0).ok_or_else(bad)?;
-            let typestr = std::str::from_utf8(&tail[nul + 1..]).map_err(|_| bad())?;
-            let value = v.start..tail_start + nul as u64;
+            let (value, typestr) = self.variant(&v, WHAT)?;
             match inline_index {
                 // The `(yay)` is exactly the part file: compression byte,
                 // then the payload (no framing: `ay` is last).
@@ -335,22 +361,55 @@ impl SuperblockFile {
                 None => {
                     let data = self.read_range(&value)?;
                     // Both keys hold types kept raw (`y`, `a{sv}`).
-                    crate::ostree::normal_form::check(typestr, &data)?;
-                    let v = Value::Other {
-                        typestr: typestr.to_string(),
-                        data,
-                    };
+                    crate::ostree::normal_form::check(&typestr, &data)?;
                     if md.get(key).is_some() {
                         return Err(bad());
                     }
-                    md.insert(key, v);
+                    md.insert(key, Value::Other { typestr, data });
                 }
             }
-        }
-        if prev_end != body_end {
-            return Err(bad());
-        }
+            Ok(())
+        })?;
         Ok((md, inline))
+    }
+
+    /// The deltas a delta index (this file) lists that `keep` accepts, the
+    /// first digest of each: read entry by entry, so an index of any size
+    /// costs memory only for the deltas kept.
+    pub fn index_deltas(
+        &self,
+        mut keep: impl FnMut(&crate::ostree::delta::DeltaName) -> Result<bool>,
+    ) -> Result<Vec<(crate::ostree::delta::DeltaName, Checksum)>> {
+        use crate::ostree::delta::index::STATIC_DELTAS_KEY;
+        const WHAT: &str = "delta index";
+        let mut deltas = None;
+        self.scan_dict(&(0..self.len), WHAT, |key, v| {
+            if key == Some(STATIC_DELTAS_KEY) {
+                let (value, typestr) = self.variant(&v, WHAT)?;
+                if typestr != "a{sv}" || deltas.is_some() {
+                    return Err(FormatError::NotNormalForm { what: WHAT }.into());
+                }
+                deltas = Some(value);
+            }
+            Ok(())
+        })?;
+        let mut out: Vec<(crate::ostree::delta::DeltaName, Checksum)> = Vec::new();
+        let Some(r) = deltas else { return Ok(out) };
+        self.scan_dict(&r, WHAT, |key, v| {
+            // As DeltaList::from_metadata: a malformed entry spoils the list.
+            let name = crate::ostree::delta::DeltaName::parse(key.unwrap_or("(too long)"))?;
+            let (value, typestr) = self.variant(&v, WHAT)?;
+            if typestr != "ay" {
+                return Err(FormatError::NotNormalForm { what: WHAT }.into());
+            }
+            let digest = Checksum::from_slice(&self.read_range(&value)?, "static delta digest")
+                .map_err(DeltaError::from)?;
+            if !out.iter().any(|(n, _)| *n == name) && keep(&name)? {
+                out.push((name, digest));
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The inner superblock's bytes (for checking its signatures).
@@ -397,6 +456,33 @@ mod tests {
         let sbf = SuperblockFile::receive_in_place(f, &AtomicBool::new(false))?;
         let l = sbf.load()?;
         Ok((sbf, l))
+    }
+
+    /// A delta index read entry by entry: the deltas kept.
+    #[test]
+    fn reads_indexes() {
+        use crate::ostree::delta::DeltaName;
+        use crate::ostree::delta::index::{DeltaIndex, DeltaList};
+        let c = |b: u8| Checksum::from_array([b; 32]);
+        let list = vec![
+            (DeltaName::new(Some(c(1)), c(2)), c(10)),
+            (DeltaName::scratch(c(2)), c(11)),
+            (DeltaName::new(Some(c(3)), c(2)), c(12)),
+        ];
+        let bytes = DeltaIndex::new(DeltaList(list.clone())).serialize();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        let sbf = SuperblockFile::receive_in_place(file, &AtomicBool::new(false)).unwrap();
+        let all = sbf.index_deltas(|_| Ok(true)).unwrap();
+        assert_eq!(all, list);
+        let some = sbf.index_deltas(|n| Ok(n.from != Some(c(3)))).unwrap();
+        assert_eq!(some, list[..2].to_vec());
+        for cut in 1..bytes.len() {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&bytes[..bytes.len() - cut]).unwrap();
+            let sbf = SuperblockFile::receive_in_place(file, &AtomicBool::new(false)).unwrap();
+            let _ = sbf.index_deltas(|_| Ok(true));
+        }
     }
 
     /// Read by range, a superblock gives what parsing it whole gives, its
