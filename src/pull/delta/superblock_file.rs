@@ -11,6 +11,9 @@
 //! as far as their framing goes and otherwise ignored, as libostree
 //! ignores them.
 //!
+//! Delta indexes (as large as libostree allows too) are read the same
+//! way, keeping only the deltas a pull could use ([`SuperblockFile::index_deltas`]).
+//!
 //! Still read into memory: the part headers, fallbacks and commit (what
 //! every part's application needs), the detached metadata, and a signed
 //! superblock's inner bytes while its ed25519 signatures are checked (the
