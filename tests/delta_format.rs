@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use arbor::ostree::delta::opcodes::Decoder;
-use arbor::ostree::delta::part::encode_part_file;
+use arbor::ostree::delta::part::{encode_part_file, max_payload_size};
 use arbor::ostree::delta::{
     Compression, DeltaName, Endianness, OpChecker, PartPayload, Step, Superblock, WriteSource, xz,
 };
@@ -91,6 +91,13 @@ fn check_delta(dir: &str) -> (Superblock, Tally) {
             encode_part_file(&payload_bytes, Compression::Xz),
             file,
             "{dir}/{i}: xz encoding"
+        );
+        // Within the bound arbor holds declared sizes to.
+        let max = max_payload_size(h.objects.len(), h.usize);
+        assert!(
+            payload_bytes.len() as u64 <= max,
+            "{dir}/{i}: payload {} over the bound {max}",
+            payload_bytes.len()
         );
         let payload = PartPayload::parse(&payload_bytes).unwrap();
         assert_eq!(

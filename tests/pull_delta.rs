@@ -529,3 +529,217 @@ fn signed_superblocks_and_commit_signatures() {
         assert!(!object_path(&store, &s.c2, "commit").exists());
     }
 }
+
+/// A remote that verifies its (ed25519-signed) summary, whose delta is
+/// listed only by the unsigned `delta-indexes/` (as when someone able to
+/// rewrite them forged one): the superblock carries the real C2 but forged
+/// detached metadata. With neither the superblock nor the commit verifiable
+/// the delta is not used (no part fetched, the forged metadata not stored):
+/// the pull fetches C2's objects. When the superblock is signed by a
+/// trusted key, the same index is trusted.
+#[test]
+fn unsigned_index_does_not_vouch_for_a_delta_under_a_signed_summary() {
+    use arbor::ostree::delta::{DeltaIndex, DeltaList, SignedSuperblock};
+    use arbor::ostree::{Metadata, Value};
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    let s = delta_source();
+    let root = s.base.join("index-trust-www");
+    std::fs::create_dir_all(&root).unwrap();
+    let key = SigningKey::from_bytes(&[11; 32]);
+    let sigs = |data: &[u8]| {
+        let mut md = Metadata::new();
+        md.insert(
+            "ostree.sign.ed25519",
+            Value::ByteArrays(vec![key.sign(data).to_bytes().to_vec()]),
+        );
+        md
+    };
+    let name = DeltaName::scratch(s.c2());
+    let make = |dir: &str, sign_superblock: bool| {
+        // The summary (signed) is made before the delta: it does not list it.
+        let repo = serve_copy(&root, dir, &[], true);
+        let summary = std::fs::read(repo.join("summary")).unwrap();
+        let md = arbor::ostree::Summary::parse(&summary).unwrap().metadata;
+        assert_eq!(
+            md.get("ostree.summary.indexed-deltas"),
+            Some(&Value::Bool(true))
+        );
+        std::fs::write(repo.join("summary.sig"), sigs(&summary).serialize()).unwrap();
+        generate_in_repo(&repo, &["--empty", "--to", &s.c2]);
+        let mut sb = read_superblock(&repo, &name);
+        let mut forged = Metadata::new();
+        forged.insert("forged", Value::Str("by whoever wrote the index".into()));
+        sb.metadata.insert(
+            name.commitmeta_key(),
+            Value::Other {
+                typestr: "a{sv}".into(),
+                data: forged.serialize(),
+            },
+        );
+        let inner = sb.serialize();
+        let file = if sign_superblock {
+            SignedSuperblock {
+                superblock: &inner,
+                signatures: sigs(&inner),
+            }
+            .serialize()
+        } else {
+            inner.clone()
+        };
+        std::fs::write(repo.join(name.superblock_path()), &file).unwrap();
+        let index = DeltaIndex::new(DeltaList(vec![(name, Checksum::digest(&file))]));
+        let p = repo.join(DeltaName::index_path(&s.c2()));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, index.serialize()).unwrap();
+        dir.to_string()
+    };
+    let forged = make("forged", false);
+    let signed = make("signed", true);
+    let nginx = Nginx::start(&root);
+    let pk = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    // The summary is verified with the key, commits are not.
+    let key_setting = format!("verification-ed25519-key={pk}");
+    let store_for = |served: &str| {
+        let (t, store) = new_store(Mode::Archive);
+        add_remote(
+            &store,
+            "origin",
+            &nginx.url(served),
+            &[
+                "--no-gpg-verify",
+                "--set",
+                &key_setting,
+                "--set",
+                "sign-verify-summary=true",
+            ],
+        );
+        (t, store)
+    };
+
+    let (_t, store) = store_for(&forged);
+    let r = pull_ok(&store, &["-v", "origin", "main"]);
+    assert_mentions(&r, &["unsigned delta index", "fetching objects"]);
+    let reqs = nginx.requests_under(&forged);
+    assert!(
+        reqs.iter()
+            .any(|q| q.path.ends_with(&name.superblock_path())),
+        "the superblock was looked at: {reqs:#?}"
+    );
+    assert!(
+        !reqs.iter().any(|q| q.path.contains(&name.part_path(0))),
+        "no part fetched: {reqs:#?}"
+    );
+    assert!(!object_path(&store, &s.c2, "commitmeta").exists());
+    assert_pulled(&store, &s.repo, &c2(), false);
+
+    // Signed by the key the remote trusts: used.
+    let (_t, store) = store_for(&signed);
+    pull_ok(&store, &["origin", "main"]);
+    let reqs = nginx.requests_under(&signed);
+    assert!(
+        reqs.iter().any(|q| q.path.contains(&name.part_path(0))),
+        "the delta was used: {reqs:#?}"
+    );
+    assert_pulled(&store, &s.repo, &c2(), false);
+}
+
+/// The store has C1, a local cache every object of C2 but the two that
+/// C1 → C2's part makes with bsdiff from C1's files (30 and 60 KB, where
+/// the part holds patches of a few hundred bytes): fetching those two as
+/// objects would cost their full sizes, so the part is fetched, and `-v`
+/// says why. (Their share of the part's file size, a few KB, used to make
+/// the loose objects look cheaper.)
+#[test]
+fn bsdiff_parts_are_not_undercut_by_their_objects() {
+    let s = delta_source();
+    let (_tc, cache) = new_store(Mode::Archive);
+    pull_ok(
+        &cache,
+        &[&s.repo.display().to_string(), &format!("main@{}", c2())],
+    );
+    for path in ["/lib/libbar.so.2", "/data/blob.bin"] {
+        let ls = ostree_repo_ok(&s.repo, ["ls", "-C", &c2(), path]).stdout_str();
+        let sum = ls
+            .split_whitespace()
+            .find(|w| w.len() == 64)
+            .unwrap_or_else(|| panic!("checksum in {ls}"));
+        std::fs::remove_file(object_path(&cache, sum, "filez")).unwrap();
+    }
+    let served = alias("bsdiffcost", "sum");
+    let (_t, store) = new_store(Mode::Bare);
+    origin(&store, &served);
+    pull_ok(
+        &store,
+        &[
+            "--disable-static-deltas",
+            "origin",
+            &format!("main@{}", c1()),
+        ],
+    );
+    let r = pull_ok(
+        &store,
+        &[
+            "-v",
+            "--localcache-repo",
+            &cache.display().to_string(),
+            "origin",
+            "main",
+        ],
+    );
+    assert_mentions(&r, &["2 of its", "rather than them one by one"]);
+    let name = DeltaName::new(Some(s.c1()), s.c2());
+    let reqs = requests_of(&served);
+    assert!(
+        reqs.iter().any(|q| q.path.ends_with(&name.part_path(0))),
+        "the part was fetched: {reqs:#?}"
+    );
+    assert_pulled(&store, &s.repo, &c2(), false);
+}
+
+/// A delta the summary lists but the server lacks a file of (a part, or
+/// the superblock: published incompletely): the pull fetches objects
+/// instead, keeping what the delta verified; with
+/// `--require-static-deltas` it fails naming the delta. (libostree falls
+/// back for a missing superblock only.)
+#[test]
+fn missing_delta_files_fall_back_to_objects() {
+    let s = delta_source();
+    let root = s.base.join("missing-www");
+    std::fs::create_dir_all(&root).unwrap();
+    let from: &[&str] = &["--from", &s.c1, "--to", &s.c2];
+    let name = DeltaName::new(Some(s.c1()), s.c2());
+    let nopart = serve_copy(&root, "nopart", &[from], true);
+    std::fs::remove_file(nopart.join(name.part_path(0))).unwrap();
+    let nosb = serve_copy(&root, "nosb", &[from], true);
+    std::fs::remove_file(nosb.join(name.superblock_path())).unwrap();
+    let nginx = Nginx::start(&root);
+    for served in ["nopart", "nosb"] {
+        let at_c1 = || {
+            let (t, store) = new_store(Mode::Archive);
+            add_remote(&store, "origin", &nginx.url(served), &["--no-sign-verify"]);
+            pull_ok(
+                &store,
+                &[
+                    "--disable-static-deltas",
+                    "origin",
+                    &format!("main@{}", c1()),
+                ],
+            );
+            (t, store)
+        };
+        let (_t, store) = at_c1();
+        let r = pull_ok(&store, &["-v", "origin", "main"]);
+        assert_mentions(
+            &r,
+            &[&format!("static delta {name}"), "fetching objects instead"],
+        );
+        assert_pulled(&store, &s.repo, &c2(), false);
+
+        let (_t, store) = at_c1();
+        let r = pull(&store, &["--require-static-deltas", "origin", "main"]).assert_clean_failure();
+        assert_mentions(&r, &[&format!("static delta {name}")]);
+        assert_eq!(read_ref(&store, "remotes/origin/main"), Some(c1()));
+    }
+}

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use arbor::ostree::Commit;
 use arbor::ostree::delta::bspatch::Control;
 use arbor::ostree::delta::opcodes::{Decoder, Op, encode_ops};
 use arbor::ostree::delta::part::encode_part_file;
 use arbor::ostree::delta::{Compression, DeltaName, OpChecker, PartPayload, Step};
-use arbor::ostree::{Checksum, Commit};
 use common::*;
 use delta_support::*;
 use pull_support::*;
@@ -273,22 +273,6 @@ fn bspatch_reading_out_of_bounds() {
     assert_refused_delta(&s, &["part 0", "bsdiff", "old bytes"]);
 }
 
-/// CRC32 (IEEE), for the xz index the bomb rewrites.
-fn crc32(data: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for b in data {
-        c ^= u32::from(*b);
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0xedb8_8320
-            } else {
-                c >> 1
-            };
-        }
-    }
-    !c
-}
-
 /// 64 MiB of zeros (a few KiB of xz) whose index declares 3,000,000 bytes
 /// (same varint length, CRC fixed): a valid-looking part that inflates far
 /// past what it declares.
@@ -313,22 +297,26 @@ fn bomb() -> Vec<u8> {
     part
 }
 
-fn encode_vli(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-    out
-}
-
 #[test]
 fn xz_bomb_stops_at_its_declared_size() {
     let s = hostile("bomb", |repo| {
         replace_part_file(repo, &update(), 0, &bomb());
     });
     assert_refused_delta(&s, &["part 0", "inflates past its declared 3000000 bytes"]);
+}
+
+/// An xz index whose records add up to 2^64 − 1 bytes ((2^63 − 1) twice,
+/// then 1): refused before anything is decompressed, rather than
+/// overflowing the room computation (a panic in debug builds, an endless
+/// loop in release ones).
+#[test]
+fn xz_index_declaring_u64_max() {
+    let s = hostile("maxdecl", |repo| {
+        let big = (1u64 << 63) - 1;
+        let part = xz_part_with_index(&[(16, big), (16, big), (16, 1)]);
+        replace_part_file(repo, &update(), 0, &part);
+    });
+    assert_refused_delta(&s, &["part 0", "18446744073709551615-byte payload"]);
 }
 
 #[test]
@@ -434,5 +422,172 @@ fn killed_mid_delta_then_resumed() {
     assert!(object_requests(&reqs).is_empty(), "{reqs:#?}");
     assert_pulled(&store, &s.repo, &s.c2, false);
     assert_eq!(read_ref(&store, "remotes/origin/main"), Some(s.c2.clone()));
-    let _ = Checksum::from_hex(&s.c2);
+}
+
+/// Peak RSS in KiB of `arbor --repo STORE pull origin main` (GNU `time`'s
+/// count, as `pull_memory` measures it), and the run.
+fn pull_peak_rss(store: &Path) -> (i64, Run) {
+    let dir = tempdir();
+    let out = dir.path().join("rss");
+    let r = run({
+        let mut c = std::process::Command::new("/usr/bin/time");
+        c.arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&out)
+            .arg(arbor_bin())
+            .arg("--repo")
+            .arg(store)
+            .args(["pull", "origin", "main"]);
+        c
+    });
+    let text = std::fs::read_to_string(&out).unwrap();
+    let kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("time wrote {text:?}"));
+    (kib, r)
+}
+
+/// A part whose xattr table frames 4,000,000 empty entries (16 MB of
+/// offsets, inside the tables' bound) is a valid delta: it applies, and the
+/// table is read entry by entry as objects use it, never parsed whole
+/// (which took 351 MB).
+#[test]
+fn xattr_table_of_millions_of_entries() {
+    let s = hostile("xattrmillions", |repo| {
+        rewrite_payload(repo, &update(), 0, |payload| {
+            let p = PartPayload::parse(&payload).unwrap();
+            let mut x = p.xattrs.clone();
+            x.resize(4_000_000, arbor::ostree::Xattrs::new());
+            PartPayload {
+                modes: p.modes.clone(),
+                xattrs: x,
+                blob: p.blob,
+                ops: p.ops,
+            }
+            .serialize()
+        });
+    });
+    let (_t, store) = store_at_c1(&s);
+    let (kib, r) = pull_peak_rss(&store);
+    r.assert_ok();
+    assert_eq!(
+        read_ref(&store, "remotes/origin/main"),
+        Some(delta_source().c2.clone())
+    );
+    assert_fsck_clean(&store);
+    eprintln!("peak RSS with a 4,000,000-entry xattr table: {kib} KiB");
+    assert!(kib < 64 * 1024, "peak RSS {kib} KiB, over 64 MiB");
+}
+
+/// A real part whose LZMA2 block header asks for a 48 MiB dictionary
+/// (libostree's compiler writes 32 MiB): refused before the dictionary is
+/// allocated, rather than decoded with up to 100 MiB as libostree would.
+#[test]
+fn xz_part_asking_for_a_huge_dictionary() {
+    let s = hostile("bigdict", |repo| {
+        let path = repo.join(update().part_path(0));
+        let mut part = std::fs::read(&path).unwrap();
+        // Part byte 0 is 'x'; the stream header is 12 bytes; then the
+        // block header: size, flags (no sizes: libostree's encoder writes
+        // none), filter 0x21 (LZMA2), 1 property byte, the dictionary.
+        let b = 13;
+        let hlen = (part[b] as usize + 1) * 4;
+        assert_eq!(
+            &part[b + 1..b + 5],
+            &[0, 0x21, 1, 26],
+            "preset 8 block header"
+        );
+        part[b + 4] = 27; // 3 << 24: 48 MiB (26 is 2 << 24)
+        let crc = crc32(&part[b..b + hlen - 4]);
+        part[b + hlen - 4..b + hlen].copy_from_slice(&crc.to_le_bytes());
+        replace_part_file(repo, &update(), 0, &part);
+    });
+    assert_refused_delta(
+        &s,
+        &["part 0", "more than the 33620600 bytes of decoder memory"],
+    );
+}
+
+/// A superblock declaring a part of 2^64 − 1 bytes (honest, as far as the
+/// superblock goes): refused before any part is fetched, for want of
+/// space, rather than computing `size + 1` (a panic in debug builds) and
+/// writing until the disk is full.
+#[test]
+fn part_declaring_u64_max_bytes() {
+    let s = hostile("partsizemax", |repo| {
+        let mut sb = read_superblock(repo, &update());
+        sb.parts[0].size = u64::MAX;
+        write_superblock(repo, &update(), &sb);
+    });
+    let mark = served().nginx.mark();
+    assert_refused_delta(&s, &["needs 18446744073709551615 bytes", "free"]);
+    let parts: Vec<_> = served()
+        .nginx
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path.contains("/deltas/") && !r.path.ends_with("/superblock"))
+        .collect();
+    assert!(parts.is_empty(), "parts fetched: {parts:?}");
+}
+
+/// Objects declared larger than the disk (the index and superblock honest
+/// about it): refused before a part is fetched, naming the sizes.
+#[test]
+fn objects_larger_than_the_disk() {
+    let s = hostile("usizebomb", |repo| {
+        let mut sb = read_superblock(repo, &update());
+        sb.parts[0].usize = 1 << 60;
+        write_superblock(repo, &update(), &sb);
+    });
+    let mark = served().nginx.mark();
+    assert_refused_delta(&s, &["needs", "free"]);
+    let parts: Vec<_> = served()
+        .nginx
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path.contains("/deltas/") && !r.path.ends_with("/superblock"))
+        .collect();
+    assert!(parts.is_empty(), "parts fetched: {parts:?}");
+}
+
+/// Through the library: a delta failing in a part still reports the end of
+/// its `ApplyDelta` phase (a progress display is not left open).
+#[test]
+fn failed_delta_finishes_its_progress_phase() {
+    use arbor::progress::{Event, Phase, Progress};
+    use std::sync::Mutex;
+    struct Record(Mutex<Vec<String>>);
+    impl Progress for Record {
+        fn report(&self, e: Event<'_>) {
+            let s = match e {
+                Event::Start {
+                    phase: Phase::ApplyDelta,
+                    ..
+                } => "start",
+                Event::Finish {
+                    phase: Phase::ApplyDelta,
+                } => "finish",
+                _ => return,
+            };
+            self.0.lock().unwrap().push(s.into());
+        }
+    }
+    let s = hostile("badsum-lib", |repo| {
+        flip_byte(&repo.join(update().part_path(0)), 100);
+    });
+    let (_t, store) = store_at_c1(&s);
+    let repo = arbor::store::Repo::open(&store).unwrap();
+    let opts = arbor::pull::PullOptions {
+        targets: vec!["main".parse().unwrap()],
+        ..Default::default()
+    };
+    let source = arbor::pull::PullSource::Url(served().nginx.url(&s));
+    let rec = Record(Mutex::new(Vec::new()));
+    let flag = std::sync::atomic::AtomicBool::new(false);
+    let r = arbor::pull::pull(&repo, &source, &opts, &rec, &flag);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(*rec.0.lock().unwrap(), ["start", "finish"]);
 }

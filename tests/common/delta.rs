@@ -244,3 +244,60 @@ pub fn assert_delta_fetched(
         "objects fetched beside the delta",
     );
 }
+
+/// CRC32 (IEEE), as xz uses for its headers and index.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for b in data {
+        c ^= u32::from(*b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// An xz variable-length integer.
+pub fn encode_vli(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+/// A part file (`'x'` then an xz stream) whose index lists `records`
+/// (unpadded, uncompressed size) over blocks of zero bytes: framing that
+/// adds up, with every CRC right, but blocks no decoder would accept. What
+/// a hostile server can declare before a byte is decompressed.
+pub fn xz_part_with_index(records: &[(u64, u64)]) -> Vec<u8> {
+    let flags = [0u8, 0x04]; // CRC64, as libostree writes
+    let mut s = vec![0xfd, b'7', b'z', b'X', b'Z', 0, flags[0], flags[1]];
+    s.extend_from_slice(&crc32(&flags).to_le_bytes());
+    for (unpadded, _) in records {
+        s.resize(s.len() + (*unpadded as usize).div_ceil(4) * 4, 0);
+    }
+    let mut index = vec![0u8];
+    index.extend(encode_vli(records.len() as u64));
+    for (u, n) in records {
+        index.extend(encode_vli(*u));
+        index.extend(encode_vli(*n));
+    }
+    index.resize(index.len().div_ceil(4) * 4, 0);
+    let crc = crc32(&index);
+    index.extend_from_slice(&crc.to_le_bytes());
+    let backward = (index.len() / 4 - 1) as u32;
+    s.extend_from_slice(&index);
+    let mut footer_body = backward.to_le_bytes().to_vec();
+    footer_body.extend_from_slice(&flags);
+    s.extend_from_slice(&crc32(&footer_body).to_le_bytes());
+    s.extend_from_slice(&footer_body);
+    s.extend_from_slice(b"YZ");
+    [&[b'x'][..], &s].concat()
+}

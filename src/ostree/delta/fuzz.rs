@@ -33,16 +33,18 @@ pub fn superblock(data: &[u8]) {
 
 /// Part payloads (with their opcodes run through the checker against a
 /// fixed object list), single ops, xz framing and bsdiff patches.
+/// The object types of the fixed object list parts are checked against.
+pub const OBJECT_TYPES: [ObjectType; 6] = [
+    ObjectType::DirTree,
+    ObjectType::File,
+    ObjectType::File,
+    ObjectType::DirMeta,
+    ObjectType::File,
+    ObjectType::File,
+];
+
 pub fn part(data: &[u8]) {
-    let types = [
-        ObjectType::DirTree,
-        ObjectType::File,
-        ObjectType::File,
-        ObjectType::DirMeta,
-        ObjectType::File,
-        ObjectType::File,
-    ];
-    let objects: Vec<ObjectName> = types
+    let objects: Vec<ObjectName> = OBJECT_TYPES
         .iter()
         .enumerate()
         .map(|(i, t)| ObjectName::new(Checksum::from_array([i as u8; 32]), *t))

@@ -17,11 +17,14 @@ use std::ops::Range;
 use gvariant::aligned_bytes::AsAligned;
 use gvariant::{Marker, Structure, gv};
 
+use super::super::content::MAX_SYMLINK_TARGET;
 use super::super::error::FormatError;
 use super::super::gv::{aligned, check_normal_form};
+use super::super::normal_form::offset_size;
 use super::super::xattrs::Xattrs;
 use super::error::{DeltaError, Result};
 use super::frame::{self, Member};
+use super::opcodes::MAX_OP_LEN;
 
 /// Most bytes of mode and xattr tables read into memory for one part.
 /// Tables are deduplicated per part; real ones are kilobytes.
@@ -34,6 +37,54 @@ const MEMBERS: [Member; 4] = [
     Member::var(1),
 ];
 const MODE_ENTRY_LEN: usize = 12;
+
+/// Payload bytes per byte of the objects a part creates (its header's
+/// `usize`), at most, for what libostree's (and arbor's) compiler writes;
+/// see [`max_payload_size`].
+pub const MAX_PAYLOAD_PER_BYTE: u64 = 28;
+/// Payload bytes per object beyond [`MAX_PAYLOAD_PER_BYTE`], at most: a
+/// symlink's target, which libostree counts as 0 bytes of `usize` when it
+/// reads an `archive` repository, and its `S` operation.
+pub const MAX_PAYLOAD_PER_OBJECT: u64 = MAX_SYMLINK_TARGET as u64 + MAX_OP_LEN as u64;
+/// The payload's three framing offsets.
+const PAYLOAD_FRAMING: u64 = 3 * 8;
+
+/// The largest decompressed payload a part creating `objects` objects of
+/// `usize` bytes in all can have, when a real compiler made it: an xz part
+/// declaring more is refused before a byte is decompressed.
+///
+/// The payload is not bounded by `usize` alone: `usize` counts the objects
+/// a part creates, while the payload holds what creates them. libostree's
+/// compiler (which flatpak and rpm-ostree call; arbor's mirrors it) writes,
+/// per object of `s` bytes:
+/// - `S`: the object's bytes (`s`) and one operation (at most 41 bytes),
+///   or for a symlink its target (at most 4095 bytes, counted 0 in
+///   `usize` when the source repository is `archive`);
+/// - bsdiff: a 32-byte source checksum, 5 operations (65 bytes) and the
+///   patch: every new byte once (diff or extra) plus a 24-byte control
+///   triple each time bsdiff's scan emits one, which it does at distinct
+///   positions of the new file, so at most `s + 1` of them: `25 s + 24`;
+/// - rollsum: a 32-byte source checksum, `o`, `c`, a final `R` and `w`
+///   (54 bytes) and, per matched chunk, the literal bytes before it and up
+///   to 54 bytes of `R w r w`. Chunks end where bup's rolling sum says, so
+///   a 1-byte literal and a 1-byte match are possible: 55 bytes per 2
+///   bytes of object, 27.5 per byte (varints at their 10-byte maximum).
+///
+/// So the payload is at most 28 bytes per byte of `usize`, plus 4136 per
+/// object, plus the tables (at most [`MAX_TABLES_SIZE`], checked again
+/// once decompressed) and the framing. Real parts are close to `usize`
+/// (chunks average 8 KiB, patches a little over the file), but a
+/// tighter bound would be a heuristic: libostree 2026.3 bounded the
+/// payload by `usize` plus a per-object margin and refused real Flathub
+/// deltas with large bsdiff'd files (ostree#3635). The free space of the
+/// staging filesystem bounds the rest (see `pull::delta`).
+pub fn max_payload_size(objects: usize, usize: u64) -> u64 {
+    (objects as u64)
+        .saturating_mul(MAX_PAYLOAD_PER_OBJECT)
+        .saturating_add(usize.saturating_mul(MAX_PAYLOAD_PER_BYTE))
+        .saturating_add(MAX_TABLES_SIZE)
+        .saturating_add(PAYLOAD_FRAMING)
+}
 
 /// How a part file's payload is stored.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -162,6 +213,111 @@ pub fn parse_xattr_table(data: &[u8]) -> Result<Vec<Xattrs>> {
     }
     check_normal_form("delta part xattr table", data, &serialize_xattr_table(&out))?;
     Ok(out)
+}
+
+/// Where the entries of an `aa(ayay)` xattr table of `len` bytes lie,
+/// from its framing alone. A table of a few megabytes can frame millions
+/// of (empty) entries, so a part's table is never parsed whole: its
+/// framing offsets are checked as a stream ([`check_offsets`]) and entries
+/// are read and parsed one at a time ([`parse_xattr_entry`]), which keeps
+/// memory bounded by the largest entry read, not by the entry count.
+///
+/// [`check_offsets`]: XattrTableFrame::check_offsets
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct XattrTableFrame {
+    /// Width of the framing offsets (0 for an empty table).
+    pub width: usize,
+    /// Where the entries end and the offsets start.
+    pub body_end: u64,
+    /// Number of entries: the table's own bytes bound it.
+    pub count: u64,
+}
+
+impl XattrTableFrame {
+    const WHAT: &'static str = "delta part xattr table";
+
+    /// The width of the offsets of a `len`-byte table: the number of
+    /// trailing bytes [`from_last_offset`](Self::from_last_offset) needs.
+    pub fn width(len: u64) -> Result<usize> {
+        Ok(offset_size(to_usize(len)?))
+    }
+
+    /// The frame, from the table's last [`width`](Self::width) bytes (its
+    /// last entry's end, which is where the offsets start).
+    pub fn from_last_offset(len: u64, last: &[u8]) -> Result<Self> {
+        let bad = || DeltaError::from(FormatError::NotNormalForm { what: Self::WHAT });
+        let width = Self::width(len)?;
+        if last.len() != width {
+            return Err(FormatError::Truncated { what: Self::WHAT }.into());
+        }
+        if width == 0 {
+            return Ok(XattrTableFrame {
+                width,
+                body_end: 0,
+                count: 0,
+            });
+        }
+        let body_end = read_le(last);
+        let offsets = len.checked_sub(body_end).ok_or_else(bad)?;
+        if offsets == 0 || !offsets.is_multiple_of(width as u64) {
+            return Err(bad());
+        }
+        Ok(XattrTableFrame {
+            width,
+            body_end,
+            count: offsets / width as u64,
+        })
+    }
+
+    /// Table offset of the framing offset holding entry `i`'s end.
+    pub fn offset_pos(&self, i: u64) -> u64 {
+        self.body_end + i * self.width as u64
+    }
+
+    /// Checks a run of consecutive framing offsets (starting at entry
+    /// `first`, whose predecessor ends at `prev_end`): each entry ends
+    /// where or after the previous one, inside the body. Returns the last
+    /// end, for the next run.
+    pub fn check_offsets(&self, bytes: &[u8], mut prev_end: u64) -> Result<u64> {
+        for o in bytes.chunks_exact(self.width.max(1)) {
+            let end = read_le(o);
+            if end < prev_end || end > self.body_end {
+                return Err(FormatError::NotNormalForm { what: Self::WHAT }.into());
+            }
+            prev_end = end;
+        }
+        Ok(prev_end)
+    }
+}
+
+fn read_le(b: &[u8]) -> u64 {
+    b.iter()
+        .enumerate()
+        .fold(0u64, |v, (i, b)| v | (u64::from(*b) << (8 * i)))
+}
+
+/// Reads a framing offset of `width` bytes.
+pub fn read_offset(b: &[u8]) -> u64 {
+    read_le(b)
+}
+
+/// Parses one entry of the xattr table, an `a(ayay)` (normal form checked).
+pub fn parse_xattr_entry(data: &[u8]) -> Result<Xattrs> {
+    let buf = aligned(data);
+    let list = gv!("a(ayay)").cast(buf.as_aligned());
+    let x = Xattrs::from_wire(list.iter().map(|e| e.to_tuple()))?;
+    let names = x.wire_names();
+    let pairs: Vec<(&[u8], &[u8])> = names
+        .iter()
+        .zip(x.iter())
+        .map(|(n, x)| (n.as_slice(), x.value.as_slice()))
+        .collect();
+    check_normal_form(
+        "delta part xattr table entry",
+        data,
+        &gv!("a(ayay)").serialize_to_vec(&pairs),
+    )?;
+    Ok(x)
 }
 
 pub fn serialize_xattr_table(table: &[Xattrs]) -> Vec<u8> {
@@ -382,6 +538,71 @@ mod tests {
         assert_eq!(xz[0], b'x');
         assert_eq!(&xz[1..7], &[0xfd, b'7', b'z', b'X', b'Z', 0]);
         assert!(Compression::from_byte(b'z').is_err());
+    }
+
+    #[test]
+    fn payload_bound() {
+        let tables = MAX_TABLES_SIZE + PAYLOAD_FRAMING;
+        assert_eq!(max_payload_size(0, 0), tables);
+        assert_eq!(max_payload_size(2, 100), tables + 2 * 4136 + 2800);
+        assert_eq!(max_payload_size(usize::MAX, u64::MAX), u64::MAX);
+    }
+
+    /// Entries read one by one through the frame agree with the whole
+    /// table's parse, for every offset width; bad framing is refused.
+    fn lazy_entries(t: &[u8]) -> Result<Vec<Xattrs>> {
+        let len = t.len() as u64;
+        let w = XattrTableFrame::width(len)?;
+        let f = XattrTableFrame::from_last_offset(len, &t[t.len() - w..])?;
+        let offsets = &t[f.offset_pos(0) as usize..];
+        assert_eq!(f.check_offsets(offsets, 0)?, f.body_end);
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 0..f.count {
+            let at = f.offset_pos(i) as usize;
+            let end = read_offset(&t[at..at + w]);
+            out.push(parse_xattr_entry(&t[start as usize..end as usize])?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn xattr_table_read_lazily() {
+        let x = |n: usize, v: usize| {
+            Xattrs::from_unsorted(
+                (0..n)
+                    .map(|i| Xattr {
+                        name: format!("user.a{i}").into_bytes(),
+                        value: vec![7; v],
+                    })
+                    .collect(),
+            )
+            .unwrap()
+        };
+        for table in [
+            vec![],
+            vec![Xattrs::new()],
+            vec![Xattrs::new(), x(1, 1), Xattrs::new(), x(3, 2)],
+            vec![x(2, 200), x(1, 0)],
+            vec![x(3, 30_000), Xattrs::new(), x(2, 60_000)],
+            vec![Xattrs::new(); 300],
+        ] {
+            let bytes = serialize_xattr_table(&table);
+            assert_eq!(parse_xattr_table(&bytes).unwrap(), table);
+            assert_eq!(lazy_entries(&bytes).unwrap(), table);
+        }
+        // An offset before its predecessor's, or past the body.
+        let mut bad = serialize_xattr_table(&[x(1, 1), x(1, 1)]);
+        let n = bad.len();
+        bad[n - 2] = bad[n - 1] + 1;
+        assert!(lazy_entries(&bad).is_err());
+        let bad2 = [0u8, 1, 0];
+        assert!(lazy_entries(&bad2).is_err());
+        // The last offset leaving no whole offsets.
+        assert!(XattrTableFrame::from_last_offset(5, &[5]).is_err());
+        assert!(XattrTableFrame::from_last_offset(5, &[6]).is_err());
+        assert_eq!(XattrTableFrame::from_last_offset(5, &[1]).unwrap().count, 4);
     }
 
     #[test]

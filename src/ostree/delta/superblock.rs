@@ -166,6 +166,32 @@ impl Superblock {
         let r = frame::split(WHAT, &MEMBERS, data)?;
         let member = |i: usize| &data[r[i].clone()];
         let metadata = Metadata::parse(member(0))?;
+        let rest: [&[u8]; 7] = std::array::from_fn(|i| member(i + 1));
+        Self::from_members(metadata, &rest)
+    }
+
+    /// How many trailing bytes of a `len`-byte superblock frame it.
+    pub fn tail_len(len: usize) -> usize {
+        frame::tail_len(&MEMBERS, len)
+    }
+
+    /// Where the members of a `len`-byte superblock lie, from its last
+    /// [`tail_len`](Self::tail_len) bytes, and the padding ranges between
+    /// them (which the caller must check are zero): for reading a
+    /// superblock too large to hold whole (its inline parts) by range.
+    pub fn split_from_tail(len: usize, tail: &[u8]) -> Result<frame::Split> {
+        Ok(frame::split_from_tail(
+            "static delta superblock",
+            &MEMBERS,
+            len,
+            tail,
+        )?)
+    }
+
+    /// The superblock from its metadata and its other seven members'
+    /// bytes (timestamp to fallbacks).
+    pub fn from_members(metadata: Metadata, rest: &[&[u8]; 7]) -> Result<Self> {
+        let member = |i: usize| rest[i - 1];
         let ts = u64::from_be_bytes(member(1).try_into().expect("fixed 8-byte member"));
         let from = match member(2) {
             [] => None,
@@ -365,7 +391,10 @@ impl Superblock {
 /// (`_ostree_delta_get_endianness`): read in this machine's order, the
 /// delta is taken as byte-swapped when some part is more than 1.2 times
 /// larger compressed than uncompressed, or when the average object is
-/// over 4 GiB.
+/// over 4 GiB. The same test, in exact integer arithmetic where libostree
+/// divides doubles. (An `ostree.endianness` other than 'l' or 'B' is
+/// refused; libostree reads such a delta in its own order.) A wrong guess
+/// cannot pass for a right one: part sizes and checksums are checked.
 fn guess_endianness(parts: &[RawPart<'_>]) -> Endianness {
     let native = Endianness::NATIVE;
     let mut total_size: u64 = 0;
@@ -427,6 +456,22 @@ pub struct SignedSuperblock<'a> {
 }
 
 impl<'a> SignedSuperblock<'a> {
+    /// How many trailing bytes of a `len`-byte signed superblock frame it.
+    pub fn tail_len(len: usize) -> usize {
+        frame::tail_len(&SIGNED_MEMBERS, len)
+    }
+
+    /// Where the magic, the superblock and the signatures of a `len`-byte
+    /// signed superblock lie, from its tail, and the padding ranges.
+    pub fn split_from_tail(len: usize, tail: &[u8]) -> Result<frame::Split> {
+        Ok(frame::split_from_tail(
+            "signed static delta superblock",
+            &SIGNED_MEMBERS,
+            len,
+            tail,
+        )?)
+    }
+
     pub fn parse(data: &'a [u8]) -> Result<Self> {
         const WHAT: &str = "signed static delta superblock";
         check_size(WHAT, data, MAX_SUPERBLOCK_SIZE)?;

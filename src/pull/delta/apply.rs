@@ -27,7 +27,7 @@ use super::payload::PartData;
 use crate::ostree::content::MAX_SYMLINK_TARGET;
 use crate::ostree::delta::bspatch::{CONTROL_LEN, Control, Patcher};
 use crate::ostree::delta::opcodes::MAX_OP_LEN;
-use crate::ostree::delta::part::{FileMode, parse_modes, parse_xattr_table};
+use crate::ostree::delta::part::{FileMode, XattrTableFrame, parse_xattr_entry, read_offset};
 use crate::ostree::delta::{
     BspatchError, DeltaError, Op, OpChecker, PayloadLayout, Step, WriteSource,
 };
@@ -37,6 +37,7 @@ use crate::ostree::{
 use crate::store::{StoreError, Transaction};
 
 const OPS_WINDOW: usize = 64 * 1024;
+const MODE_ENTRY_LEN: u64 = 12;
 const COPY_CHUNK: usize = 128 * 1024;
 
 /// What applying a part did.
@@ -67,15 +68,14 @@ pub(crate) fn execute_part(
         .read_range(&(len - tail_len..len))
         .map_err(PartError::Io)?;
     let layout = PayloadLayout::from_tail(len, &tail)?;
-    let modes = parse_modes(&data.read_range(&layout.modes).map_err(PartError::Io)?)?;
-    let xattrs = parse_xattr_table(&data.read_range(&layout.xattrs).map_err(PartError::Io)?)?;
+    let tables = Tables::open(data, &layout, interrupt)?;
     let blob_len = layout.blob.end - layout.blob.start;
+    let (n_modes, n_xattrs) = (tables.mode_count, tables.xattr_count());
     let mut exec = Exec {
         txn,
         data,
         blob_start: layout.blob.start,
-        modes,
-        xattrs,
+        tables,
         ops: OpStream {
             start: layout.ops.start,
             end: layout.ops.end,
@@ -89,9 +89,110 @@ pub(crate) fn execute_part(
         interrupt,
         stats: PartStats::default(),
     };
-    exec.checker = OpChecker::new(objects, blob_len, exec.modes.len(), exec.xattrs.len());
+    exec.checker = OpChecker::new(objects, blob_len, n_modes, n_xattrs);
     exec.run()?;
     Ok(exec.stats)
+}
+
+/// The part's mode and xattr tables, read from the payload entry by entry
+/// as objects use them. A table's bytes are bounded ([`MAX_TABLES_SIZE`])
+/// but can frame millions of empty entries, so they are never parsed whole
+/// (4 million empty xattr lists took 351 MB): the xattr table's framing is
+/// checked as a stream up front, and each entry parsed when used.
+///
+/// [`MAX_TABLES_SIZE`]: crate::ostree::delta::part::MAX_TABLES_SIZE
+struct Tables {
+    modes_start: u64,
+    mode_count: usize,
+    xattrs_start: u64,
+    xattrs: XattrTableFrame,
+    /// The last xattr entry parsed: a part's objects mostly share one.
+    cached: Option<(usize, Xattrs)>,
+}
+
+impl Tables {
+    fn open(
+        data: &PartData,
+        layout: &PayloadLayout,
+        interrupt: &AtomicBool,
+    ) -> Result<Tables, PartError> {
+        let modes_len = layout.modes.end - layout.modes.start;
+        if !modes_len.is_multiple_of(MODE_ENTRY_LEN) {
+            return Err(DeltaError::Format(FormatError::NotNormalForm {
+                what: "delta part mode table",
+            })
+            .into());
+        }
+        let xattrs_len = layout.xattrs.end - layout.xattrs.start;
+        let w = XattrTableFrame::width(xattrs_len)?;
+        let mut last = vec![0u8; w];
+        data.read_exact_at(layout.xattrs.end - w as u64, &mut last)
+            .map_err(PartError::Io)?;
+        let frame = XattrTableFrame::from_last_offset(xattrs_len, &last)?;
+        // Every framing offset, a window at a time.
+        let mut buf = vec![0u8; OPS_WINDOW / 8 * 8];
+        let mut pos = frame.offset_pos(0);
+        let mut prev_end = 0;
+        while pos < xattrs_len {
+            if interrupt.load(Ordering::Relaxed) {
+                return Err(PartError::Interrupted);
+            }
+            let n = (xattrs_len - pos).min(buf.len() as u64) as usize;
+            data.read_exact_at(layout.xattrs.start + pos, &mut buf[..n])
+                .map_err(PartError::Io)?;
+            prev_end = frame.check_offsets(&buf[..n], prev_end)?;
+            pos += n as u64;
+        }
+        Ok(Tables {
+            modes_start: layout.modes.start,
+            mode_count: usize::try_from(modes_len / MODE_ENTRY_LEN).unwrap_or(usize::MAX),
+            xattrs_start: layout.xattrs.start,
+            xattrs: frame,
+            cached: None,
+        })
+    }
+
+    fn xattr_count(&self) -> usize {
+        usize::try_from(self.xattrs.count).unwrap_or(usize::MAX)
+    }
+
+    /// Mode entry `i` (the checker has bounded `i`).
+    fn mode(&self, data: &PartData, i: usize) -> Result<FileMode, PartError> {
+        let mut e = [0u8; MODE_ENTRY_LEN as usize];
+        data.read_exact_at(self.modes_start + i as u64 * MODE_ENTRY_LEN, &mut e)
+            .map_err(PartError::Io)?;
+        let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        Ok(FileMode {
+            uid: be(&e[0..4]),
+            gid: be(&e[4..8]),
+            mode: be(&e[8..12]),
+        })
+    }
+
+    /// Xattr entry `i` (the checker has bounded `i`), parsed and checked.
+    fn xattrs(&mut self, data: &PartData, i: usize) -> Result<Xattrs, PartError> {
+        if let Some((c, x)) = &self.cached
+            && *c == i
+        {
+            return Ok(x.clone());
+        }
+        let f = &self.xattrs;
+        let w = f.width;
+        let mut off = [0u8; 8];
+        let mut end_of = |k: u64| -> Result<u64, PartError> {
+            data.read_exact_at(self.xattrs_start + f.offset_pos(k), &mut off[..w])
+                .map_err(PartError::Io)?;
+            Ok(read_offset(&off[..w]))
+        };
+        let start = if i == 0 { 0 } else { end_of(i as u64 - 1)? };
+        let end = end_of(i as u64)?;
+        let bytes = data
+            .read_range(&(self.xattrs_start + start..self.xattrs_start + end))
+            .map_err(PartError::Io)?;
+        let x = parse_xattr_entry(&bytes)?;
+        self.cached = Some((i, x.clone()));
+        Ok(x)
+    }
 }
 
 /// The opcode stream, read through a small window.
@@ -138,8 +239,7 @@ struct Exec<'a, 't> {
     txn: &'a Transaction<'t>,
     data: &'a PartData,
     blob_start: u64,
-    modes: Vec<FileMode>,
-    xattrs: Vec<Xattrs>,
+    tables: Tables,
     ops: OpStream,
     checker: OpChecker<'a>,
     read_source: Option<ReadSource>,
@@ -251,15 +351,15 @@ impl Exec<'_, '_> {
         Ok(())
     }
 
-    fn header(&self, mode: usize, xattr: usize) -> FileHeader {
-        let m = self.modes[mode];
-        FileHeader {
+    fn header(&mut self, mode: usize, xattr: usize) -> Result<FileHeader, PartError> {
+        let m = self.tables.mode(self.data, mode)?;
+        Ok(FileHeader {
             uid: m.uid,
             gid: m.gid,
             mode: m.mode,
             symlink_target: String::new(),
-            xattrs: self.xattrs[xattr].clone(),
-        }
+            xattrs: self.tables.xattrs(self.data, xattr)?,
+        })
     }
 
     fn splice_content(
@@ -273,7 +373,7 @@ impl Exec<'_, '_> {
         if self.present(&object)? {
             return Ok(());
         }
-        let mut header = self.header(mode, xattr);
+        let mut header = self.header(mode, xattr)?;
         let range = self.blob(blob);
         let invalid = |source| PartError::InvalidObject { object, source };
         let size = if header.is_symlink() {
@@ -327,7 +427,7 @@ impl Exec<'_, '_> {
                 }
             }
         }
-        let header = self.header(mode, xattr);
+        let header = self.header(mode, xattr)?;
         if !header.is_regular() {
             return Err(PartError::InvalidObject {
                 object,

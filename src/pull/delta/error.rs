@@ -41,6 +41,7 @@ impl DeltaPullError {
     pub fn keeps_objects(&self) -> bool {
         match &*self.kind {
             DeltaFailure::SuperblockFetch(_)
+            | DeltaFailure::SuperblockRead(_)
             | DeltaFailure::Store(_)
             | DeltaFailure::Read { .. }
             | DeltaFailure::NoSpace { .. }
@@ -48,10 +49,21 @@ impl DeltaPullError {
             DeltaFailure::Part(p) => matches!(
                 p,
                 PartError::Fetch(_)
+                    | PartError::NoSpace { .. }
                     | PartError::Store(_)
                     | PartError::Io(_)
                     | PartError::Interrupted
             ),
+            _ => false,
+        }
+    }
+
+    /// The server lacks a file of the delta (HTTP 404): not a sign of a
+    /// corrupt or hostile delta.
+    pub fn is_missing_file(&self) -> bool {
+        match &*self.kind {
+            DeltaFailure::SuperblockFetch(e) => e.is_not_found(),
+            DeltaFailure::Part(PartError::Fetch(e)) => e.is_not_found(),
             _ => false,
         }
     }
@@ -84,6 +96,8 @@ impl std::error::Error for DeltaPullError {
 pub enum DeltaFailure {
     #[error("fetching the superblock failed: {0}")]
     SuperblockFetch(#[source] FetchError),
+    #[error("reading the superblock failed: {0}")]
+    SuperblockRead(#[source] std::io::Error),
     #[error("the superblock is invalid: {0}")]
     Superblock(#[source] crate::ostree::delta::DeltaError),
     #[error(
@@ -107,7 +121,7 @@ pub enum DeltaFailure {
     #[error("{0}")]
     Store(#[source] StoreError),
     #[error(
-        "its objects need {needed} bytes, but the filesystem of {path} has {available} free",
+        "it needs {needed} bytes (the objects it creates and its largest part files), but the filesystem of {path} has {available} free",
         path = .path.display()
     )]
     NoSpace {
@@ -145,6 +159,16 @@ pub enum PartError {
         "the xz payload inflates past its declared {declared} bytes (refused as a decompression bomb)"
     )]
     Inflates { declared: u64 },
+    #[error(
+        "its xz stream declares a {declared}-byte payload, more than the {max} bytes a part with its header can hold (refused as a decompression bomb)"
+    )]
+    PayloadTooLarge { declared: u64, max: u64 },
+    #[error(
+        "its xz stream asks for more than the {limit} bytes of decoder memory that libostree's compiler (xz preset 8, a 32 MiB dictionary) needs (refused)"
+    )]
+    Dictionary { limit: u64 },
+    #[error("xz decompression stopped making progress after {at} bytes (a corrupt stream)")]
+    DecompressStalled { at: u64 },
     #[error("the xz payload ends after {actual} of its declared {declared} bytes")]
     ShortPayload { declared: u64, actual: u64 },
     #[error(
@@ -171,10 +195,32 @@ pub enum PartError {
     },
     #[error("{0}")]
     Store(#[source] StoreError),
+    #[error(
+        "it needs {needed} bytes of scratch space, but the staging filesystem has {available} free"
+    )]
+    NoSpace { needed: u64, available: u64 },
     #[error("reading the part data: {0}")]
     Io(#[source] std::io::Error),
     #[error("interrupted")]
     Interrupted,
+}
+
+impl From<super::superblock_file::SuperblockFileError> for DeltaFailure {
+    fn from(e: super::superblock_file::SuperblockFileError) -> Self {
+        use super::superblock_file::SuperblockFileError as E;
+        match e {
+            E::Format(e) => DeltaFailure::Superblock(e),
+            E::Io(e) => DeltaFailure::SuperblockRead(e),
+            E::TooLarge => DeltaFailure::Superblock(crate::ostree::delta::DeltaError::Format(
+                FormatError::TooLarge {
+                    what: "static delta superblock",
+                    size: crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64 + 1,
+                    max: crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE as u64,
+                },
+            )),
+            E::Interrupted => DeltaFailure::Interrupted,
+        }
+    }
 }
 
 impl From<StoreError> for PartError {

@@ -14,42 +14,50 @@ use sha2::{Digest, Sha256};
 
 use super::error::PartError;
 use crate::ostree::Checksum;
+use crate::ostree::delta::part::max_payload_size;
 use crate::ostree::delta::{Compression, PartHeader, xz};
 use crate::pull::FetchError;
 use crate::store::Transaction;
 
 /// Payloads up to this size are decompressed into memory.
 pub(crate) const MEMORY_PAYLOAD_MAX: u64 = 4 << 20;
-/// liblzma's decoder memory limit, as libostree sets it (ostree 2026's
-/// RHEL-189208 fix). Preset 8, which libostree writes, needs 33 MiB.
-pub(crate) const XZ_MEMLIMIT: u64 = 100 << 20;
+/// liblzma's decoder memory limit: exactly what decoding a stream made
+/// with preset 8 takes: its 32 MiB dictionary and the decoder's state,
+/// 66,168 bytes in the liblzma 5.8 the `liblzma` crate bundles (65,592 in
+/// 5.4's `xz --list -vv`; the unit test below pins it). libostree's
+/// compiler (and so flatpak's) has always written preset 8
+/// (`lzma_easy_encoder (…, 8, LZMA_CHECK_CRC64)` in
+/// ostree-lzma-compressor.c since 2014), so no real part asks for more; a
+/// part whose header asks for a larger dictionary is refused before any of
+/// it is allocated. (libostree's own decoder allows 100 MiB: a hostile part
+/// could make it hold 96 MiB of dictionary.) The dictionary's pages are
+/// touched only as far as the output goes, so a part uses at most the
+/// smaller of 32 MiB and its declared payload, which is what the
+/// [`super::MemoryBudget`] is charged.
+pub(crate) const XZ_MEMLIMIT: u64 = (32 << 20) + 66_168;
 const IO_BUF: usize = 128 * 1024;
 
-/// A part file: in memory (inline parts, small parts) or in a scratch file.
-pub(crate) enum PartFile<'a> {
-    Memory(&'a [u8]),
-    File { file: File, len: u64 },
+/// A part file: `len` bytes of a file from `start` (a fetched part's
+/// scratch file, or an inline part in its superblock's file).
+pub(crate) struct PartFile {
+    pub file: File,
+    pub start: u64,
+    pub len: u64,
 }
 
-impl PartFile<'_> {
+impl PartFile {
     fn len(&self) -> u64 {
-        match self {
-            PartFile::Memory(b) => b.len() as u64,
-            PartFile::File { len, .. } => *len,
-        }
+        self.len
     }
 
     fn read_exact_at(&self, off: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        match self {
-            PartFile::Memory(b) => {
-                let s = usize::try_from(off)
-                    .ok()
-                    .and_then(|o| b.get(o..o + buf.len()));
-                buf.copy_from_slice(s.ok_or_else(|| eof("part file"))?);
-                Ok(())
-            }
-            PartFile::File { file, .. } => file.read_exact_at(buf, off),
+        if off
+            .checked_add(buf.len() as u64)
+            .is_none_or(|e| e > self.len)
+        {
+            return Err(eof("part file"));
         }
+        self.file.read_exact_at(buf, self.start + off)
     }
 }
 
@@ -131,6 +139,23 @@ impl Read for RangeReader<'_> {
     }
 }
 
+/// The scratch file about to receive `len` bytes must fit in the staging
+/// filesystem's free space now: a part's header (or its xz index) may
+/// declare honest but huge sizes, and the disk must not be filled first.
+pub(crate) fn check_scratch_space(txn: &Transaction<'_>, len: u64) -> Result<(), PartError> {
+    let Ok(st) = rustix::fs::fstatvfs(txn.repo().dir()) else {
+        return Ok(());
+    };
+    let available = st.f_bavail.saturating_mul(st.f_frsize);
+    if len > available {
+        return Err(PartError::NoSpace {
+            needed: len,
+            available,
+        });
+    }
+    Ok(())
+}
+
 /// Copies a part file from `src` into a scratch file, hashing it on the
 /// way: it must be exactly `header.size` bytes with checksum
 /// `header.checksum`. Stops reading at one byte past the size.
@@ -140,7 +165,8 @@ pub(crate) fn receive_part(
     header: &PartHeader,
     location: &str,
     interrupt: &AtomicBool,
-) -> Result<PartFile<'static>, PartError> {
+) -> Result<PartFile, PartError> {
+    check_scratch_space(txn, header.size)?;
     let mut file = txn.scratch_file()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; IO_BUF];
@@ -150,7 +176,9 @@ pub(crate) fn receive_part(
             return Err(PartError::Interrupted);
         }
         // One byte more than expected is enough to know it is too long.
-        let want = (header.size + 1 - total.min(header.size + 1)).min(IO_BUF as u64) as usize;
+        // (The size is the superblock's: any u64, hence no `+ 1`.)
+        let limit = header.size.saturating_add(1);
+        let want = (limit - total.min(limit)).min(IO_BUF as u64) as usize;
         if want == 0 {
             break;
         }
@@ -183,12 +211,16 @@ pub(crate) fn receive_part(
             actual,
         });
     }
-    Ok(PartFile::File { file, len: total })
+    Ok(PartFile {
+        file,
+        start: 0,
+        len: total,
+    })
 }
 
 /// What an xz part declares: its decompressed size (read from the end of
 /// the stream, which starts at byte 1 of the part file).
-pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
+pub(crate) fn declared_size(part: &PartFile) -> Result<u64, PartError> {
     let total = part.len();
     let stream_len = total.saturating_sub(1);
     if stream_len < (xz::HEADER_LEN + xz::FOOTER_LEN) as u64 {
@@ -220,35 +252,36 @@ pub(crate) fn declared_size(part: &PartFile<'_>) -> Result<u64, PartError> {
 /// file.
 pub(crate) fn open_payload(
     txn: &Transaction<'_>,
-    part: PartFile<'_>,
+    part: PartFile,
+    header: &PartHeader,
     budget: &super::MemoryBudget,
     interrupt: &AtomicBool,
 ) -> Result<PartData, PartError> {
     let mut first = [0u8; 1];
     part.read_exact_at(0, &mut first).map_err(PartError::Io)?;
     match Compression::from_byte(first[0])? {
-        Compression::None => Ok(match part {
-            PartFile::Memory(b) => PartData::Memory(b[1..].to_vec()),
-            PartFile::File { file, len } => PartData::File {
-                file,
-                start: 1,
-                len: len - 1,
-            },
+        Compression::None => Ok(PartData::File {
+            file: part.file,
+            start: part.start + 1,
+            len: part.len - 1,
         }),
         Compression::Xz => {
             let declared = declared_size(&part)?;
+            let max = max_payload_size(header.objects.len(), header.usize);
+            if declared > max {
+                return Err(PartError::PayloadTooLarge { declared, max });
+            }
+            if declared > MEMORY_PAYLOAD_MAX {
+                check_scratch_space(txn, declared)?;
+            }
             // The decoder's dictionary is touched as far as the output
             // goes, up to its size (32 MiB for libostree's preset 8).
             let _charge = budget.acquire(declared.min(XZ_MEMLIMIT) + (1 << 20));
             let stream_len = part.len() - 1;
-            let input: Box<dyn Read + '_> = match &part {
-                PartFile::Memory(b) => Box::new(&b[1..]),
-                PartFile::File { file, .. } => {
-                    let mut f = file;
-                    f.seek(SeekFrom::Start(1)).map_err(PartError::Io)?;
-                    Box::new(BufReader::with_capacity(IO_BUF, f))
-                }
-            };
+            let mut f = &part.file;
+            f.seek(SeekFrom::Start(part.start + 1))
+                .map_err(PartError::Io)?;
+            let input = BufReader::with_capacity(IO_BUF, f.take(part.len - 1));
             if declared <= MEMORY_PAYLOAD_MAX {
                 let mut out = Vec::with_capacity(declared as usize);
                 decompress(input, stream_len, declared, &mut out, interrupt)?;
@@ -386,12 +419,18 @@ fn decompress(
             eof = in_len == 0;
         }
         // Room for at most one byte past the declared size.
-        let room = (declared - s.total_out().min(declared) + 1).min(IO_BUF as u64) as usize;
+        let room = declared
+            .saturating_sub(s.total_out())
+            .saturating_add(1)
+            .min(IO_BUF as u64) as usize;
         let (before_in, before_out) = (s.total_in(), s.total_out());
         let action = if eof { Action::Finish } else { Action::Run };
         let status = s
             .process(&inbuf[in_pos..in_len], &mut outbuf[..room], action)
-            .map_err(PartError::Decompress)?;
+            .map_err(|e| match e {
+                liblzma::stream::Error::MemLimit => PartError::Dictionary { limit: XZ_MEMLIMIT },
+                e => PartError::Decompress(e),
+            })?;
         in_pos += (s.total_in() - before_in) as usize;
         let made = (s.total_out() - before_out) as usize;
         if s.total_out() > declared {
@@ -401,11 +440,19 @@ fn decompress(
         if status == Status::StreamEnd {
             break;
         }
-        if eof && made == 0 && s.total_in() == before_in {
-            return Err(PartError::ShortPayload {
-                declared,
-                actual: s.total_out(),
-            });
+        if made == 0 && s.total_in() == before_in {
+            // Room and input (or the end of it) were there, yet liblzma
+            // moved neither: a stream that ends early, or one it can make
+            // nothing of. Never loop on it.
+            if eof {
+                return Err(PartError::ShortPayload {
+                    declared,
+                    actual: s.total_out(),
+                });
+            }
+            if in_pos < in_len {
+                return Err(PartError::DecompressStalled { at: s.total_out() });
+            }
         }
     }
     if s.total_out() != declared {
@@ -440,6 +487,21 @@ mod tests {
         .map(|()| out)
     }
 
+    /// The memory limit is exactly what preset 8 needs: one byte less and
+    /// liblzma refuses a real part.
+    #[test]
+    fn memlimit_is_exactly_preset_8() {
+        use liblzma::stream::{Action, Stream};
+        let part = encode_part_file(b"some payload", Compression::Xz);
+        for (limit, ok) in [(XZ_MEMLIMIT, true), (XZ_MEMLIMIT - 1, false)] {
+            let mut s = Stream::new_stream_decoder(limit, 0).unwrap();
+            let mut out = vec![0u8; 64];
+            let r = s.process(&part[1..], &mut out, Action::Finish);
+            assert_eq!(r.is_ok(), ok, "limit {limit}: {r:?}");
+        }
+        assert_eq!(run(&part, None).unwrap(), b"some payload");
+    }
+
     #[test]
     fn exact_size_and_bombs() {
         let payload = vec![0u8; 1 << 20];
@@ -455,5 +517,10 @@ mod tests {
             Err(PartError::ShortPayload { .. })
         ));
         assert!(run(&part[..part.len() - 10], Some(1 << 20)).is_err());
+        // However large the declared size, no overflow and no endless loop.
+        assert!(matches!(
+            run(&part, Some(u64::MAX)),
+            Err(PartError::ShortPayload { .. })
+        ));
     }
 }

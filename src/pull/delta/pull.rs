@@ -5,8 +5,19 @@
 //!   commit present here and the summary says `ostree.summary.indexed-deltas`
 //!   (every summary ostree ≥ 2020.8 writes), `delta-indexes/…/TO.index`;
 //! * without a summary, the index, and failing that the superblocks
-//!   themselves, probed as libostree does: from the ref's current commit,
-//!   then from scratch.
+//!   themselves, probed: from the ref's current commit, then from scratch.
+//!   libostree (`initiate_request`) probes one superblock only (from the
+//!   ref's commit when it is here and complete, else from scratch) and
+//!   reads `delta-indexes/` only when the remote's `config` says
+//!   `core.indexed-deltas=true`; arbor's extra requests are small 404s, and
+//!   a scratch delta's parts whose objects are mostly here are left to the
+//!   object walk anyway (below).
+//!
+//! A delta file missing on the server (404: the superblock, or a part)
+//! makes the pull fetch objects instead, keeping what the delta verified
+//! (libostree does so for a missing superblock, and fails on a missing
+//! part); any other failure, above all a corrupt or hostile delta, fails
+//! the pull, as in libostree.
 //!
 //! Choice: a delta from a complete commit present here (the ref's current
 //! commit first, else the newest), else a from-scratch delta. Then, part by
@@ -22,17 +33,21 @@
 //! remote's ed25519 keys when it verifies with them; the commit it carries
 //! must hash to TO, and its signatures (against the detached metadata the
 //! superblock carries) are checked before anything is written or any part
-//! fetched.
+//! fetched. `delta-indexes/` are not signed: when the remote verifies its
+//! summary, a delta only an index lists is used only if its superblock's
+//! signature or the commit's signatures could be checked (libostree trusts
+//! the index's digest alone); else the pull fetches objects.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::error::{DeltaFailure, DeltaPullError, PartError};
 use super::payload::{PartFile, receive_part};
-use super::{PartsOutcome, apply_parts, check_superblock, split_signed, write_commit};
+use super::superblock_file::SuperblockFile;
+use super::{InlineParts, PartsOutcome, apply_parts, check_superblock, write_commit};
 use crate::ostree::delta::index::INDEXED_DELTAS_KEY;
 use crate::ostree::delta::superblock::MAX_SUPERBLOCK_SIZE;
-use crate::ostree::delta::{DeltaIndex, DeltaList, DeltaName, PartHeader, Superblock};
+use crate::ostree::delta::{DeltaList, DeltaName, PartHeader, Superblock};
 use crate::ostree::{Checksum, ObjectName, ObjectType, Summary, Value};
 use crate::progress::{Event, Phase, Progress};
 use crate::pull::source::{FetchError, ObjectSource};
@@ -107,7 +122,14 @@ impl DeltaPull<'_, '_> {
         if self.complete_here(&to)? {
             return Ok(None);
         }
-        let Some((name, listed, bytes)) = self.find(to, local)? else {
+        let found = match self.find(to, local) {
+            Err(PullError::Delta(d)) if !required && d.is_missing_file() => {
+                self.note(format!("{d}; fetching objects instead"));
+                return Ok(None);
+            }
+            r => r?,
+        };
+        let Some((name, listed, sbf)) = found else {
             if required {
                 return Err(PullError::DeltaRequired {
                     from: local,
@@ -121,7 +143,19 @@ impl DeltaPull<'_, '_> {
             ));
             return Ok(None);
         };
-        self.apply(name, listed, &bytes).map(Some)
+        match self.apply(name, listed, sbf) {
+            // A file of the delta missing on the server (a delta published
+            // incompletely, or removed meanwhile): the objects are fetched
+            // instead, keeping what the delta verified. libostree does so
+            // for a missing superblock only, and fails the pull on a
+            // missing part. Never after the delta proved corrupt or
+            // hostile (checksums, format), nor with --require-static-deltas.
+            Err(PullError::Delta(d)) if !required && d.is_missing_file() => {
+                self.note(format!("{d}; fetching objects instead"));
+                Ok(None)
+            }
+            r => r,
+        }
     }
 
     /// The deltas the summary lists (empty without one).
@@ -135,20 +169,60 @@ impl DeltaPull<'_, '_> {
         }
     }
 
+    /// The deltas to `to` that `delta-indexes/` lists and could be used
+    /// here (from scratch, or from a complete commit here). The index may
+    /// be as large as a superblock (libostree's 128 MiB metadata limit):
+    /// it is received into a scratch file and read entry by entry, only
+    /// those deltas kept.
     fn index_deltas(&self, to: Checksum) -> Result<Option<DeltaList>, PullError> {
+        use super::superblock_file::SuperblockFileError as E;
+        crate::progress::check(self.interrupt)?;
         let rel = DeltaName::index_path(&to);
-        let Some(bytes) = self
-            .source
-            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
-            .map_err(PullError::Fetch)?
-        else {
+        let location = self.source.file_location(&rel);
+        let Some(stream) = self.source.open_file(&rel).map_err(PullError::Fetch)? else {
             return Ok(None);
         };
-        let idx = DeltaIndex::parse(&bytes).map_err(|e| PullError::BadDeltaList {
-            listed_in: self.source.file_location(&rel),
-            source: e,
-        })?;
-        Ok(Some(idx.deltas))
+        let bad = |e: E| match e {
+            E::Format(source) => PullError::BadDeltaList {
+                listed_in: location.clone(),
+                source,
+            },
+            E::Io(e) => PullError::Fetch(FetchError::from_io(e).unwrap_or_else(|e| {
+                FetchError::fatal(&location, "reading the delta index failed").with_source(e)
+            })),
+            E::TooLarge => PullError::BadDeltaList {
+                listed_in: location.clone(),
+                source: crate::ostree::FormatError::TooLarge {
+                    what: "delta index",
+                    size: MAX_SUPERBLOCK_SIZE as u64 + 1,
+                    max: MAX_SUPERBLOCK_SIZE as u64,
+                }
+                .into(),
+            },
+            E::Interrupted => PullError::Interrupted,
+        };
+        let file = self.txn.scratch_file()?;
+        let index = SuperblockFile::receive(file, stream, self.interrupt).map_err(bad)?;
+        let mut store_error = None;
+        let deltas = index
+            .index_deltas(|n| {
+                if n.to != to {
+                    return Ok(false);
+                }
+                let Some(from) = n.from else { return Ok(true) };
+                match self.complete_here(&from) {
+                    Ok(c) => Ok(c),
+                    Err(e) => {
+                        store_error.get_or_insert(e);
+                        Ok(false)
+                    }
+                }
+            })
+            .map_err(bad)?;
+        if let Some(e) = store_error {
+            return Err(e);
+        }
+        Ok(Some(DeltaList(deltas)))
     }
 
     /// The best listed delta to `to`: from a complete commit here (the
@@ -185,7 +259,7 @@ impl DeltaPull<'_, '_> {
         &self,
         to: Checksum,
         local: Option<Checksum>,
-    ) -> Result<Option<(DeltaName, Listed, Vec<u8>)>, PullError> {
+    ) -> Result<Option<(DeltaName, Listed, SuperblockFile)>, PullError> {
         let from_summary = self.summary_deltas()?;
         let mut chosen = self
             .choose(&from_summary, to, local)?
@@ -219,8 +293,8 @@ impl DeltaPull<'_, '_> {
                     }
                     probes.push(DeltaName::scratch(to));
                     for p in probes {
-                        if let Some(bytes) = self.fetch_superblock(p)? {
-                            return Ok(Some((p, Listed::Probed, bytes)));
+                        if let Some(sbf) = self.fetch_superblock(p)? {
+                            return Ok(Some((p, Listed::Probed, sbf)));
                         }
                     }
                 }
@@ -231,7 +305,7 @@ impl DeltaPull<'_, '_> {
             return Ok(None);
         };
         match self.fetch_superblock(name)? {
-            Some(bytes) => Ok(Some((name, listed, bytes))),
+            Some(sbf) => Ok(Some((name, listed, sbf))),
             None => Err(DeltaPullError::new(
                 name,
                 DeltaFailure::SuperblockFetch(FetchError::not_found(
@@ -242,17 +316,46 @@ impl DeltaPull<'_, '_> {
         }
     }
 
-    fn fetch_superblock(&self, name: DeltaName) -> Result<Option<Vec<u8>>, PullError> {
+    /// The superblock, received into a scratch file (it may be as large
+    /// as libostree allows, 128 MiB of inline parts: never held whole).
+    fn fetch_superblock(&self, name: DeltaName) -> Result<Option<SuperblockFile>, PullError> {
+        crate::progress::check(self.interrupt)?;
+        let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
         let rel = name.superblock_path();
-        self.source
-            .fetch_file(&rel, MAX_SUPERBLOCK_SIZE as u64)
-            .map_err(|e| DeltaPullError::new(name, DeltaFailure::SuperblockFetch(e)).into())
+        let Some(stream) = self
+            .source
+            .open_file(&rel)
+            .map_err(|e| fail(DeltaFailure::SuperblockFetch(e)))?
+        else {
+            return Ok(None);
+        };
+        let file = self
+            .txn
+            .scratch_file()
+            .map_err(|e| fail(DeltaFailure::Store(e)))?;
+        match SuperblockFile::receive(file, stream, self.interrupt) {
+            Ok(f) => Ok(Some(f)),
+            Err(super::superblock_file::SuperblockFileError::Io(e)) => {
+                let location = self.source.file_location(&rel);
+                let e = FetchError::from_io(e).unwrap_or_else(|e| {
+                    FetchError::fatal(&location, "reading the superblock failed").with_source(e)
+                });
+                Err(fail(DeltaFailure::SuperblockFetch(e)))
+            }
+            Err(e) => Err(fail(DeltaFailure::from(e))),
+        }
     }
 
-    /// Checks the superblock and applies the delta.
-    fn apply(&self, name: DeltaName, listed: Listed, bytes: &[u8]) -> Result<DeltaUse, PullError> {
+    /// Checks the superblock and applies the delta. `Ok(None)`: the delta
+    /// cannot be trusted enough to use; the object walk fetches everything.
+    fn apply(
+        &self,
+        name: DeltaName,
+        listed: Listed,
+        sbf: SuperblockFile,
+    ) -> Result<Option<DeltaUse>, PullError> {
         let fail = |kind| -> PullError { DeltaPullError::new(name, kind).into() };
-        let actual = Checksum::digest(bytes);
+        let actual = sbf.digest;
         let expected = match listed {
             Listed::Summary(d) => Some((d, "summary")),
             Listed::Index(d) => Some((d, "delta index")),
@@ -273,18 +376,53 @@ impl DeltaPull<'_, '_> {
             }
             _ => {}
         }
-        let (inner, signed) = split_signed(bytes).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
-        if let Some(signed) = &signed {
-            let sigs = signed.signatures.serialize();
-            for v in self.verifiers.iter().filter(|v| v.keys.name() == "ed25519") {
-                v.keys
-                    .verify(inner, Some(&sigs))
-                    .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
+        let loaded = sbf.load().map_err(|e| fail(DeltaFailure::from(e)))?;
+        let mut signature_checked = false;
+        if let Some(signatures) = &loaded.signatures {
+            let sigs = signatures.serialize();
+            let ed25519: Vec<_> = self
+                .verifiers
+                .iter()
+                .filter(|v| v.keys.name() == "ed25519")
+                .collect();
+            if !ed25519.is_empty() {
+                // The signatures cover the inner superblock whole.
+                let inner = sbf
+                    .read_inner(&loaded)
+                    .map_err(|e| fail(DeltaFailure::SuperblockRead(e)))?;
+                for v in ed25519 {
+                    v.keys
+                        .verify(&inner, Some(&sigs))
+                        .map_err(|e| fail(DeltaFailure::SuperblockSignature(e)))?;
+                    signature_checked = true;
+                }
             }
         }
-        let sb = Superblock::parse(inner).map_err(|e| fail(DeltaFailure::Superblock(e)))?;
-        check_superblock(name, &sb)?;
-        self.verify_commit(&sb)?;
+        let sb = &loaded.sb;
+        check_superblock(name, sb)?;
+        // A delta index is not signed: with a signed summary, a superblock
+        // found through it alone is trusted only once something signed
+        // vouches for what it carries beyond the commit (which hashes to
+        // TO): its own signature, or the commit's signatures checked
+        // against the detached metadata it carries (`verify_commit`). Else
+        // anyone able to rewrite `delta-indexes/` could have forged
+        // detached metadata stored, or objects outside the commit written.
+        // libostree trusts the index's digest as if the summary listed it.
+        if matches!(listed, Listed::Index(_))
+            && self.verifiers.iter().any(|v| v.summary)
+            && !signature_checked
+            && !self.verifiers.iter().any(|v| v.commits)
+        {
+            let why = "only the unsigned delta index lists it, and neither its superblock nor the commit can be verified, while the remote verifies its summary";
+            if self.opts.static_deltas == StaticDeltas::Required {
+                return Err(fail(DeltaFailure::Unsupported(why)));
+            }
+            self.note(format!(
+                "static delta {name} not used: {why}; fetching objects"
+            ));
+            return Ok(None);
+        }
+        self.verify_commit(sb)?;
         crate::progress::check(self.interrupt)?;
 
         // Part by part: the delta, or the missing objects one by one.
@@ -301,23 +439,35 @@ impl DeltaPull<'_, '_> {
             let n = h.objects.len() as u64;
             // Inline parts cost nothing more; a part whose objects are all
             // missing is the cheapest way to get them.
-            if sb.inline_part(i).is_some() || missing == n {
+            if loaded.inline.contains_key(&i) || missing == n {
                 needed_usize = needed_usize.saturating_add(h.usize);
-                if sb.inline_part(i).is_none() {
+                if !loaded.inline.contains_key(&i) {
                     to_fetch.push(i);
                 }
                 continue;
             }
-            let loose = h.size.saturating_mul(missing) / n.max(1)
+            // Fetched one by one, the missing objects cost their own
+            // sizes: the part's object bytes (`usize`) in proportion, not
+            // its file size in proportion. A part of bsdiff patches
+            // against objects here is far smaller than the objects it
+            // makes, so its share would call loose objects cheap when
+            // they are not. (`usize` is uncompressed, `.filez` deflated:
+            // an upper bound, so a part is left out only when surely
+            // dearer.)
+            let loose = h.usize.saturating_mul(missing) / n.max(1)
                 + missing.saturating_mul(OBJECT_REQUEST_OVERHEAD);
             if loose < h.size {
                 skip[i] = true;
                 left_to_objects += 1;
                 self.note(format!(
-                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching them one by one (about {loose} bytes) rather than the {}-byte part",
-                    h.size
+                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching them one by one (at most about {loose} bytes: their share of the part's {} bytes of objects) rather than the {}-byte part",
+                    h.usize, h.size
                 ));
             } else {
+                self.note(format!(
+                    "static delta {name} part {i}: {missing} of its {n} objects are in neither the store nor a local cache; fetching the {}-byte part rather than them one by one (up to about {loose} bytes: their share of the part's {} bytes of objects, which its patches may make from objects here)",
+                    h.size, h.usize
+                ));
                 needed_usize = needed_usize.saturating_add(h.usize);
                 to_fetch.push(i);
             }
@@ -327,7 +477,16 @@ impl DeltaPull<'_, '_> {
                 needed_usize = needed_usize.saturating_add(f.usize);
             }
         }
-        self.check_space(name, needed_usize)?;
+        // Part files wait in scratch files while applied: one per worker
+        // at once, so the largest two (their sizes are the superblock's,
+        // any u64: refused here rather than filling the disk).
+        let mut sizes: Vec<u64> = to_fetch.iter().map(|&i| sb.parts[i].size).collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let scratch = sizes
+            .iter()
+            .take(self.opts.jobs.clamp(1, 2))
+            .fold(0u64, |a, s| a.saturating_add(*s));
+        self.check_space(name, needed_usize.saturating_add(scratch))?;
         let to_apply = skip.iter().filter(|s| !**s).count();
         self.note(format!(
             "using static delta {name} ({}): {to_apply} of {} parts to apply{}",
@@ -346,7 +505,7 @@ impl DeltaPull<'_, '_> {
             }
         ));
 
-        write_commit(self.txn, &sb).map_err(|e| fail(DeltaFailure::Store(e)))?;
+        write_commit(self.txn, sb).map_err(|e| fail(DeltaFailure::Store(e)))?;
         self.progress.report(Event::Start {
             phase: Phase::ApplyDelta,
             total: Some(to_apply as u64),
@@ -380,6 +539,10 @@ impl DeltaPull<'_, '_> {
         let stop = Arc::new(AtomicBool::new(false));
         let carried_commitmeta = sb.commitmeta().is_some();
         let commitmeta = Mutex::new(None);
+        let inline = InlineParts {
+            file: &sbf.file,
+            ranges: &loaded.inline,
+        };
         let parts = std::thread::scope(|s| {
             let fetching = s.spawn(|| {
                 // Checked (signatures included) and written by the walk
@@ -395,7 +558,8 @@ impl DeltaPull<'_, '_> {
             });
             let parts = apply_parts(
                 self.txn,
-                &sb,
+                sb,
+                &inline,
                 &fetch,
                 &skip,
                 self.opts.jobs,
@@ -415,18 +579,19 @@ impl DeltaPull<'_, '_> {
         });
         // What was fetched ahead and not used (after a failure) is dropped.
         self.source.cancel_prefetches();
-        let parts = parts?;
+        // Finished either way: a progress display must not be left open.
         self.progress.report(Event::Finish {
             phase: Phase::ApplyDelta,
         });
-        Ok(DeltaUse {
+        let parts = parts?;
+        Ok(Some(DeltaUse {
             delta: name,
             parts,
             parts_left_to_objects: left_to_objects,
             fallbacks: sb.fallbacks.len(),
             carried_commitmeta,
             fetched_commitmeta: commitmeta.into_inner().unwrap_or_else(|p| p.into_inner()),
-        })
+        }))
     }
 
     /// Fetches the delta's fallback objects (sent whole, outside the
@@ -530,12 +695,7 @@ impl DeltaPull<'_, '_> {
     /// off mid-way); a part whose bytes do not match its header's size or
     /// SHA-256 may have been damaged on the way, so it is fetched again,
     /// up to `network_retries` times.
-    fn fetch_part(
-        &self,
-        name: DeltaName,
-        i: usize,
-        h: &PartHeader,
-    ) -> Result<PartFile<'static>, PartError> {
+    fn fetch_part(&self, name: DeltaName, i: usize, h: &PartHeader) -> Result<PartFile, PartError> {
         let rel = name.part_path(i);
         let location = self.source.file_location(&rel);
         let mut attempt = 0;
