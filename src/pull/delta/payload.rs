@@ -315,11 +315,13 @@ fn decompress_to_file(
     interrupt: &AtomicBool,
 ) -> Result<(), PartError> {
     use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-    /// Collects the decoder's output into chunks for the writer and takes
-    /// the written chunks back.
+    /// Lends the decoder the unfilled end of the current chunk (it decodes
+    /// straight into it: no copy) and hands full chunks to the writer,
+    /// taking written ones back.
     struct ToWriter {
         buf: Vec<u8>,
-        full: SyncSender<Vec<u8>>,
+        filled: usize,
+        full: SyncSender<(Vec<u8>, usize)>,
         empty: Receiver<Vec<u8>>,
     }
     impl ToWriter {
@@ -327,49 +329,52 @@ fn decompress_to_file(
             let next = self
                 .empty
                 .try_recv()
-                .unwrap_or_else(|_| Vec::with_capacity(WRITE_CHUNK));
+                .unwrap_or_else(|_| vec![0; WRITE_CHUNK]);
             let full = std::mem::replace(&mut self.buf, next);
+            let n = std::mem::take(&mut self.filled);
             // A closed channel: the writer failed; its error is returned.
             self.full
-                .send(full)
+                .send((full, n))
                 .map_err(|_| std::io::Error::other("scratch writer stopped"))
         }
     }
-    impl Write for ToWriter {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            let n = b.len().min(WRITE_CHUNK - self.buf.len());
-            self.buf.extend_from_slice(&b[..n]);
-            if self.buf.len() == WRITE_CHUNK {
+    impl DecodeOut for ToWriter {
+        fn space(&mut self) -> &mut [u8] {
+            &mut self.buf[self.filled..]
+        }
+        fn filled(&mut self, n: usize) -> std::io::Result<()> {
+            self.filled += n;
+            if self.filled == self.buf.len() {
                 self.send()?;
             }
-            Ok(n)
+            Ok(())
         }
-        fn flush(&mut self) -> std::io::Result<()> {
-            if !self.buf.is_empty() {
+        fn finish(&mut self) -> std::io::Result<()> {
+            if self.filled > 0 {
                 self.send()?;
             }
             Ok(())
         }
     }
     std::thread::scope(|s| {
-        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(1);
+        let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(1);
         let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2);
         let writer = s.spawn(move || -> std::io::Result<()> {
-            for mut chunk in full_rx {
+            for (chunk, n) in full_rx {
                 let mut f = file;
-                f.write_all(&chunk)?;
-                chunk.clear();
+                f.write_all(&chunk[..n])?;
                 let _ = empty_tx.try_send(chunk);
             }
             Ok(())
         });
         let mut out = ToWriter {
-            buf: Vec::with_capacity(WRITE_CHUNK),
+            buf: vec![0; WRITE_CHUNK],
+            filled: 0,
             full: full_tx,
             empty: empty_rx,
         };
         let decoded = decompress(input, stream_len, declared, &mut out, interrupt)
-            .and_then(|()| out.flush().map_err(PartError::Io));
+            .and_then(|()| out.finish().map_err(PartError::Io));
         drop(out);
         let written = writer
             .join()
@@ -383,13 +388,40 @@ fn decompress_to_file(
     })
 }
 
+/// Where [`decompress`] puts its output: it decodes straight into the
+/// space lent (a scratch file's chunk is not copied again on the serial
+/// path of a delta pull: that copy was a tenth of the decoding thread's
+/// time).
+trait DecodeOut {
+    /// Room for more output (never empty).
+    fn space(&mut self) -> &mut [u8];
+    /// The first `n` bytes of the last space lent were filled.
+    fn filled(&mut self, n: usize) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A payload decoded into memory (small ones, and tests).
+impl DecodeOut for Vec<u8> {
+    fn space(&mut self) -> &mut [u8] {
+        let l = self.len();
+        self.resize(l + IO_BUF, 0);
+        &mut self[l..]
+    }
+    fn filled(&mut self, n: usize) -> std::io::Result<()> {
+        self.truncate(self.len() - IO_BUF + n);
+        Ok(())
+    }
+}
+
 /// Decompresses one xz stream of `stream_len` bytes into `out`: exactly
 /// `declared` bytes, refusing the first byte past it.
 fn decompress(
     mut input: impl Read,
     stream_len: u64,
     declared: u64,
-    out: &mut impl Write,
+    out: &mut impl DecodeOut,
     interrupt: &AtomicBool,
 ) -> Result<(), PartError> {
     use liblzma::stream::{Action, Status, Stream};
@@ -400,7 +432,6 @@ fn decompress(
     let mut s = Stream::new_stream_decoder(XZ_MEMLIMIT, liblzma::stream::IGNORE_CHECK)
         .map_err(PartError::Decompress)?;
     let mut inbuf = vec![0u8; IO_BUF];
-    let mut outbuf = vec![0u8; IO_BUF];
     let (mut in_pos, mut in_len) = (0usize, 0usize);
     let mut eof = false;
     loop {
@@ -419,14 +450,15 @@ fn decompress(
             eof = in_len == 0;
         }
         // Room for at most one byte past the declared size.
+        let space = out.space();
         let room = declared
             .saturating_sub(s.total_out())
             .saturating_add(1)
-            .min(IO_BUF as u64) as usize;
+            .min(space.len() as u64) as usize;
         let (before_in, before_out) = (s.total_in(), s.total_out());
         let action = if eof { Action::Finish } else { Action::Run };
         let status = s
-            .process(&inbuf[in_pos..in_len], &mut outbuf[..room], action)
+            .process(&inbuf[in_pos..in_len], &mut space[..room], action)
             .map_err(|e| match e {
                 liblzma::stream::Error::MemLimit => PartError::Dictionary { limit: XZ_MEMLIMIT },
                 e => PartError::Decompress(e),
@@ -436,7 +468,7 @@ fn decompress(
         if s.total_out() > declared {
             return Err(PartError::Inflates { declared });
         }
-        out.write_all(&outbuf[..made]).map_err(PartError::Io)?;
+        out.filled(made).map_err(PartError::Io)?;
         if status == Status::StreamEnd {
             break;
         }
