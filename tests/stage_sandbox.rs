@@ -1272,9 +1272,14 @@ fn ctrl_c(tool: &str) {
     let s = store();
     create(&s.repo, "intr", &["base"], &["--backend", "overlay"]).assert_ok();
     let root = s.default_root("intr");
-    let script = "n=0; trap 'n=$((n+1)); echo trapped $n; \
-                  if [ $n = 2 ]; then echo handled > /handled; exit 5; fi' INT; \
-                  echo ready; while :; do sleep 0.05; done";
+    // The loop, not the trap, says a ^C was seen: bash drops a SIGINT that
+    // arrives while its trap for SIGINT still runs, so the second ^C is
+    // sent only once the first trap has returned.
+    let script = "n=0; seen=0; trap 'n=$((n+1))' INT; echo ready; \
+                  while :; do \
+                  if [ $n != $seen ]; then seen=$n; echo trapped $n; fi; \
+                  if [ $n = 2 ]; then echo handled > /handled; exit 5; fi; \
+                  sleep 0.05; done";
     let (mut child, mut terminal) = spawn_arbor_on_pty(
         &s.repo,
         &sandbox_args("intr", tool, &[], &["bash", "-c", script]),
