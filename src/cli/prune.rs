@@ -56,24 +56,6 @@ pub struct PruneArgs {
     batch_size: usize,
 }
 
-/// `strtoll`'s reading of `--retain-branch-depth`'s N, as ostree: leading
-/// blanks and a sign, then digits, anything after them ignored (`2x` is
-/// 2); no digits at all is an error.
-fn parse_depth(s: &str) -> Option<i64> {
-    let t = s.trim_start();
-    let (neg, rest) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    if digits == 0 {
-        return None;
-    }
-    let v: i64 = rest[..digits].parse().unwrap_or(i64::MAX);
-    Some(if neg { -v } else { v })
-}
-
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let mut opts = PruneOptions {
@@ -101,7 +83,8 @@ pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
         let Some((r, n)) = spec.split_once('=') else {
             bail!("--retain-branch-depth {spec:?}: expected REF=N");
         };
-        let n = parse_depth(n)
+        // ostree reads N with `strtoll`: `2x` is 2.
+        let n = arbor::ostree::number::strtoll(n)
             .with_context(|| format!("--retain-branch-depth {spec:?}: {n:?} is not a depth"))?;
         opts.retain_branch_depth.push((r.to_string(), n));
     }
@@ -233,18 +216,4 @@ pub(crate) fn outcome_json(o: &PruneOutcome) -> serde_json::Value {
         "lock_holds": o.lock_holds,
         "longest_lock_hold_ms": o.longest_lock_hold.as_secs_f64() * 1000.0,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_depth;
-
-    #[test]
-    fn depths_as_strtoll() {
-        assert_eq!(parse_depth("2"), Some(2));
-        assert_eq!(parse_depth("2x"), Some(2));
-        assert_eq!(parse_depth(" -1"), Some(-1));
-        assert_eq!(parse_depth("abc"), None);
-        assert_eq!(parse_depth(""), None);
-    }
 }

@@ -15,6 +15,7 @@ pub mod metadata;
 pub mod mode;
 pub mod names;
 pub mod normal_form;
+pub mod number;
 pub mod object;
 pub mod summary;
 pub mod variant_text;

@@ -35,7 +35,7 @@ pub(crate) fn configured_timeout(repo: &Repo) -> Option<Duration> {
     let Some(text) = repo.config().get("core", "lock-timeout-secs") else {
         return Some(DEFAULT_TIMEOUT);
     };
-    match strtoll(&text) {
+    match crate::ostree::number::strtoll(&text).unwrap_or(0) {
         n if n < 0 => None,
         n => Some(Duration::from_secs(n as u64)),
     }
@@ -48,23 +48,9 @@ pub(crate) fn ostree_locking_off(repo: &Repo) -> bool {
         || repo
             .config()
             .get("core", "lock-timeout-secs")
-            .is_some_and(|t| strtoll(&t) <= -2)
+            .is_some_and(|t| crate::ostree::number::strtoll(&t).unwrap_or(0) <= -2)
 }
 
-/// C's `strtoll` in base 10: blanks, a sign, digits; 0 without digits.
-fn strtoll(s: &str) -> i64 {
-    let t = s.trim_start();
-    let (neg, rest) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    let v: i64 = rest[..digits]
-        .parse()
-        .unwrap_or(if digits == 0 { 0 } else { i64::MAX });
-    if neg { -v } else { v }
-}
 /// How often a waiter tries the lock again.
 pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// Locked shared by arbor processes while they wait for the shared lock,
@@ -264,18 +250,4 @@ fn locked_elsewhere(repo: &Repo, name: &str) -> bool {
     )
     .ok()
     .is_some_and(|fd| sys::ofd_locked_elsewhere(fd.as_fd()).unwrap_or(false))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::strtoll;
-
-    #[test]
-    fn timeouts_read_as_strtoll() {
-        assert_eq!(strtoll("300"), 300);
-        assert_eq!(strtoll(" -1"), -1);
-        assert_eq!(strtoll("10s"), 10);
-        assert_eq!(strtoll("abc"), 0);
-        assert_eq!(strtoll("-"), 0);
-    }
 }
