@@ -19,47 +19,9 @@
 #        default: all cores)
 set -euo pipefail
 runs=${1:-3}
-cd "$(dirname "$0")/.."
-top=$PWD
-work=${BENCH_DIR:-/var/tmp/arbor-bench}
-suite=${SUITE:-bookworm}
-mirror=${MIRROR:-http://deb.debian.org/debian}
-mkdir -p "$work"
-
-need=()
-for pair in ostree:ostree debootstrap:debootstrap; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet
-arbor=${CARGO_TARGET_DIR:-$top/target}/release/arbor
-
-# --- data (as bench/pull.sh) ------------------------------------------------
-if [ ! -e "$work/tree1/.complete" ]; then
-  rm -rf "$work/tree1"
-  debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
-  touch "$work/tree1/.complete"
-fi
-find "$work/tree1/dev" -mindepth 1 -delete 2>/dev/null || true
-if [ ! -e "$work/srv/repo/summary" ]; then
-  rm -rf "$work/srv" "$work/tree2"
-  mkdir -p "$work/srv"
-  ostree --repo="$work/srv/repo" init --mode=archive
-  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree1" -s one --timestamp=@1700000000 >/dev/null
-  cp -a "$work/tree1" "$work/tree2"
-  find "$work/tree2/usr/share/doc" -type f -name 'copyright' | awk 'NR % 4 == 0' | while read -r f; do echo "# updated" >>"$f"; done
-  mkdir -p "$work/tree2/opt/new" && for i in $(seq 200); do head -c 4096 /dev/urandom >"$work/tree2/opt/new/f$i"; done
-  find "$work/tree2/usr/share/locale" -mindepth 1 -maxdepth 1 -type d | awk 'NR % 3 == 0' | xargs -r rm -rf
-  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree2" -s two --timestamp=@1700000100 >/dev/null
-  ostree --repo="$work/srv/repo" summary -u
-fi
+# shellcheck source=bench/pull-common.sh
+source "$(dirname "$0")/pull-common.sh"
 src=$work/srv/repo
-c2=$(ostree --repo="$src" rev-parse main)
-c1=$(ostree --repo="$src" rev-parse main^)
-files=$(find "$work/tree1" -type f | wc -l)
-size=$(du -sh "$work/tree1" | cut -f1)
 
 # --- runs -----------------------------------------------------------------
 repo=$work/delta-repo
@@ -73,12 +35,6 @@ deltadir() { # FROM|"" TO
   local t; t=$(b64 "$2")
   if [ -z "$1" ]; then echo "$repo/deltas/${t:0:2}/${t:2}"; else
     local f; f=$(b64 "$1"); echo "$repo/deltas/${f:0:2}/${f:2}-$t"; fi
-}
-measure() { # name, then the command; appends seconds to $work/NAME.times
-  local name=$1; shift
-  sync
-  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err"; exit 1; }
-  cat "$work/time.out" >>"$work/$name.times"
 }
 delta_bytes() { # dir: superblock + parts
   find "$1" -maxdepth 1 -type f -printf '%s\n' | awk '{s += $1} END {print s}'
@@ -114,8 +70,6 @@ ostree --repo="$work/apply" pull-local "$repo" "$c2" >/dev/null
 ostree --repo="$work/apply" fsck -q >/dev/null
 rm -rf "$work/apply"
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-col() { cut -d' ' -f"$1" <"$work/$2.times" | median; }
 echo "Tree: debootstrap --variant=minbase $suite, $files files, $size; C2 as in bench/pull.sh"
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each; arbor --jobs ${JOBS:-$(nproc)}"
 echo

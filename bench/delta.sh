@@ -20,49 +20,11 @@
 # Env:   BENCH_DIR (default /var/tmp/arbor-bench), SUITE, MIRROR (as pull.sh)
 set -euo pipefail
 runs=${1:-5}
-cd "$(dirname "$0")/.."
-top=$PWD
-work=${BENCH_DIR:-/var/tmp/arbor-bench}
-suite=${SUITE:-bookworm}
-mirror=${MIRROR:-http://deb.debian.org/debian}
-mkdir -p "$work"
-
-need=()
-for pair in ostree:ostree nginx:nginx debootstrap:debootstrap; do
-  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet
-arbor=${CARGO_TARGET_DIR:-$top/target}/release/arbor
-
-# --- data (as bench/pull.sh makes it) --------------------------------------
-# Other benchmarks share BENCH_DIR: prepare the data under a lock.
-exec 9>"$work/.data.lock"
-flock 9
-if [ ! -e "$work/tree1/.complete" ]; then
-  rm -rf "$work/tree1"
-  debootstrap --variant=minbase "$suite" "$work/tree1" "$mirror" >"$work/debootstrap.log" 2>&1
-  touch "$work/tree1/.complete"
-fi
-find "$work/tree1/dev" -mindepth 1 -delete 2>/dev/null || true
-if [ ! -e "$work/srv/repo/summary" ]; then
-  rm -rf "$work/srv" "$work/tree2"
-  mkdir -p "$work/srv"
-  ostree --repo="$work/srv/repo" init --mode=archive
-  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree1" -s one --timestamp=@1700000000 >/dev/null
-  cp -a "$work/tree1" "$work/tree2"
-  find "$work/tree2/usr/share/doc" -type f -name 'copyright' | awk 'NR % 4 == 0' | while read -r f; do echo "# updated" >>"$f"; done
-  mkdir -p "$work/tree2/opt/new" && for i in $(seq 200); do head -c 4096 /dev/urandom >"$work/tree2/opt/new/f$i"; done
-  find "$work/tree2/usr/share/locale" -mindepth 1 -maxdepth 1 -type d | awk 'NR % 3 == 0' | xargs -r rm -rf
-  ostree --repo="$work/srv/repo" commit -b main --tree=dir="$work/tree2" -s two --timestamp=@1700000100 >/dev/null
-  ostree --repo="$work/srv/repo" summary -u
-fi
-c2=$(ostree --repo="$work/srv/repo" rev-parse main)
-c1=$(ostree --repo="$work/srv/repo" rev-parse main^)
+# shellcheck source=bench/pull-common.sh
+source "$(dirname "$0")/pull-common.sh"
 
 # --- the deltas --------------------------------------------------------------
+flock 9
 drepo=$work/srv-delta/repo
 if [ ! -e "$drepo/.complete-$c1-$c2" ]; then
   rm -rf "$work/srv-delta"
@@ -75,10 +37,9 @@ if [ ! -e "$drepo/.complete-$c1-$c2" ]; then
   touch "$drepo/.complete-$c1-$c2"
 fi
 flock -u 9
-files=$(find "$work/tree1" -type f | wc -l)
 
 # --- server ------------------------------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >"$work/nginx-delta.conf" <<CONF
 worker_processes 2;
 pid $work/nginx-delta.pid;
@@ -95,22 +56,7 @@ rm -f "$work/nginx-delta-access.log"
 nginx -c "$work/nginx-delta.conf"
 url=http://127.0.0.1:$port/repo
 
-img=$work/fs.img
-mnt=$work/mnt
-mkdir -p "$mnt"
-fresh_fs() {
-  umount "$mnt" 2>/dev/null || true
-  truncate -s 8G "$img"
-  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0,nodiscard "$img"
-  mount -o loop "$img" "$mnt"
-}
 trap 'umount "$mnt" 2>/dev/null || true; kill "$(cat "$work/nginx-delta.pid")" 2>/dev/null || true' EXIT
-measure() { # name, then the command; appends "seconds rss_kb" to $work/NAME.times
-  local name=$1; shift
-  sync
-  /usr/bin/time -f "%e %M" -o "$work/time.out" "$@" >/dev/null 2>"$work/$name.err" || { cat "$work/$name.err"; exit 1; }
-  cat "$work/time.out" >>"$work/$name.times"
-}
 # Both tools must have used the delta (superblock and parts fetched); the
 # loose objects each fetched besides (the delta's fallbacks: files over
 # 4 MB by default) are counted for the table.
@@ -146,8 +92,6 @@ for _ in $(seq "$runs"); do
   ostree --repo="$dst" fsck -q >/dev/null
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-col() { cut -d' ' -f"$1" <"$work/$2.times" | median; }
 echo "Tree: debootstrap --variant=minbase $suite, $files files; deltas by ostree static-delta generate (defaults)"
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r); stores on a fresh loop-mounted ext4 per run; nginx on loopback; ostree $(ostree --version | awk -F\' '/Version/ {print $2}'); $runs runs each"
 echo
