@@ -13,7 +13,8 @@
 //! 3. **Lay out** the parts ([`super::layout`]), exactly, from sizes alone.
 //! 4. **Build** the parts, in parallel ([`super::build`]): each payload is
 //!    streamed from the objects and patches through xz (preset 8 and CRC64
-//!    as libostree, the dictionary sized to the payload) into its file.
+//!    as libostree, with a narrower match search and the dictionary sized
+//!    to the payload) into its file.
 //! 5. **Superblock** last: caller-free metadata (`ostree.endianness`, inline
 //!    parts, the target's detached metadata), the TO commit, part headers
 //!    and fallbacks, optionally wrapped and signed.
