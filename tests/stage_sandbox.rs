@@ -385,11 +385,28 @@ fn spawn_arbor(repo: &Path, args: &[&str], own_group: bool) -> Running {
 }
 
 fn read_line(child: &mut Running) -> String {
+    use std::os::fd::AsRawFd;
     let mut line = String::new();
     let out = child.stdout.as_mut().unwrap();
     // Byte by byte: a BufReader would swallow what follows.
     let mut b = [0u8; 1];
-    while out.read(&mut b).unwrap() == 1 {
+    loop {
+        // A line that never comes fails the test instead of hanging the
+        // suite (a lost signal once did).
+        let mut pfd = libc::pollfd {
+            fd: out.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, ours, for the length given.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 60_000) };
+        if ready < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        assert!(ready > 0, "no output for 60 s (line so far: {line:?})");
+        if out.read(&mut b).unwrap() != 1 {
+            break;
+        }
         line.push(b[0] as char);
         if b[0] == b'\n' {
             break;
