@@ -83,6 +83,7 @@ pub struct PullArgs {
 }
 
 pub fn run(ctx: &Ctx, a: PullArgs) -> Result<ExitCode> {
+    arbor::pull::delta::reuse_xz_dictionaries();
     let repo = ctx.open_for_write()?;
     let source = PullSource::parse(&repo, &a.source)?;
     let base = match &a.base {

@@ -181,3 +181,21 @@ pub(crate) fn read_sized(
 pub(crate) fn split_names(list: &[u8]) -> impl Iterator<Item = &[u8]> {
     list.split(|b| *b == 0).filter(|n| !n.is_empty())
 }
+
+/// glibc's malloc only: blocks up to `mmap_max` bytes come from the heap
+/// instead of a fresh mapping each, freed memory at the top of the heap is
+/// kept up to `trim` bytes, and all threads share one arena (so a block one
+/// thread frees is the one another reuses). Process-wide; nothing on other
+/// C libraries.
+pub(crate) fn malloc_keep(mmap_max: i32, trim: i32) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; the values are in
+    // the ranges glibc documents.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, mmap_max);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (mmap_max, trim);
+}

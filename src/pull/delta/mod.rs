@@ -49,6 +49,18 @@ use crate::store::{Repo, StoreError, Transaction};
 /// One part is always allowed, however large its dictionary.
 pub const DECOMPRESSION_BUDGET: u64 = 40 << 20;
 
+/// Tunes the C library's allocator (glibc's) for a process whose work is
+/// a pull; the library never calls it, `arbor pull` does. Parts are
+/// decoded one at a time, each with a 32 MiB xz dictionary that glibc
+/// would map afresh for every part and fault in page by page again; kept
+/// in the heap, the next part reuses it. On a debootstrap scratch delta:
+/// 10,700 page faults instead of 42,000, 5 % of the pull's time, the same
+/// peak RSS (one dictionary was resident at a time anyway). Process-wide:
+/// for a program that does nothing else meanwhile.
+pub fn reuse_xz_dictionaries() {
+    crate::fs::malloc_keep(64 << 20, 128 << 20);
+}
+
 /// Shares [`DECOMPRESSION_BUDGET`] among the workers.
 pub struct MemoryBudget {
     used: Mutex<u64>,
