@@ -121,6 +121,12 @@ fn indent(out: &mut String, text: &str) {
 
 /// `YYYY-MM-DD HH:MM:SS +0000` from seconds since the epoch.
 fn format_utc(secs: u64) -> String {
+    let (y, m, d, h, mi, s) = utc_fields(secs);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02} +0000")
+}
+
+/// Year, month, day, hour, minute, second (UTC) of seconds since the epoch.
+pub fn utc_fields(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -133,12 +139,7 @@ fn format_utc(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[derive(Args, Debug)]

@@ -175,7 +175,7 @@ fn render_value(v: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Value::Bytes(b) => format!("[{}]", hex(b)),
+        Value::Bytes(b) => format!("[{}]", hex::encode(b)),
         Value::ByteArrays(a) => format!("{} byte arrays", a.len()),
         Value::NamedStrArrays(a) => format!(
             "[{}]",
@@ -184,34 +184,14 @@ fn render_value(v: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Value::Other { typestr, data } => format!("<{typestr}> 0x{}", hex(data)),
+        Value::Other { typestr, data } => format!("<{typestr}> 0x{}", hex::encode(data)),
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `YYYY-MM-DDTHH:MM:SS+00`, as ostree prints summary times.
 pub fn iso8601(t: u64) -> String {
-    let days = (t / 86400) as i64;
-    let secs = t % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}+00",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+    let (y, m, d, h, mi, sec) = super::inspect::utc_fields(t);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{sec:02}+00")
 }
 
 #[cfg(test)]

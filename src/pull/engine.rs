@@ -1011,10 +1011,10 @@ enum Parked {
 
 /// A reader that fails once the pull is stopping. (Not
 /// `ErrorKind::Interrupted`: `read_exact` and `io::copy` retry those.)
-struct Interruptible {
-    inner: Box<dyn std::io::Read + Send>,
-    flag: Arc<AtomicBool>,
-    location: String,
+pub(crate) struct Interruptible {
+    pub(crate) inner: Box<dyn std::io::Read + Send>,
+    pub(crate) flag: Arc<AtomicBool>,
+    pub(crate) location: String,
 }
 
 impl std::io::Read for Interruptible {

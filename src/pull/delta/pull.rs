@@ -610,9 +610,10 @@ impl DeltaPull<'_, '_> {
             let Ok(mut obj) = self.source.fetch_content(c) else {
                 continue;
             };
-            obj.reader = Box::new(Stoppable {
+            obj.reader = Box::new(crate::pull::engine::Interruptible {
                 inner: obj.reader,
-                stop: stop.clone(),
+                flag: stop.clone(),
+                location: self.source.location(&ObjectName::new(*c, ObjectType::File)),
             });
             // Errors included: see above.
             let _ = self.txn.write_content_object(obj, Some(*c));
@@ -719,21 +720,5 @@ impl DeltaPull<'_, '_> {
                 r => return r,
             }
         }
-    }
-}
-
-/// A reader that fails once `stop` is set (a fallback object is as big as
-/// the server made it: Ctrl-C must not wait for the rest of it).
-struct Stoppable {
-    inner: Box<dyn std::io::Read + Send>,
-    stop: Arc<AtomicBool>,
-}
-
-impl std::io::Read for Stoppable {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(std::io::Error::other("stopped"));
-        }
-        self.inner.read(buf)
     }
 }
